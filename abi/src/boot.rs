@@ -1,0 +1,265 @@
+//! What a boot loader (our KVM monitor, or later the UEFI loader) hands the
+//! isolation kernel: the [`BootInfo`] structure, the boot bundle of images,
+//! and the monitor's I/O ports.
+
+use crate::image::ImageError;
+
+/// Magic value in [`BootInfo::magic`].
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"DNLBOOT1");
+/// Most usable-memory regions a [`BootInfo`] describes.
+pub const MAX_MEM_REGIONS: usize = 32;
+
+/// A range of usable physical memory.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemRegion {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+/// Handed to the kernel's entry point (physical address in `rdi`).
+///
+/// Written by the loader; read once by the kernel at boot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// [`crate::ABI_VERSION`] the loader was built for.
+    pub abi_version: u32,
+    /// Number of valid entries in `regions`.
+    pub region_count: u32,
+    /// Physical address of the boot bundle (see [`Bundle`]).
+    pub bundle_addr: u64,
+    /// Length of the boot bundle in bytes.
+    pub bundle_len: u64,
+    /// Time-stamp counter frequency in kHz, 0 if the loader does not know.
+    pub tsc_khz: u64,
+    /// Usable physical memory not holding the kernel, the bundle, the boot
+    /// page tables or this structure.
+    pub regions: [MemRegion; MAX_MEM_REGIONS],
+}
+
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 40 + 16 * MAX_MEM_REGIONS);
+
+/// Virtual address at which all physical memory is mapped (the "physmap").
+/// The loader sets this mapping up before entering the kernel.
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+/// Virtual address of physical address 0 in the kernel image mapping; the
+/// kernel is linked at `KERNEL_BASE + its physical load address`.
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+/// Physical address at which the kernel image is loaded.
+pub const KERNEL_PHYS_LOAD: u64 = 0x20_0000;
+
+/// I/O ports of the monitor's devices.
+pub mod ports {
+    /// The 16550 UART (COM1).
+    pub const SERIAL: u16 = 0x3f8;
+    /// Exit device: a 32-bit write ends the run with that status.
+    pub const EXIT: u16 = 0x501;
+    /// Panic device: a 32-bit write says the kernel itself panicked.
+    pub const PANIC: u16 = 0x502;
+}
+
+/// Magic at the start of a boot bundle.
+pub const BUNDLE_MAGIC: [u8; 8] = *b"DNLBNDL1";
+/// Longest name of a bundle entry.
+pub const BUNDLE_NAME_MAX: usize = 32;
+
+/// Boot-bundle header: `count` [`BundleEntry`]s follow it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BundleHeader {
+    /// [`BUNDLE_MAGIC`].
+    pub magic: [u8; 8],
+    /// [`crate::ABI_VERSION`].
+    pub abi_version: u32,
+    /// Number of entries.
+    pub count: u32,
+}
+
+/// One image in a boot bundle, and how many VMs to start from it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BundleEntry {
+    /// Offset of the `.dvm` image from the start of the bundle.
+    pub offset: u64,
+    /// Length of the image.
+    pub len: u64,
+    /// VMs to start from this image.
+    pub instances: u32,
+    /// Length of `name`.
+    pub name_len: u32,
+    /// The image's name (the service's), UTF-8.
+    pub name: [u8; BUNDLE_NAME_MAX],
+}
+
+const _: () = assert!(core::mem::size_of::<BundleHeader>() == 16);
+const _: () = assert!(core::mem::size_of::<BundleEntry>() == 56);
+
+/// Most images in one bundle.
+pub const BUNDLE_MAX_ENTRIES: u32 = 4096;
+
+/// A validated view of a boot bundle.
+#[derive(Clone, Copy, Debug)]
+pub struct Bundle<'a> {
+    bytes: &'a [u8],
+    count: u32,
+}
+
+/// Why a boot bundle was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BundleError {
+    /// Shorter than its header or entry table.
+    Truncated,
+    /// The magic is wrong: not a bundle.
+    BadMagic,
+    /// Built for another ABI version.
+    WrongVersion(u32),
+    /// More entries than [`BUNDLE_MAX_ENTRIES`], or none.
+    BadCount(u32),
+    /// An entry points outside the bundle or has a bad name.
+    BadEntry(u32),
+    /// An image in the bundle is invalid.
+    Image(u32, ImageError),
+}
+
+impl core::fmt::Display for BundleError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            BundleError::Truncated => write!(f, "boot bundle is truncated"),
+            BundleError::BadMagic => write!(f, "not a Denali boot bundle (bad magic)"),
+            BundleError::WrongVersion(v) => write!(f, "boot bundle is for ABI version {v}"),
+            BundleError::BadCount(n) => write!(f, "boot bundle has {n} entries"),
+            BundleError::BadEntry(i) => write!(f, "boot bundle entry {i} is out of range"),
+            BundleError::Image(i, e) => write!(f, "image {i} in the boot bundle: {e}"),
+        }
+    }
+}
+
+pub(crate) fn read<T: Copy>(bytes: &[u8], offset: usize) -> Option<T> {
+    let end = offset.checked_add(core::mem::size_of::<T>())?;
+    let src = bytes.get(offset..end)?;
+    // SAFETY: `src` is exactly size_of::<T>() readable bytes, read_unaligned
+    // has no alignment requirement, and T is only instantiated with the
+    // plain-old-data `#[repr(C)]` structs of this crate, valid for any bits.
+    Some(unsafe { core::ptr::read_unaligned(src.as_ptr().cast::<T>()) })
+}
+pub(crate) use read as read_pod;
+
+impl<'a> Bundle<'a> {
+    /// Checks the header and every entry's bounds; images are validated by
+    /// [`Bundle::entry`] callers with [`crate::image::Image::parse`].
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, BundleError> {
+        let header: BundleHeader = read(bytes, 0).ok_or(BundleError::Truncated)?;
+        if header.magic != BUNDLE_MAGIC {
+            return Err(BundleError::BadMagic);
+        }
+        if header.abi_version != crate::ABI_VERSION {
+            return Err(BundleError::WrongVersion(header.abi_version));
+        }
+        if header.count == 0 || header.count > BUNDLE_MAX_ENTRIES {
+            return Err(BundleError::BadCount(header.count));
+        }
+        let bundle = Bundle { bytes, count: header.count };
+        for i in 0..header.count {
+            let entry = bundle.raw_entry(i).ok_or(BundleError::Truncated)?;
+            let in_range = entry
+                .offset
+                .checked_add(entry.len)
+                .is_some_and(|end| end <= bytes.len() as u64);
+            if !in_range || entry.name_len as usize > BUNDLE_NAME_MAX || entry.instances == 0 {
+                return Err(BundleError::BadEntry(i));
+            }
+        }
+        Ok(bundle)
+    }
+
+    fn raw_entry(&self, index: u32) -> Option<BundleEntry> {
+        let offset = core::mem::size_of::<BundleHeader>()
+            + index as usize * core::mem::size_of::<BundleEntry>();
+        read(self.bytes, offset)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether there are no entries (never true for a parsed bundle).
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Entry `index`: its metadata and its image bytes.
+    pub fn entry(&self, index: u32) -> Option<(BundleEntry, &'a [u8])> {
+        if index >= self.count {
+            return None;
+        }
+        let entry = self.raw_entry(index)?;
+        let bytes = self.bytes.get(entry.offset as usize..(entry.offset + entry.len) as usize)?;
+        Some((entry, bytes))
+    }
+}
+
+impl BundleEntry {
+    /// The entry's name, or `"?"` if it is not UTF-8.
+    pub fn name(&self) -> &str {
+        let len = (self.name_len as usize).min(BUNDLE_NAME_MAX);
+        core::str::from_utf8(&self.name[..len]).unwrap_or("?")
+    }
+}
+
+/// Writes a boot bundle of `(name, instances, image)` entries.
+#[cfg(feature = "alloc")]
+pub fn build_bundle(entries: &[(&str, u32, &[u8])]) -> alloc::vec::Vec<u8> {
+    use alloc::vec::Vec;
+    let table_len = core::mem::size_of::<BundleHeader>()
+        + entries.len() * core::mem::size_of::<BundleEntry>();
+    let mut out = Vec::new();
+    out.extend_from_slice(&BUNDLE_MAGIC);
+    out.extend_from_slice(&crate::ABI_VERSION.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    let mut offset = table_len as u64;
+    for (name, instances, image) in entries {
+        let name = &name.as_bytes()[..name.len().min(BUNDLE_NAME_MAX)];
+        let mut name_buf = [0u8; BUNDLE_NAME_MAX];
+        name_buf[..name.len()].copy_from_slice(name);
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&(image.len() as u64).to_le_bytes());
+        out.extend_from_slice(&instances.to_le_bytes());
+        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        out.extend_from_slice(&name_buf);
+        offset += image.len() as u64;
+    }
+    for (_, _, image) in entries {
+        out.extend_from_slice(image);
+    }
+    out
+}
+
+#[cfg(all(test, feature = "alloc"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_round_trips() {
+        let bytes = build_bundle(&[("one", 1, b"abc"), ("two", 3, b"defg")]);
+        let bundle = Bundle::parse(&bytes).unwrap();
+        assert_eq!(bundle.len(), 2);
+        let (e, img) = bundle.entry(1).unwrap();
+        assert_eq!((e.name(), e.instances, img), ("two", 3, &b"defg"[..]));
+    }
+
+    #[test]
+    fn truncated_and_foreign_bundles_are_refused() {
+        let bytes = build_bundle(&[("one", 1, b"abc")]);
+        assert_eq!(Bundle::parse(&bytes[..10]).unwrap_err(), BundleError::Truncated);
+        assert_eq!(Bundle::parse(&bytes[..bytes.len() - 1]).unwrap_err(), BundleError::BadEntry(0));
+        let mut foreign = bytes.clone();
+        foreign[0] = b'X';
+        assert_eq!(Bundle::parse(&foreign).unwrap_err(), BundleError::BadMagic);
+    }
+}

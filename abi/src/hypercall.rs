@@ -1,0 +1,101 @@
+//! Hypercall numbers, error codes and event bits.
+//!
+//! The list is short on purpose ("economy of mechanism"): everything a guest
+//! can ask of the kernel is here.
+
+/// Hypercall numbers, passed in `rax`.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hypercall {
+    /// `exit(code: i32) -> !`: the VM stops; `code` is its exit status.
+    Exit = 0,
+    /// `console_write(buf: *const u8, len: usize) -> usize`: writes at most
+    /// [`CONSOLE_WRITE_MAX`] bytes to the console, returns how many.
+    ConsoleWrite = 1,
+    /// `idle() -> u64`: gives up the CPU until an event is pending, then
+    /// returns the whole batch of pending event bits and clears them.
+    Idle = 2,
+    /// `alarm(deadline_ns: u64) -> 0`: sets the virtual alarm clock to an
+    /// absolute global-clock time; [`EVENT_ALARM`] is raised when it passes.
+    /// A deadline of 0 cancels the alarm.
+    Alarm = 3,
+    /// `yield() -> 0`: lets another runnable VM run first.
+    Yield = 4,
+}
+
+impl TryFrom<u64> for Hypercall {
+    type Error = Error;
+
+    fn try_from(number: u64) -> Result<Self, Error> {
+        Ok(match number {
+            0 => Hypercall::Exit,
+            1 => Hypercall::ConsoleWrite,
+            2 => Hypercall::Idle,
+            3 => Hypercall::Alarm,
+            4 => Hypercall::Yield,
+            _ => return Err(Error::NoSuchCall),
+        })
+    }
+}
+
+/// Longest buffer one `console_write` takes.
+pub const CONSOLE_WRITE_MAX: usize = 4096;
+
+/// Hypercall errors; a hypercall returns `-(error as i64)`.
+#[repr(i64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The call number is not a hypercall.
+    NoSuchCall = 1,
+    /// A pointer argument is outside the VM's memory or lacks the rights.
+    BadAddress = 2,
+    /// An argument is out of range.
+    InvalidArgument = 3,
+}
+
+impl Error {
+    /// The value placed in `rax`.
+    pub const fn to_return(self) -> u64 {
+        (-(self as i64)) as u64
+    }
+
+    /// Decodes a hypercall's `rax`: `Ok(value)` or the error.
+    pub fn from_return(rax: u64) -> Result<u64, Error> {
+        match rax as i64 {
+            -1 => Err(Error::NoSuchCall),
+            -2 => Err(Error::BadAddress),
+            -3 => Err(Error::InvalidArgument),
+            _ => Ok(rax),
+        }
+    }
+}
+
+/// Event bit: the virtual alarm clock went off.
+pub const EVENT_ALARM: u64 = 1 << 0;
+/// Event bit: the VM was switched out and should recalibrate its clock.
+pub const EVENT_WAKEUP: u64 = 1 << 1;
+/// Event bit: frames arrived on the virtual NIC.
+pub const EVENT_NET_RX: u64 = 1 << 2;
+/// Event bit: a disk request completed.
+pub const EVENT_DISK: u64 = 1 << 3;
+/// Event bit: the operator asked the VM to shut down.
+pub const EVENT_SHUTDOWN: u64 = 1 << 4;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_round_trip_through_rax() {
+        for e in [Error::NoSuchCall, Error::BadAddress, Error::InvalidArgument] {
+            assert_eq!(Error::from_return(e.to_return()), Err(e));
+        }
+        assert_eq!(Error::from_return(42), Ok(42));
+    }
+
+    #[test]
+    fn unknown_numbers_are_refused() {
+        assert_eq!(Hypercall::try_from(4), Ok(Hypercall::Yield));
+        assert_eq!(Hypercall::try_from(99), Err(Error::NoSuchCall));
+    }
+}
