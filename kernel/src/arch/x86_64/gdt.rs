@@ -1,0 +1,73 @@
+//! The GDT and the TSS: kernel and user segments, the selectors `syscall`
+//! needs, and an interrupt stack (IST) for every kind of trap so that a trap
+//! never runs on a stack a VM could have corrupted.
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::registers::segmentation::SegmentSelector;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// IST slot (1-based in the IDT, 0-based here) for traps from ring 3 and
+/// ordinary kernel traps.
+pub const IST_TRAP: u16 = 0;
+/// IST slot for double faults.
+pub const IST_DOUBLE_FAULT: u16 = 1;
+/// IST slot for NMIs and machine checks.
+pub const IST_NMI: u16 = 2;
+
+const IST_SIZE: usize = 16 * 1024;
+
+#[repr(C, align(16))]
+struct Stack([u8; IST_SIZE]);
+
+static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_SIZE]) }; 3];
+static mut TSS: TaskStateSegment = TaskStateSegment::new();
+static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
+
+/// Selectors, in the order `syscall`/`sysret` require (STAR).
+#[derive(Clone, Copy, Debug)]
+pub struct Selectors {
+    /// Ring-0 code.
+    pub kernel_code: SegmentSelector,
+    /// Ring-0 data.
+    pub kernel_data: SegmentSelector,
+    /// Ring-3 data (RPL 3).
+    pub user_data: SegmentSelector,
+    /// Ring-3 code (RPL 3).
+    pub user_code: SegmentSelector,
+}
+
+/// Builds and loads the GDT and TSS. Call once, at boot.
+pub fn init() -> Selectors {
+    // SAFETY: called once on the boot CPU before anything else reads these
+    // statics; after this they are only read by the CPU.
+    unsafe {
+        let tss = &mut *core::ptr::addr_of_mut!(TSS);
+        let stacks = &*core::ptr::addr_of!(IST_STACKS);
+        for (i, stack) in stacks.iter().enumerate() {
+            let top = VirtAddr::from_ptr(stack.0.as_ptr()) + IST_SIZE as u64;
+            tss.interrupt_stack_table[i] = top;
+        }
+        // Privilege changes without an IST use rsp0; every gate has an IST,
+        // but keep rsp0 valid anyway.
+        tss.privilege_stack_table[0] = tss.interrupt_stack_table[IST_TRAP as usize];
+
+        let gdt = &mut *core::ptr::addr_of_mut!(GDT);
+        let selectors = Selectors {
+            kernel_code: gdt.append(Descriptor::kernel_code_segment()),
+            kernel_data: gdt.append(Descriptor::kernel_data_segment()),
+            user_data: gdt.append(Descriptor::user_data_segment()),
+            user_code: gdt.append(Descriptor::user_code_segment()),
+        };
+        let tss_selector = gdt.append(Descriptor::tss_segment(&*core::ptr::addr_of!(TSS)));
+        gdt.load();
+        CS::set_reg(selectors.kernel_code);
+        DS::set_reg(selectors.kernel_data);
+        ES::set_reg(selectors.kernel_data);
+        SS::set_reg(selectors.kernel_data);
+        load_tss(tss_selector);
+        selectors
+    }
+}

@@ -1,0 +1,312 @@
+//! Leaving and re-entering ring 3.
+//!
+//! The kernel runs a VM the way a monitor runs a vCPU: [`enter_user`] loads
+//! the VM's registers and `iretq`s into it, and returns only when the VM
+//! traps (a hypercall, a fault or an interrupt), with every user register
+//! saved in its [`UserContext`]. Each VM therefore needs no kernel stack of
+//! its own, and the scheduler is an ordinary loop on the boot stack.
+//!
+//! Every IDT gate switches to an IST stack. A trap whose saved `cs` is ring 3
+//! is copied into the current context and control returns to the scheduler;
+//! a trap in ring 0 is a kernel bug and ends the run with a report.
+
+use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_TRAP, Selectors};
+use core::arch::global_asm;
+
+/// Pseudo vector recorded for a `syscall` (hypercall) trap.
+pub const VECTOR_SYSCALL: u64 = 0x100;
+/// Page-fault vector.
+pub const VECTOR_PAGE_FAULT: u64 = 14;
+
+/// A VM's registers while it is not running, laid out exactly as the trap
+/// stubs push them (lowest address first).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UserContext {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// Trap vector, or [`VECTOR_SYSCALL`].
+    pub vector: u64,
+    /// The CPU's error code for the trap, or 0.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+const CONTEXT_WORDS: usize = core::mem::size_of::<UserContext>() / 8;
+const _: () = assert!(CONTEXT_WORDS == 22);
+const CS_OFFSET: usize = core::mem::offset_of!(UserContext, cs);
+
+/// RFLAGS for a VM: interrupts on (so the kernel can preempt it), IOPL 0.
+pub const USER_RFLAGS: u64 = 0x202;
+
+impl UserContext {
+    /// A fresh context starting at `rip` with stack `rsp`.
+    pub fn new(selectors: &Selectors, rip: u64, rsp: u64) -> Self {
+        UserContext {
+            rip,
+            rsp,
+            cs: u64::from(selectors.user_code.0),
+            ss: u64::from(selectors.user_data.0),
+            rflags: USER_RFLAGS,
+            ..Default::default()
+        }
+    }
+}
+
+// Kernel stack pointer saved by enter_user, restored when the VM traps.
+#[unsafe(no_mangle)]
+static mut DENALI_KERNEL_RSP: u64 = 0;
+// Where the running VM's registers are saved.
+#[unsafe(no_mangle)]
+static mut DENALI_CURRENT_CONTEXT: *mut UserContext = core::ptr::null_mut();
+// The VM's rsp across the first instructions of the syscall entry.
+#[unsafe(no_mangle)]
+static mut DENALI_SYSCALL_SCRATCH: u64 = 0;
+
+const SYSCALL_STACK_SIZE: usize = 4096;
+#[repr(C, align(16))]
+struct Stack([u8; SYSCALL_STACK_SIZE]);
+#[unsafe(no_mangle)]
+static mut DENALI_SYSCALL_STACK: Stack = Stack([0; SYSCALL_STACK_SIZE]);
+
+unsafe extern "C" {
+    fn denali_enter_user(context: *mut UserContext);
+    fn denali_syscall_entry();
+    static denali_trap_stubs: [u64; 256];
+}
+
+/// Runs the VM whose registers are in `context` until it traps; on return,
+/// `context` holds its registers and `context.vector` says why it stopped.
+///
+/// # Safety
+///
+/// `context` must describe ring-3 code running on the current page tables
+/// (its `cs`/`ss` are the user selectors and its `rflags` has IOPL 0), so
+/// that the `iretq` cannot enter ring 0.
+pub unsafe fn enter_user(context: &mut UserContext) {
+    // SAFETY: the caller guarantees the context is a ring-3 one; the stub
+    // saves the callee-saved registers and returns here when the VM traps.
+    unsafe { denali_enter_user(context) }
+}
+
+global_asm!(
+    ".global denali_enter_user",
+    "denali_enter_user:",
+    "    push rbx",
+    "    push rbp",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    mov [rip + DENALI_KERNEL_RSP], rsp",
+    "    mov [rip + DENALI_CURRENT_CONTEXT], rdi",
+    "    mov rsp, rdi",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rbp",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    pop rbx",
+    "    pop rax",
+    "    add rsp, 16",
+    "    iretq",
+    "",
+    // The hypercall entry: build the same frame a trap would, on the
+    // syscall stack, and join the common path.
+    ".global denali_syscall_entry",
+    "denali_syscall_entry:",
+    "    mov [rip + DENALI_SYSCALL_SCRATCH], rsp",
+    "    lea rsp, [rip + DENALI_SYSCALL_STACK + {syscall_stack}]",
+    "    push {user_ss}",
+    "    push qword ptr [rip + DENALI_SYSCALL_SCRATCH]",
+    "    push r11",
+    "    push {user_cs}",
+    "    push rcx",
+    "    push 0",
+    "    push {syscall_vector}",
+    "    jmp denali_trap_common",
+    "",
+    "denali_trap_common:",
+    "    push rax",
+    "    push rbx",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    push rbp",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    cld",
+    "    test qword ptr [rsp + {cs_offset}], 3",
+    "    jz 2f",
+    // From ring 3: save the frame in the VM's context and return from
+    // denali_enter_user to the scheduler.
+    "    mov rsi, rsp",
+    "    mov rdi, [rip + DENALI_CURRENT_CONTEXT]",
+    "    mov ecx, {words}",
+    "    rep movsq",
+    "    mov rsp, [rip + DENALI_KERNEL_RSP]",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbp",
+    "    pop rbx",
+    "    ret",
+    // From ring 0: a kernel bug. Report and stop.
+    "2:  mov rdi, rsp",
+    "    call denali_kernel_trap",
+    "    ud2",
+    syscall_stack = const SYSCALL_STACK_SIZE,
+    user_ss = const 0x1b,
+    user_cs = const 0x23,
+    syscall_vector = const VECTOR_SYSCALL,
+    cs_offset = const CS_OFFSET,
+    words = const CONTEXT_WORDS,
+);
+
+// One stub per vector: push a zero error code where the CPU pushes none,
+// then the vector number, then join the common path.
+macro_rules! trap_stubs {
+    ($($vector:literal)*) => {
+        global_asm!(
+            $(
+                concat!(".balign 16\n", "denali_trap_stub_", $vector, ":"),
+                concat!(
+                    ".if ", $vector, " == 8 || (", $vector, " >= 10 && ", $vector, " <= 14) || ",
+                    $vector, " == 17 || ", $vector, " == 21 || ", $vector, " == 29 || ", $vector, " == 30"
+                ),
+                concat!("    push ", $vector),
+                ".else",
+                "    push 0",
+                concat!("    push ", $vector),
+                ".endif",
+                "    jmp denali_trap_common",
+            )*
+            ".section .rodata",
+            ".balign 8",
+            ".global denali_trap_stubs",
+            "denali_trap_stubs:",
+            $(concat!("    .quad denali_trap_stub_", $vector),)*
+            ".text",
+        );
+    };
+}
+
+trap_stubs!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+    32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63
+    64 65 66 67 68 69 70 71 72 73 74 75 76 77 78 79 80 81 82 83 84 85 86 87 88 89 90 91 92 93 94 95
+    96 97 98 99 100 101 102 103 104 105 106 107 108 109 110 111 112 113 114 115 116 117 118 119
+    120 121 122 123 124 125 126 127 128 129 130 131 132 133 134 135 136 137 138 139 140 141 142 143
+    144 145 146 147 148 149 150 151 152 153 154 155 156 157 158 159 160 161 162 163 164 165 166 167
+    168 169 170 171 172 173 174 175 176 177 178 179 180 181 182 183 184 185 186 187 188 189 190 191
+    192 193 194 195 196 197 198 199 200 201 202 203 204 205 206 207 208 209 210 211 212 213 214 215
+    216 217 218 219 220 221 222 223 224 225 226 227 228 229 230 231 232 233 234 235 236 237 238 239
+    240 241 242 243 244 245 246 247 248 249 250 251 252 253 254 255
+);
+
+/// A 64-bit interrupt gate.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    type_attr: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Gate>() == 16);
+
+static mut IDT: [Gate; 256] = [Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    type_attr: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+}; 256];
+
+/// Fills and loads the IDT: every vector gets its stub, an IST stack and
+/// DPL 0 (so `int n` from ring 3 is a #GP, not a forged trap).
+pub fn init_idt(selectors: &Selectors) {
+    // SAFETY: called once at boot before interrupts are enabled; the IDT is
+    // static, so the pointer handed to lidt stays valid forever, and the stub
+    // table is defined by the global_asm above.
+    unsafe {
+        let idt = &mut *core::ptr::addr_of_mut!(IDT);
+        let stubs = &*core::ptr::addr_of!(denali_trap_stubs);
+        for (vector, gate) in idt.iter_mut().enumerate() {
+            let addr = stubs[vector];
+            let ist = match vector {
+                8 => IST_DOUBLE_FAULT,
+                2 | 18 => IST_NMI,
+                _ => IST_TRAP,
+            };
+            *gate = Gate {
+                offset_low: addr as u16,
+                selector: selectors.kernel_code.0,
+                ist: ist as u8 + 1,
+                type_attr: 0x8e,
+                offset_mid: (addr >> 16) as u16,
+                offset_high: (addr >> 32) as u32,
+                reserved: 0,
+            };
+        }
+        let pointer = x86_64::structures::DescriptorTablePointer {
+            limit: (core::mem::size_of_val(idt) - 1) as u16,
+            base: x86_64::VirtAddr::from_ptr(idt.as_ptr()),
+        };
+        x86_64::instructions::tables::lidt(&pointer);
+    }
+}
+
+/// Address of the hypercall entry, for LSTAR.
+pub fn syscall_entry_address() -> u64 {
+    denali_syscall_entry as *const () as u64
+}
+
+/// A trap taken in ring 0: the kernel itself is broken. Report and stop.
+#[unsafe(no_mangle)]
+extern "C" fn denali_kernel_trap(frame: &UserContext) -> ! {
+    let cr2 = x86_64::registers::control::Cr2::read_raw();
+    panic!(
+        "trap {} in the kernel at rip {:#x} (error {:#x}, cr2 {:#x}, rsp {:#x})",
+        frame.vector, frame.rip, frame.error_code, cr2, frame.rsp
+    );
+}

@@ -1,0 +1,102 @@
+//! Boot: from the loader's `BootInfo` to a running kernel. Sets up the CPU,
+//! carves the kernel heap and the frame allocator out of usable memory,
+//! loads every image of the boot bundle into its own VM, and runs them.
+
+use crate::arch::x86_64::{self as arch, cpu, gdt, trap};
+use crate::kprintln;
+use crate::mem::frame::FrameAllocator;
+use crate::mem::phys;
+use crate::run::Kernel;
+use crate::time::Clock;
+use crate::vm::loader::Loader;
+use alloc::vec::Vec;
+use denali_abi::boot::{BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS};
+use linked_list_allocator::LockedHeap;
+use x86_64::registers::control::Cr3;
+
+/// Kernel heap size: the VM table, queues and per-VM bookkeeping.
+const HEAP_SIZE: u64 = 32 << 20;
+
+/// Boots the kernel and never returns: the run ends through the exit device.
+pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
+    crate::console::CONSOLE.lock().init();
+    // SAFETY: the loader placed a BootInfo at this physical address; it is
+    // read once, by value, before anything can overwrite it.
+    let info: BootInfo = unsafe { core::ptr::read(phys::to_virt(boot_info_phys) as *const BootInfo) };
+    if info.magic != BOOT_MAGIC || info.abi_version != denali_abi::ABI_VERSION {
+        kprintln!("denali: the boot loader speaks another ABI (magic {:#x}, version {})", info.magic, info.abi_version);
+        arch::exit_panic();
+    }
+    let selectors = gdt::init();
+    trap::init_idt(&selectors);
+    let protections = cpu::init(&selectors, trap::syscall_entry_address());
+
+    let mut regions: Vec<(u64, u64)> = Vec::new();
+    let mut heap_ready = false;
+    for region in info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS)) {
+        let (mut start, end) = (region.start.next_multiple_of(4096), region.end);
+        if !heap_ready && end.saturating_sub(start) > HEAP_SIZE * 2 {
+            // SAFETY: the loader reports this range as unused RAM, mapped by
+            // the physmap; it becomes the heap and nothing else uses it.
+            unsafe { heap.lock().init(phys::to_virt(start), HEAP_SIZE as usize) };
+            start += HEAP_SIZE;
+            heap_ready = true;
+        }
+        if heap_ready {
+            regions.push((start, end));
+        }
+    }
+    if !heap_ready {
+        kprintln!("denali: not enough memory for the kernel heap ({} MiB needed)", HEAP_SIZE * 2 >> 20);
+        arch::exit_panic();
+    }
+    let frames = FrameAllocator::new(regions);
+    if info.tsc_khz == 0 {
+        kprintln!("denali: the boot loader did not report the TSC frequency");
+        arch::exit_panic();
+    }
+    let clock = Clock::start(info.tsc_khz, arch::rdtsc());
+    let kernel_pml4 = Cr3::read().0.start_address().as_u64();
+    kprintln!(
+        "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}",
+        frames.total() * 4096 >> 20,
+        info.tsc_khz / 1000,
+        if protections.smep { "on" } else { "absent" },
+        if protections.smap { "on" } else { "absent" },
+    );
+
+    // SAFETY: the loader placed the bundle at this physical range, which is
+    // outside every usable region, so nothing else writes it.
+    let bundle_bytes = unsafe { core::slice::from_raw_parts(phys::to_virt(info.bundle_addr), info.bundle_len as usize) };
+    let bundle = match Bundle::parse(bundle_bytes) {
+        Ok(bundle) => bundle,
+        Err(e) => {
+            kprintln!("denali: the boot bundle was refused: {e}");
+            arch::exit(crate::run::REFUSED_STATUS);
+        }
+    };
+    let mut vm_count: u32 = 0;
+    for index in 0..bundle.len() {
+        let (entry, _) = bundle.entry(index).expect("parsed bundle has this entry");
+        vm_count = vm_count.saturating_add(entry.instances);
+    }
+
+    let mut kernel = Kernel::new(frames, clock, kernel_pml4);
+    for index in 0..bundle.len() {
+        let (entry, image) = bundle.entry(index).expect("parsed bundle has this entry");
+        for _ in 0..entry.instances {
+            let id = kernel.vms.len() as u32;
+            let mut loader =
+                Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
+            match loader.load(id, entry.name(), image) {
+                Ok(vm) => kernel.admit(vm),
+                Err(e) => {
+                    kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
+                    kernel.refuse();
+                }
+            }
+        }
+    }
+    let status = kernel.run();
+    arch::exit(status)
+}

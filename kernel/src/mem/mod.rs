@@ -1,0 +1,9 @@
+//! Physical memory: the frame allocator, and (on the target) the physmap and
+//! the per-VM address spaces built from frames.
+
+pub mod frame;
+
+#[cfg(target_os = "none")]
+pub mod phys;
+#[cfg(target_os = "none")]
+pub mod space;

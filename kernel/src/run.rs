@@ -1,0 +1,215 @@
+//! The kernel's main loop: pick a runnable VM, run it until it traps, act on
+//! the trap; when nothing is runnable, wait for the next alarm; stop when
+//! every VM has exited.
+
+use crate::arch::x86_64::rdtsc;
+use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, VECTOR_SYSCALL, enter_user};
+use crate::kprintln;
+use crate::mem::frame::FrameAllocator;
+use crate::sched::{Scheduler, VmId};
+use crate::time::Clock;
+use crate::vm::fault::Fault;
+use crate::vm::hypercall::{self, Env, Outcome};
+use crate::vm::{State, Vm, fault_status};
+use alloc::vec::Vec;
+use denali_abi::hypercall::EVENT_ALARM;
+use x86_64::PhysAddr;
+use x86_64::registers::control::{Cr2, Cr3};
+use x86_64::structures::paging::PhysFrame;
+
+/// Exit status recorded for an image the loader refused.
+pub const REFUSED_STATUS: i32 = 126;
+
+/// Every VM of this boot and the state to run them.
+pub struct Kernel {
+    /// Physical memory.
+    pub frames: FrameAllocator,
+    /// Run queue and alarms.
+    pub sched: Scheduler,
+    /// VMs by id; `None` once exited (or never loaded).
+    pub vms: Vec<Option<Vm>>,
+    /// Exit status by id, once known.
+    pub statuses: Vec<Option<i32>>,
+    /// The global clock.
+    pub clock: Clock,
+    /// The kernel's own page tables.
+    pub kernel_pml4: u64,
+    /// VMs not yet exited.
+    live: usize,
+    /// Whose FPU state is in the CPU.
+    fpu_owner: Option<VmId>,
+}
+
+impl Kernel {
+    /// A kernel with no VMs yet.
+    pub fn new(frames: FrameAllocator, clock: Clock, kernel_pml4: u64) -> Self {
+        Kernel {
+            frames,
+            sched: Scheduler::new(),
+            vms: Vec::new(),
+            statuses: Vec::new(),
+            clock,
+            kernel_pml4,
+            live: 0,
+            fpu_owner: None,
+        }
+    }
+
+    /// Adds a loaded VM (its id must be the next index) and makes it runnable.
+    pub fn admit(&mut self, vm: Vm) {
+        debug_assert_eq!(vm.id as usize, self.vms.len());
+        self.sched.make_runnable(vm.id);
+        self.vms.push(Some(vm));
+        self.statuses.push(None);
+        self.live += 1;
+    }
+
+    /// Records an id whose image was refused.
+    pub fn refuse(&mut self) {
+        self.vms.push(None);
+        self.statuses.push(Some(REFUSED_STATUS));
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.ns_at(rdtsc())
+    }
+
+    /// Runs every VM to completion and returns the boot's status: 0 if all
+    /// exited 0, otherwise the first non-zero status in id order.
+    pub fn run(&mut self) -> i32 {
+        let prefix = self.vms.len() > 1;
+        while self.live > 0 {
+            self.fire_alarms();
+            if let Some(id) = self.sched.next() {
+                self.run_vm(id, prefix);
+                continue;
+            }
+            match self.sched.next_deadline() {
+                Some(deadline) => self.wait_until(deadline),
+                None => {
+                    kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
+                    break;
+                }
+            }
+        }
+        if prefix {
+            for (id, status) in self.statuses.iter().enumerate() {
+                let name = self.vms.get(id).and_then(|v| v.as_ref()).map_or("", |vm| vm.name.as_str());
+                match status {
+                    Some(s) => kprintln!("denali: vm {id} {name} exited with status {s}"),
+                    None => kprintln!("denali: vm {id} {name} did not finish"),
+                }
+            }
+        }
+        self.statuses.iter().map(|s| s.unwrap_or(1)).find(|&s| s != 0).unwrap_or(0)
+    }
+
+    fn fire_alarms(&mut self) {
+        let now = self.now();
+        while let Some(id) = self.sched.pop_expired(now) {
+            if let Some(vm) = self.vms[id as usize].as_mut() {
+                vm.raise(EVENT_ALARM);
+                if vm.state == State::Idle {
+                    vm.state = State::Runnable;
+                    vm.stats.wakeups += 1;
+                    vm.context.rax = vm.take_pending();
+                    self.sched.make_runnable(id);
+                }
+            }
+        }
+    }
+
+    /// Nothing is runnable until `deadline`: wait for it.
+    fn wait_until(&self, deadline: u64) {
+        let target = self.clock.tsc_at(deadline);
+        while rdtsc() < target {
+            core::hint::spin_loop();
+        }
+    }
+
+    fn switch_fpu(&mut self, id: VmId) {
+        if self.fpu_owner == Some(id) {
+            return;
+        }
+        if let Some(prev) = self.fpu_owner.and_then(|p| self.vms[p as usize].as_mut()) {
+            prev.fpu.save();
+        }
+        if let Some(vm) = self.vms[id as usize].as_ref() {
+            vm.fpu.restore();
+        }
+        self.fpu_owner = Some(id);
+    }
+
+    fn run_vm(&mut self, id: VmId, prefix: bool) {
+        self.switch_fpu(id);
+        let Some(vm) = self.vms[id as usize].as_mut() else { return };
+        // SAFETY: the VM's page tables share the kernel's upper half, so the
+        // kernel keeps running after the switch.
+        unsafe { Cr3::write(vm.space.root(), Cr3::read().1) };
+        loop {
+            if vm.context.rip >= vm.layout.mem_size {
+                // Cannot happen for a context the CPU saved; refuse anyway
+                // rather than iretq to an address outside the VM.
+                kprintln!("denali: vm {id} has an impossible rip {:#x}; stopping it", vm.context.rip);
+                return self.finish(id, fault_status(13));
+            }
+            let start = rdtsc();
+            // SAFETY: the context was built by the loader with user selectors
+            // and IOPL 0, or saved by the CPU on a trap from ring 3.
+            unsafe { enter_user(&mut vm.context) };
+            vm.stats.cpu_ticks += rdtsc() - start;
+            match vm.context.vector {
+                VECTOR_SYSCALL => {
+                    let now = self.clock.ns_at(rdtsc());
+                    let mut env = Env {
+                        frames: &mut self.frames,
+                        sched: &mut self.sched,
+                        clock: self.clock,
+                        prefix_console: prefix,
+                        now,
+                    };
+                    match hypercall::dispatch(vm, &mut env) {
+                        Outcome::Resume(value) => vm.context.rax = value,
+                        Outcome::Block => return,
+                        Outcome::Yield => {
+                            vm.context.rax = 0;
+                            self.sched.make_runnable(id);
+                            return;
+                        }
+                        Outcome::Exit(status) => return self.finish(id, status),
+                    }
+                }
+                vector => {
+                    let fault = Fault {
+                        vector,
+                        error_code: vm.context.error_code,
+                        rip: vm.context.rip,
+                        address: (vector == VECTOR_PAGE_FAULT).then(|| Cr2::read_raw()),
+                    };
+                    if !vm.resolve_fault(&mut self.frames, &fault) {
+                        kprintln!("denali: {}", vm.describe(&fault));
+                        return self.finish(id, fault_status(vector));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops VM `id` with `status` and gives its memory back.
+    fn finish(&mut self, id: VmId, status: i32) {
+        let Some(mut vm) = self.vms[id as usize].take() else { return };
+        vm.state = State::Exited(status);
+        self.statuses[id as usize] = Some(status);
+        self.sched.remove(id);
+        self.live -= 1;
+        if self.fpu_owner == Some(id) {
+            self.fpu_owner = None;
+        }
+        // SAFETY: the kernel's own tables map everything the kernel uses;
+        // leave the VM's tables before freeing them.
+        unsafe {
+            Cr3::write(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)), Cr3::read().1);
+        }
+        vm.space.destroy(&mut self.frames);
+    }
+}

@@ -1,0 +1,101 @@
+//! What to do when a VM traps with a CPU exception: fill a demand-zero page,
+//! or stop the VM and say exactly what it did.
+
+use super::Vm;
+use crate::mem::frame::FrameAllocator;
+use core::fmt;
+use denali_abi::layout::PAGE_SIZE;
+
+/// A CPU exception taken in ring 3.
+#[derive(Clone, Copy, Debug)]
+pub struct Fault {
+    /// The vector.
+    pub vector: u64,
+    /// The CPU's error code.
+    pub error_code: u64,
+    /// Where the VM was.
+    pub rip: u64,
+    /// The faulting address (page faults only).
+    pub address: Option<u64>,
+}
+
+const PF_PRESENT: u64 = 1;
+const PF_WRITE: u64 = 2;
+const PF_FETCH: u64 = 16;
+
+impl Vm {
+    /// Handles a fault; returns true if the VM can go on (a first touch of a
+    /// heap or stack page).
+    pub fn resolve_fault(&mut self, frames: &mut FrameAllocator, fault: &Fault) -> bool {
+        match fault.address {
+            Some(addr) if fault.error_code & PF_PRESENT == 0 && fault.error_code & PF_FETCH == 0 => {
+                self.populate(frames, addr)
+            }
+            _ => false,
+        }
+    }
+
+    /// A one-line account of a fault that stops this VM.
+    pub fn describe<'a>(&'a self, fault: &'a Fault) -> impl fmt::Display + 'a {
+        FaultReport { vm: self, fault }
+    }
+}
+
+fn vector_name(vector: u64) -> &'static str {
+    match vector {
+        0 => "divide error (#DE)",
+        1 => "debug trap (#DB)",
+        3 => "breakpoint (#BP)",
+        4 => "overflow (#OF)",
+        5 => "bound range exceeded (#BR)",
+        6 => "invalid opcode (#UD)",
+        7 => "device not available (#NM)",
+        8 => "double fault (#DF)",
+        10 => "invalid TSS (#TS)",
+        11 => "segment not present (#NP)",
+        12 => "stack-segment fault (#SS)",
+        13 => "general protection fault (#GP)",
+        14 => "page fault (#PF)",
+        16 => "x87 floating-point error (#MF)",
+        17 => "alignment check (#AC)",
+        19 => "SIMD floating-point error (#XM)",
+        _ => "unexpected trap",
+    }
+}
+
+struct FaultReport<'a> {
+    vm: &'a Vm,
+    fault: &'a Fault,
+}
+
+impl fmt::Display for FaultReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Fault { vector, error_code, rip, address } = *self.fault;
+        write!(f, "vm {} ({}) stopped: {} (vector {vector}) at rip {rip:#x}", self.vm.id, self.vm.name, vector_name(vector))?;
+        if vector == 13 {
+            write!(f, " (a privileged instruction or a non-canonical address)")?;
+        }
+        let Some(addr) = address else { return write!(f, ", error code {error_code:#x}") };
+        let access = if error_code & PF_FETCH != 0 {
+            "executing"
+        } else if error_code & PF_WRITE != 0 {
+            "writing"
+        } else {
+            "reading"
+        };
+        let what = if addr < PAGE_SIZE {
+            "a null pointer"
+        } else if addr >= 1 << 47 {
+            "a kernel address"
+        } else if self.vm.layout.is_stack_guard(addr) {
+            "the stack guard page (stack overflow)"
+        } else if addr >= self.vm.layout.mem_size {
+            "an address beyond its memory"
+        } else if error_code & PF_PRESENT != 0 {
+            "a page without that right"
+        } else {
+            "an unmapped address"
+        };
+        write!(f, ", {access} {addr:#x}: {what}")
+    }
+}

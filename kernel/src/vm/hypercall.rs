@@ -1,0 +1,97 @@
+//! The hypercall surface: one function per call. Every argument is a value a
+//! hostile guest chose; each is checked before use.
+
+use super::{State, Vm};
+use crate::console;
+use crate::mem::frame::FrameAllocator;
+use crate::sched::Scheduler;
+use crate::time::Clock;
+use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Hypercall};
+
+/// What the kernel does with the VM after a hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Return this value in `rax` and keep running the VM.
+    Resume(u64),
+    /// The VM waits for an event (`idle` with nothing pending).
+    Block,
+    /// Return 0 and put the VM at the back of the run queue.
+    Yield,
+    /// The VM is finished with this status.
+    Exit(i32),
+}
+
+/// Kernel services a hypercall may use.
+pub struct Env<'a> {
+    /// Physical memory, for demand-zero pages a buffer may touch.
+    pub frames: &'a mut FrameAllocator,
+    /// The scheduler, for alarms.
+    pub sched: &'a mut Scheduler,
+    /// The global clock.
+    pub clock: Clock,
+    /// Whether console lines are prefixed with the VM id.
+    pub prefix_console: bool,
+    /// Current global-clock time.
+    pub now: u64,
+}
+
+/// Decodes and runs the hypercall in the VM's saved registers.
+pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
+    vm.stats.hypercalls += 1;
+    let ctx = &vm.context;
+    let (number, a0, a1) = (ctx.rax, ctx.rdi, ctx.rsi);
+    let call = match Hypercall::try_from(number) {
+        Ok(call) => call,
+        Err(e) => return Outcome::Resume(e.to_return()),
+    };
+    match call {
+        Hypercall::Exit => Outcome::Exit(a0 as i32),
+        Hypercall::ConsoleWrite => console_write(vm, env, a0, a1),
+        Hypercall::Idle => idle(vm),
+        Hypercall::Alarm => alarm(vm, env, a0),
+        Hypercall::Yield => Outcome::Yield,
+    }
+}
+
+fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
+    let len = len.min(CONSOLE_WRITE_MAX as u64);
+    let prefix = env.prefix_console;
+    let id = vm.id;
+    let mut line_start = vm.console_line_start;
+    let mut out = console::CONSOLE.lock();
+    let result = vm.read_guest(env.frames, addr, len, |bytes| {
+        for line in bytes.split_inclusive(|&b| b == b'\n') {
+            if prefix && line_start {
+                use core::fmt::Write as _;
+                let _ = write!(out, "vm{id}| ");
+            }
+            out.write_bytes(line);
+            line_start = line.ends_with(b"\n");
+        }
+    });
+    drop(out);
+    vm.console_line_start = line_start;
+    match result {
+        Ok(()) => Outcome::Resume(len),
+        Err(e) => Outcome::Resume(e.to_return()),
+    }
+}
+
+fn idle(vm: &mut Vm) -> Outcome {
+    if vm.pending != 0 {
+        return Outcome::Resume(vm.take_pending());
+    }
+    vm.state = State::Idle;
+    Outcome::Block
+}
+
+fn alarm(vm: &mut Vm, env: &mut Env<'_>, deadline: u64) -> Outcome {
+    if deadline != 0 && deadline <= env.now {
+        env.sched.set_alarm(vm.id, 0);
+        vm.raise(EVENT_ALARM);
+    } else {
+        env.sched.set_alarm(vm.id, deadline);
+    }
+    Outcome::Resume(0)
+}
+

@@ -1,0 +1,117 @@
+//! The Denali VM: a ring-3 domain with its registers, its address space,
+//! its pending events and its accounting.
+
+pub mod fault;
+pub mod hypercall;
+pub mod loader;
+pub mod memory;
+
+use crate::arch::x86_64::cpu::FpuState;
+use crate::arch::x86_64::trap::UserContext;
+use crate::mem::phys;
+use crate::mem::space::AddressSpace;
+use crate::sched::VmId;
+use alloc::string::String;
+use denali_abi::info::InfoPage;
+
+/// Where a VM is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// In the run queue, or running.
+    Runnable,
+    /// Called `idle` with nothing pending; waits for an event.
+    Idle,
+    /// Finished with this status (see [`fault_status`] for faults).
+    Exited(i32),
+}
+
+/// Per-VM accounting.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    /// TSC ticks spent running in ring 3 and in its hypercalls.
+    pub cpu_ticks: u64,
+    /// Hypercalls made.
+    pub hypercalls: u64,
+    /// Pages currently mapped for it.
+    pub resident_pages: u64,
+    /// Times it was woken from `idle`.
+    pub wakeups: u64,
+}
+
+/// The exit status of a VM stopped by a fault: 128 + the vector, as a
+/// shell reports a process killed by a signal.
+pub const fn fault_status(vector: u64) -> i32 {
+    128 + vector as i32
+}
+
+/// Flat-address-space regions the kernel fills with zero pages on first
+/// touch: the heap and the stack.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    /// Size of the flat space.
+    pub mem_size: u64,
+    /// `[heap_start, heap_end)`.
+    pub heap: (u64, u64),
+    /// `[stack_bottom, stack_top)`.
+    pub stack: (u64, u64),
+}
+
+impl Layout {
+    /// Whether `addr` lies in a demand-zero region.
+    pub fn is_demand_zero(&self, addr: u64) -> bool {
+        (self.heap.0..self.heap.1).contains(&addr) || (self.stack.0..self.stack.1).contains(&addr)
+    }
+
+    /// Whether `addr` is in the guard page below the stack.
+    pub fn is_stack_guard(&self, addr: u64) -> bool {
+        (self.heap.1..self.stack.0).contains(&addr)
+    }
+}
+
+/// One VM.
+pub struct Vm {
+    /// Its id, also its index in the kernel's table.
+    pub id: VmId,
+    /// The image's name.
+    pub name: String,
+    /// Saved registers.
+    pub context: UserContext,
+    /// Saved FPU/SSE registers.
+    pub fpu: FpuState,
+    /// Its page tables.
+    pub space: AddressSpace,
+    /// The frame behind its info page.
+    pub info_frame: u64,
+    /// Where its heap and stack are.
+    pub layout: Layout,
+    /// Where it is in its life.
+    pub state: State,
+    /// Events not yet delivered.
+    pub pending: u64,
+    /// Whether its console output is at the start of a line.
+    pub console_line_start: bool,
+    /// Accounting.
+    pub stats: Stats,
+}
+
+impl Vm {
+    /// Its info page, writable by the kernel.
+    pub fn info_mut(&mut self) -> &mut InfoPage {
+        // SAFETY: the info frame belongs to this VM; the VM itself can only
+        // read it, and it does not run while the kernel holds this borrow.
+        unsafe { &mut *(phys::to_virt(self.info_frame) as *mut InfoPage) }
+    }
+
+    /// Adds event bits to the pending set (and the info page's copy).
+    pub fn raise(&mut self, events: u64) {
+        self.pending |= events;
+        self.info_mut().pending_events = self.pending;
+    }
+
+    /// Takes the whole pending batch.
+    pub fn take_pending(&mut self) -> u64 {
+        let events = core::mem::take(&mut self.pending);
+        self.info_mut().pending_events = 0;
+        events
+    }
+}
