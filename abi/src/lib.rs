@@ -7,11 +7,11 @@
 //!
 //! # Calling convention
 //!
-//! A guest makes a hypercall with the `syscall` instruction: the call number
-//! in `rax`, up to five arguments in `rdi`, `rsi`, `rdx`, `r10`, `r8`, and the
-//! result back in `rax`. A negative result is `-(Error as i64)`. `rcx` and
-//! `r11` are clobbered (the instruction itself uses them); every other
-//! register is preserved.
+//! A guest makes a hypercall with `int 4` (see
+//! [`hypercall::HYPERCALL_VECTOR`]): the call number in `rax`, up to five
+//! arguments in `rdi`, `rsi`, `rdx`, `r10`, `r8`, and the result back in
+//! `rax`. A negative result is `-(Error as i64)`. Every other register is
+//! preserved.
 //!
 //! # Address space
 //!

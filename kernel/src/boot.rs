@@ -29,7 +29,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
     let selectors = gdt::init();
     trap::init_idt(&selectors);
-    let protections = cpu::init(&selectors, trap::syscall_entry_address());
+    let protections = cpu::init();
 
     let mut regions: Vec<(u64, u64)> = Vec::new();
     let mut heap_ready = false;

@@ -3,7 +3,7 @@
 //! every VM has exited.
 
 use crate::arch::x86_64::rdtsc;
-use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, VECTOR_SYSCALL, enter_user};
+use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, enter_user};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::sched::{Scheduler, VmId};
@@ -12,7 +12,9 @@ use crate::vm::fault::Fault;
 use crate::vm::hypercall::{self, Env, Outcome};
 use crate::vm::{State, Vm, fault_status};
 use alloc::vec::Vec;
-use denali_abi::hypercall::EVENT_ALARM;
+use denali_abi::hypercall::{EVENT_ALARM, HYPERCALL_VECTOR};
+
+const HYPERCALL: u64 = HYPERCALL_VECTOR as u64;
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr2, Cr3};
 use x86_64::structures::paging::PhysFrame;
@@ -158,8 +160,9 @@ impl Kernel {
             // and IOPL 0, or saved by the CPU on a trap from ring 3.
             unsafe { enter_user(&mut vm.context) };
             vm.stats.cpu_ticks += rdtsc() - start;
+
             match vm.context.vector {
-                VECTOR_SYSCALL => {
+                HYPERCALL => {
                     let now = self.clock.ns_at(rdtsc());
                     let mut env = Env {
                         frames: &mut self.frames,

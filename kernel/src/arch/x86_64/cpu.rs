@@ -1,12 +1,8 @@
-//! CPU features the kernel turns on at boot, the `syscall` MSRs, and the
-//! per-VM FPU/SSE state.
+//! CPU features the kernel turns on at boot, and the per-VM FPU/SSE state.
 
-use super::gdt::Selectors;
 use core::arch::x86_64::__cpuid_count;
-use x86_64::VirtAddr;
 use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
-use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
-use x86_64::registers::rflags::RFlags;
+use x86_64::registers::model_specific::{Efer, EferFlags};
 
 /// Which protections this CPU gave us.
 #[derive(Clone, Copy, Debug, Default)]
@@ -17,9 +13,8 @@ pub struct Protections {
     pub smap: bool,
 }
 
-/// Turns on SSE, NX, write protection, SMEP/SMAP where present, and the
-/// `syscall` instruction with `entry` as its target.
-pub fn init(selectors: &Selectors, entry: u64) -> Protections {
+/// Turns on SSE, NX, write protection, and SMEP/SMAP where present.
+pub fn init() -> Protections {
     // Leaf 7 exists on every x86_64 CPU that KVM exposes.
     let leaf7 = __cpuid_count(7, 0);
     let protections = Protections { smep: leaf7.ebx & (1 << 7) != 0, smap: leaf7.ebx & (1 << 20) != 0 };
@@ -42,16 +37,12 @@ pub fn init(selectors: &Selectors, entry: u64) -> Protections {
                 cr4.insert(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION);
             }
         });
-        Efer::update(|efer| efer.insert(EferFlags::NO_EXECUTE_ENABLE | EferFlags::SYSTEM_CALL_EXTENSIONS));
-        LStar::write(VirtAddr::new(entry));
-        // Entering the kernel clears IF (no interrupt before the stack
-        // switch), DF (the ABI) , TF and AC (so SMAP stays armed).
-        SFMask::write(
-            RFlags::INTERRUPT_FLAG | RFlags::DIRECTION_FLAG | RFlags::TRAP_FLAG | RFlags::ALIGNMENT_CHECK,
-        );
+        // `syscall` stays off (EFER.SCE clear): a guest using it gets #UD.
+        Efer::update(|efer| {
+            efer.insert(EferFlags::NO_EXECUTE_ENABLE);
+            efer.remove(EferFlags::SYSTEM_CALL_EXTENSIONS);
+        });
     }
-    Star::write(selectors.user_code, selectors.user_data, selectors.kernel_code, selectors.kernel_data)
-        .expect("GDT order matches what syscall/sysret require");
     protections
 }
 

@@ -1,4 +1,4 @@
-//! The GDT and the TSS: kernel and user segments, the selectors `syscall`
+//! The GDT and the TSS: kernel and user segments
 //! needs, and an interrupt stack (IST) for every kind of trap so that a trap
 //! never runs on a stack a VM could have corrupted.
 
@@ -26,7 +26,7 @@ static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_SIZE]) }; 3];
 static mut TSS: TaskStateSegment = TaskStateSegment::new();
 static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
 
-/// Selectors, in the order `syscall`/`sysret` require (STAR).
+/// The segment selectors the kernel and VMs run with.
 #[derive(Clone, Copy, Debug)]
 pub struct Selectors {
     /// Ring-0 code.

@@ -6,15 +6,15 @@
 //! saved in its [`UserContext`]. Each VM therefore needs no kernel stack of
 //! its own, and the scheduler is an ordinary loop on the boot stack.
 //!
+//! Hypercalls arrive as `int 4` (see `denali_abi`), like any other trap.
 //! Every IDT gate switches to an IST stack. A trap whose saved `cs` is ring 3
 //! is copied into the current context and control returns to the scheduler;
 //! a trap in ring 0 is a kernel bug and ends the run with a report.
 
 use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_TRAP, Selectors};
 use core::arch::global_asm;
+use denali_abi::hypercall::HYPERCALL_VECTOR;
 
-/// Pseudo vector recorded for a `syscall` (hypercall) trap.
-pub const VECTOR_SYSCALL: u64 = 0x100;
 /// Page-fault vector.
 pub const VECTOR_PAGE_FAULT: u64 = 14;
 
@@ -38,7 +38,7 @@ pub struct UserContext {
     pub rcx: u64,
     pub rbx: u64,
     pub rax: u64,
-    /// Trap vector, or [`VECTOR_SYSCALL`].
+    /// Trap vector.
     pub vector: u64,
     /// The CPU's error code for the trap, or 0.
     pub error_code: u64,
@@ -76,19 +76,8 @@ static mut DENALI_KERNEL_RSP: u64 = 0;
 // Where the running VM's registers are saved.
 #[unsafe(no_mangle)]
 static mut DENALI_CURRENT_CONTEXT: *mut UserContext = core::ptr::null_mut();
-// The VM's rsp across the first instructions of the syscall entry.
-#[unsafe(no_mangle)]
-static mut DENALI_SYSCALL_SCRATCH: u64 = 0;
-
-const SYSCALL_STACK_SIZE: usize = 4096;
-#[repr(C, align(16))]
-struct Stack([u8; SYSCALL_STACK_SIZE]);
-#[unsafe(no_mangle)]
-static mut DENALI_SYSCALL_STACK: Stack = Stack([0; SYSCALL_STACK_SIZE]);
-
 unsafe extern "C" {
     fn denali_enter_user(context: *mut UserContext);
-    fn denali_syscall_entry();
     static denali_trap_stubs: [u64; 256];
 }
 
@@ -136,21 +125,6 @@ global_asm!(
     "    add rsp, 16",
     "    iretq",
     "",
-    // The hypercall entry: build the same frame a trap would, on the
-    // syscall stack, and join the common path.
-    ".global denali_syscall_entry",
-    "denali_syscall_entry:",
-    "    mov [rip + DENALI_SYSCALL_SCRATCH], rsp",
-    "    lea rsp, [rip + DENALI_SYSCALL_STACK + {syscall_stack}]",
-    "    push {user_ss}",
-    "    push qword ptr [rip + DENALI_SYSCALL_SCRATCH]",
-    "    push r11",
-    "    push {user_cs}",
-    "    push rcx",
-    "    push 0",
-    "    push {syscall_vector}",
-    "    jmp denali_trap_common",
-    "",
     "denali_trap_common:",
     "    push rax",
     "    push rbx",
@@ -188,10 +162,6 @@ global_asm!(
     "2:  mov rdi, rsp",
     "    call denali_kernel_trap",
     "    ud2",
-    syscall_stack = const SYSCALL_STACK_SIZE,
-    user_ss = const 0x1b,
-    user_cs = const 0x23,
-    syscall_vector = const VECTOR_SYSCALL,
     cs_offset = const CS_OFFSET,
     words = const CONTEXT_WORDS,
 );
@@ -262,8 +232,9 @@ static mut IDT: [Gate; 256] = [Gate {
     reserved: 0,
 }; 256];
 
-/// Fills and loads the IDT: every vector gets its stub, an IST stack and
-/// DPL 0 (so `int n` from ring 3 is a #GP, not a forged trap).
+/// Fills and loads the IDT: every vector gets its stub and an IST stack.
+/// Only the hypercall gate has DPL 3; `int n` for any other vector from
+/// ring 3 is a #GP, never a forged trap.
 pub fn init_idt(selectors: &Selectors) {
     // SAFETY: called once at boot before interrupts are enabled; the IDT is
     // static, so the pointer handed to lidt stays valid forever, and the stub
@@ -282,7 +253,7 @@ pub fn init_idt(selectors: &Selectors) {
                 offset_low: addr as u16,
                 selector: selectors.kernel_code.0,
                 ist: ist as u8 + 1,
-                type_attr: 0x8e,
+                type_attr: if vector == HYPERCALL_VECTOR as usize { 0xee } else { 0x8e },
                 offset_mid: (addr >> 16) as u16,
                 offset_high: (addr >> 32) as u32,
                 reserved: 0,
@@ -294,11 +265,6 @@ pub fn init_idt(selectors: &Selectors) {
         };
         x86_64::instructions::tables::lidt(&pointer);
     }
-}
-
-/// Address of the hypercall entry, for LSTAR.
-pub fn syscall_entry_address() -> u64 {
-    denali_syscall_entry as *const () as u64
 }
 
 /// A trap taken in ring 0: the kernel itself is broken. Report and stop.

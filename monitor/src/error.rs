@@ -1,0 +1,51 @@
+//! Errors of the monitor, each a sentence a user can act on.
+
+use std::fmt;
+use std::io;
+
+/// Why a run could not start or ended abnormally.
+#[derive(Debug)]
+pub enum Error {
+    /// `/dev/kvm` does not exist.
+    NoKvm,
+    /// `/dev/kvm` exists but may not be opened.
+    KvmPermission,
+    /// Another KVM ioctl failed.
+    Kvm(&'static str, kvm_ioctls::Error),
+    /// The kernel ELF could not be read or loaded.
+    Kernel(String),
+    /// The guest memory could not be set up.
+    Memory(String),
+    /// The kernel reset the CPU (a triple fault).
+    TripleFault(String),
+    /// The kernel reported a panic on the panic port.
+    KernelPanic,
+    /// The vCPU stopped for a reason the monitor does not handle.
+    UnexpectedExit(String),
+    /// Writing the console failed.
+    Console(io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::NoKvm => write!(
+                f,
+                "/dev/kvm does not exist: enable virtualisation (load the kvm_intel or kvm_amd module) or run with --qemu"
+            ),
+            Error::KvmPermission => write!(
+                f,
+                "permission denied opening /dev/kvm: add your user to the `kvm` group (sudo usermod -aG kvm $USER) and log in again"
+            ),
+            Error::Kvm(what, e) => write!(f, "KVM refused to {what}: {e}"),
+            Error::Kernel(e) => write!(f, "cannot load the isolation kernel: {e}"),
+            Error::Memory(e) => write!(f, "cannot set up guest memory: {e}"),
+            Error::TripleFault(regs) => write!(f, "the isolation kernel triple-faulted (the CPU reset):\n{regs}"),
+            Error::KernelPanic => write!(f, "the isolation kernel panicked (its message is above)"),
+            Error::UnexpectedExit(e) => write!(f, "the isolation kernel stopped unexpectedly: {e}"),
+            Error::Console(e) => write!(f, "cannot write the console: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

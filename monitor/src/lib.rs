@@ -1,0 +1,46 @@
+//! The Denali KVM monitor: one KVM VM with one vCPU that runs the isolation
+//! kernel, which in turn runs every Denali VM of the boot bundle.
+//!
+//! The monitor loads the kernel ELF, builds the long-mode page tables and
+//! the [`BootInfo`](denali_abi::boot::BootInfo), places the bundle in guest
+//! memory, enters the kernel in 64-bit mode, and then serves the kernel's
+//! few devices (UART, exit port) until the run ends. Denali VMs never exit to
+//! the monitor: their hypercalls are handled inside the guest.
+
+mod devices;
+mod error;
+mod layout;
+mod vcpu;
+
+pub use error::Error;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Default guest RAM.
+pub const DEFAULT_MEM_SIZE: u64 = 512 << 20;
+
+/// What to boot.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The isolation kernel's ELF file.
+    pub kernel: PathBuf,
+    /// The boot bundle (see `denali_abi::boot::Bundle`).
+    pub bundle: Vec<u8>,
+    /// Guest RAM in bytes.
+    pub mem_size: u64,
+}
+
+impl Config {
+    /// A configuration with the default memory size.
+    pub fn new(kernel: &Path, bundle: Vec<u8>) -> Self {
+        Config { kernel: kernel.to_path_buf(), bundle, mem_size: DEFAULT_MEM_SIZE }
+    }
+}
+
+/// Boots the kernel and runs it to the end, writing the console to
+/// `console`. Returns the status the kernel reported through the exit port.
+pub fn run(config: &Config, console: Box<dyn Write + Send>) -> Result<i32, Error> {
+    let machine = vcpu::Machine::create(config)?;
+    machine.run(console)
+}

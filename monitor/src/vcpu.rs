@@ -1,0 +1,214 @@
+//! The KVM VM and its one vCPU: memory, kernel loading, long-mode entry and
+//! the run loop.
+
+use crate::devices::{PortAction, PortBus};
+use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
+use crate::{Config, Error};
+use denali_abi::boot::{BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion};
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment, kvm_userspace_memory_region};
+use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use linux_loader::loader::{KernelLoader, elf::Elf};
+use std::fs::File;
+use std::io::Write;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
+
+/// A KVM VM ready to enter the kernel.
+pub struct Machine {
+    // Kept alive for as long as the vCPU runs.
+    _vm: VmFd,
+    _memory: GuestMemoryMmap,
+    vcpu: VcpuFd,
+}
+
+fn open_kvm() -> Result<Kvm, Error> {
+    Kvm::new().map_err(|e| match e.errno() {
+        libc_enoent if libc_enoent == 2 => Error::NoKvm,
+        13 | 1 => Error::KvmPermission,
+        _ => Error::Kvm("open /dev/kvm", e),
+    })
+}
+
+impl Machine {
+    /// Creates the VM, loads the kernel and the bundle, and sets up the vCPU.
+    pub fn create(config: &Config) -> Result<Self, Error> {
+        let kvm = open_kvm()?;
+        let vm = kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?;
+        if config.mem_size > layout::MAX_MEM_SIZE || config.mem_size < 64 << 20 {
+            return Err(Error::Memory(format!(
+                "{} MiB of guest memory requested; between 64 MiB and {} GiB is supported",
+                config.mem_size >> 20,
+                layout::MAX_MEM_SIZE >> 30
+            )));
+        }
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), config.mem_size as usize)])
+            .map_err(|e| Error::Memory(e.to_string()))?;
+        for (slot, region) in memory.iter().enumerate() {
+            let host = region.get_host_address(MemoryRegionAddress(0)).map_err(|e| Error::Memory(e.to_string()))?;
+            let mem_region = kvm_userspace_memory_region {
+                slot: slot as u32,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: host as u64,
+                flags: 0,
+            };
+            // SAFETY: the region is a live mmap owned by `memory`, which the
+            // Machine keeps alive for as long as the VM exists.
+            unsafe { vm.set_user_memory_region(mem_region) }.map_err(|e| Error::Kvm("map guest memory", e))?;
+        }
+
+        let kernel_end = load_kernel(&memory, config)?;
+        let bundle_addr = kernel_end.next_multiple_of(2 << 20);
+        let bundle_end = bundle_addr + config.bundle.len() as u64;
+        if bundle_end + (64 << 20) > config.mem_size {
+            return Err(Error::Memory(format!(
+                "the boot bundle ({} KiB) does not fit in {} MiB of guest memory; give the run more memory",
+                config.bundle.len() >> 10,
+                config.mem_size >> 20
+            )));
+        }
+        let write = |addr: u64, bytes: &[u8]| {
+            memory.write_slice(bytes, GuestAddress(addr)).map_err(|e| Error::Memory(e.to_string()))
+        };
+        write(bundle_addr, &config.bundle)?;
+        for (addr, entry) in layout::page_table_entries(config.mem_size) {
+            write(addr, &entry.to_le_bytes())?;
+        }
+        for (i, descriptor) in layout::GDT.iter().enumerate() {
+            write(GDT_ADDR + i as u64 * 8, &descriptor.to_le_bytes())?;
+        }
+
+        let vcpu = vm.create_vcpu(0).map_err(|e| Error::Kvm("create a vCPU", e))?;
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| Error::Kvm("report CPUID", e))?;
+        vcpu.set_cpuid2(&cpuid).map_err(|e| Error::Kvm("set CPUID", e))?;
+        let tsc_khz = vcpu.get_tsc_khz().map_err(|e| Error::Kvm("report the TSC frequency", e))?;
+
+        let mut regions = [MemRegion::default(); MAX_MEM_REGIONS];
+        regions[0] = MemRegion { start: bundle_end.next_multiple_of(4096), end: config.mem_size };
+        let info = BootInfo {
+            magic: BOOT_MAGIC,
+            abi_version: denali_abi::ABI_VERSION,
+            region_count: 1,
+            bundle_addr,
+            bundle_len: config.bundle.len() as u64,
+            tsc_khz: u64::from(tsc_khz),
+            regions,
+        };
+        // SAFETY: BootInfo is a #[repr(C)] struct of integers with no padding
+        // (its size is asserted in denali-abi), so viewing it as bytes is sound.
+        let info_bytes = unsafe {
+            std::slice::from_raw_parts((&info as *const BootInfo).cast::<u8>(), size_of::<BootInfo>())
+        };
+        write(BOOT_INFO_ADDR, info_bytes)?;
+
+        let machine = Machine { _vm: vm, _memory: memory, vcpu };
+        machine.enter_long_mode(kernel_entry(config)?)?;
+        Ok(machine)
+    }
+
+    fn enter_long_mode(&self, entry: u64) -> Result<(), Error> {
+        let mut sregs = self.vcpu.get_sregs().map_err(|e| Error::Kvm("read special registers", e))?;
+        let code = kvm_segment {
+            base: 0,
+            limit: 0xffff_ffff,
+            selector: 0x08,
+            type_: 0xb,
+            present: 1,
+            dpl: 0,
+            db: 0,
+            s: 1,
+            l: 1,
+            g: 1,
+            ..Default::default()
+        };
+        let data = kvm_segment { selector: 0x10, type_: 0x3, db: 1, l: 0, ..code };
+        sregs.cs = code;
+        sregs.ds = data;
+        sregs.es = data;
+        sregs.fs = data;
+        sregs.gs = data;
+        sregs.ss = data;
+        sregs.gdt.base = GDT_ADDR;
+        sregs.gdt.limit = (layout::GDT.len() * 8 - 1) as u16;
+        sregs.cr3 = PML4_ADDR;
+        // PAE, PGE, OSFXSR, OSXMMEXCPT.
+        sregs.cr4 = 0x20 | 0x80 | 0x200 | 0x400;
+        // PE, MP, ET, NE, WP, PG.
+        sregs.cr0 = 0x1 | 0x2 | 0x10 | 0x20 | 0x1_0000 | 0x8000_0000;
+        // SCE, LME, LMA, NXE.
+        sregs.efer = 0x1 | 0x100 | 0x400 | 0x800;
+        self.vcpu.set_sregs(&sregs).map_err(|e| Error::Kvm("set special registers", e))?;
+        let mut regs = self.vcpu.get_regs().map_err(|e| Error::Kvm("read registers", e))?;
+        regs.rip = entry;
+        regs.rdi = BOOT_INFO_ADDR;
+        regs.rflags = 0x2;
+        self.vcpu.set_regs(&regs).map_err(|e| Error::Kvm("set registers", e))?;
+        Ok(())
+    }
+
+    /// Runs the vCPU until the kernel writes the exit port.
+    pub fn run(mut self, console: Box<dyn Write + Send>) -> Result<i32, Error> {
+        let mut bus = PortBus::new(console);
+        let result = loop {
+            let exit = match self.vcpu.run() {
+                Ok(exit) => exit,
+                Err(e) if e.errno() == 4 => continue, // EINTR
+                Err(e) => break Err(Error::Kvm("run the vCPU", e)),
+            };
+            match exit {
+                VcpuExit::IoOut(port, data) => match bus.write(port, data) {
+                    PortAction::Continue => {}
+                    PortAction::Exit(status) => break Ok(status),
+                    PortAction::Panic => break Err(Error::KernelPanic),
+                },
+                VcpuExit::IoIn(port, data) => bus.read(port, data),
+                VcpuExit::MmioRead(_, data) => data.fill(0xff),
+                VcpuExit::MmioWrite(..) => {}
+                VcpuExit::Shutdown => break Err(Error::TripleFault(self.dump_registers())),
+                VcpuExit::Hlt => {
+                    break Err(Error::UnexpectedExit(format!("it halted with nothing to wake it\n{}", self.dump_registers())));
+                }
+                other => {
+                    let what = format!("{other:?}");
+                    break Err(Error::UnexpectedExit(format!("{what}\n{}", self.dump_registers())));
+                }
+            }
+        };
+        bus.flush();
+        result
+    }
+
+    fn dump_registers(&self) -> String {
+        let (Ok(r), Ok(s)) = (self.vcpu.get_regs(), self.vcpu.get_sregs()) else {
+            return String::from("(registers unavailable)");
+        };
+        format!(
+            "  rip {:#018x}  rsp {:#018x}  rflags {:#x}\n  rax {:#018x}  rbx {:#018x}  rcx {:#018x}  rdx {:#018x}\n  \
+             rsi {:#018x}  rdi {:#018x}  rbp {:#018x}\n  cr0 {:#x}  cr2 {:#x}  cr3 {:#x}  cr4 {:#x}  efer {:#x}  cs {:#x}",
+            r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, s.cr0, s.cr2, s.cr3, s.cr4, s.efer,
+            s.cs.selector
+        )
+    }
+}
+
+fn open_kernel(config: &Config) -> Result<File, Error> {
+    File::open(&config.kernel).map_err(|e| Error::Kernel(format!("{}: {e}", config.kernel.display())))
+}
+
+/// Loads the kernel's segments at their physical addresses and returns the
+/// end of the highest one.
+fn load_kernel(memory: &GuestMemoryMmap, config: &Config) -> Result<u64, Error> {
+    let mut file = open_kernel(config)?;
+    let loaded = Elf::load(memory, None, &mut file, None)
+        .map_err(|e| Error::Kernel(format!("{}: {e}", config.kernel.display())))?;
+    if loaded.kernel_end < PAGE_TABLES_END {
+        return Err(Error::Kernel("the kernel's segments overlap the boot page tables".into()));
+    }
+    Ok(loaded.kernel_end)
+}
+
+fn kernel_entry(config: &Config) -> Result<u64, Error> {
+    let mut file = open_kernel(config)?;
+    let mut header = [0u8; 64];
+    std::io::Read::read_exact(&mut file, &mut header).map_err(|e| Error::Kernel(e.to_string()))?;
+    Ok(u64::from_le_bytes(header[24..32].try_into().expect("8 bytes")))
+}
