@@ -40,9 +40,15 @@ pub struct BootInfo {
     /// Usable physical memory not holding the kernel, the bundle, the boot
     /// page tables or this structure.
     pub regions: [MemRegion; MAX_MEM_REGIONS],
+    /// `BOOT_FLAG_*` bits.
+    pub flags: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 40 + 16 * MAX_MEM_REGIONS);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 48 + 16 * MAX_MEM_REGIONS);
+
+/// Boot flag: the kernel reports its own progress (boot banner, per-VM
+/// exit lines) on the console, not only faults.
+pub const BOOT_FLAG_VERBOSE: u64 = 1 << 0;
 
 /// Virtual address at which all physical memory is mapped (the "physmap").
 /// The loader sets this mapping up before entering the kernel.
@@ -163,7 +169,10 @@ impl<'a> Bundle<'a> {
         if header.count == 0 || header.count > BUNDLE_MAX_ENTRIES {
             return Err(BundleError::BadCount(header.count));
         }
-        let bundle = Bundle { bytes, count: header.count };
+        let bundle = Bundle {
+            bytes,
+            count: header.count,
+        };
         for i in 0..header.count {
             let entry = bundle.raw_entry(i).ok_or(BundleError::Truncated)?;
             let in_range = entry
@@ -199,7 +208,9 @@ impl<'a> Bundle<'a> {
             return None;
         }
         let entry = self.raw_entry(index)?;
-        let bytes = self.bytes.get(entry.offset as usize..(entry.offset + entry.len) as usize)?;
+        let bytes = self
+            .bytes
+            .get(entry.offset as usize..(entry.offset + entry.len) as usize)?;
         Some((entry, bytes))
     }
 }
@@ -216,8 +227,8 @@ impl BundleEntry {
 #[cfg(feature = "alloc")]
 pub fn build_bundle(entries: &[(&str, u32, &[u8])]) -> alloc::vec::Vec<u8> {
     use alloc::vec::Vec;
-    let table_len = core::mem::size_of::<BundleHeader>()
-        + entries.len() * core::mem::size_of::<BundleEntry>();
+    let table_len =
+        core::mem::size_of::<BundleHeader>() + entries.len() * core::mem::size_of::<BundleEntry>();
     let mut out = Vec::new();
     out.extend_from_slice(&BUNDLE_MAGIC);
     out.extend_from_slice(&crate::ABI_VERSION.to_le_bytes());
@@ -256,10 +267,18 @@ mod tests {
     #[test]
     fn truncated_and_foreign_bundles_are_refused() {
         let bytes = build_bundle(&[("one", 1, b"abc")]);
-        assert_eq!(Bundle::parse(&bytes[..10]).unwrap_err(), BundleError::Truncated);
-        assert_eq!(Bundle::parse(&bytes[..bytes.len() - 1]).unwrap_err(), BundleError::BadEntry(0));
+        assert_eq!(
+            Bundle::parse(&bytes[..10]).unwrap_err(),
+            BundleError::Truncated
+        );
+        assert_eq!(
+            Bundle::parse(&bytes[..bytes.len() - 1]).unwrap_err(),
+            BundleError::BadEntry(0)
+        );
         let mut foreign = bytes.clone();
         foreign[0] = b'X';
         assert_eq!(Bundle::parse(&foreign).unwrap_err(), BundleError::BadMagic);
     }
 }
+
+impl core::error::Error for BundleError {}

@@ -19,10 +19,10 @@ pub mod time;
 #[cfg(target_os = "none")]
 pub mod arch;
 #[cfg(target_os = "none")]
-pub mod console;
-#[cfg(target_os = "none")]
-pub mod vm;
-#[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
 pub mod run;
+#[cfg(target_os = "none")]
+pub mod vm;

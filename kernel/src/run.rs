@@ -40,11 +40,13 @@ pub struct Kernel {
     live: usize,
     /// Whose FPU state is in the CPU.
     fpu_owner: Option<VmId>,
+    /// Report each VM's exit, not only faults.
+    verbose: bool,
 }
 
 impl Kernel {
     /// A kernel with no VMs yet.
-    pub fn new(frames: FrameAllocator, clock: Clock, kernel_pml4: u64) -> Self {
+    pub fn new(frames: FrameAllocator, clock: Clock, kernel_pml4: u64, verbose: bool) -> Self {
         Kernel {
             frames,
             sched: Scheduler::new(),
@@ -54,6 +56,7 @@ impl Kernel {
             kernel_pml4,
             live: 0,
             fpu_owner: None,
+            verbose,
         }
     }
 
@@ -89,21 +92,32 @@ impl Kernel {
             match self.sched.next_deadline() {
                 Some(deadline) => self.wait_until(deadline),
                 None => {
-                    kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
+                    kprintln!(
+                        "denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping",
+                        self.live
+                    );
                     break;
                 }
             }
         }
-        if prefix {
+        if prefix || self.verbose {
             for (id, status) in self.statuses.iter().enumerate() {
-                let name = self.vms.get(id).and_then(|v| v.as_ref()).map_or("", |vm| vm.name.as_str());
+                let name = self
+                    .vms
+                    .get(id)
+                    .and_then(|v| v.as_ref())
+                    .map_or("", |vm| vm.name.as_str());
                 match status {
                     Some(s) => kprintln!("denali: vm {id} {name} exited with status {s}"),
                     None => kprintln!("denali: vm {id} {name} did not finish"),
                 }
             }
         }
-        self.statuses.iter().map(|s| s.unwrap_or(1)).find(|&s| s != 0).unwrap_or(0)
+        self.statuses
+            .iter()
+            .map(|s| s.unwrap_or(1))
+            .find(|&s| s != 0)
+            .unwrap_or(0)
     }
 
     fn fire_alarms(&mut self) {
@@ -144,7 +158,9 @@ impl Kernel {
 
     fn run_vm(&mut self, id: VmId, prefix: bool) {
         self.switch_fpu(id);
-        let Some(vm) = self.vms[id as usize].as_mut() else { return };
+        let Some(vm) = self.vms[id as usize].as_mut() else {
+            return;
+        };
         // SAFETY: the VM's page tables share the kernel's upper half, so the
         // kernel keeps running after the switch.
         unsafe { Cr3::write(vm.space.root(), Cr3::read().1) };
@@ -152,7 +168,10 @@ impl Kernel {
             if vm.context.rip >= vm.layout.mem_size {
                 // Cannot happen for a context the CPU saved; refuse anyway
                 // rather than iretq to an address outside the VM.
-                kprintln!("denali: vm {id} has an impossible rip {:#x}; stopping it", vm.context.rip);
+                kprintln!(
+                    "denali: vm {id} has an impossible rip {:#x}; stopping it",
+                    vm.context.rip
+                );
                 return self.finish(id, fault_status(13));
             }
             let start = rdtsc();
@@ -200,7 +219,9 @@ impl Kernel {
 
     /// Stops VM `id` with `status` and gives its memory back.
     fn finish(&mut self, id: VmId, status: i32) {
-        let Some(mut vm) = self.vms[id as usize].take() else { return };
+        let Some(mut vm) = self.vms[id as usize].take() else {
+            return;
+        };
         vm.state = State::Exited(status);
         self.statuses[id as usize] = Some(status);
         self.sched.remove(id);
@@ -211,7 +232,10 @@ impl Kernel {
         // SAFETY: the kernel's own tables map everything the kernel uses;
         // leave the VM's tables before freeing them.
         unsafe {
-            Cr3::write(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)), Cr3::read().1);
+            Cr3::write(
+                PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)),
+                Cr3::read().1,
+            );
         }
         vm.space.destroy(&mut self.frames);
     }

@@ -29,13 +29,26 @@ pub struct Config {
     pub bundle: Vec<u8>,
     /// Guest RAM in bytes.
     pub mem_size: u64,
+    /// Let the kernel report its progress, not only problems.
+    pub verbose: bool,
 }
 
 impl Config {
     /// A configuration with the default memory size.
     pub fn new(kernel: &Path, bundle: Vec<u8>) -> Self {
-        Config { kernel: kernel.to_path_buf(), bundle, mem_size: DEFAULT_MEM_SIZE }
+        Config {
+            kernel: kernel.to_path_buf(),
+            bundle,
+            mem_size: DEFAULT_MEM_SIZE,
+            verbose: false,
+        }
     }
+}
+
+/// Checks that `/dev/kvm` can be opened, so a missing or forbidden KVM is
+/// reported before anything is built.
+pub fn check_kvm() -> Result<(), Error> {
+    vcpu::open_kvm().map(drop)
 }
 
 /// Boots the kernel and runs it to the end, writing the console to

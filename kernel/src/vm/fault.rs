@@ -28,7 +28,9 @@ impl Vm {
     /// heap or stack page).
     pub fn resolve_fault(&mut self, frames: &mut FrameAllocator, fault: &Fault) -> bool {
         match fault.address {
-            Some(addr) if fault.error_code & PF_PRESENT == 0 && fault.error_code & PF_FETCH == 0 => {
+            Some(addr)
+                if fault.error_code & PF_PRESENT == 0 && fault.error_code & PF_FETCH == 0 =>
+            {
                 self.populate(frames, addr)
             }
             _ => false,
@@ -70,12 +72,25 @@ struct FaultReport<'a> {
 
 impl fmt::Display for FaultReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Fault { vector, error_code, rip, address } = *self.fault;
-        write!(f, "vm {} ({}) stopped: {} (vector {vector}) at rip {rip:#x}", self.vm.id, self.vm.name, vector_name(vector))?;
+        let Fault {
+            vector,
+            error_code,
+            rip,
+            address,
+        } = *self.fault;
+        write!(
+            f,
+            "vm {} ({}) stopped: {} (vector {vector}) at rip {rip:#x}",
+            self.vm.id,
+            self.vm.name,
+            vector_name(vector)
+        )?;
         if vector == 13 {
             write!(f, " (a privileged instruction or a non-canonical address)")?;
         }
-        let Some(addr) = address else { return write!(f, ", error code {error_code:#x}") };
+        let Some(addr) = address else {
+            return write!(f, ", error code {error_code:#x}");
+        };
         let access = if error_code & PF_FETCH != 0 {
             "executing"
         } else if error_code & PF_WRITE != 0 {

@@ -94,4 +94,3 @@ fn alarm(vm: &mut Vm, env: &mut Env<'_>, deadline: u64) -> Outcome {
     }
     Outcome::Resume(0)
 }
-

@@ -59,7 +59,8 @@ impl Loader<'_> {
     /// Builds VM `id` from `bytes`, validating the image first.
     pub fn load(&mut self, id: VmId, name: &str, bytes: &[u8]) -> Result<Vm, LoadError> {
         let image = Image::parse(bytes).map_err(LoadError::Image)?;
-        let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
+        let mut space =
+            AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
         match self.fill(&mut space, &image) {
             Ok((info_frame, pages)) => {
                 let layout = Layout {
@@ -71,7 +72,11 @@ impl Loader<'_> {
                     id,
                     name: String::from(name),
                     // Enter as if called: rsp + 8 is 16-byte aligned.
-                    context: UserContext::new(self.selectors, image.header().entry, image.stack_top() - 8),
+                    context: UserContext::new(
+                        self.selectors,
+                        image.header().entry,
+                        image.stack_top() - 8,
+                    ),
                     fpu: FpuState::initial(),
                     space,
                     info_frame,
@@ -79,7 +84,10 @@ impl Loader<'_> {
                     state: State::Runnable,
                     pending: 0,
                     console_line_start: true,
-                    stats: Stats { resident_pages: pages, ..Stats::default() },
+                    stats: Stats {
+                        resident_pages: pages,
+                        ..Stats::default()
+                    },
                 };
                 self.write_info_page(&mut vm);
                 Ok(vm)
@@ -93,21 +101,42 @@ impl Loader<'_> {
 
     /// Maps the info page and the segments; returns the info frame and the
     /// number of pages mapped.
-    fn fill(&mut self, space: &mut AddressSpace, image: &Image<'_>) -> Result<(u64, u64), LoadError> {
-        let info_frame = space.map_zeroed(self.frames, INFO_PAGE, Rights { write: false, exec: false })?;
+    fn fill(
+        &mut self,
+        space: &mut AddressSpace,
+        image: &Image<'_>,
+    ) -> Result<(u64, u64), LoadError> {
+        let info_frame = space.map_zeroed(
+            self.frames,
+            INFO_PAGE,
+            Rights {
+                write: false,
+                exec: false,
+            },
+        )?;
         let mut pages = 1;
         for segment in image.segments() {
-            let rights = Rights { write: segment.flags & SEG_WRITE != 0, exec: segment.flags & SEG_EXEC != 0 };
+            let rights = Rights {
+                write: segment.flags & SEG_WRITE != 0,
+                exec: segment.flags & SEG_EXEC != 0,
+            };
             let mut page = segment.vaddr;
             while page < segment.vaddr + segment.mem_size {
                 let frame = space.map_zeroed(self.frames, page, rights)?;
                 pages += 1;
                 let offset = (page - segment.vaddr) as usize;
                 if offset < segment.data.len() {
-                    let chunk = &segment.data[offset..segment.data.len().min(offset + FRAME_SIZE as usize)];
+                    let chunk =
+                        &segment.data[offset..segment.data.len().min(offset + FRAME_SIZE as usize)];
                     // SAFETY: `frame` was just allocated for this page and is
                     // reached through the physmap; chunk is at most a frame.
-                    unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), phys::to_virt(frame), chunk.len()) };
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            chunk.as_ptr(),
+                            phys::to_virt(frame),
+                            chunk.len(),
+                        )
+                    };
                 }
                 page += FRAME_SIZE;
             }

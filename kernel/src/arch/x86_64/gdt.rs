@@ -1,6 +1,6 @@
-//! The GDT and the TSS: kernel and user segments
-//! needs, and an interrupt stack (IST) for every kind of trap so that a trap
-//! never runs on a stack a VM could have corrupted.
+//! The GDT and the TSS: kernel and user segments, and an interrupt stack
+//! (IST) for every kind of trap so that a trap never runs on a stack a VM
+//! could have corrupted.
 
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};

@@ -253,7 +253,11 @@ pub fn init_idt(selectors: &Selectors) {
                 offset_low: addr as u16,
                 selector: selectors.kernel_code.0,
                 ist: ist as u8 + 1,
-                type_attr: if vector == HYPERCALL_VECTOR as usize { 0xee } else { 0x8e },
+                type_attr: if vector == HYPERCALL_VECTOR as usize {
+                    0xee
+                } else {
+                    0x8e
+                },
                 offset_mid: (addr >> 16) as u16,
                 offset_high: (addr >> 32) as u32,
                 reserved: 0,

@@ -1,0 +1,149 @@
+//! `cargo denali build`: compile a service against the library OS for the
+//! Denali target on nightly, then turn each binary into a `.dvm` image at
+//! `<target-dir>/denali/<profile>/<name>.dvm`.
+
+use crate::image::{self, Sizes};
+use crate::{paths, toolchain};
+use anyhow::{Context, Result, bail};
+use cargo_metadata::{Message, MetadataCommand, Package, TargetKind};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::BufReader;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+/// What to build.
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    /// The service's `Cargo.toml` (default: the one cargo finds from here).
+    pub manifest_path: Option<PathBuf>,
+    /// Optimised build (`release` profile).
+    pub release: bool,
+    /// Only these binaries (default: all of the package's).
+    pub bins: Vec<String>,
+    /// Echo the nested cargo command.
+    pub verbose: bool,
+}
+
+/// One image built.
+#[derive(Clone, Debug)]
+pub struct Built {
+    /// The binary's name.
+    pub name: String,
+    /// The `.dvm` file.
+    pub dvm: PathBuf,
+}
+
+/// Finds the service package, refusing crates that are not Denali services.
+fn service_package(options: &BuildOptions) -> Result<(Package, PathBuf)> {
+    let mut command = MetadataCommand::new();
+    command.no_deps();
+    if let Some(path) = &options.manifest_path {
+        command.manifest_path(path);
+    }
+    let metadata = command.exec().map_err(|e| match e {
+        cargo_metadata::Error::CargoMetadata { stderr } if stderr.contains("could not find `Cargo.toml`") => {
+            anyhow::anyhow!(
+                "there is no Cargo.toml here or above\nhint: run cargo denali in a service's directory, or create one with `cargo denali new NAME`"
+            )
+        }
+        other => anyhow::Error::new(other).context("cannot read the package metadata"),
+    })?;
+    let package = metadata.root_package().cloned().context(
+        "this is a workspace without a root package\nhint: run cargo denali in the service's own directory or pass --manifest-path",
+    )?;
+    if !package.dependencies.iter().any(|d| d.name == "denali") {
+        bail!(
+            "the package `{}` does not depend on `denali`, so it is not a Denali service\n\
+             hint: add `denali = {{ path = \"{}\" }}` to its [dependencies], or create a service with `cargo denali new NAME`",
+            package.name,
+            paths::libos().display()
+        );
+    }
+    Ok((package, metadata.target_directory.into_std_path_buf()))
+}
+
+/// Builds the service and returns its images.
+pub fn build(options: &BuildOptions) -> Result<Vec<Built>> {
+    let (package, target_dir) = service_package(options)?;
+    toolchain::check_nightly()?;
+    let profile = if options.release { "release" } else { "debug" };
+    let mut cargo = toolchain::cargo();
+    cargo
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(package.manifest_path.as_std_path())
+        .arg("--target")
+        .arg(paths::target_spec())
+        .args([
+            "-Zbuild-std=core,alloc,compiler_builtins",
+            "-Zbuild-std-features=compiler-builtins-mem",
+            "-Zjson-target-spec",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if options.release {
+        cargo.arg("--release");
+    }
+    for bin in &options.bins {
+        cargo.args(["--bin", bin]);
+    }
+    if options.verbose {
+        eprintln!("     Running {cargo:?}");
+    }
+    let mut child = cargo.spawn().context("cannot run cargo +nightly")?;
+    let progress = ProgressBar::new_spinner();
+    progress.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+    progress.enable_steady_tick(Duration::from_millis(120));
+    progress.set_message(format!("building {} for the Denali target", package.name));
+
+    let mut elves = Vec::new();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for message in Message::parse_stream(BufReader::new(stdout)) {
+        match message.context("cannot read cargo's output")? {
+            Message::CompilerArtifact(artifact) => {
+                progress.set_message(format!("compiled {}", artifact.target.name));
+                let is_bin = artifact.target.kind.contains(&TargetKind::Bin);
+                if let (true, true, Some(exe)) = (
+                    artifact.package_id == package.id,
+                    is_bin,
+                    artifact.executable,
+                ) {
+                    elves.push((artifact.target.name.clone(), exe.into_std_path_buf()));
+                }
+            }
+            Message::CompilerMessage(msg) => progress.suspend(|| eprint!("{msg}")),
+            _ => {}
+        }
+    }
+    let status = child.wait().context("cargo did not finish")?;
+    progress.finish_and_clear();
+    if !status.success() {
+        bail!(
+            "building `{}` failed (cargo's messages are above)",
+            package.name
+        );
+    }
+    if elves.is_empty() {
+        bail!(
+            "the package `{}` has no binary to turn into an image\nhint: a service needs src/main.rs",
+            package.name
+        );
+    }
+
+    let out_dir = target_dir.join("denali").join(profile);
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut built = Vec::new();
+    for (name, elf) in elves {
+        let dvm = out_dir.join(format!("{name}.dvm"));
+        let bytes = image::elf_to_dvm(&elf, Sizes::default())?;
+        std::fs::write(&dvm, &bytes).with_context(|| format!("cannot write {}", dvm.display()))?;
+        // Keep the ELF beside the image for symbolised fault reports.
+        std::fs::copy(&elf, dvm.with_extension("elf"))
+            .with_context(|| format!("cannot copy {}", elf.display()))?;
+        built.push(Built { name, dvm });
+    }
+    Ok(built)
+}

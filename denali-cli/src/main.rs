@@ -1,0 +1,117 @@
+//! `cargo denali`: the command line.
+
+use clap::{Args, Parser, Subcommand};
+use denali_cli::build::{self, BuildOptions};
+use denali_cli::run::{self, RunOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(bin_name = "cargo", version, about)]
+enum Cargo {
+    /// Build and run Denali services.
+    Denali(Denali),
+}
+
+#[derive(Args)]
+#[command(
+    version,
+    about = "Build Denali services and boot them on the Denali isolation kernel"
+)]
+struct Denali {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Default)]
+struct BuildArgs {
+    /// Build with the release profile.
+    #[arg(long, short)]
+    release: bool,
+    /// Path to the service's Cargo.toml.
+    #[arg(long)]
+    manifest_path: Option<PathBuf>,
+    /// Build only this binary (repeatable).
+    #[arg(long = "bin")]
+    bins: Vec<String>,
+    /// Show the nested cargo command.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+impl From<BuildArgs> for BuildOptions {
+    fn from(a: BuildArgs) -> Self {
+        BuildOptions {
+            manifest_path: a.manifest_path,
+            release: a.release,
+            bins: a.bins,
+            verbose: a.verbose,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new service from a template.
+    New {
+        /// The service's name (also its directory).
+        name: String,
+        /// The template to start from.
+        #[arg(long, default_value = "hello")]
+        template: String,
+    },
+    /// Compile the service into <target-dir>/denali/<profile>/<name>.dvm.
+    Build(BuildArgs),
+    /// Boot the service (or the given .dvm images, each in its own VM) and
+    /// exit with its status.
+    Run {
+        /// Prebuilt .dvm images to boot instead of building.
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        build: BuildArgs,
+        /// Memory for the isolation kernel, in MiB.
+        #[arg(long, value_name = "MIB")]
+        mem: Option<u64>,
+    },
+}
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().collect();
+    // Run as `cargo-denali build` as well as `cargo denali build`.
+    if args.get(1).map(String::as_str) != Some("denali") {
+        args.insert(1, "denali".into());
+    }
+    let Cargo::Denali(cli) = Cargo::parse_from(args);
+    let result = match cli.command {
+        Command::New { name, template } => std::env::current_dir()
+            .map_err(anyhow::Error::from)
+            .and_then(|cwd| denali_cli::new::new(&cwd, &name, &template))
+            .map(|dir| {
+                eprintln!("     Created service `{name}` in {}", dir.display());
+                0
+            }),
+        Command::Build(args) => build::build(&args.into()).map(|built| {
+            for image in built {
+                let size = std::fs::metadata(&image.dvm).map(|m| m.len()).unwrap_or(0);
+                eprintln!(
+                    "       Built {} ({} KiB)",
+                    image.dvm.display(),
+                    size.div_ceil(1024)
+                );
+            }
+            0
+        }),
+        Command::Run { images, build, mem } => run::run(&RunOptions {
+            images,
+            build: build.into(),
+            memory: mem.map(|m| m << 20),
+        }),
+    };
+    match result {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

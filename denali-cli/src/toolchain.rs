@@ -1,0 +1,67 @@
+//! The nightly toolchain the Denali target needs, checked up front so a
+//! missing piece is one clear sentence rather than a page of cargo errors,
+//! and a `cargo` command with the outer cargo's environment stripped.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::Command;
+
+/// The toolchain services and the kernel are built with.
+pub const TOOLCHAIN: &str = "nightly";
+
+/// A `cargo +nightly` command that inherits nothing from an outer cargo
+/// (a test run or `cargo run`) that would leak into the inner build.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.arg(format!("+{TOOLCHAIN}"));
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let keep = matches!(key, "CARGO_HOME" | "CARGO_TARGET_DIR" | "RUSTUP_HOME");
+        let inherited_build_setting = key.starts_with("CARGO_")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTDOC")
+            || matches!(
+                key,
+                "CARGO" | "RUSTFLAGS" | "RUSTUP_TOOLCHAIN" | "__CARGO_FIX_PLZ"
+            );
+        if inherited_build_setting && !keep {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// The nightly sysroot, after checking nightly and `rust-src` are there.
+pub fn check_nightly() -> Result<PathBuf> {
+    let output = Command::new("rustc")
+        .args([&format!("+{TOOLCHAIN}"), "--print", "sysroot"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .output()
+        .context("cannot run rustc: install Rust with rustup (https://rustup.rs)")?;
+    if !output.status.success() {
+        bail!(
+            "the nightly toolchain is not installed, and Denali services need it\n\
+             hint: run `rustup toolchain install nightly --component rust-src`"
+        );
+    }
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        bail!(
+            "the nightly toolchain has no rust-src, which building for the Denali target needs\n\
+             hint: run `rustup component add rust-src --toolchain nightly`"
+        );
+    }
+    Ok(sysroot)
+}
+
+/// Checks the prebuilt target the isolation kernel is built for.
+pub fn check_kernel_target(sysroot: &std::path::Path) -> Result<()> {
+    if !sysroot.join("lib/rustlib/x86_64-unknown-none").is_dir() {
+        bail!(
+            "the nightly toolchain lacks the x86_64-unknown-none target the isolation kernel is built for\n\
+             hint: run `rustup target add x86_64-unknown-none --toolchain nightly`"
+        );
+    }
+    Ok(())
+}

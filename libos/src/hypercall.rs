@@ -1,0 +1,23 @@
+//! Raw hypercalls: the only way out of the VM. Safe wrappers live in the
+//! modules that use them (`console`, `process`, `time`).
+
+pub use denali_abi::hypercall::{Error, Hypercall};
+
+/// Makes hypercall `call` with up to two arguments and decodes the result.
+#[inline(always)]
+pub fn call2(call: Hypercall, a0: u64, a1: u64) -> Result<u64, Error> {
+    let rax: u64;
+    // SAFETY: `int 4` enters the isolation kernel through the hypercall gate;
+    // the kernel preserves every register but rax and touches VM memory only
+    // as the call's documented arguments allow (the asm is not `nomem`).
+    unsafe {
+        core::arch::asm!(
+            "int 4",
+            inlateout("rax") call as u64 => rax,
+            in("rdi") a0,
+            in("rsi") a1,
+            options(nostack),
+        );
+    }
+    Error::from_return(rax)
+}

@@ -1,0 +1,26 @@
+//! Start-up and the panic handler.
+
+use crate::{println, process};
+
+unsafe extern "Rust" {
+    // Defined by #[denali::main].
+    fn __denali_main();
+}
+
+/// The VM's first instruction: the kernel enters here with the stack set
+/// and every other register zero.
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".text._start")]
+extern "C" fn _start() -> ! {
+    crate::heap::init();
+    // SAFETY: #[denali::main] defines __denali_main as a safe fn().
+    unsafe { __denali_main() };
+    process::exit(0)
+}
+
+/// Panics print where and why, as `std` does, and exit with status 101.
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    println!("{info}");
+    process::exit(101)
+}

@@ -1,0 +1,37 @@
+//! Who this VM is: its id, how many VMs booted with it, its arguments, all
+//! read from the info page the kernel maps read-only.
+
+use denali_abi::info::{INFO_MAGIC, InfoPage};
+use denali_abi::layout::INFO_PAGE;
+
+/// The info page.
+pub(crate) fn info() -> &'static InfoPage {
+    // SAFETY: the kernel maps an InfoPage at INFO_PAGE in every VM before it
+    // first runs and keeps it mapped for the VM's life; it is read-only, so
+    // no Rust code can create a conflicting &mut.
+    let info = unsafe { &*(INFO_PAGE as *const InfoPage) };
+    debug_assert_eq!(info.magic, INFO_MAGIC);
+    info
+}
+
+/// This VM's id, unique within one boot, counted from 0.
+pub fn id() -> u32 {
+    info().vm_id
+}
+
+/// How many VMs this boot started.
+pub fn count() -> u32 {
+    info().vm_count
+}
+
+/// This VM's arguments from its manifest ("" when it has none).
+pub fn args() -> &'static str {
+    let info = info();
+    let len = (info.args_len as usize).min(info.args.len());
+    core::str::from_utf8(&info.args[..len]).unwrap_or("")
+}
+
+/// Size of this VM's flat address space in bytes.
+pub fn memory_size() -> u64 {
+    info().mem_size
+}
