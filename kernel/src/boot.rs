@@ -117,7 +117,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
                         "denali: image {index} ({}) refused by the loader: {e}",
                         entry.name()
                     );
-                    kernel.refuse();
+                    kernel.refuse(entry.name());
                 }
             }
         }

@@ -11,6 +11,7 @@ use crate::time::Clock;
 use crate::vm::fault::Fault;
 use crate::vm::hypercall::{self, Env, Outcome};
 use crate::vm::{State, Vm, fault_status};
+use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::hypercall::{EVENT_ALARM, HYPERCALL_VECTOR};
 
@@ -32,6 +33,8 @@ pub struct Kernel {
     pub vms: Vec<Option<Vm>>,
     /// Exit status by id, once known.
     pub statuses: Vec<Option<i32>>,
+    /// Image name by id, for reports after the VM is gone.
+    names: Vec<String>,
     /// The global clock.
     pub clock: Clock,
     /// The kernel's own page tables.
@@ -52,6 +55,7 @@ impl Kernel {
             sched: Scheduler::new(),
             vms: Vec::new(),
             statuses: Vec::new(),
+            names: Vec::new(),
             clock,
             kernel_pml4,
             live: 0,
@@ -64,13 +68,15 @@ impl Kernel {
     pub fn admit(&mut self, vm: Vm) {
         debug_assert_eq!(vm.id as usize, self.vms.len());
         self.sched.make_runnable(vm.id);
+        self.names.push(vm.name.clone());
         self.vms.push(Some(vm));
         self.statuses.push(None);
         self.live += 1;
     }
 
     /// Records an id whose image was refused.
-    pub fn refuse(&mut self) {
+    pub fn refuse(&mut self, name: &str) {
+        self.names.push(String::from(name));
         self.vms.push(None);
         self.statuses.push(Some(REFUSED_STATUS));
     }
@@ -101,15 +107,10 @@ impl Kernel {
             }
         }
         if prefix || self.verbose {
-            for (id, status) in self.statuses.iter().enumerate() {
-                let name = self
-                    .vms
-                    .get(id)
-                    .and_then(|v| v.as_ref())
-                    .map_or("", |vm| vm.name.as_str());
+            for (id, (status, name)) in self.statuses.iter().zip(&self.names).enumerate() {
                 match status {
-                    Some(s) => kprintln!("denali: vm {id} {name} exited with status {s}"),
-                    None => kprintln!("denali: vm {id} {name} did not finish"),
+                    Some(s) => kprintln!("denali: vm {id} ({name}) exited with status {s}"),
+                    None => kprintln!("denali: vm {id} ({name}) did not finish"),
                 }
             }
         }
