@@ -224,7 +224,7 @@ impl<'a> Image<'a> {
     /// below the stack and its guard page.
     fn heap_end_limit(&self) -> Result<u64, ImageError> {
         let h = &self.header;
-        let aligned = |v: u64| v % PAGE_SIZE == 0;
+        let aligned = |v: u64| v.is_multiple_of(PAGE_SIZE);
         if !(MIN_MEM_SIZE..=MAX_MEM_SIZE).contains(&h.mem_size)
             || !aligned(h.mem_size)
             || !aligned(h.stack_size)
@@ -288,7 +288,7 @@ impl SegmentHeader {
     /// Page-aligned `[start, end)` the segment occupies, or `None` if it is
     /// misaligned, empty or overflows.
     fn page_range(&self) -> Option<(u64, u64)> {
-        if self.vaddr % PAGE_SIZE != 0 || self.mem_size == 0 {
+        if !self.vaddr.is_multiple_of(PAGE_SIZE) || self.mem_size == 0 {
             return None;
         }
         Some((
@@ -445,14 +445,7 @@ mod tests {
 
     #[test]
     fn out_of_range_segments_are_refused() {
-        for vaddr in [
-            0,
-            0x1000,
-            MEM - STACK,
-            MEM,
-            u64::MAX & !0xfff,
-            IMAGE_BASE + 0x123,
-        ] {
+        for vaddr in [0, 0x1000, MEM - STACK, MEM, !0xfff, IMAGE_BASE + 0x123] {
             let bytes = build(&[text(&[0x90]), data_seg(vaddr, SEG_READ)]);
             assert!(
                 matches!(

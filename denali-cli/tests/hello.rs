@@ -12,7 +12,11 @@ fn template_service_prints_its_vm_id_and_exits_zero() {
     let image = build(&service, "hello");
     let out = run(&service, &[]);
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
-    assert!(out.stdout.contains("Hello from Denali VM 0"), "stdout: {}", out.stdout);
+    assert!(
+        out.stdout.contains("Hello from Denali VM 0"),
+        "stdout: {}",
+        out.stdout
+    );
 
     // A prebuilt image boots without a service around it.
     let out = run(dir.path(), &[image.to_str().unwrap()]);
@@ -26,11 +30,17 @@ fn exit_code_becomes_the_run_status() {
     let service = new_service(
         dir.path(),
         "exit7",
-        Some("#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    denali::process::exit(7);\n}\n"),
+        Some(
+            "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    denali::process::exit(7);\n}\n",
+        ),
     );
     build(&service, "exit7");
     let out = run(&service, &[]);
-    assert_eq!(out.status, 7, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert_eq!(
+        out.status, 7,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
 }
 
 #[test]
@@ -39,22 +49,44 @@ fn panic_reports_its_location_and_exits_101() {
     let service = new_service(
         dir.path(),
         "panicky",
-        Some("#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let v: u32 = denali::vm::id() + 41;\n    panic!(\"the answer was {}\", v + 1);\n}\n"),
+        Some(
+            "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let v: u32 = denali::vm::id() + 41;\n    panic!(\"the answer was {}\", v + 1);\n}\n",
+        ),
     );
     build(&service, "panicky");
     let out = run(&service, &[]);
-    assert_eq!(out.status, 101, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("panicked at src/main.rs:7:5:"), "stdout: {}", out.stdout);
-    assert!(out.stdout.contains("the answer was 42"), "stdout: {}", out.stdout);
+    assert_eq!(
+        out.status, 101,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
+    assert!(
+        out.stdout.contains("panicked at src/main.rs:7:5:"),
+        "stdout: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("the answer was 42"),
+        "stdout: {}",
+        out.stdout
+    );
 }
 
 #[test]
 fn heap_collections_time_and_floats_work_inside_a_vm() {
     let dir = scratch();
-    let service = new_service(dir.path(), "stdlike", Some(include_str!("guests/stdlike.rs")));
+    let service = new_service(
+        dir.path(),
+        "stdlike",
+        Some(include_str!("guests/stdlike.rs")),
+    );
     build(&service, "stdlike");
     let out = run(&service, &[]);
-    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert_eq!(
+        out.status, 0,
+        "stdout: {}\nstderr: {}",
+        out.stdout, out.stderr
+    );
     for line in [
         "vec sum 500500",
         "string len 2890",
@@ -64,6 +96,10 @@ fn heap_collections_time_and_floats_work_inside_a_vm() {
         "sqrt2 1.414213562373",
         "slept at least 20 ms: true",
     ] {
-        assert!(out.stdout.contains(line), "missing `{line}` in:\n{}", out.stdout);
+        assert!(
+            out.stdout.contains(line),
+            "missing `{line}` in:\n{}",
+            out.stdout
+        );
     }
 }

@@ -58,7 +58,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     if !heap_ready {
         kprintln!(
             "denali: not enough memory for the kernel heap ({} MiB needed)",
-            HEAP_SIZE * 2 >> 20
+            (HEAP_SIZE * 2) >> 20
         );
         arch::exit_panic();
     }
@@ -73,7 +73,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     if verbose {
         kprintln!(
             "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}",
-            frames.total() * 4096 >> 20,
+            (frames.total() * 4096) >> 20,
             info.tsc_khz / 1000,
             if protections.smep { "on" } else { "absent" },
             if protections.smap { "on" } else { "absent" },

@@ -91,7 +91,7 @@ impl Kernel {
         let prefix = self.vms.len() > 1;
         while self.live > 0 {
             self.fire_alarms();
-            if let Some(id) = self.sched.next() {
+            if let Some(id) = self.sched.pick_next() {
                 self.run_vm(id, prefix);
                 continue;
             }
@@ -207,7 +207,7 @@ impl Kernel {
                         vector,
                         error_code: vm.context.error_code,
                         rip: vm.context.rip,
-                        address: (vector == VECTOR_PAGE_FAULT).then(|| Cr2::read_raw()),
+                        address: (vector == VECTOR_PAGE_FAULT).then(Cr2::read_raw),
                     };
                     if !vm.resolve_fault(&mut self.frames, &fault) {
                         kprintln!("denali: {}", vm.describe(&fault));

@@ -67,7 +67,7 @@ impl FrameAllocator {
 
     /// Takes back a frame from [`FrameAllocator::alloc`].
     pub fn free(&mut self, frame: u64) {
-        debug_assert!(frame % FRAME_SIZE == 0);
+        debug_assert!(frame.is_multiple_of(FRAME_SIZE));
         self.in_use -= 1;
         self.free.push(frame);
     }

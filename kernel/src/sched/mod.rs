@@ -46,7 +46,7 @@ impl Scheduler {
     }
 
     /// The next VM to run, removed from the queue.
-    pub fn next(&mut self) -> Option<VmId> {
+    pub fn pick_next(&mut self) -> Option<VmId> {
         let id = self.runnable.pop_front()?;
         self.queued[id as usize] = false;
         Some(id)
@@ -109,9 +109,9 @@ mod tests {
         s.make_runnable(2);
         s.make_runnable(0);
         s.make_runnable(2);
-        assert_eq!(s.next(), Some(2));
-        assert_eq!(s.next(), Some(0));
-        assert_eq!(s.next(), None);
+        assert_eq!(s.pick_next(), Some(2));
+        assert_eq!(s.pick_next(), Some(0));
+        assert_eq!(s.pick_next(), None);
     }
 
     #[test]
