@@ -142,3 +142,74 @@ fn the_kernel_loader_refuses_a_corrupted_image_and_runs_the_rest() {
     assert!(text.contains("vm1| survivor 1 of 2 done"), "{text}");
     assert_eq!(status, 126, "{text}");
 }
+
+const STACK_OVERFLOW: &str = "#![no_std]\n#![no_main]\n\nfn deep(n: u64) -> u64 {\n    let pad = core::hint::black_box([n; 64]);\n    if n == 0 { 0 } else { deep(n - 1) + pad[3] }\n}\n\n#[denali::main]\nfn main() {\n    denali::println!(\"{}\", deep(1 << 30));\n}\n";
+const PRIVILEGED: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    unsafe { core::arch::asm!(\"cli\") };\n    denali::println!(\"interrupts are off\");\n}\n";
+const WILD_JUMP: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let f: fn() = unsafe { core::mem::transmute(core::hint::black_box(0x3000_0000usize)) };\n    f();\n}\n";
+
+#[test]
+fn stack_overflow_privileged_instructions_and_wild_jumps_stop_only_their_vm() {
+    let dir = scratch();
+    let overflow = build(
+        &new_service(dir.path(), "overflow", Some(STACK_OVERFLOW)),
+        "overflow",
+    );
+    let privileged = build(
+        &new_service(dir.path(), "privileged", Some(PRIVILEGED)),
+        "privileged",
+    );
+    let wild = build(&new_service(dir.path(), "wild", Some(WILD_JUMP)), "wild");
+    let survivor = build(
+        &new_service(dir.path(), "bystander", Some(SURVIVOR)),
+        "bystander",
+    );
+    let images = [&overflow, &privileged, &wild, &survivor].map(|p| p.to_str().unwrap().to_owned());
+    let out = run(
+        dir.path(),
+        &images.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let text = &out.stdout;
+    assert!(
+        text.contains("vm 0 (overflow) stopped: page fault (#PF)"),
+        "{text}"
+    );
+    assert!(
+        text.contains(": the stack guard page (stack overflow)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vm 1 (privileged) stopped: general protection fault (#GP) (vector 13)"),
+        "{text}"
+    );
+    assert!(!text.contains("interrupts are off"), "{text}");
+    assert!(text.contains("vm 2 (wild) stopped: page fault (#PF) (vector 14) at rip 0x30000000, executing 0x30000000"), "{text}");
+    assert!(text.contains("vm3| survivor 3 of 4 done"), "{text}");
+    assert_eq!(out.status, 142, "stderr: {}", out.stderr);
+}
+
+#[test]
+fn hostile_hypercall_arguments_get_errors_and_the_vm_goes_on() {
+    let dir = scratch();
+    let service = new_service(
+        dir.path(),
+        "hostile",
+        Some(include_str!("guests/hostile.rs")),
+    );
+    build(&service, "hostile");
+    let out = run(&service, &[]);
+    let text = &out.stdout;
+    for line in [
+        "kernel pointer: Err(BadAddress)",
+        "non-canonical pointer: Err(BadAddress)",
+        "null pointer: Err(BadAddress)",
+        "past the end: Err(BadAddress)",
+        "wrapping range: Err(BadAddress)",
+        "stack guard page: Err(BadAddress)",
+        "unknown call: Err(NoSuchCall)",
+        "alarm in the past: Ok(0)",
+        "still running",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in:\n{text}");
+    }
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+}

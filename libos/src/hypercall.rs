@@ -6,6 +6,14 @@ pub use denali_abi::hypercall::{Error, Hypercall};
 /// Makes hypercall `call` with up to two arguments and decodes the result.
 #[inline(always)]
 pub fn call2(call: Hypercall, a0: u64, a1: u64) -> Result<u64, Error> {
+    Error::from_return(raw(call as u64, a0, a1))
+}
+
+/// Makes hypercall number `number` with up to two arguments and returns
+/// `rax` as the kernel left it. For probing the interface; services use the
+/// typed wrappers.
+#[inline(always)]
+pub fn raw(number: u64, a0: u64, a1: u64) -> u64 {
     let rax: u64;
     // SAFETY: `int 4` enters the isolation kernel through the hypercall gate;
     // the kernel preserves every register but rax and touches VM memory only
@@ -13,11 +21,11 @@ pub fn call2(call: Hypercall, a0: u64, a1: u64) -> Result<u64, Error> {
     unsafe {
         core::arch::asm!(
             "int 4",
-            inlateout("rax") call as u64 => rax,
+            inlateout("rax") number => rax,
             in("rdi") a0,
             in("rsi") a1,
             options(nostack),
         );
     }
-    Error::from_return(rax)
+    rax
 }
