@@ -147,6 +147,44 @@ const STACK_OVERFLOW: &str = "#![no_std]\n#![no_main]\n\nfn deep(n: u64) -> u64 
 const PRIVILEGED: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    unsafe { core::arch::asm!(\"cli\") };\n    denali::println!(\"interrupts are off\");\n}\n";
 const WILD_JUMP: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let f: fn() = unsafe { core::mem::transmute(core::hint::black_box(0x3000_0000usize)) };\n    f();\n}\n";
 
+const INFO_WRITE: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    // The info page: the kernel maps it read-only.\n    let p = core::hint::black_box(0x1000usize) as *mut u32;\n    unsafe { p.add(1).write_volatile(99) };\n    denali::println!(\"I am VM {} now\", denali::vm::id());\n}\n";
+const CODE_WRITE: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let f: fn() = main;\n    let p = core::hint::black_box(f as usize) as *mut u8;\n    unsafe { p.write_volatile(0xc3) };\n    denali::println!(\"patched my own code\");\n}\n";
+
+#[test]
+fn the_info_page_and_code_are_read_only() {
+    let dir = scratch();
+    let info = build(
+        &new_service(dir.path(), "infowrite", Some(INFO_WRITE)),
+        "infowrite",
+    );
+    let code = build(
+        &new_service(dir.path(), "codewrite", Some(CODE_WRITE)),
+        "codewrite",
+    );
+    let out = run(
+        dir.path(),
+        &[info.to_str().unwrap(), code.to_str().unwrap()],
+    );
+    let text = &out.stdout;
+    assert!(
+        text.contains("vm 0 (infowrite) stopped: page fault (#PF) (vector 14)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("writing 0x1004: a page without that right"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vm 1 (codewrite) stopped: page fault (#PF) (vector 14)"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("I am VM") && !text.contains("patched my own code"),
+        "{text}"
+    );
+    assert_eq!(out.status, 142, "stderr: {}", out.stderr);
+}
+
 #[test]
 fn stack_overflow_privileged_instructions_and_wild_jumps_stop_only_their_vm() {
     let dir = scratch();

@@ -18,6 +18,9 @@ mod bare {
 
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+        // SAFETY: the kernel is single-threaded and about to stop; if the
+        // panic struck while the console was held, its holder never resumes.
+        unsafe { denali_kernel::console::CONSOLE.force_unlock() };
         kprintln!("denali: kernel panic: {info}");
         arch::x86_64::exit_panic()
     }
