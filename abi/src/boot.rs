@@ -49,6 +49,8 @@ const _: () = assert!(core::mem::size_of::<BootInfo>() == 48 + 16 * MAX_MEM_REGI
 /// Boot flag: the kernel reports its own progress (boot banner, per-VM
 /// exit lines) on the console, not only faults.
 pub const BOOT_FLAG_VERBOSE: u64 = 1 << 0;
+/// Boot flag: the kernel prints per-VM accounting when the run ends.
+pub const BOOT_FLAG_STATS: u64 = 1 << 1;
 
 /// Virtual address at which all physical memory is mapped (the "physmap").
 /// The loader sets this mapping up before entering the kernel.
@@ -100,10 +102,16 @@ pub struct BundleEntry {
     pub name_len: u32,
     /// The image's name (the service's), UTF-8.
     pub name: [u8; BUNDLE_NAME_MAX],
+    /// Offset of the VMs' argument string from the start of the bundle.
+    pub args_offset: u64,
+    /// Length of the argument string (at most `info::ARGS_MAX`).
+    pub args_len: u32,
+    /// Reserved, zero.
+    pub reserved: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<BundleHeader>() == 16);
-const _: () = assert!(core::mem::size_of::<BundleEntry>() == 56);
+const _: () = assert!(core::mem::size_of::<BundleEntry>() == 72);
 
 /// Most images in one bundle.
 pub const BUNDLE_MAX_ENTRIES: u32 = 4096;
@@ -169,17 +177,16 @@ impl<'a> Bundle<'a> {
         if header.count == 0 || header.count > BUNDLE_MAX_ENTRIES {
             return Err(BundleError::BadCount(header.count));
         }
-        let bundle = Bundle {
-            bytes,
-            count: header.count,
-        };
+        let bundle = Bundle { bytes, count: header.count };
         for i in 0..header.count {
             let entry = bundle.raw_entry(i).ok_or(BundleError::Truncated)?;
-            let in_range = entry
-                .offset
-                .checked_add(entry.len)
-                .is_some_and(|end| end <= bytes.len() as u64);
-            if !in_range || entry.name_len as usize > BUNDLE_NAME_MAX || entry.instances == 0 {
+            let in_range = |offset: u64, len: u64| offset.checked_add(len).is_some_and(|end| end <= bytes.len() as u64);
+            if !in_range(entry.offset, entry.len)
+                || !in_range(entry.args_offset, u64::from(entry.args_len))
+                || entry.args_len as usize > crate::info::ARGS_MAX
+                || entry.name_len as usize > BUNDLE_NAME_MAX
+                || entry.instances == 0
+            {
                 return Err(BundleError::BadEntry(i));
             }
         }
@@ -187,8 +194,7 @@ impl<'a> Bundle<'a> {
     }
 
     fn raw_entry(&self, index: u32) -> Option<BundleEntry> {
-        let offset = core::mem::size_of::<BundleHeader>()
-            + index as usize * core::mem::size_of::<BundleEntry>();
+        let offset = core::mem::size_of::<BundleHeader>() + index as usize * core::mem::size_of::<BundleEntry>();
         read(self.bytes, offset)
     }
 
@@ -208,10 +214,15 @@ impl<'a> Bundle<'a> {
             return None;
         }
         let entry = self.raw_entry(index)?;
-        let bytes = self
-            .bytes
-            .get(entry.offset as usize..(entry.offset + entry.len) as usize)?;
+        let bytes = self.bytes.get(entry.offset as usize..(entry.offset + entry.len) as usize)?;
         Some((entry, bytes))
+    }
+
+    /// The argument string of entry `index`.
+    pub fn args(&self, index: u32) -> Option<&'a [u8]> {
+        let entry = self.raw_entry(index).filter(|_| index < self.count)?;
+        let start = entry.args_offset as usize;
+        self.bytes.get(start..start + entry.args_len as usize)
     }
 }
 
@@ -223,30 +234,51 @@ impl BundleEntry {
     }
 }
 
-/// Writes a boot bundle of `(name, instances, image)` entries.
+/// One image to put in a boot bundle.
+#[derive(Clone, Copy, Debug)]
+pub struct BundleSpec<'a> {
+    /// The service's name (cut to [`BUNDLE_NAME_MAX`] bytes).
+    pub name: &'a str,
+    /// VMs to start from the image.
+    pub instances: u32,
+    /// The `.dvm` image.
+    pub image: &'a [u8],
+    /// Arguments every VM of this image finds on its info page (cut to
+    /// `info::ARGS_MAX` bytes).
+    pub args: &'a str,
+}
+
+/// Writes a boot bundle.
 #[cfg(feature = "alloc")]
-pub fn build_bundle(entries: &[(&str, u32, &[u8])]) -> alloc::vec::Vec<u8> {
+pub fn build_bundle(entries: &[BundleSpec<'_>]) -> alloc::vec::Vec<u8> {
     use alloc::vec::Vec;
-    let table_len =
-        core::mem::size_of::<BundleHeader>() + entries.len() * core::mem::size_of::<BundleEntry>();
+    fn cut(s: &str, max: usize) -> &[u8] {
+        &s.as_bytes()[..s.len().min(max)]
+    }
+    let table_len = core::mem::size_of::<BundleHeader>() + entries.len() * core::mem::size_of::<BundleEntry>();
     let mut out = Vec::new();
     out.extend_from_slice(&BUNDLE_MAGIC);
     out.extend_from_slice(&crate::ABI_VERSION.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     let mut offset = table_len as u64;
-    for (name, instances, image) in entries {
-        let name = &name.as_bytes()[..name.len().min(BUNDLE_NAME_MAX)];
+    for spec in entries {
+        let name = cut(spec.name, BUNDLE_NAME_MAX);
+        let args = cut(spec.args, crate::info::ARGS_MAX);
         let mut name_buf = [0u8; BUNDLE_NAME_MAX];
         name_buf[..name.len()].copy_from_slice(name);
         out.extend_from_slice(&offset.to_le_bytes());
-        out.extend_from_slice(&(image.len() as u64).to_le_bytes());
-        out.extend_from_slice(&instances.to_le_bytes());
+        out.extend_from_slice(&(spec.image.len() as u64).to_le_bytes());
+        out.extend_from_slice(&spec.instances.to_le_bytes());
         out.extend_from_slice(&(name.len() as u32).to_le_bytes());
         out.extend_from_slice(&name_buf);
-        offset += image.len() as u64;
+        out.extend_from_slice(&(offset + spec.image.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(args.len() as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        offset += (spec.image.len() + args.len()) as u64;
     }
-    for (_, _, image) in entries {
-        out.extend_from_slice(image);
+    for spec in entries {
+        out.extend_from_slice(spec.image);
+        out.extend_from_slice(cut(spec.args, crate::info::ARGS_MAX));
     }
     out
 }
@@ -255,26 +287,26 @@ pub fn build_bundle(entries: &[(&str, u32, &[u8])]) -> alloc::vec::Vec<u8> {
 mod tests {
     use super::*;
 
+    fn spec<'a>(name: &'a str, instances: u32, image: &'a [u8], args: &'a str) -> BundleSpec<'a> {
+        BundleSpec { name, instances, image, args }
+    }
+
     #[test]
     fn bundle_round_trips() {
-        let bytes = build_bundle(&[("one", 1, b"abc"), ("two", 3, b"defg")]);
+        let bytes = build_bundle(&[spec("one", 1, b"abc", ""), spec("two", 3, b"defg", "--port 80")]);
         let bundle = Bundle::parse(&bytes).unwrap();
         assert_eq!(bundle.len(), 2);
         let (e, img) = bundle.entry(1).unwrap();
         assert_eq!((e.name(), e.instances, img), ("two", 3, &b"defg"[..]));
+        assert_eq!(bundle.args(1), Some(&b"--port 80"[..]));
+        assert_eq!(bundle.args(0), Some(&b""[..]));
     }
 
     #[test]
     fn truncated_and_foreign_bundles_are_refused() {
-        let bytes = build_bundle(&[("one", 1, b"abc")]);
-        assert_eq!(
-            Bundle::parse(&bytes[..10]).unwrap_err(),
-            BundleError::Truncated
-        );
-        assert_eq!(
-            Bundle::parse(&bytes[..bytes.len() - 1]).unwrap_err(),
-            BundleError::BadEntry(0)
-        );
+        let bytes = build_bundle(&[spec("one", 1, b"abc", "x")]);
+        assert_eq!(Bundle::parse(&bytes[..10]).unwrap_err(), BundleError::Truncated);
+        assert_eq!(Bundle::parse(&bytes[..bytes.len() - 1]).unwrap_err(), BundleError::BadEntry(0));
         let mut foreign = bytes.clone();
         foreign[0] = b'X';
         assert_eq!(Bundle::parse(&foreign).unwrap_err(), BundleError::BadMagic);

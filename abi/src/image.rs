@@ -107,20 +107,10 @@ impl core::fmt::Display for ImageError {
             ImageError::Truncated => write!(f, "the image is truncated"),
             ImageError::BadMagic => write!(f, "not a Denali image (bad magic)"),
             ImageError::WrongVersion(v) => {
-                write!(
-                    f,
-                    "the image is for ABI version {v}, this kernel speaks {}",
-                    crate::ABI_VERSION
-                )
+                write!(f, "the image is for ABI version {v}, this kernel speaks {}", crate::ABI_VERSION)
             }
-            ImageError::HashMismatch => write!(
-                f,
-                "the image's content hash does not match: it is corrupted"
-            ),
-            ImageError::BadSegmentCount(n) => write!(
-                f,
-                "the image has {n} segments (1 to {MAX_SEGMENTS} allowed)"
-            ),
+            ImageError::HashMismatch => write!(f, "the image's content hash does not match: it is corrupted"),
+            ImageError::BadSegmentCount(n) => write!(f, "the image has {n} segments (1 to {MAX_SEGMENTS} allowed)"),
             ImageError::BadMemorySize => {
                 write!(f, "the image's memory or stack size is out of range")
             }
@@ -188,13 +178,8 @@ impl<'a> Image<'a> {
             if seg.flags & SEG_WRITE != 0 && seg.flags & SEG_EXEC != 0 {
                 return Err(ImageError::WritableAndExecutable(i));
             }
-            let file_end = seg
-                .file_offset
-                .checked_add(seg.file_size)
-                .ok_or(ImageError::Truncated)?;
-            if file_end > bytes.len() as u64
-                || seg.file_offset < table_end as u64 && seg.file_size > 0
-            {
+            let file_end = seg.file_offset.checked_add(seg.file_size).ok_or(ImageError::Truncated)?;
+            if file_end > bytes.len() as u64 || seg.file_offset < table_end as u64 && seg.file_size > 0 {
                 return Err(ImageError::Truncated);
             }
             let (start, end) = seg.page_range().ok_or(ImageError::SegmentOutOfRange(i))?;
@@ -202,18 +187,15 @@ impl<'a> Image<'a> {
                 return Err(ImageError::SegmentOutOfRange(i));
             }
             for j in 0..i {
-                let (other_start, other_end) =
-                    image.segment_header(j).page_range().unwrap_or((0, 0));
+                let (other_start, other_end) = image.segment_header(j).page_range().unwrap_or((0, 0));
                 if start < other_end && other_start < end {
                     return Err(ImageError::Overlap(j, i));
                 }
             }
         }
-        let entry_ok = image.segments().any(|s| {
-            s.flags & SEG_EXEC != 0
-                && header.entry >= s.vaddr
-                && header.entry < s.vaddr + s.mem_size
-        });
+        let entry_ok = image
+            .segments()
+            .any(|s| s.flags & SEG_EXEC != 0 && header.entry >= s.vaddr && header.entry < s.vaddr + s.mem_size);
         if !entry_ok {
             return Err(ImageError::BadEntry);
         }
@@ -262,10 +244,7 @@ impl<'a> Image<'a> {
 
     /// First heap byte: the page after the highest segment.
     pub fn heap_start(&self) -> u64 {
-        self.segments()
-            .filter_map(|s| page_align_up(s.vaddr + s.mem_size))
-            .max()
-            .unwrap_or(IMAGE_BASE)
+        self.segments().filter_map(|s| page_align_up(s.vaddr + s.mem_size)).max().unwrap_or(IMAGE_BASE)
     }
 
     /// One past the last heap byte: the stack's guard page.
@@ -291,10 +270,7 @@ impl SegmentHeader {
         if !self.vaddr.is_multiple_of(PAGE_SIZE) || self.mem_size == 0 {
             return None;
         }
-        Some((
-            self.vaddr,
-            page_align_up(self.vaddr.checked_add(self.mem_size)?)?,
-        ))
+        Some((self.vaddr, page_align_up(self.vaddr.checked_add(self.mem_size)?)?))
     }
 }
 
@@ -313,12 +289,7 @@ pub struct SegmentSpec<'a> {
 
 /// Writes an image. The result is not validated: run [`Image::parse`] on it.
 #[cfg(feature = "alloc")]
-pub fn build_image(
-    entry: u64,
-    mem_size: u64,
-    stack_size: u64,
-    segments: &[SegmentSpec<'_>],
-) -> alloc::vec::Vec<u8> {
+pub fn build_image(entry: u64, mem_size: u64, stack_size: u64, segments: &[SegmentSpec<'_>]) -> alloc::vec::Vec<u8> {
     use alloc::vec::Vec;
     let mut out = Vec::new();
     let table_end = HEADER_SIZE + segments.len() * SEGMENT_SIZE;
@@ -366,21 +337,11 @@ mod tests {
     const STACK: u64 = 64 << 10;
 
     fn text(data: &[u8]) -> SegmentSpec<'_> {
-        SegmentSpec {
-            vaddr: IMAGE_BASE,
-            mem_size: 0x2000,
-            flags: SEG_READ | SEG_EXEC,
-            data,
-        }
+        SegmentSpec { vaddr: IMAGE_BASE, mem_size: 0x2000, flags: SEG_READ | SEG_EXEC, data }
     }
 
     fn data_seg(vaddr: u64, flags: u32) -> SegmentSpec<'static> {
-        SegmentSpec {
-            vaddr,
-            mem_size: 0x1800,
-            flags,
-            data: b"hello",
-        }
+        SegmentSpec { vaddr, mem_size: 0x1800, flags, data: b"hello" }
     }
 
     fn build(segs: &[SegmentSpec<'_>]) -> Vec<u8> {
@@ -389,10 +350,7 @@ mod tests {
 
     #[test]
     fn a_well_formed_image_parses() {
-        let bytes = build(&[
-            text(&[0x90; 100]),
-            data_seg(IMAGE_BASE + 0x2000, SEG_READ | SEG_WRITE),
-        ]);
+        let bytes = build(&[text(&[0x90; 100]), data_seg(IMAGE_BASE + 0x2000, SEG_READ | SEG_WRITE)]);
         let image = Image::parse(&bytes).unwrap();
         let segs: Vec<_> = image.segments().collect();
         assert_eq!(segs.len(), 2);
@@ -419,22 +377,13 @@ mod tests {
 
     #[test]
     fn foreign_files_are_refused() {
-        assert_eq!(
-            Image::parse(&[0x7f, b'E', b'L', b'F', 0, 0, 0, 0].repeat(16)).unwrap_err(),
-            ImageError::BadMagic
-        );
+        assert_eq!(Image::parse(&[0x7f, b'E', b'L', b'F', 0, 0, 0, 0].repeat(16)).unwrap_err(), ImageError::BadMagic);
     }
 
     #[test]
     fn writable_and_executable_is_refused() {
-        let bytes = build(&[SegmentSpec {
-            flags: SEG_READ | SEG_WRITE | SEG_EXEC,
-            ..text(&[0x90])
-        }]);
-        assert_eq!(
-            Image::parse(&bytes).unwrap_err(),
-            ImageError::WritableAndExecutable(0)
-        );
+        let bytes = build(&[SegmentSpec { flags: SEG_READ | SEG_WRITE | SEG_EXEC, ..text(&[0x90]) }]);
+        assert_eq!(Image::parse(&bytes).unwrap_err(), ImageError::WritableAndExecutable(0));
     }
 
     #[test]
@@ -448,46 +397,26 @@ mod tests {
         for vaddr in [0, 0x1000, MEM - STACK, MEM, !0xfff, IMAGE_BASE + 0x123] {
             let bytes = build(&[text(&[0x90]), data_seg(vaddr, SEG_READ)]);
             assert!(
-                matches!(
-                    Image::parse(&bytes).unwrap_err(),
-                    ImageError::SegmentOutOfRange(1)
-                ),
+                matches!(Image::parse(&bytes).unwrap_err(), ImageError::SegmentOutOfRange(1)),
                 "accepted a segment at {vaddr:#x}"
             );
         }
-        let huge = SegmentSpec {
-            mem_size: u64::MAX - 10,
-            ..data_seg(IMAGE_BASE + 0x2000, SEG_READ)
-        };
+        let huge = SegmentSpec { mem_size: u64::MAX - 10, ..data_seg(IMAGE_BASE + 0x2000, SEG_READ) };
         assert!(Image::parse(&build(&[text(&[0x90]), huge])).is_err());
     }
 
     #[test]
     fn bad_memory_sizes_are_refused() {
-        for (mem, stack) in [
-            (0, STACK),
-            (MEM + 1, STACK),
-            (MEM, 0),
-            (MEM, MEM),
-            (MAX_MEM_SIZE * 2, STACK),
-        ] {
+        for (mem, stack) in [(0, STACK), (MEM + 1, STACK), (MEM, 0), (MEM, MEM), (MAX_MEM_SIZE * 2, STACK)] {
             let bytes = build_image(IMAGE_BASE, mem, stack, &[text(&[0x90])]);
-            assert_eq!(
-                Image::parse(&bytes).unwrap_err(),
-                ImageError::BadMemorySize,
-                "{mem:#x}/{stack:#x}"
-            );
+            assert_eq!(Image::parse(&bytes).unwrap_err(), ImageError::BadMemorySize, "{mem:#x}/{stack:#x}");
         }
     }
 
     #[test]
     fn entry_must_be_executable() {
-        let bytes = build_image(
-            IMAGE_BASE + 0x2000,
-            MEM,
-            STACK,
-            &[text(&[0x90]), data_seg(IMAGE_BASE + 0x2000, SEG_READ)],
-        );
+        let bytes =
+            build_image(IMAGE_BASE + 0x2000, MEM, STACK, &[text(&[0x90]), data_seg(IMAGE_BASE + 0x2000, SEG_READ)]);
         assert_eq!(Image::parse(&bytes).unwrap_err(), ImageError::BadEntry);
     }
 

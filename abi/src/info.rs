@@ -75,11 +75,7 @@ impl InfoPage {
             return u64::MAX;
         }
         let ticks = ((ns as u128) << 32) / tsc_mult as u128;
-        tsc_base.saturating_add(if ticks > u64::MAX as u128 {
-            u64::MAX
-        } else {
-            ticks as u64
-        })
+        tsc_base.saturating_add(if ticks > u64::MAX as u128 { u64::MAX } else { ticks as u64 })
     }
 }
 

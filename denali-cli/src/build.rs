@@ -3,6 +3,7 @@
 //! `<target-dir>/denali/<profile>/<name>.dvm`.
 
 use crate::image::{self, Sizes};
+use crate::manifest::Manifest;
 use crate::{paths, toolchain};
 use anyhow::{Context, Result, bail};
 use cargo_metadata::{Message, MetadataCommand, Package, TargetKind};
@@ -32,6 +33,8 @@ pub struct Built {
     pub name: String,
     /// The `.dvm` file.
     pub dvm: PathBuf,
+    /// The service's `Denali.toml` (or the defaults).
+    pub manifest: Manifest,
 }
 
 /// Finds the service package, refusing crates that are not Denali services.
@@ -66,6 +69,8 @@ fn service_package(options: &BuildOptions) -> Result<(Package, PathBuf)> {
 /// Builds the service and returns its images.
 pub fn build(options: &BuildOptions) -> Result<Vec<Built>> {
     let (package, target_dir) = service_package(options)?;
+    let package_dir = package.manifest_path.parent().map(|p| p.as_std_path().to_path_buf()).unwrap_or_default();
+    let manifest = Manifest::load(&package_dir)?;
     toolchain::check_nightly()?;
     let profile = if options.release { "release" } else { "debug" };
     let mut cargo = toolchain::cargo();
@@ -105,11 +110,7 @@ pub fn build(options: &BuildOptions) -> Result<Vec<Built>> {
             Message::CompilerArtifact(artifact) => {
                 progress.set_message(format!("compiled {}", artifact.target.name));
                 let is_bin = artifact.target.kind.contains(&TargetKind::Bin);
-                if let (true, true, Some(exe)) = (
-                    artifact.package_id == package.id,
-                    is_bin,
-                    artifact.executable,
-                ) {
+                if let (true, true, Some(exe)) = (artifact.package_id == package.id, is_bin, artifact.executable) {
                     elves.push((artifact.target.name.clone(), exe.into_std_path_buf()));
                 }
             }
@@ -120,30 +121,23 @@ pub fn build(options: &BuildOptions) -> Result<Vec<Built>> {
     let status = child.wait().context("cargo did not finish")?;
     progress.finish_and_clear();
     if !status.success() {
-        bail!(
-            "building `{}` failed (cargo's messages are above)",
-            package.name
-        );
+        bail!("building `{}` failed (cargo's messages are above)", package.name);
     }
     if elves.is_empty() {
-        bail!(
-            "the package `{}` has no binary to turn into an image\nhint: a service needs src/main.rs",
-            package.name
-        );
+        bail!("the package `{}` has no binary to turn into an image\nhint: a service needs src/main.rs", package.name);
     }
 
     let out_dir = target_dir.join("denali").join(profile);
-    std::fs::create_dir_all(&out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut built = Vec::new();
     for (name, elf) in elves {
         let dvm = out_dir.join(format!("{name}.dvm"));
-        let bytes = image::elf_to_dvm(&elf, Sizes::default())?;
+        let sizes = Sizes { memory: manifest.memory, ..Sizes::default() };
+        let bytes = image::elf_to_dvm(&elf, sizes)?;
         std::fs::write(&dvm, &bytes).with_context(|| format!("cannot write {}", dvm.display()))?;
         // Keep the ELF beside the image for symbolised fault reports.
-        std::fs::copy(&elf, dvm.with_extension("elf"))
-            .with_context(|| format!("cannot copy {}", elf.display()))?;
-        built.push(Built { name, dvm });
+        std::fs::copy(&elf, dvm.with_extension("elf")).with_context(|| format!("cannot copy {}", elf.display()))?;
+        built.push(Built { name, dvm, manifest: manifest.clone() });
     }
     Ok(built)
 }

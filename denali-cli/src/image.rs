@@ -21,17 +21,13 @@ pub struct Sizes {
 
 impl Default for Sizes {
     fn default() -> Self {
-        Sizes {
-            memory: DEFAULT_MEM_SIZE,
-            stack: DEFAULT_STACK_SIZE,
-        }
+        Sizes { memory: DEFAULT_MEM_SIZE, stack: DEFAULT_STACK_SIZE }
     }
 }
 
 /// Converts the ELF at `elf_path` into `.dvm` bytes.
 pub fn elf_to_dvm(elf_path: &Path, sizes: Sizes) -> Result<Vec<u8>> {
-    let data =
-        std::fs::read(elf_path).with_context(|| format!("cannot read {}", elf_path.display()))?;
+    let data = std::fs::read(elf_path).with_context(|| format!("cannot read {}", elf_path.display()))?;
     let elf = ElfFile64::<Endianness>::parse(&*data)
         .with_context(|| format!("{} is not a 64-bit ELF file", elf_path.display()))?;
     let endian = elf.endian();
@@ -54,19 +50,13 @@ pub fn elf_to_dvm(elf_path: &Path, sizes: Sizes) -> Result<Vec<u8>> {
                 rights |= seg_flag;
             }
         }
-        let bytes = header.data(endian, &*data).map_err(|_| {
-            anyhow::anyhow!("{}: a segment lies outside the file", elf_path.display())
-        })?;
-        segments.push(SegmentSpec {
-            vaddr,
-            mem_size: header.p_memsz(endian),
-            flags: rights,
-            data: bytes,
-        });
+        let bytes = header
+            .data(endian, &*data)
+            .map_err(|_| anyhow::anyhow!("{}: a segment lies outside the file", elf_path.display()))?;
+        segments.push(SegmentSpec { vaddr, mem_size: header.p_memsz(endian), flags: rights, data: bytes });
     }
     let image = build_image(elf.entry(), sizes.memory, sizes.stack, &segments);
-    Image::parse(&image)
-        .with_context(|| format!("{} cannot become a Denali image", elf_path.display()))?;
+    Image::parse(&image).with_context(|| format!("{} cannot become a Denali image", elf_path.display()))?;
     Ok(image)
 }
 
@@ -74,10 +64,7 @@ pub fn elf_to_dvm(elf_path: &Path, sizes: Sizes) -> Result<Vec<u8>> {
 pub fn read_dvm(path: &Path) -> Result<Vec<u8>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     if let Err(e) = Image::parse(&bytes) {
-        bail!(
-            "{} is not a valid Denali image: {e}\nhint: rebuild it with `cargo denali build`",
-            path.display()
-        );
+        bail!("{} is not a valid Denali image: {e}\nhint: rebuild it with `cargo denali build`", path.display());
     }
     Ok(bytes)
 }

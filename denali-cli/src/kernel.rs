@@ -14,15 +14,7 @@ pub fn kernel_elf() -> Result<PathBuf> {
     let target_dir = root.join("target").join("denali-kernel");
     let output = toolchain::cargo()
         .current_dir(&root)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "x86_64-unknown-none",
-            "--package",
-            "denali-kernel",
-        ])
+        .args(["build", "--quiet", "--release", "--target", "x86_64-unknown-none", "--package", "denali-kernel"])
         .arg("--target-dir")
         .arg(&target_dir)
         .stdout(Stdio::null())
@@ -36,8 +28,5 @@ pub fn kernel_elf() -> Result<PathBuf> {
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    Ok(target_dir
-        .join("x86_64-unknown-none")
-        .join("release")
-        .join("denali-kernel"))
+    Ok(target_dir.join("x86_64-unknown-none").join("release").join("denali-kernel"))
 }

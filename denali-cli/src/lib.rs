@@ -9,6 +9,7 @@
 pub mod build;
 pub mod image;
 pub mod kernel;
+pub mod manifest;
 pub mod new;
 pub mod paths;
 pub mod run;

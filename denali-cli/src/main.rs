@@ -14,10 +14,7 @@ enum Cargo {
 }
 
 #[derive(Args)]
-#[command(
-    version,
-    about = "Build Denali services and boot them on the Denali isolation kernel"
-)]
+#[command(version, about = "Build Denali services and boot them on the Denali isolation kernel")]
 struct Denali {
     #[command(subcommand)]
     command: Command,
@@ -41,12 +38,7 @@ struct BuildArgs {
 
 impl From<BuildArgs> for BuildOptions {
     fn from(a: BuildArgs) -> Self {
-        BuildOptions {
-            manifest_path: a.manifest_path,
-            release: a.release,
-            bins: a.bins,
-            verbose: a.verbose,
-        }
+        BuildOptions { manifest_path: a.manifest_path, release: a.release, bins: a.bins, verbose: a.verbose }
     }
 }
 
@@ -72,6 +64,13 @@ enum Command {
         /// Memory for the isolation kernel, in MiB.
         #[arg(long, value_name = "MIB")]
         mem: Option<u64>,
+        /// VMs to boot from each image (overrides `instances` in Denali.toml).
+        #[arg(long, value_name = "N", allow_negative_numbers = true)]
+        instances: Option<i64>,
+        /// Print each VM's CPU time, resident memory, hypercalls and wake-ups
+        /// when the run ends.
+        #[arg(long)]
+        stats: bool,
     },
 }
 
@@ -93,19 +92,17 @@ fn main() -> ExitCode {
         Command::Build(args) => build::build(&args.into()).map(|built| {
             for image in built {
                 let size = std::fs::metadata(&image.dvm).map(|m| m.len()).unwrap_or(0);
-                eprintln!(
-                    "       Built {} ({} KiB)",
-                    image.dvm.display(),
-                    size.div_ceil(1024)
-                );
+                eprintln!("       Built {} ({} KiB)", image.dvm.display(), size.div_ceil(1024));
             }
             0
         }),
-        Command::Run { images, build, mem } => run::run(&RunOptions {
-            images,
-            build: build.into(),
-            memory: mem.map(|m| m << 20),
-        }),
+        Command::Run { images, build, mem, instances, stats } => instances
+            .map(|n| denali_cli::manifest::check_instances(n, "--instances"))
+            .transpose()
+            .and_then(|instances| {
+                let memory = mem.map(|m| m << 20);
+                run::run(&RunOptions { images, build: build.into(), memory, instances, stats })
+            }),
     };
     match result {
         Ok(status) => ExitCode::from(status as u8),

@@ -9,18 +9,9 @@ use std::path::{Path, PathBuf};
 type Template = &'static [(&'static str, &'static str)];
 
 const HELLO: Template = &[
-    (
-        "Cargo.toml",
-        include_str!("../../templates/hello/Cargo.toml.in"),
-    ),
-    (
-        "src/main.rs",
-        include_str!("../../templates/hello/src/main.rs"),
-    ),
-    (
-        ".gitignore",
-        include_str!("../../templates/hello/gitignore"),
-    ),
+    ("Cargo.toml", include_str!("../../templates/hello/Cargo.toml.in")),
+    ("src/main.rs", include_str!("../../templates/hello/src/main.rs")),
+    (".gitignore", include_str!("../../templates/hello/gitignore")),
 ];
 
 /// Template names and their files.
@@ -35,34 +26,23 @@ fn valid_name(name: &str) -> bool {
 /// Creates the service `name` in `parent/name` from `template`.
 pub fn new(parent: &Path, name: &str, template: &str) -> Result<PathBuf> {
     if !valid_name(name) {
-        bail!(
-            "`{name}` is not a valid service name\nhint: use letters, digits, `-` and `_`, starting with a letter"
-        );
+        bail!("`{name}` is not a valid service name\nhint: use letters, digits, `-` and `_`, starting with a letter");
     }
     let Some((_, files)) = TEMPLATES.iter().find(|(t, _)| *t == template) else {
         let names: Vec<_> = TEMPLATES.iter().map(|(t, _)| *t).collect();
-        bail!(
-            "there is no template `{template}`\nhint: the templates are: {}",
-            names.join(", ")
-        );
+        bail!("there is no template `{template}`\nhint: the templates are: {}", names.join(", "));
     };
     let dir = parent.join(name);
     if dir.exists() {
-        bail!(
-            "destination `{}` already exists\nhint: choose another name or remove it",
-            dir.display()
-        );
+        bail!("destination `{}` already exists\nhint: choose another name or remove it", dir.display());
     }
     let libos = paths::libos();
     let libos = libos.canonicalize().unwrap_or(libos);
     for (path, contents) in files.iter() {
         let file = dir.join(path);
         let parent = file.parent().expect("template paths have a parent");
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
-        let text = contents
-            .replace("{{name}}", name)
-            .replace("{{denali_path}}", &libos.to_string_lossy());
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        let text = contents.replace("{{name}}", name).replace("{{denali_path}}", &libos.to_string_lossy());
         std::fs::write(&file, text).with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(dir)
@@ -89,10 +69,7 @@ mod tests {
         assert!(err.contains("already exists"), "{err}");
         let made = new(&dir, "fresh", "hello").unwrap();
         let manifest = std::fs::read_to_string(made.join("Cargo.toml")).unwrap();
-        assert!(
-            manifest.contains("name = \"fresh\"") && !manifest.contains("{{"),
-            "{manifest}"
-        );
+        assert!(manifest.contains("name = \"fresh\"") && !manifest.contains("{{"), "{manifest}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,9 +2,10 @@
 //! exit with the service's status.
 
 use crate::build::{self, BuildOptions};
+use crate::manifest::Manifest;
 use crate::{image, kernel};
 use anyhow::{Context, Result, bail};
-use denali_abi::boot::build_bundle;
+use denali_abi::boot::{BundleSpec, build_bundle};
 use std::path::PathBuf;
 
 /// What to run.
@@ -16,45 +17,57 @@ pub struct RunOptions {
     pub build: BuildOptions,
     /// Guest RAM for the isolation kernel, in bytes.
     pub memory: Option<u64>,
+    /// VMs per image, overriding `Denali.toml`.
+    pub instances: Option<u32>,
+    /// Print per-VM accounting when the run ends.
+    pub stats: bool,
 }
 
-/// The images to boot, as (name, bytes).
-fn images(options: &RunOptions) -> Result<Vec<(String, Vec<u8>)>> {
-    let paths = if options.images.is_empty() {
+/// One image to boot, and how.
+struct Service {
+    name: String,
+    image: Vec<u8>,
+    manifest: Manifest,
+}
+
+/// The images to boot: built here (with their `Denali.toml`), or prebuilt
+/// (with the defaults).
+fn services(options: &RunOptions) -> Result<Vec<Service>> {
+    let images: Vec<(PathBuf, Manifest)> = if options.images.is_empty() {
         let built = build::build(&options.build)?;
         if built.len() > 1 {
             let names: Vec<_> = built.iter().map(|b| b.name.as_str()).collect();
-            bail!(
-                "the package has several binaries ({}): pick one with --bin NAME",
-                names.join(", ")
-            );
+            bail!("the package has several binaries ({}): pick one with --bin NAME", names.join(", "));
         }
-        built.into_iter().map(|b| b.dvm).collect()
+        built.into_iter().map(|b| (b.dvm, b.manifest)).collect()
     } else {
-        options.images.clone()
+        options.images.iter().map(|p| (p.clone(), Manifest::default())).collect()
     };
-    paths
-        .iter()
-        .map(|path| {
-            let name = path
-                .file_stem()
-                .map_or_else(|| "service".into(), |s| s.to_string_lossy().into_owned());
-            Ok((name, image::read_dvm(path)?))
+    images
+        .into_iter()
+        .map(|(path, mut manifest)| {
+            let name = path.file_stem().map_or_else(|| "service".into(), |s| s.to_string_lossy().into_owned());
+            if let Some(n) = options.instances {
+                manifest.instances = n;
+            }
+            Ok(Service { name, image: image::read_dvm(&path)?, manifest })
         })
         .collect()
 }
 
-/// Boots the images (each its own VM) and returns the run's exit status.
+/// Boots the images (each instance its own VM) and returns the run's exit
+/// status.
 pub fn run(options: &RunOptions) -> Result<i32> {
     denali_monitor::check_kvm()?;
-    let images = images(options)?;
+    let services = services(options)?;
     let kernel = kernel::kernel_elf()?;
-    let entries: Vec<(&str, u32, &[u8])> = images
+    let entries: Vec<BundleSpec<'_>> = services
         .iter()
-        .map(|(n, b)| (n.as_str(), 1, b.as_slice()))
+        .map(|s| BundleSpec { name: &s.name, instances: s.manifest.instances, image: &s.image, args: &s.manifest.args })
         .collect();
     let mut config = denali_monitor::Config::new(&kernel, build_bundle(&entries));
     config.verbose = options.build.verbose;
+    config.stats = options.stats;
     if let Some(memory) = options.memory {
         config.mem_size = memory;
     }

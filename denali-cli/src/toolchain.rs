@@ -20,10 +20,7 @@ pub fn cargo() -> Command {
         let inherited_build_setting = key.starts_with("CARGO_")
             || key.starts_with("RUSTC")
             || key.starts_with("RUSTDOC")
-            || matches!(
-                key,
-                "CARGO" | "RUSTFLAGS" | "RUSTUP_TOOLCHAIN" | "__CARGO_FIX_PLZ"
-            );
+            || matches!(key, "CARGO" | "RUSTFLAGS" | "RUSTUP_TOOLCHAIN" | "__CARGO_FIX_PLZ");
         if inherited_build_setting && !keep {
             cmd.env_remove(key);
         }

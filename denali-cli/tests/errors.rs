@@ -16,22 +16,15 @@ fn a_crate_without_denali_is_refused() {
     .unwrap();
     std::fs::write(dir.path().join("plain/src/main.rs"), "fn main() {}\n").unwrap();
     let mut cmd = cargo_denali();
-    cmd.current_dir(dir.path().join("plain"))
-        .args(["denali", "build"]);
+    cmd.current_dir(dir.path().join("plain")).args(["denali", "build"]);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(out.status, 1);
     assert!(
-        out.stderr.contains(
-            "error: the package `plain` does not depend on `denali`, so it is not a Denali service"
-        ),
+        out.stderr.contains("error: the package `plain` does not depend on `denali`, so it is not a Denali service"),
         "{}",
         out.stderr
     );
-    assert!(
-        out.stderr.contains("hint: add `denali = { path ="),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("hint: add `denali = { path ="), "{}", out.stderr);
 }
 
 #[test]
@@ -41,12 +34,7 @@ fn no_cargo_toml_is_explained() {
     cmd.current_dir(dir.path()).args(["denali", "build"]);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(out.status, 1);
-    assert!(
-        out.stderr
-            .contains("error: there is no Cargo.toml here or above"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("error: there is no Cargo.toml here or above"), "{}", out.stderr);
 }
 
 #[test]
@@ -56,33 +44,18 @@ fn a_missing_nightly_names_the_rustup_command() {
     let empty_rustup = dir.path().join("rustup-home");
     std::fs::create_dir_all(&empty_rustup).unwrap();
     let mut cmd = cargo_denali();
-    cmd.current_dir(&service)
-        .env("RUSTUP_HOME", &empty_rustup)
-        .args(["denali", "build"]);
+    cmd.current_dir(&service).env("RUSTUP_HOME", &empty_rustup).args(["denali", "build"]);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(out.status, 1);
-    assert!(
-        out.stderr
-            .contains("the nightly toolchain is not installed"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .contains("rustup toolchain install nightly --component rust-src"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("the nightly toolchain is not installed"), "{}", out.stderr);
+    assert!(out.stderr.contains("rustup toolchain install nightly --component rust-src"), "{}", out.stderr);
 }
 
 #[test]
 fn new_refuses_an_existing_directory_and_bad_names() {
     let dir = scratch();
     new_service(dir.path(), "taken", None);
-    for (name, message) in [
-        ("taken", "already exists"),
-        ("9lives", "is not a valid service name"),
-    ] {
+    for (name, message) in [("taken", "already exists"), ("9lives", "is not a valid service name")] {
         let mut cmd = cargo_denali();
         cmd.current_dir(dir.path()).args(["denali", "new", name]);
         let out = run_with_timeout(cmd, Duration::from_secs(30));

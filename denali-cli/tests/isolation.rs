@@ -4,7 +4,7 @@
 
 mod support;
 
-use denali_abi::boot::build_bundle;
+use denali_abi::boot::{BundleSpec, build_bundle};
 use std::sync::{Arc, Mutex};
 use support::*;
 
@@ -15,46 +15,20 @@ const SURVIVOR: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\
 #[test]
 fn faulting_vms_do_not_stop_their_neighbours() {
     let dir = scratch();
-    let null_write = build(
-        &new_service(dir.path(), "nullwrite", Some(NULL_WRITE)),
-        "nullwrite",
-    );
-    let kernel_read = build(
-        &new_service(dir.path(), "kernelread", Some(KERNEL_READ)),
-        "kernelread",
-    );
-    let survivor = build(
-        &new_service(dir.path(), "survivor", Some(SURVIVOR)),
-        "survivor",
-    );
-    let out = run(
-        dir.path(),
-        &[
-            null_write.to_str().unwrap(),
-            kernel_read.to_str().unwrap(),
-            survivor.to_str().unwrap(),
-        ],
-    );
+    let null_write = build(&new_service(dir.path(), "nullwrite", Some(NULL_WRITE)), "nullwrite");
+    let kernel_read = build(&new_service(dir.path(), "kernelread", Some(KERNEL_READ)), "kernelread");
+    let survivor = build(&new_service(dir.path(), "survivor", Some(SURVIVOR)), "survivor");
+    let out =
+        run(dir.path(), &[null_write.to_str().unwrap(), kernel_read.to_str().unwrap(), survivor.to_str().unwrap()]);
     let text = &out.stdout;
-    assert!(
-        text.contains("vm 0 (nullwrite) stopped: page fault (#PF) (vector 14) at rip 0x"),
-        "{text}"
-    );
+    assert!(text.contains("vm 0 (nullwrite) stopped: page fault (#PF) (vector 14) at rip 0x"), "{text}");
     assert!(text.contains("writing 0x0: a null pointer"), "{text}");
-    assert!(
-        text.contains("vm 1 (kernelread) stopped: page fault (#PF) (vector 14)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("reading 0xffff800000001000: a kernel address"),
-        "{text}"
-    );
+    assert!(text.contains("vm 1 (kernelread) stopped: page fault (#PF) (vector 14)"), "{text}");
+    assert!(text.contains("reading 0xffff800000001000: a kernel address"), "{text}");
     assert!(!text.contains("read the kernel"), "{text}");
     assert!(text.contains("vm2| survivor 2 of 3 done"), "{text}");
-    assert!(
-        text.contains("vm 2 (survivor) exited with status 0"),
-        "{text}"
-    );
+    assert!(text.contains("denali: vm 0 (nullwrite) exited with status 142"), "{text}");
+    assert!(text.contains("denali: 3 VMs: 1 exited with status 0, 2 did not"), "{text}");
     // The run's status is the first failure: 128 + the page-fault vector.
     assert_eq!(out.status, 142, "stderr: {}", out.stderr);
 }
@@ -71,8 +45,7 @@ fn corrupted_images_are_refused_by_the_cli() {
     let out = run(dir.path(), &[bad.to_str().unwrap()]);
     assert_eq!(out.status, 1);
     assert!(
-        out.stderr
-            .contains("is not a valid Denali image: the image's content hash does not match"),
+        out.stderr.contains("is not a valid Denali image: the image's content hash does not match"),
         "{}",
         out.stderr
     );
@@ -80,22 +53,12 @@ fn corrupted_images_are_refused_by_the_cli() {
     let truncated = dir.path().join("truncated.dvm");
     std::fs::write(&truncated, &bytes[..40]).unwrap();
     let out = run(dir.path(), &[truncated.to_str().unwrap()]);
-    assert!(
-        out.stderr
-            .contains("is not a valid Denali image: the image is truncated"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("is not a valid Denali image: the image is truncated"), "{}", out.stderr);
 
     let foreign = dir.path().join("foreign.dvm");
     std::fs::copy(good.with_extension("elf"), &foreign).unwrap();
     let out = run(dir.path(), &[foreign.to_str().unwrap()]);
-    assert!(
-        out.stderr
-            .contains("is not a valid Denali image: not a Denali image (bad magic)"),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains("is not a valid Denali image: not a Denali image (bad magic)"), "{}", out.stderr);
 }
 
 #[derive(Clone, Default)]
@@ -115,28 +78,23 @@ impl std::io::Write for Console {
 fn the_kernel_loader_refuses_a_corrupted_image_and_runs_the_rest() {
     require_kvm();
     let dir = scratch();
-    let good_path = build(
-        &new_service(dir.path(), "loadertest", Some(SURVIVOR)),
-        "loadertest",
-    );
+    let good_path = build(&new_service(dir.path(), "loadertest", Some(SURVIVOR)), "loadertest");
     let good = std::fs::read(&good_path).unwrap();
     let mut corrupted = good.clone();
     let last = corrupted.len() - 1;
     corrupted[last] ^= 1;
     // Bypass the CLI's check: hand the kernel a bundle with a bad image.
-    let bundle = build_bundle(&[("corrupted", 1, &corrupted), ("good", 1, &good)]);
+    let bundle = build_bundle(&[
+        BundleSpec { name: "corrupted", instances: 1, image: &corrupted, args: "" },
+        BundleSpec { name: "good", instances: 1, image: &good, args: "" },
+    ]);
     let kernel = denali_cli::kernel::kernel_elf().expect("kernel builds");
     let console = Console::default();
-    let status = denali_monitor::run(
-        &denali_monitor::Config::new(&kernel, bundle),
-        Box::new(console.clone()),
-    )
-    .expect("run");
+    let status =
+        denali_monitor::run(&denali_monitor::Config::new(&kernel, bundle), Box::new(console.clone())).expect("run");
     let text = String::from_utf8_lossy(&console.0.lock().unwrap()).into_owned();
     assert!(
-        text.contains(
-            "image 0 (corrupted) refused by the loader: the image's content hash does not match"
-        ),
+        text.contains("image 0 (corrupted) refused by the loader: the image's content hash does not match"),
         "{text}"
     );
     assert!(text.contains("vm1| survivor 1 of 2 done"), "{text}");
@@ -153,74 +111,35 @@ const CODE_WRITE: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() 
 #[test]
 fn the_info_page_and_code_are_read_only() {
     let dir = scratch();
-    let info = build(
-        &new_service(dir.path(), "infowrite", Some(INFO_WRITE)),
-        "infowrite",
-    );
-    let code = build(
-        &new_service(dir.path(), "codewrite", Some(CODE_WRITE)),
-        "codewrite",
-    );
-    let out = run(
-        dir.path(),
-        &[info.to_str().unwrap(), code.to_str().unwrap()],
-    );
+    let info = build(&new_service(dir.path(), "infowrite", Some(INFO_WRITE)), "infowrite");
+    let code = build(&new_service(dir.path(), "codewrite", Some(CODE_WRITE)), "codewrite");
+    let out = run(dir.path(), &[info.to_str().unwrap(), code.to_str().unwrap()]);
     let text = &out.stdout;
-    assert!(
-        text.contains("vm 0 (infowrite) stopped: page fault (#PF) (vector 14)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("writing 0x1004: a page without that right"),
-        "{text}"
-    );
-    assert!(
-        text.contains("vm 1 (codewrite) stopped: page fault (#PF) (vector 14)"),
-        "{text}"
-    );
-    assert!(
-        !text.contains("I am VM") && !text.contains("patched my own code"),
-        "{text}"
-    );
+    assert!(text.contains("vm 0 (infowrite) stopped: page fault (#PF) (vector 14)"), "{text}");
+    assert!(text.contains("writing 0x1004: a page without that right"), "{text}");
+    assert!(text.contains("vm 1 (codewrite) stopped: page fault (#PF) (vector 14)"), "{text}");
+    assert!(!text.contains("I am VM") && !text.contains("patched my own code"), "{text}");
     assert_eq!(out.status, 142, "stderr: {}", out.stderr);
 }
 
 #[test]
 fn stack_overflow_privileged_instructions_and_wild_jumps_stop_only_their_vm() {
     let dir = scratch();
-    let overflow = build(
-        &new_service(dir.path(), "overflow", Some(STACK_OVERFLOW)),
-        "overflow",
-    );
-    let privileged = build(
-        &new_service(dir.path(), "privileged", Some(PRIVILEGED)),
-        "privileged",
-    );
+    let overflow = build(&new_service(dir.path(), "overflow", Some(STACK_OVERFLOW)), "overflow");
+    let privileged = build(&new_service(dir.path(), "privileged", Some(PRIVILEGED)), "privileged");
     let wild = build(&new_service(dir.path(), "wild", Some(WILD_JUMP)), "wild");
-    let survivor = build(
-        &new_service(dir.path(), "bystander", Some(SURVIVOR)),
-        "bystander",
-    );
+    let survivor = build(&new_service(dir.path(), "bystander", Some(SURVIVOR)), "bystander");
     let images = [&overflow, &privileged, &wild, &survivor].map(|p| p.to_str().unwrap().to_owned());
-    let out = run(
-        dir.path(),
-        &images.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let out = run(dir.path(), &images.iter().map(String::as_str).collect::<Vec<_>>());
     let text = &out.stdout;
-    assert!(
-        text.contains("vm 0 (overflow) stopped: page fault (#PF)"),
-        "{text}"
-    );
-    assert!(
-        text.contains(": the stack guard page (stack overflow)"),
-        "{text}"
-    );
-    assert!(
-        text.contains("vm 1 (privileged) stopped: general protection fault (#GP) (vector 13)"),
-        "{text}"
-    );
+    assert!(text.contains("vm 0 (overflow) stopped: page fault (#PF)"), "{text}");
+    assert!(text.contains(": the stack guard page (stack overflow)"), "{text}");
+    assert!(text.contains("vm 1 (privileged) stopped: general protection fault (#GP) (vector 13)"), "{text}");
     assert!(!text.contains("interrupts are off"), "{text}");
-    assert!(text.contains("vm 2 (wild) stopped: page fault (#PF) (vector 14) at rip 0x30000000, executing 0x30000000"), "{text}");
+    assert!(
+        text.contains("vm 2 (wild) stopped: page fault (#PF) (vector 14) at rip 0x30000000, executing 0x30000000"),
+        "{text}"
+    );
     assert!(text.contains("vm3| survivor 3 of 4 done"), "{text}");
     assert_eq!(out.status, 142, "stderr: {}", out.stderr);
 }
@@ -228,11 +147,7 @@ fn stack_overflow_privileged_instructions_and_wild_jumps_stop_only_their_vm() {
 #[test]
 fn hostile_hypercall_arguments_get_errors_and_the_vm_goes_on() {
     let dir = scratch();
-    let service = new_service(
-        dir.path(),
-        "hostile",
-        Some(include_str!("guests/hostile.rs")),
-    );
+    let service = new_service(dir.path(), "hostile", Some(include_str!("guests/hostile.rs")));
     build(&service, "hostile");
     let out = run(&service, &[]);
     let text = &out.stdout;

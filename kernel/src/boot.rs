@@ -10,7 +10,7 @@ use crate::run::Kernel;
 use crate::time::Clock;
 use crate::vm::loader::Loader;
 use alloc::vec::Vec;
-use denali_abi::boot::{BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS};
+use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS};
 use linked_list_allocator::LockedHeap;
 use x86_64::registers::control::Cr3;
 
@@ -22,14 +22,9 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     crate::console::CONSOLE.lock().init();
     // SAFETY: the loader placed a BootInfo at this physical address; it is
     // read once, by value, before anything can overwrite it.
-    let info: BootInfo =
-        unsafe { core::ptr::read(phys::to_virt(boot_info_phys) as *const BootInfo) };
+    let info: BootInfo = unsafe { core::ptr::read(phys::to_virt(boot_info_phys) as *const BootInfo) };
     if info.magic != BOOT_MAGIC || info.abi_version != denali_abi::ABI_VERSION {
-        kprintln!(
-            "denali: the boot loader speaks another ABI (magic {:#x}, version {})",
-            info.magic,
-            info.abi_version
-        );
+        kprintln!("denali: the boot loader speaks another ABI (magic {:#x}, version {})", info.magic, info.abi_version);
         arch::exit_panic();
     }
     let selectors = gdt::init();
@@ -38,11 +33,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
 
     let mut regions: Vec<(u64, u64)> = Vec::new();
     let mut heap_ready = false;
-    for region in info
-        .regions
-        .iter()
-        .take((info.region_count as usize).min(MAX_MEM_REGIONS))
-    {
+    for region in info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS)) {
         let (mut start, end) = (region.start.next_multiple_of(4096), region.end);
         if !heap_ready && end.saturating_sub(start) > HEAP_SIZE * 2 {
             // SAFETY: the loader reports this range as unused RAM, mapped by
@@ -56,10 +47,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         }
     }
     if !heap_ready {
-        kprintln!(
-            "denali: not enough memory for the kernel heap ({} MiB needed)",
-            (HEAP_SIZE * 2) >> 20
-        );
+        kprintln!("denali: not enough memory for the kernel heap ({} MiB needed)", (HEAP_SIZE * 2) >> 20);
         arch::exit_panic();
     }
     let frames = FrameAllocator::new(regions);
@@ -82,9 +70,8 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
 
     // SAFETY: the loader placed the bundle at this physical range, which is
     // outside every usable region, so nothing else writes it.
-    let bundle_bytes = unsafe {
-        core::slice::from_raw_parts(phys::to_virt(info.bundle_addr), info.bundle_len as usize)
-    };
+    let bundle_bytes =
+        unsafe { core::slice::from_raw_parts(phys::to_virt(info.bundle_addr), info.bundle_len as usize) };
     let bundle = match Bundle::parse(bundle_bytes) {
         Ok(bundle) => bundle,
         Err(e) => {
@@ -103,25 +90,17 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         let (entry, image) = bundle.entry(index).expect("parsed bundle has this entry");
         for _ in 0..entry.instances {
             let id = kernel.vms.len() as u32;
-            let mut loader = Loader {
-                frames: &mut kernel.frames,
-                kernel_pml4,
-                selectors: &selectors,
-                clock,
-                vm_count,
-            };
-            match loader.load(id, entry.name(), image) {
+            let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
+            let args = bundle.args(index).unwrap_or_default();
+            match loader.load(id, entry.name(), image, args) {
                 Ok(vm) => kernel.admit(vm),
                 Err(e) => {
-                    kprintln!(
-                        "denali: image {index} ({}) refused by the loader: {e}",
-                        entry.name()
-                    );
+                    kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
                     kernel.refuse(entry.name());
                 }
             }
         }
     }
-    let status = kernel.run();
+    let status = kernel.run(info.flags & BOOT_FLAG_STATS != 0);
     arch::exit(status)
 }

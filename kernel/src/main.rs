@@ -28,8 +28,6 @@ mod bare {
 
 #[cfg(not(target_os = "none"))]
 fn main() {
-    eprintln!(
-        "the Denali kernel runs only on x86_64-unknown-none; `cargo denali run` builds and boots it"
-    );
+    eprintln!("the Denali kernel runs only on x86_64-unknown-none; `cargo denali run` builds and boots it");
     std::process::exit(2);
 }

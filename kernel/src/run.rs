@@ -10,7 +10,7 @@ use crate::sched::{Scheduler, VmId};
 use crate::time::Clock;
 use crate::vm::fault::Fault;
 use crate::vm::hypercall::{self, Env, Outcome};
-use crate::vm::{State, Vm, fault_status};
+use crate::vm::{State, Stats, Vm, fault_status};
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::hypercall::{EVENT_ALARM, HYPERCALL_VECTOR};
@@ -35,6 +35,8 @@ pub struct Kernel {
     pub statuses: Vec<Option<i32>>,
     /// Image name by id, for reports after the VM is gone.
     names: Vec<String>,
+    /// Accounting by id, kept when the VM exits.
+    stats: Vec<Stats>,
     /// The global clock.
     pub clock: Clock,
     /// The kernel's own page tables.
@@ -56,6 +58,7 @@ impl Kernel {
             vms: Vec::new(),
             statuses: Vec::new(),
             names: Vec::new(),
+            stats: Vec::new(),
             clock,
             kernel_pml4,
             live: 0,
@@ -69,6 +72,7 @@ impl Kernel {
         debug_assert_eq!(vm.id as usize, self.vms.len());
         self.sched.make_runnable(vm.id);
         self.names.push(vm.name.clone());
+        self.stats.push(vm.stats);
         self.vms.push(Some(vm));
         self.statuses.push(None);
         self.live += 1;
@@ -77,6 +81,7 @@ impl Kernel {
     /// Records an id whose image was refused.
     pub fn refuse(&mut self, name: &str) {
         self.names.push(String::from(name));
+        self.stats.push(Stats::default());
         self.vms.push(None);
         self.statuses.push(Some(REFUSED_STATUS));
     }
@@ -86,8 +91,9 @@ impl Kernel {
     }
 
     /// Runs every VM to completion and returns the boot's status: 0 if all
-    /// exited 0, otherwise the first non-zero status in id order.
-    pub fn run(&mut self) -> i32 {
+    /// exited 0, otherwise the first non-zero status in id order. With
+    /// `print_stats`, ends with a table of per-VM accounting.
+    pub fn run(&mut self, print_stats: bool) -> i32 {
         let prefix = self.vms.len() > 1;
         while self.live > 0 {
             self.fire_alarms();
@@ -98,27 +104,72 @@ impl Kernel {
             match self.sched.next_deadline() {
                 Some(deadline) => self.wait_until(deadline),
                 None => {
-                    kprintln!(
-                        "denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping",
-                        self.live
-                    );
+                    kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
                     break;
                 }
             }
         }
-        if prefix || self.verbose {
-            for (id, (status, name)) in self.statuses.iter().zip(&self.names).enumerate() {
-                match status {
-                    Some(s) => kprintln!("denali: vm {id} ({name}) exited with status {s}"),
-                    None => kprintln!("denali: vm {id} ({name}) did not finish"),
-                }
+        // Every failure is named; successes only when asked, so ten thousand
+        // healthy VMs end with one line.
+        for (id, (status, name)) in self.statuses.iter().zip(&self.names).enumerate() {
+            match status {
+                Some(0) if !self.verbose => {}
+                Some(s) => kprintln!("denali: vm {id} ({name}) exited with status {s}"),
+                None => kprintln!("denali: vm {id} ({name}) did not finish"),
             }
         }
-        self.statuses
-            .iter()
-            .map(|s| s.unwrap_or(1))
-            .find(|&s| s != 0)
-            .unwrap_or(0)
+        if prefix {
+            let ok = self.statuses.iter().filter(|s| **s == Some(0)).count();
+            kprintln!(
+                "denali: {} VMs: {ok} exited with status 0, {} did not",
+                self.statuses.len(),
+                self.statuses.len() - ok
+            );
+        }
+        if print_stats {
+            self.print_stats();
+        }
+        self.statuses.iter().map(|s| s.unwrap_or(1)).find(|&s| s != 0).unwrap_or(0)
+    }
+
+    fn print_stats(&self) {
+        let ms = |ticks: u64| (ticks as f64) / (self.clock.tsc_khz as f64);
+        kprintln!("denali: per-VM accounting");
+        kprintln!(
+            "{:>6}  {:<20} {:>6} {:>10} {:>13} {:>11} {:>9}",
+            "vm",
+            "name",
+            "status",
+            "cpu ms",
+            "resident KiB",
+            "hypercalls",
+            "wake-ups"
+        );
+        let mut total = Stats::default();
+        for (id, (stats, name)) in self.stats.iter().zip(&self.names).enumerate() {
+            let status = self.statuses[id].map_or(String::from("-"), |s| alloc::format!("{s}"));
+            kprintln!(
+                "{id:>6}  {name:<20} {status:>6} {:>10.3} {:>13} {:>11} {:>9}",
+                ms(stats.cpu_ticks),
+                stats.resident_pages * 4,
+                stats.hypercalls,
+                stats.wakeups
+            );
+            total.cpu_ticks += stats.cpu_ticks;
+            total.resident_pages += stats.resident_pages;
+            total.hypercalls += stats.hypercalls;
+            total.wakeups += stats.wakeups;
+        }
+        kprintln!(
+            "{:>6}  {:<20} {:>6} {:>10.3} {:>13} {:>11} {:>9}",
+            "total",
+            alloc::format!("({} VMs)", self.stats.len()),
+            "",
+            ms(total.cpu_ticks),
+            total.resident_pages * 4,
+            total.hypercalls,
+            total.wakeups
+        );
     }
 
     fn fire_alarms(&mut self) {
@@ -169,10 +220,7 @@ impl Kernel {
             if vm.context.rip >= vm.layout.mem_size {
                 // Cannot happen for a context the CPU saved; refuse anyway
                 // rather than iretq to an address outside the VM.
-                kprintln!(
-                    "denali: vm {id} has an impossible rip {:#x}; stopping it",
-                    vm.context.rip
-                );
+                kprintln!("denali: vm {id} has an impossible rip {:#x}; stopping it", vm.context.rip);
                 return self.finish(id, fault_status(13));
             }
             let start = rdtsc();
@@ -225,6 +273,7 @@ impl Kernel {
         };
         vm.state = State::Exited(status);
         self.statuses[id as usize] = Some(status);
+        self.stats[id as usize] = vm.stats;
         self.sched.remove(id);
         self.live -= 1;
         if self.fpu_owner == Some(id) {
@@ -233,10 +282,7 @@ impl Kernel {
         // SAFETY: the kernel's own tables map everything the kernel uses;
         // leave the VM's tables before freeing them.
         unsafe {
-            Cr3::write(
-                PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)),
-                Cr3::read().1,
-            );
+            Cr3::write(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)), Cr3::read().1);
         }
         vm.space.destroy(&mut self.frames);
     }

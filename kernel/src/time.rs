@@ -17,11 +17,7 @@ pub struct Clock {
 impl Clock {
     /// A clock starting now, at TSC frequency `tsc_khz`.
     pub fn start(tsc_khz: u64, tsc_now: u64) -> Self {
-        Clock {
-            tsc_khz,
-            tsc_mult: InfoPage::tsc_mult_for(tsc_khz),
-            tsc_base: tsc_now,
-        }
+        Clock { tsc_khz, tsc_mult: InfoPage::tsc_mult_for(tsc_khz), tsc_base: tsc_now }
     }
 
     /// Nanoseconds since boot at TSC value `tsc`.

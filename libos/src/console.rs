@@ -7,11 +7,7 @@ use core::fmt::{self, Write};
 /// Writes bytes to the console, all of them.
 pub fn write_bytes(mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        match call2(
-            Hypercall::ConsoleWrite,
-            bytes.as_ptr() as u64,
-            bytes.len() as u64,
-        ) {
+        match call2(Hypercall::ConsoleWrite, bytes.as_ptr() as u64, bytes.len() as u64) {
             Ok(0) | Err(_) => return,
             Ok(n) => bytes = &bytes[(n as usize).min(bytes.len())..],
         }
@@ -45,10 +41,7 @@ impl Write for Buffered {
 
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments<'_>) {
-    let mut out = Buffered {
-        buf: [0; 512],
-        len: 0,
-    };
+    let mut out = Buffered { buf: [0; 512], len: 0 };
     let _ = out.write_fmt(args);
     out.flush();
 }

@@ -37,10 +37,7 @@ impl Instant {
 
     /// This instant plus `d`, if representable.
     pub fn checked_add(&self, d: Duration) -> Option<Instant> {
-        u64::try_from(d.as_nanos())
-            .ok()
-            .and_then(|ns| self.0.checked_add(ns))
-            .map(Instant)
+        u64::try_from(d.as_nanos()).ok().and_then(|ns| self.0.checked_add(ns)).map(Instant)
     }
 
     /// Nanoseconds since the kernel booted.
@@ -52,8 +49,7 @@ impl Instant {
 impl core::ops::Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
-        self.checked_add(d)
-            .expect("overflow when adding duration to instant")
+        self.checked_add(d).expect("overflow when adding duration to instant")
     }
 }
 

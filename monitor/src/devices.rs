@@ -37,9 +37,7 @@ const SERIAL_PORTS: std::ops::Range<u16> = ports::SERIAL..ports::SERIAL + 8;
 impl PortBus {
     /// A bus whose UART writes to `console`.
     pub fn new(console: Box<dyn Write + Send>) -> Self {
-        PortBus {
-            serial: Serial::new(NoInterrupt, console),
-        }
+        PortBus { serial: Serial::new(NoInterrupt, console) }
     }
 
     /// A write of `data` to `port`.
@@ -60,11 +58,7 @@ impl PortBus {
 
     /// A read from `port` into `data`.
     pub fn read(&mut self, port: u16, data: &mut [u8]) {
-        let value = if SERIAL_PORTS.contains(&port) {
-            self.serial.read((port - ports::SERIAL) as u8)
-        } else {
-            0xff
-        };
+        let value = if SERIAL_PORTS.contains(&port) { self.serial.read((port - ports::SERIAL) as u8) } else { 0xff };
         data.fill(value);
     }
 
@@ -105,14 +99,8 @@ mod tests {
         assert_eq!(bus.write(ports::SERIAL, b"h"), PortAction::Continue);
         assert_eq!(bus.write(ports::SERIAL, b"i"), PortAction::Continue);
         assert_eq!(&sink.0.lock().unwrap()[..], b"hi");
-        assert_eq!(
-            bus.write(ports::EXIT, &7u32.to_le_bytes()),
-            PortAction::Exit(7)
-        );
-        assert_eq!(
-            bus.write(ports::PANIC, &1u32.to_le_bytes()),
-            PortAction::Panic
-        );
+        assert_eq!(bus.write(ports::EXIT, &7u32.to_le_bytes()), PortAction::Exit(7));
+        assert_eq!(bus.write(ports::PANIC, &1u32.to_le_bytes()), PortAction::Panic);
         // The line-status register says the transmitter is empty.
         let mut lsr = [0u8];
         bus.read(ports::SERIAL + 5, &mut lsr);

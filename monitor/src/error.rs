@@ -40,10 +40,7 @@ impl fmt::Display for Error {
             Error::Kvm(what, e) => write!(f, "KVM refused to {what}: {e}"),
             Error::Kernel(e) => write!(f, "cannot load the isolation kernel: {e}"),
             Error::Memory(e) => write!(f, "cannot set up guest memory: {e}"),
-            Error::TripleFault(regs) => write!(
-                f,
-                "the isolation kernel triple-faulted (the CPU reset):\n{regs}"
-            ),
+            Error::TripleFault(regs) => write!(f, "the isolation kernel triple-faulted (the CPU reset):\n{regs}"),
             Error::KernelPanic => write!(f, "the isolation kernel panicked (its message is above)"),
             Error::UnexpectedExit(e) => write!(f, "the isolation kernel stopped unexpectedly: {e}"),
             Error::Console(e) => write!(f, "cannot write the console: {e}"),

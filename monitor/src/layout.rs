@@ -39,25 +39,13 @@ pub fn page_table_entries(mem_size: u64) -> Vec<(u64, u64)> {
     let gib = mem_size.div_ceil(1 << 30);
     let mut writes = Vec::new();
     let index = |addr: u64, shift: u32| (addr >> shift) & 0x1ff;
-    writes.push((
-        PML4_ADDR + index(PHYS_OFFSET, 39) * 8,
-        PDPT_PHYSMAP_ADDR | PRESENT | WRITABLE,
-    ));
-    writes.push((
-        PML4_ADDR + index(KERNEL_BASE, 39) * 8,
-        PDPT_KERNEL_ADDR | PRESENT | WRITABLE,
-    ));
+    writes.push((PML4_ADDR + index(PHYS_OFFSET, 39) * 8, PDPT_PHYSMAP_ADDR | PRESENT | WRITABLE));
+    writes.push((PML4_ADDR + index(KERNEL_BASE, 39) * 8, PDPT_KERNEL_ADDR | PRESENT | WRITABLE));
     for g in 0..gib {
         let pd = PD_BASE + g * 0x1000;
-        writes.push((
-            PDPT_PHYSMAP_ADDR + (index(PHYS_OFFSET, 30) + g) * 8,
-            pd | PRESENT | WRITABLE,
-        ));
+        writes.push((PDPT_PHYSMAP_ADDR + (index(PHYS_OFFSET, 30) + g) * 8, pd | PRESENT | WRITABLE));
         if g < 2 {
-            writes.push((
-                PDPT_KERNEL_ADDR + (index(KERNEL_BASE, 30) + g) * 8,
-                pd | PRESENT | WRITABLE,
-            ));
+            writes.push((PDPT_KERNEL_ADDR + (index(KERNEL_BASE, 30) + g) * 8, pd | PRESENT | WRITABLE));
         }
         for e in 0..512 {
             let phys = (g << 30) + (e << 21);

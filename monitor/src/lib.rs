@@ -31,17 +31,14 @@ pub struct Config {
     pub mem_size: u64,
     /// Let the kernel report its progress, not only problems.
     pub verbose: bool,
+    /// Let the kernel print per-VM accounting when the run ends.
+    pub stats: bool,
 }
 
 impl Config {
     /// A configuration with the default memory size.
     pub fn new(kernel: &Path, bundle: Vec<u8>) -> Self {
-        Config {
-            kernel: kernel.to_path_buf(),
-            bundle,
-            mem_size: DEFAULT_MEM_SIZE,
-            verbose: false,
-        }
+        Config { kernel: kernel.to_path_buf(), bundle, mem_size: DEFAULT_MEM_SIZE, verbose: false, stats: false }
     }
 }
 

@@ -4,16 +4,13 @@
 use crate::devices::{PortAction, PortBus};
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
 use crate::{Config, Error};
-use denali_abi::boot::{BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion};
+use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion};
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::{KernelLoader, elf::Elf};
 use std::fs::File;
 use std::io::Write;
-use vm_memory::{
-    Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion,
-    MemoryRegionAddress,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 
 /// A KVM VM ready to enter the kernel.
 pub struct Machine {
@@ -43,13 +40,10 @@ impl Machine {
                 layout::MAX_MEM_SIZE >> 30
             )));
         }
-        let memory =
-            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), config.mem_size as usize)])
-                .map_err(|e| Error::Memory(e.to_string()))?;
+        let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), config.mem_size as usize)])
+            .map_err(|e| Error::Memory(e.to_string()))?;
         for (slot, region) in memory.iter().enumerate() {
-            let host = region
-                .get_host_address(MemoryRegionAddress(0))
-                .map_err(|e| Error::Memory(e.to_string()))?;
+            let host = region.get_host_address(MemoryRegionAddress(0)).map_err(|e| Error::Memory(e.to_string()))?;
             let mem_region = kvm_userspace_memory_region {
                 slot: slot as u32,
                 guest_phys_addr: region.start_addr().0,
@@ -59,8 +53,7 @@ impl Machine {
             };
             // SAFETY: the region is a live mmap owned by `memory`, which the
             // Machine keeps alive for as long as the VM exists.
-            unsafe { vm.set_user_memory_region(mem_region) }
-                .map_err(|e| Error::Kvm("map guest memory", e))?;
+            unsafe { vm.set_user_memory_region(mem_region) }.map_err(|e| Error::Kvm("map guest memory", e))?;
         }
 
         let kernel_end = load_kernel(&memory, config)?;
@@ -74,9 +67,7 @@ impl Machine {
             )));
         }
         let write = |addr: u64, bytes: &[u8]| {
-            memory
-                .write_slice(bytes, GuestAddress(addr))
-                .map_err(|e| Error::Memory(e.to_string()))
+            memory.write_slice(bytes, GuestAddress(addr)).map_err(|e| Error::Memory(e.to_string()))
         };
         write(bundle_addr, &config.bundle)?;
         for (addr, entry) in layout::page_table_entries(config.mem_size) {
@@ -86,23 +77,13 @@ impl Machine {
             write(GDT_ADDR + i as u64 * 8, &descriptor.to_le_bytes())?;
         }
 
-        let vcpu = vm
-            .create_vcpu(0)
-            .map_err(|e| Error::Kvm("create a vCPU", e))?;
-        let cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| Error::Kvm("report CPUID", e))?;
-        vcpu.set_cpuid2(&cpuid)
-            .map_err(|e| Error::Kvm("set CPUID", e))?;
-        let tsc_khz = vcpu
-            .get_tsc_khz()
-            .map_err(|e| Error::Kvm("report the TSC frequency", e))?;
+        let vcpu = vm.create_vcpu(0).map_err(|e| Error::Kvm("create a vCPU", e))?;
+        let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| Error::Kvm("report CPUID", e))?;
+        vcpu.set_cpuid2(&cpuid).map_err(|e| Error::Kvm("set CPUID", e))?;
+        let tsc_khz = vcpu.get_tsc_khz().map_err(|e| Error::Kvm("report the TSC frequency", e))?;
 
         let mut regions = [MemRegion::default(); MAX_MEM_REGIONS];
-        regions[0] = MemRegion {
-            start: bundle_end.next_multiple_of(4096),
-            end: config.mem_size,
-        };
+        regions[0] = MemRegion { start: bundle_end.next_multiple_of(4096), end: config.mem_size };
         let info = BootInfo {
             magic: BOOT_MAGIC,
             abi_version: denali_abi::ABI_VERSION,
@@ -111,32 +92,21 @@ impl Machine {
             bundle_len: config.bundle.len() as u64,
             tsc_khz: u64::from(tsc_khz),
             regions,
-            flags: if config.verbose { BOOT_FLAG_VERBOSE } else { 0 },
+            flags: if config.verbose { BOOT_FLAG_VERBOSE } else { 0 } | if config.stats { BOOT_FLAG_STATS } else { 0 },
         };
         // SAFETY: BootInfo is a #[repr(C)] struct of integers with no padding
         // (its size is asserted in denali-abi), so viewing it as bytes is sound.
-        let info_bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&info as *const BootInfo).cast::<u8>(),
-                size_of::<BootInfo>(),
-            )
-        };
+        let info_bytes =
+            unsafe { std::slice::from_raw_parts((&info as *const BootInfo).cast::<u8>(), size_of::<BootInfo>()) };
         write(BOOT_INFO_ADDR, info_bytes)?;
 
-        let machine = Machine {
-            _vm: vm,
-            _memory: memory,
-            vcpu,
-        };
+        let machine = Machine { _vm: vm, _memory: memory, vcpu };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
 
     fn enter_long_mode(&self, entry: u64) -> Result<(), Error> {
-        let mut sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(|e| Error::Kvm("read special registers", e))?;
+        let mut sregs = self.vcpu.get_sregs().map_err(|e| Error::Kvm("read special registers", e))?;
         let code = kvm_segment {
             base: 0,
             limit: 0xffff_ffff,
@@ -150,13 +120,7 @@ impl Machine {
             g: 1,
             ..Default::default()
         };
-        let data = kvm_segment {
-            selector: 0x10,
-            type_: 0x3,
-            db: 1,
-            l: 0,
-            ..code
-        };
+        let data = kvm_segment { selector: 0x10, type_: 0x3, db: 1, l: 0, ..code };
         sregs.cs = code;
         sregs.ds = data;
         sregs.es = data;
@@ -172,19 +136,12 @@ impl Machine {
         sregs.cr0 = 0x1 | 0x2 | 0x10 | 0x20 | 0x1_0000 | 0x8000_0000;
         // SCE, LME, LMA, NXE.
         sregs.efer = 0x1 | 0x100 | 0x400 | 0x800;
-        self.vcpu
-            .set_sregs(&sregs)
-            .map_err(|e| Error::Kvm("set special registers", e))?;
-        let mut regs = self
-            .vcpu
-            .get_regs()
-            .map_err(|e| Error::Kvm("read registers", e))?;
+        self.vcpu.set_sregs(&sregs).map_err(|e| Error::Kvm("set special registers", e))?;
+        let mut regs = self.vcpu.get_regs().map_err(|e| Error::Kvm("read registers", e))?;
         regs.rip = entry;
         regs.rdi = BOOT_INFO_ADDR;
         regs.rflags = 0x2;
-        self.vcpu
-            .set_regs(&regs)
-            .map_err(|e| Error::Kvm("set registers", e))?;
+        self.vcpu.set_regs(&regs).map_err(|e| Error::Kvm("set registers", e))?;
         Ok(())
     }
 
@@ -215,10 +172,7 @@ impl Machine {
                 }
                 other => {
                     let what = format!("{other:?}");
-                    break Err(Error::UnexpectedExit(format!(
-                        "{what}\n{}",
-                        self.dump_registers()
-                    )));
+                    break Err(Error::UnexpectedExit(format!("{what}\n{}", self.dump_registers())));
                 }
             }
         };
@@ -254,8 +208,7 @@ impl Machine {
 }
 
 fn open_kernel(config: &Config) -> Result<File, Error> {
-    File::open(&config.kernel)
-        .map_err(|e| Error::Kernel(format!("{}: {e}", config.kernel.display())))
+    File::open(&config.kernel).map_err(|e| Error::Kernel(format!("{}: {e}", config.kernel.display())))
 }
 
 /// Loads the kernel's segments at their physical addresses and returns the
@@ -265,9 +218,7 @@ fn load_kernel(memory: &GuestMemoryMmap, config: &Config) -> Result<u64, Error> 
     let loaded = Elf::load(memory, None, &mut file, None)
         .map_err(|e| Error::Kernel(format!("{}: {e}", config.kernel.display())))?;
     if loaded.kernel_end < PAGE_TABLES_END {
-        return Err(Error::Kernel(
-            "the kernel's segments overlap the boot page tables".into(),
-        ));
+        return Err(Error::Kernel("the kernel's segments overlap the boot page tables".into()));
     }
     Ok(loaded.kernel_end)
 }
@@ -276,7 +227,5 @@ fn kernel_entry(config: &Config) -> Result<u64, Error> {
     let mut file = open_kernel(config)?;
     let mut header = [0u8; 64];
     std::io::Read::read_exact(&mut file, &mut header).map_err(|e| Error::Kernel(e.to_string()))?;
-    Ok(u64::from_le_bytes(
-        header[24..32].try_into().expect("8 bytes"),
-    ))
+    Ok(u64::from_le_bytes(header[24..32].try_into().expect("8 bytes")))
 }

@@ -23,14 +23,8 @@ pub fn guest_target_dir() -> PathBuf {
 
 /// Fails loudly (never skips) where KVM is missing.
 pub fn require_kvm() {
-    if let Err(e) = std::fs::File::options()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        panic!(
-            "these tests boot VMs under KVM and need /dev/kvm, which cannot be opened here: {e}"
-        );
+    if let Err(e) = std::fs::File::options().read(true).write(true).open("/dev/kvm") {
+        panic!("these tests boot VMs under KVM and need /dev/kvm, which cannot be opened here: {e}");
     }
 }
 
@@ -44,11 +38,7 @@ pub struct Outcome {
 
 /// Runs `cmd`, killing it after `limit`.
 pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> Outcome {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cargo-denali");
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn cargo-denali");
     let mut stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let out = std::thread::spawn(move || {
@@ -69,18 +59,11 @@ pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> Outcome {
         if start.elapsed() > limit {
             child.kill().ok();
             child.wait().ok();
-            panic!(
-                "timed out after {limit:?}; stdout so far: {}",
-                out.join().unwrap()
-            );
+            panic!("timed out after {limit:?}; stdout so far: {}", out.join().unwrap());
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    Outcome {
-        status: status.code().unwrap_or(-1),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+    Outcome { status: status.code().unwrap_or(-1), stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
 /// A scratch directory for services.
@@ -113,9 +96,7 @@ pub fn build(service: &Path, name: &str) -> PathBuf {
     c.current_dir(service).args(["denali", "build"]);
     let out = run_with_timeout(c, Duration::from_secs(600));
     assert_eq!(out.status, 0, "cargo denali build failed:\n{}", out.stderr);
-    let image = guest_target_dir()
-        .join("denali/debug")
-        .join(format!("{name}.dvm"));
+    let image = guest_target_dir().join("denali/debug").join(format!("{name}.dvm"));
     assert!(image.is_file(), "the image is not at {}", image.display());
     image
 }

@@ -26,24 +26,12 @@ impl FrameAllocator {
     pub fn new(ranges: impl IntoIterator<Item = (u64, u64)>) -> Self {
         let ranges: Vec<(u64, u64)> = ranges
             .into_iter()
-            .map(|(s, e)| {
-                (
-                    s.div_ceil(FRAME_SIZE) * FRAME_SIZE,
-                    e / FRAME_SIZE * FRAME_SIZE,
-                )
-            })
+            .map(|(s, e)| (s.div_ceil(FRAME_SIZE) * FRAME_SIZE, e / FRAME_SIZE * FRAME_SIZE))
             .filter(|(s, e)| s < e)
             .collect();
         let total = ranges.iter().map(|(s, e)| (e - s) / FRAME_SIZE).sum();
         let next_frame = ranges.first().map_or(0, |r| r.0);
-        FrameAllocator {
-            ranges,
-            next_range: 0,
-            next_frame,
-            free: Vec::new(),
-            in_use: 0,
-            total,
-        }
+        FrameAllocator { ranges, next_range: 0, next_frame, free: Vec::new(), in_use: 0, total }
     }
 
     /// A free frame's physical address, or `None` when memory is exhausted.

@@ -10,8 +10,7 @@ use super::frame::FrameAllocator;
 use super::phys::{self, Frames};
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::{
-    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size4KiB,
-    Translate,
+    Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size4KiB, Translate,
 };
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -70,12 +69,7 @@ impl AddressSpace {
 
     /// Maps a fresh zeroed frame at flat address `vaddr` (page aligned) and
     /// returns the frame.
-    pub fn map_zeroed(
-        &mut self,
-        frames: &mut FrameAllocator,
-        vaddr: u64,
-        rights: Rights,
-    ) -> Result<u64, MapError> {
+    pub fn map_zeroed(&mut self, frames: &mut FrameAllocator, vaddr: u64, rights: Rights) -> Result<u64, MapError> {
         let frame = phys::alloc_zeroed(frames).ok_or(MapError::OutOfMemory)?;
         let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
         if rights.write {
@@ -89,10 +83,8 @@ impl AddressSpace {
         let target = PhysFrame::containing_address(PhysAddr::new(frame));
         // SAFETY: the frame is fresh and zeroed, and it is mapped only into
         // this VM's lower half, so no other mapping aliases it.
-        let result = unsafe {
-            self.mapper()
-                .map_to_with_table_flags(page, target, flags, parents, &mut Frames(frames))
-        };
+        let result =
+            unsafe { self.mapper().map_to_with_table_flags(page, target, flags, parents, &mut Frames(frames)) };
         match result {
             Ok(flush) => {
                 flush.flush();
@@ -114,8 +106,7 @@ impl AddressSpace {
         let addr = VirtAddr::try_new(vaddr).ok()?;
         match self.mapper().translate(addr) {
             TranslateResult::Mapped { frame, flags, .. } => {
-                let allowed = flags.contains(Flags::USER_ACCESSIBLE)
-                    && (!write || flags.contains(Flags::WRITABLE));
+                let allowed = flags.contains(Flags::USER_ACCESSIBLE) && (!write || flags.contains(Flags::WRITABLE));
                 allowed.then(|| frame.start_address().as_u64())
             }
             _ => None,

@@ -28,9 +28,7 @@ impl Vm {
     /// heap or stack page).
     pub fn resolve_fault(&mut self, frames: &mut FrameAllocator, fault: &Fault) -> bool {
         match fault.address {
-            Some(addr)
-                if fault.error_code & PF_PRESENT == 0 && fault.error_code & PF_FETCH == 0 =>
-            {
+            Some(addr) if fault.error_code & PF_PRESENT == 0 && fault.error_code & PF_FETCH == 0 => {
                 self.populate(frames, addr)
             }
             _ => false,
@@ -72,12 +70,7 @@ struct FaultReport<'a> {
 
 impl fmt::Display for FaultReport<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Fault {
-            vector,
-            error_code,
-            rip,
-            address,
-        } = *self.fault;
+        let Fault { vector, error_code, rip, address } = *self.fault;
         write!(
             f,
             "vm {} ({}) stopped: {} (vector {vector}) at rip {rip:#x}",

@@ -14,7 +14,7 @@ use crate::sched::VmId;
 use crate::time::Clock;
 use alloc::string::String;
 use denali_abi::image::{Image, ImageError, SEG_EXEC, SEG_WRITE};
-use denali_abi::info::INFO_MAGIC;
+use denali_abi::info::{ARGS_MAX, INFO_MAGIC};
 use denali_abi::layout::INFO_PAGE;
 
 /// Why a VM could not be made.
@@ -56,11 +56,11 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// Builds VM `id` from `bytes`, validating the image first.
-    pub fn load(&mut self, id: VmId, name: &str, bytes: &[u8]) -> Result<Vm, LoadError> {
+    /// Builds VM `id` from `bytes`, validating the image first; `args` go
+    /// on its info page.
+    pub fn load(&mut self, id: VmId, name: &str, bytes: &[u8], args: &[u8]) -> Result<Vm, LoadError> {
         let image = Image::parse(bytes).map_err(LoadError::Image)?;
-        let mut space =
-            AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
+        let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
         match self.fill(&mut space, &image) {
             Ok((info_frame, pages)) => {
                 let layout = Layout {
@@ -72,11 +72,7 @@ impl Loader<'_> {
                     id,
                     name: String::from(name),
                     // Enter as if called: rsp + 8 is 16-byte aligned.
-                    context: UserContext::new(
-                        self.selectors,
-                        image.header().entry,
-                        image.stack_top() - 8,
-                    ),
+                    context: UserContext::new(self.selectors, image.header().entry, image.stack_top() - 8),
                     fpu: FpuState::initial(),
                     space,
                     info_frame,
@@ -84,12 +80,9 @@ impl Loader<'_> {
                     state: State::Runnable,
                     pending: 0,
                     console_line_start: true,
-                    stats: Stats {
-                        resident_pages: pages,
-                        ..Stats::default()
-                    },
+                    stats: Stats { resident_pages: pages, ..Stats::default() },
                 };
-                self.write_info_page(&mut vm);
+                self.write_info_page(&mut vm, args);
                 Ok(vm)
             }
             Err(e) => {
@@ -101,42 +94,21 @@ impl Loader<'_> {
 
     /// Maps the info page and the segments; returns the info frame and the
     /// number of pages mapped.
-    fn fill(
-        &mut self,
-        space: &mut AddressSpace,
-        image: &Image<'_>,
-    ) -> Result<(u64, u64), LoadError> {
-        let info_frame = space.map_zeroed(
-            self.frames,
-            INFO_PAGE,
-            Rights {
-                write: false,
-                exec: false,
-            },
-        )?;
+    fn fill(&mut self, space: &mut AddressSpace, image: &Image<'_>) -> Result<(u64, u64), LoadError> {
+        let info_frame = space.map_zeroed(self.frames, INFO_PAGE, Rights { write: false, exec: false })?;
         let mut pages = 1;
         for segment in image.segments() {
-            let rights = Rights {
-                write: segment.flags & SEG_WRITE != 0,
-                exec: segment.flags & SEG_EXEC != 0,
-            };
+            let rights = Rights { write: segment.flags & SEG_WRITE != 0, exec: segment.flags & SEG_EXEC != 0 };
             let mut page = segment.vaddr;
             while page < segment.vaddr + segment.mem_size {
                 let frame = space.map_zeroed(self.frames, page, rights)?;
                 pages += 1;
                 let offset = (page - segment.vaddr) as usize;
                 if offset < segment.data.len() {
-                    let chunk =
-                        &segment.data[offset..segment.data.len().min(offset + FRAME_SIZE as usize)];
+                    let chunk = &segment.data[offset..segment.data.len().min(offset + FRAME_SIZE as usize)];
                     // SAFETY: `frame` was just allocated for this page and is
                     // reached through the physmap; chunk is at most a frame.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            chunk.as_ptr(),
-                            phys::to_virt(frame),
-                            chunk.len(),
-                        )
-                    };
+                    unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), phys::to_virt(frame), chunk.len()) };
                 }
                 page += FRAME_SIZE;
             }
@@ -144,7 +116,7 @@ impl Loader<'_> {
         Ok((info_frame, pages))
     }
 
-    fn write_info_page(&self, vm: &mut Vm) {
+    fn write_info_page(&self, vm: &mut Vm, args: &[u8]) {
         let layout = vm.layout;
         let (id, count, clock) = (vm.id, self.vm_count, self.clock);
         let info = vm.info_mut();
@@ -159,5 +131,8 @@ impl Loader<'_> {
         info.tsc_khz = clock.tsc_khz;
         info.tsc_mult = clock.tsc_mult;
         info.tsc_base = clock.tsc_base;
+        let args = &args[..args.len().min(ARGS_MAX)];
+        info.args[..args.len()].copy_from_slice(args);
+        info.args_len = args.len() as u32;
     }
 }

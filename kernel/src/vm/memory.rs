@@ -16,14 +16,7 @@ impl Vm {
             return false;
         }
         let page = addr & !(FRAME_SIZE - 1);
-        match self.space.map_zeroed(
-            frames,
-            page,
-            Rights {
-                write: true,
-                exec: false,
-            },
-        ) {
+        match self.space.map_zeroed(frames, page, Rights { write: true, exec: false }) {
             Ok(_) => {
                 self.stats.resident_pages += 1;
                 true
@@ -49,19 +42,14 @@ impl Vm {
         while cursor < end {
             let frame = match self.space.frame_of(cursor, false) {
                 Some(frame) => frame,
-                None if self.populate(frames, cursor) => self
-                    .space
-                    .frame_of(cursor, false)
-                    .ok_or(Error::BadAddress)?,
+                None if self.populate(frames, cursor) => self.space.frame_of(cursor, false).ok_or(Error::BadAddress)?,
                 None => return Err(Error::BadAddress),
             };
             let offset = cursor % FRAME_SIZE;
             let chunk = (FRAME_SIZE - offset).min(end - cursor);
             // SAFETY: `frame` is a frame mapped readable for this VM, reached
             // through the physmap; the slice stays within that one frame.
-            let bytes = unsafe {
-                core::slice::from_raw_parts(phys::to_virt(frame + offset), chunk as usize)
-            };
+            let bytes = unsafe { core::slice::from_raw_parts(phys::to_virt(frame + offset), chunk as usize) };
             sink(bytes);
             cursor += chunk;
         }

@@ -14,9 +14,7 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
     let tokens: Vec<TokenTree> = item.clone().into_iter().collect();
     let name = tokens.windows(2).find_map(|pair| match pair {
-        [TokenTree::Ident(kw), TokenTree::Ident(name)] if kw.to_string() == "fn" => {
-            Some(name.to_string())
-        }
+        [TokenTree::Ident(kw), TokenTree::Ident(name)] if kw.to_string() == "fn" => Some(name.to_string()),
         _ => None,
     });
     let Some(name) = name else {
@@ -27,25 +25,17 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         _ => false,
     });
     if takes_arguments {
-        return error(
-            "the #[denali::main] function takes no arguments; read them with denali::vm::args()",
-        );
+        return error("the #[denali::main] function takes no arguments; read them with denali::vm::args()");
     }
     let entry = format!(
         "#[doc(hidden)] #[unsafe(export_name = \"__denali_main\")] \
          pub extern \"Rust\" fn __denali_main_entry() {{ {name}() }}"
     );
     let mut out = item;
-    out.extend(
-        entry
-            .parse::<TokenStream>()
-            .expect("generated entry point parses"),
-    );
+    out.extend(entry.parse::<TokenStream>().expect("generated entry point parses"));
     out
 }
 
 fn error(message: &str) -> TokenStream {
-    format!("compile_error!({message:?});")
-        .parse()
-        .expect("compile_error parses")
+    format!("compile_error!({message:?});").parse().expect("compile_error parses")
 }

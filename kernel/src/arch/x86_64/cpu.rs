@@ -17,10 +17,7 @@ pub struct Protections {
 pub fn init() -> Protections {
     // Leaf 7 exists on every x86_64 CPU that KVM exposes.
     let leaf7 = __cpuid_count(7, 0);
-    let protections = Protections {
-        smep: leaf7.ebx & (1 << 7) != 0,
-        smap: leaf7.ebx & (1 << 20) != 0,
-    };
+    let protections = Protections { smep: leaf7.ebx & (1 << 7) != 0, smap: leaf7.ebx & (1 << 20) != 0 };
     // SAFETY: these bits only add protection or enable SSE, which the kernel
     // code does not rely on before this point (it is built soft-float). The
     // kernel never touches user addresses directly (it goes through the
@@ -28,9 +25,7 @@ pub fn init() -> Protections {
     unsafe {
         Cr0::update(|cr0| {
             cr0.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
-            cr0.insert(
-                Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::WRITE_PROTECT | Cr0Flags::NUMERIC_ERROR,
-            );
+            cr0.insert(Cr0Flags::MONITOR_COPROCESSOR | Cr0Flags::WRITE_PROTECT | Cr0Flags::NUMERIC_ERROR);
         });
         Cr4::update(|cr4| {
             cr4.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE);

@@ -12,21 +12,12 @@ pub struct Serial {
 impl Serial {
     /// COM1.
     pub const fn com1() -> Self {
-        Serial {
-            base: ports::SERIAL,
-        }
+        Serial { base: ports::SERIAL }
     }
 
     /// 8N1, FIFOs on, interrupts off.
     pub fn init(&mut self) {
-        let init: [(u16, u8); 6] = [
-            (1, 0x00),
-            (3, 0x80),
-            (0, 0x01),
-            (1, 0x00),
-            (3, 0x03),
-            (2, 0xc7),
-        ];
+        let init: [(u16, u8); 6] = [(1, 0x00), (3, 0x80), (0, 0x01), (1, 0x00), (3, 0x03), (2, 0xc7)];
         for (offset, value) in init {
             // SAFETY: standard 16550 set-up writes to the UART's own registers.
             unsafe { Port::<u8>::new(self.base + offset).write(value) };

@@ -222,15 +222,8 @@ struct Gate {
 
 const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 
-static mut IDT: [Gate; 256] = [Gate {
-    offset_low: 0,
-    selector: 0,
-    ist: 0,
-    type_attr: 0,
-    offset_mid: 0,
-    offset_high: 0,
-    reserved: 0,
-}; 256];
+static mut IDT: [Gate; 256] =
+    [Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 }; 256];
 
 /// Fills and loads the IDT: every vector gets its stub and an IST stack.
 /// Only the hypercall gate has DPL 3; `int n` for any other vector from
@@ -253,11 +246,7 @@ pub fn init_idt(selectors: &Selectors) {
                 offset_low: addr as u16,
                 selector: selectors.kernel_code.0,
                 ist: ist as u8 + 1,
-                type_attr: if vector == HYPERCALL_VECTOR as usize {
-                    0xee
-                } else {
-                    0x8e
-                },
+                type_attr: if vector == HYPERCALL_VECTOR as usize { 0xee } else { 0x8e },
                 offset_mid: (addr >> 16) as u16,
                 offset_high: (addr >> 32) as u32,
                 reserved: 0,
