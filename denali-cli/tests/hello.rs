@@ -107,6 +107,10 @@ fn bad_manifest_values_and_zero_instances_are_refused() {
         std::fs::write(service.join("Denali.toml"), text).unwrap();
         let out = run(&service, &[]);
         assert_eq!(out.status, 1, "{text}");
-        assert!(out.stderr.contains("Denali.toml is not valid") && out.stderr.contains(message), "{text}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("Denali.toml is not valid") && out.stderr.contains(message),
+            "{text}: {}",
+            out.stderr
+        );
     }
 }

@@ -166,3 +166,18 @@ fn hostile_hypercall_arguments_get_errors_and_the_vm_goes_on() {
     }
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
 }
+
+const STATIC_COUNTER: &str = "#![no_std]\n#![no_main]\nuse core::sync::atomic::{AtomicU64, Ordering};\n\n// In the image's data segment, which every instance maps copy-on-write.\nstatic COUNTER: AtomicU64 = AtomicU64::new(1000);\n\n#[denali::main]\nfn main() {\n    for _ in 0..=denali::vm::id() {\n        COUNTER.fetch_add(1, Ordering::Relaxed);\n    }\n    denali::time::sleep(denali::time::Duration::from_millis(5));\n    denali::println!(\"vm {} counted to {}\", denali::vm::id(), COUNTER.load(Ordering::Relaxed));\n}\n";
+
+#[test]
+fn instances_of_one_image_share_code_but_not_data() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "statics", Some(STATIC_COUNTER));
+    build(&service, "statics");
+    let out = run(&service, &["--instances", "4", "--stats"]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    for id in 0..4 {
+        let line = format!("vm {id} counted to {}", 1001 + id);
+        assert!(out.stdout.contains(&line), "missing {line:?} in:\n{}", out.stdout);
+    }
+}

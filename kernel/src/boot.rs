@@ -88,14 +88,23 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
     for index in 0..bundle.len() {
         let (entry, image) = bundle.entry(index).expect("parsed bundle has this entry");
+        let args = bundle.args(index).unwrap_or_default();
+        let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
+        let template = match loader.prepare(image) {
+            Ok(template) => template,
+            Err(e) => {
+                kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
+                (0..entry.instances).for_each(|_| kernel.refuse(entry.name()));
+                continue;
+            }
+        };
         for _ in 0..entry.instances {
             let id = kernel.vms.len() as u32;
             let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
-            let args = bundle.args(index).unwrap_or_default();
-            match loader.load(id, entry.name(), image, args) {
+            match loader.instantiate(id, entry.name(), &template, args) {
                 Ok(vm) => kernel.admit(vm),
                 Err(e) => {
-                    kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
+                    kprintln!("denali: vm {id} ({}) could not be made: {e}", entry.name());
                     kernel.refuse(entry.name());
                 }
             }

@@ -133,43 +133,39 @@ impl Kernel {
     }
 
     fn print_stats(&self) {
-        let ms = |ticks: u64| (ticks as f64) / (self.clock.tsc_khz as f64);
+        let row = |id: &str, name: &str, status: &str, stats: &Stats| {
+            let ms = (stats.cpu_ticks as f64) / (self.clock.tsc_khz as f64);
+            kprintln!(
+                "{id:>6}  {name:<20} {status:>6} {ms:>10.3} {:>12} {:>11} {:>11} {:>9}",
+                stats.resident_pages * 4,
+                stats.shared_pages * 4,
+                stats.hypercalls,
+                stats.wakeups
+            );
+        };
         kprintln!("denali: per-VM accounting");
         kprintln!(
-            "{:>6}  {:<20} {:>6} {:>10} {:>13} {:>11} {:>9}",
+            "{:>6}  {:<20} {:>6} {:>10} {:>12} {:>11} {:>11} {:>9}",
             "vm",
             "name",
             "status",
             "cpu ms",
-            "resident KiB",
+            "private KiB",
+            "shared KiB",
             "hypercalls",
             "wake-ups"
         );
         let mut total = Stats::default();
         for (id, (stats, name)) in self.stats.iter().zip(&self.names).enumerate() {
             let status = self.statuses[id].map_or(String::from("-"), |s| alloc::format!("{s}"));
-            kprintln!(
-                "{id:>6}  {name:<20} {status:>6} {:>10.3} {:>13} {:>11} {:>9}",
-                ms(stats.cpu_ticks),
-                stats.resident_pages * 4,
-                stats.hypercalls,
-                stats.wakeups
-            );
+            row(&alloc::format!("{id}"), name, &status, stats);
             total.cpu_ticks += stats.cpu_ticks;
             total.resident_pages += stats.resident_pages;
+            total.shared_pages += stats.shared_pages;
             total.hypercalls += stats.hypercalls;
             total.wakeups += stats.wakeups;
         }
-        kprintln!(
-            "{:>6}  {:<20} {:>6} {:>10.3} {:>13} {:>11} {:>9}",
-            "total",
-            alloc::format!("({} VMs)", self.stats.len()),
-            "",
-            ms(total.cpu_ticks),
-            total.resident_pages * 4,
-            total.hypercalls,
-            total.wakeups
-        );
+        row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
     }
 
     fn fire_alarms(&mut self) {

@@ -6,7 +6,7 @@
 //! kernel pointer is [`AddressSpace::frame_of`], which checks the page is
 //! mapped with user rights (and writable, when asked).
 
-use super::frame::FrameAllocator;
+use super::frame::{FRAME_SIZE, FrameAllocator};
 use super::phys::{self, Frames};
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::{
@@ -22,6 +22,24 @@ pub struct Rights {
     /// Executable.
     pub exec: bool,
 }
+
+/// Who owns a mapped frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backing {
+    /// The VM's alone; freed with its address space.
+    Private,
+    /// An image frame every VM of that image maps read-only.
+    Shared,
+    /// An image frame of a writable segment: shared and read-only until the
+    /// VM first writes it, then replaced by a private copy.
+    CopyOnWrite,
+}
+
+/// Page-table bit (available to software) marking a frame this space does
+/// not own.
+const SHARED: Flags = Flags::BIT_9;
+/// Page-table bit marking a shared page the VM may write after copying.
+const COPY_ON_WRITE: Flags = Flags::BIT_10;
 
 /// Why a page could not be mapped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,9 +89,30 @@ impl AddressSpace {
     /// returns the frame.
     pub fn map_zeroed(&mut self, frames: &mut FrameAllocator, vaddr: u64, rights: Rights) -> Result<u64, MapError> {
         let frame = phys::alloc_zeroed(frames).ok_or(MapError::OutOfMemory)?;
+        self.map_frame(frames, vaddr, frame, rights, Backing::Private).inspect_err(|_| frames.free(frame))?;
+        Ok(frame)
+    }
+
+    /// Maps `frame` at flat address `vaddr` (page aligned). A `Shared` or
+    /// `CopyOnWrite` frame stays its owner's: destroying this space leaves
+    /// it alone, and a copy-on-write page is mapped read-only until
+    /// [`AddressSpace::break_cow`] gives the VM its own copy.
+    pub fn map_frame(
+        &mut self,
+        frames: &mut FrameAllocator,
+        vaddr: u64,
+        frame: u64,
+        rights: Rights,
+        backing: Backing,
+    ) -> Result<(), MapError> {
         let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
-        if rights.write {
-            flags |= Flags::WRITABLE;
+        match backing {
+            Backing::Private if rights.write => flags |= Flags::WRITABLE,
+            Backing::Private | Backing::Shared => {}
+            Backing::CopyOnWrite => flags |= SHARED | COPY_ON_WRITE,
+        }
+        if backing == Backing::Shared {
+            flags |= SHARED;
         }
         if !rights.exec {
             flags |= Flags::NO_EXECUTE;
@@ -81,21 +120,58 @@ impl AddressSpace {
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         let target = PhysFrame::containing_address(PhysAddr::new(frame));
-        // SAFETY: the frame is fresh and zeroed, and it is mapped only into
-        // this VM's lower half, so no other mapping aliases it.
+        // SAFETY: the frame is either fresh and exclusively this VM's, or a
+        // shared image frame mapped without write access; either way no
+        // writable alias to another VM's memory is created.
         let result =
             unsafe { self.mapper().map_to_with_table_flags(page, target, flags, parents, &mut Frames(frames)) };
         match result {
             Ok(flush) => {
                 flush.flush();
-                Ok(frame)
+                Ok(())
             }
-            Err(e) => {
-                frames.free(frame);
-                Err(match e {
-                    MapToError::FrameAllocationFailed => MapError::OutOfMemory,
-                    _ => MapError::AlreadyMapped,
-                })
+            Err(MapToError::FrameAllocationFailed) => Err(MapError::OutOfMemory),
+            Err(_) => Err(MapError::AlreadyMapped),
+        }
+    }
+
+    /// Gives the VM its own writable copy of the copy-on-write page holding
+    /// `vaddr`. Returns false if that page is not copy-on-write.
+    pub fn break_cow(&mut self, frames: &mut FrameAllocator, vaddr: u64) -> Result<bool, MapError> {
+        let Ok(addr) = VirtAddr::try_new(vaddr) else { return Ok(false) };
+        let TranslateResult::Mapped { frame: shared, flags, .. } = self.mapper().translate(addr) else {
+            return Ok(false);
+        };
+        if !flags.contains(COPY_ON_WRITE) {
+            return Ok(false);
+        }
+        let copy = frames.alloc().ok_or(MapError::OutOfMemory)?;
+        // SAFETY: `copy` is a fresh frame and `shared` a mapped image frame,
+        // both whole frames in the physmap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                phys::to_virt(shared.start_address().as_u64()),
+                phys::to_virt(copy),
+                FRAME_SIZE as usize,
+            )
+        };
+        let page = Page::<Size4KiB>::containing_address(addr);
+        let new_flags = (flags - SHARED - COPY_ON_WRITE) | Flags::WRITABLE;
+        let target = PhysFrame::containing_address(PhysAddr::new(copy));
+        let mut mapper = self.mapper();
+        if let Ok((_, flush)) = mapper.unmap(page) {
+            flush.flush();
+        }
+        let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
+        // SAFETY: the page was just unmapped and `copy` is this VM's alone.
+        match unsafe { mapper.map_to_with_table_flags(page, target, new_flags, parents, &mut Frames(frames)) } {
+            Ok(flush) => {
+                flush.flush();
+                Ok(true)
+            }
+            Err(_) => {
+                frames.free(copy);
+                Err(MapError::OutOfMemory)
             }
         }
     }
@@ -113,19 +189,21 @@ impl AddressSpace {
         }
     }
 
-    /// Frees every frame of the lower half and the tables themselves.
+    /// Frees every frame of the VM's slots and the tables themselves, except
+    /// shared image frames, which belong to the image.
     pub fn destroy(self, frames: &mut FrameAllocator) {
         fn free_table(frames: &mut FrameAllocator, table_phys: u64, level: u8, entries: usize) {
             // SAFETY: a page-table frame this space owns, via the physmap.
             let table = unsafe { &*(phys::to_virt(table_phys) as *const PageTable) };
             for entry in table.iter().take(entries) {
-                if !entry.flags().contains(Flags::PRESENT) {
+                let flags = entry.flags();
+                if !flags.contains(Flags::PRESENT) {
                     continue;
                 }
                 let child = entry.addr().as_u64();
                 if level > 1 {
                     free_table(frames, child, level - 1, 512);
-                } else {
+                } else if !flags.contains(SHARED) {
                     frames.free(child);
                 }
             }

@@ -25,14 +25,23 @@ const PF_FETCH: u64 = 16;
 
 impl Vm {
     /// Handles a fault; returns true if the VM can go on (a first touch of a
-    /// heap or stack page).
+    /// heap or stack page, or a first write to a copy-on-write data page).
     pub fn resolve_fault(&mut self, frames: &mut FrameAllocator, fault: &Fault) -> bool {
-        match fault.address {
-            Some(addr) if fault.error_code & PF_PRESENT == 0 && fault.error_code & PF_FETCH == 0 => {
-                self.populate(frames, addr)
-            }
-            _ => false,
+        let Some(addr) = fault.address else { return false };
+        let error = fault.error_code;
+        if error & PF_FETCH != 0 {
+            return false;
         }
+        if error & PF_PRESENT == 0 {
+            return self.populate(frames, addr);
+        }
+        // A first write to an image's data page: give the VM its own copy.
+        if error & PF_WRITE != 0 && self.space.break_cow(frames, addr) == Ok(true) {
+            self.stats.resident_pages += 1;
+            self.stats.shared_pages -= 1;
+            return true;
+        }
+        false
     }
 
     /// A one-line account of a fault that stops this VM.

@@ -1,7 +1,9 @@
-//! Turns a validated `.dvm` image into a VM: fresh page tables, the info
-//! page, the image's segments with their rights, and the first registers.
-//! Heap and stack pages are not mapped here; they appear zeroed on first
-//! touch (`Vm::populate`).
+//! Turns a validated `.dvm` image into VMs. An image is loaded once into a
+//! [`Template`]: its segments in frames that every VM made from it maps
+//! read-only (code and constants) or copy-on-write (data). Each VM then
+//! costs fresh page tables, its info page, and the pages it touches: heap
+//! and stack pages appear zeroed on first touch (`Vm::populate`), data
+//! pages are copied on first write.
 
 use super::{Layout, State, Stats, Vm};
 use crate::arch::x86_64::cpu::FpuState;
@@ -9,10 +11,11 @@ use crate::arch::x86_64::gdt::Selectors;
 use crate::arch::x86_64::trap::UserContext;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
-use crate::mem::space::{AddressSpace, MapError, Rights};
+use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
 use crate::sched::VmId;
 use crate::time::Clock;
 use alloc::string::String;
+use alloc::vec::Vec;
 use denali_abi::image::{Image, ImageError, SEG_EXEC, SEG_WRITE};
 use denali_abi::info::{ARGS_MAX, INFO_MAGIC};
 use denali_abi::layout::INFO_PAGE;
@@ -41,11 +44,26 @@ impl From<MapError> for LoadError {
     }
 }
 
+/// One page of an image, in a frame shared by every VM of the image.
+#[derive(Clone, Copy, Debug)]
+struct TemplatePage {
+    vaddr: u64,
+    frame: u64,
+    rights: Rights,
+}
+
+/// An image loaded once, ready to become any number of VMs.
+pub struct Template {
+    entry: u64,
+    layout: Layout,
+    pages: Vec<TemplatePage>,
+}
+
 /// What the loader needs from the kernel.
 pub struct Loader<'a> {
     /// Physical memory.
     pub frames: &'a mut FrameAllocator,
-    /// The kernel's PML4, whose upper half every VM shares.
+    /// The kernel's PML4, whose kernel slots every VM shares.
     pub kernel_pml4: u64,
     /// Segment selectors for ring 3.
     pub selectors: &'a Selectors,
@@ -56,23 +74,48 @@ pub struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    /// Builds VM `id` from `bytes`, validating the image first; `args` go
-    /// on its info page.
-    pub fn load(&mut self, id: VmId, name: &str, bytes: &[u8], args: &[u8]) -> Result<Vm, LoadError> {
+    /// Validates `bytes` and copies its segments into frames once.
+    pub fn prepare(&mut self, bytes: &[u8]) -> Result<Template, LoadError> {
         let image = Image::parse(bytes).map_err(LoadError::Image)?;
-        let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
-        match self.fill(&mut space, &image) {
-            Ok((info_frame, pages)) => {
-                let layout = Layout {
-                    mem_size: image.header().mem_size,
-                    heap: (image.heap_start(), image.heap_end()),
-                    stack: (image.stack_bottom(), image.stack_top()),
+        let mut pages = Vec::new();
+        for segment in image.segments() {
+            let rights = Rights { write: segment.flags & SEG_WRITE != 0, exec: segment.flags & SEG_EXEC != 0 };
+            let mut vaddr = segment.vaddr;
+            while vaddr < segment.vaddr + segment.mem_size {
+                let Some(frame) = phys::alloc_zeroed(self.frames) else {
+                    pages.iter().for_each(|p: &TemplatePage| self.frames.free(p.frame));
+                    return Err(LoadError::OutOfMemory);
                 };
+                let offset = (vaddr - segment.vaddr) as usize;
+                if offset < segment.data.len() {
+                    let chunk = &segment.data[offset..segment.data.len().min(offset + FRAME_SIZE as usize)];
+                    // SAFETY: `frame` was just allocated for this page and is
+                    // reached through the physmap; chunk is at most a frame.
+                    unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), phys::to_virt(frame), chunk.len()) };
+                }
+                pages.push(TemplatePage { vaddr, frame, rights });
+                vaddr += FRAME_SIZE;
+            }
+        }
+        let layout = Layout {
+            mem_size: image.header().mem_size,
+            heap: (image.heap_start(), image.heap_end()),
+            stack: (image.stack_bottom(), image.stack_top()),
+        };
+        Ok(Template { entry: image.header().entry, layout, pages })
+    }
+
+    /// Makes VM `id` from a template; `args` go on its info page.
+    pub fn instantiate(&mut self, id: VmId, name: &str, template: &Template, args: &[u8]) -> Result<Vm, LoadError> {
+        let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
+        match self.map(&mut space, template) {
+            Ok(info_frame) => {
+                let layout = template.layout;
                 let mut vm = Vm {
                     id,
                     name: String::from(name),
                     // Enter as if called: rsp + 8 is 16-byte aligned.
-                    context: UserContext::new(self.selectors, image.header().entry, image.stack_top() - 8),
+                    context: UserContext::new(self.selectors, template.entry, layout.stack.1 - 8),
                     fpu: FpuState::initial(),
                     space,
                     info_frame,
@@ -80,7 +123,7 @@ impl Loader<'_> {
                     state: State::Runnable,
                     pending: 0,
                     console_line_start: true,
-                    stats: Stats { resident_pages: pages, ..Stats::default() },
+                    stats: Stats { resident_pages: 1, shared_pages: template.pages.len() as u64, ..Stats::default() },
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)
@@ -92,28 +135,14 @@ impl Loader<'_> {
         }
     }
 
-    /// Maps the info page and the segments; returns the info frame and the
-    /// number of pages mapped.
-    fn fill(&mut self, space: &mut AddressSpace, image: &Image<'_>) -> Result<(u64, u64), LoadError> {
+    /// Maps the info page and the template's pages; returns the info frame.
+    fn map(&mut self, space: &mut AddressSpace, template: &Template) -> Result<u64, LoadError> {
         let info_frame = space.map_zeroed(self.frames, INFO_PAGE, Rights { write: false, exec: false })?;
-        let mut pages = 1;
-        for segment in image.segments() {
-            let rights = Rights { write: segment.flags & SEG_WRITE != 0, exec: segment.flags & SEG_EXEC != 0 };
-            let mut page = segment.vaddr;
-            while page < segment.vaddr + segment.mem_size {
-                let frame = space.map_zeroed(self.frames, page, rights)?;
-                pages += 1;
-                let offset = (page - segment.vaddr) as usize;
-                if offset < segment.data.len() {
-                    let chunk = &segment.data[offset..segment.data.len().min(offset + FRAME_SIZE as usize)];
-                    // SAFETY: `frame` was just allocated for this page and is
-                    // reached through the physmap; chunk is at most a frame.
-                    unsafe { core::ptr::copy_nonoverlapping(chunk.as_ptr(), phys::to_virt(frame), chunk.len()) };
-                }
-                page += FRAME_SIZE;
-            }
+        for page in &template.pages {
+            let backing = if page.rights.write { Backing::CopyOnWrite } else { Backing::Shared };
+            space.map_frame(self.frames, page.vaddr, page.frame, page.rights, backing)?;
         }
-        Ok((info_frame, pages))
+        Ok(info_frame)
     }
 
     fn write_info_page(&self, vm: &mut Vm, args: &[u8]) {

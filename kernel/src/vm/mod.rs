@@ -32,8 +32,10 @@ pub struct Stats {
     pub cpu_ticks: u64,
     /// Hypercalls made.
     pub hypercalls: u64,
-    /// Pages currently mapped for it.
+    /// Pages it owns (touched heap and stack, copied data, its info page).
     pub resident_pages: u64,
+    /// Image pages it maps but shares with the other VMs of its image.
+    pub shared_pages: u64,
     /// Times it was woken from `idle`.
     pub wakeups: u64,
 }
