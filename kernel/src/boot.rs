@@ -6,7 +6,7 @@ use crate::arch::x86_64::{self as arch, cpu, gdt, trap};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::phys;
-use crate::run::Kernel;
+use crate::run::{BootReport, Kernel};
 use crate::time::Clock;
 use crate::vm::loader::Loader;
 use alloc::vec::Vec;
@@ -86,12 +86,18 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
 
     let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
+    let load_started = arch::rdtsc();
+    let frames_before = kernel.frames.in_use();
+    let mut template_frames = 0;
     for index in 0..bundle.len() {
         let (entry, image) = bundle.entry(index).expect("parsed bundle has this entry");
         let args = bundle.args(index).unwrap_or_default();
         let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
         let template = match loader.prepare(image) {
-            Ok(template) => template,
+            Ok(template) => {
+                template_frames += template.frames();
+                template
+            }
             Err(e) => {
                 kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
                 (0..entry.instances).for_each(|_| kernel.refuse(entry.name()));
@@ -110,6 +116,14 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
             }
         }
     }
+    let made = kernel.vms.iter().filter(|vm| vm.is_some()).count() as u64;
+    kernel.boot = BootReport {
+        vms: made,
+        ns: clock.ns_at(arch::rdtsc()) - clock.ns_at(load_started),
+        // Every frame the loading took that is neither an image page nor a
+        // VM's own info page: page tables.
+        page_table_frames: kernel.frames.in_use() - frames_before - template_frames - made,
+    };
     let status = kernel.run(info.flags & BOOT_FLAG_STATS != 0);
     arch::exit(status)
 }

@@ -23,6 +23,17 @@ use x86_64::structures::paging::PhysFrame;
 /// Exit status recorded for an image the loader refused.
 pub const REFUSED_STATUS: i32 = 126;
 
+/// What making the boot's VMs cost.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BootReport {
+    /// VMs made.
+    pub vms: u64,
+    /// Time from the first image to the last VM, in ns.
+    pub ns: u64,
+    /// Page-table frames the VMs took.
+    pub page_table_frames: u64,
+}
+
 /// Every VM of this boot and the state to run them.
 pub struct Kernel {
     /// Physical memory.
@@ -37,6 +48,8 @@ pub struct Kernel {
     names: Vec<String>,
     /// Accounting by id, kept when the VM exits.
     stats: Vec<Stats>,
+    /// What making the VMs cost.
+    pub boot: BootReport,
     /// The global clock.
     pub clock: Clock,
     /// The kernel's own page tables.
@@ -59,6 +72,7 @@ impl Kernel {
             statuses: Vec::new(),
             names: Vec::new(),
             stats: Vec::new(),
+            boot: BootReport::default(),
             clock,
             kernel_pml4,
             live: 0,
@@ -166,6 +180,16 @@ impl Kernel {
             total.wakeups += stats.wakeups;
         }
         row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
+        let boot = self.boot;
+        let per_vm = |total: u64| total.checked_div(boot.vms).unwrap_or(0);
+        kprintln!(
+            "denali: made {} VMs in {} us ({} us per VM); kernel memory per VM: {} KiB of page tables + {} B of VM record",
+            boot.vms,
+            boot.ns / 1000,
+            per_vm(boot.ns / 1000),
+            per_vm(boot.page_table_frames * 4),
+            core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>()
+        );
     }
 
     fn fire_alarms(&mut self) {

@@ -6,7 +6,10 @@
 //! of a demand-zero page.
 //!
 //! `cargo denali run --release` in this directory. The iteration count is
-//! `ITERATIONS` below (the issue asks for 1,000,000 null hypercalls).
+//! the VM's first argument (`args` in Denali.toml), 1,000,000 by default. A
+//! second argument `switch` measures only `yield`: run two instances and
+//! each yield hands the CPU to the other VM, so one round is two hypercalls
+//! and two domain switches.
 
 extern crate alloc;
 
@@ -14,7 +17,6 @@ use denali::hypercall::{Hypercall, call2, raw};
 use denali::prelude::*;
 use denali::time::Instant;
 
-const ITERATIONS: u64 = 1_000_000;
 const PAGES: usize = 256;
 
 fn per_op(label: &str, n: u64, f: impl Fn()) {
@@ -28,13 +30,21 @@ fn per_op(label: &str, n: u64, f: impl Fn()) {
 
 #[denali::main]
 fn main() {
-    per_op("null hypercall", ITERATIONS, || {
+    let mut args = denali::vm::args().split_whitespace();
+    let iterations: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    if args.next() == Some("switch") {
+        per_op("yield round (2 VMs)", iterations, || {
+            let _ = call2(Hypercall::Yield, 0, 0);
+        });
+        return;
+    }
+    per_op("null hypercall", iterations, || {
         core::hint::black_box(raw(u64::MAX, 0, 0));
     });
-    per_op("yield hypercall", ITERATIONS / 10, || {
+    per_op("yield hypercall", iterations / 10, || {
         let _ = call2(Hypercall::Yield, 0, 0);
     });
-    per_op("clock read (no hypercall)", ITERATIONS, || {
+    per_op("clock read (no hypercall)", iterations, || {
         core::hint::black_box(Instant::now());
     });
     let mut pages = alloc::vec::Vec::<[u8; 4096]>::with_capacity(PAGES);

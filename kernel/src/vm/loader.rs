@@ -73,6 +73,13 @@ pub struct Loader<'a> {
     pub vm_count: u32,
 }
 
+impl Template {
+    /// Frames holding the image's pages.
+    pub fn frames(&self) -> u64 {
+        self.pages.len() as u64
+    }
+}
+
 impl Loader<'_> {
     /// Validates `bytes` and copies its segments into frames once.
     pub fn prepare(&mut self, bytes: &[u8]) -> Result<Template, LoadError> {
