@@ -69,6 +69,11 @@ pub mod ports {
     pub const EXIT: u16 = 0x501;
     /// Panic device: a 32-bit write says the kernel itself panicked.
     pub const PANIC: u16 = 0x502;
+    /// Idle device: a 32-bit write says the kernel has nothing to run for
+    /// that many microseconds, and the monitor parks the vCPU meanwhile
+    /// (where no monitor claims the port, the write does nothing and the
+    /// kernel waits by itself).
+    pub const IDLE: u16 = 0x503;
 }
 
 /// Magic at the start of a boot bundle.

@@ -20,6 +20,9 @@ use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr2, Cr3};
 use x86_64::structures::paging::PhysFrame;
 
+/// Waits shorter than this are spun: parking the vCPU costs an exit.
+const IDLE_THRESHOLD_NS: u64 = 50_000;
+
 /// Exit status recorded for an image the loader refused.
 pub const REFUSED_STATUS: i32 = 126;
 
@@ -208,8 +211,15 @@ impl Kernel {
     }
 
     /// Nothing is runnable until `deadline`: wait for it.
+    /// Nothing is runnable until `deadline`: hand the CPU back to the
+    /// monitor until then, and spin only for what is left.
     fn wait_until(&self, deadline: u64) {
         let target = self.clock.tsc_at(deadline);
+        let now = self.now();
+        if deadline > now + IDLE_THRESHOLD_NS {
+            let micros = ((deadline - now) / 1000).min(u64::from(u32::MAX)) as u32;
+            crate::arch::x86_64::idle_for(micros);
+        }
         while rdtsc() < target {
             core::hint::spin_loop();
         }

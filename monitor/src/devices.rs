@@ -25,6 +25,8 @@ pub enum PortAction {
     Exit(i32),
     /// The kernel panicked.
     Panic,
+    /// The kernel has nothing to run for this long.
+    Idle(std::time::Duration),
 }
 
 /// Every device on the I/O port bus.
@@ -52,6 +54,7 @@ impl PortBus {
             }
             ports::EXIT => PortAction::Exit(le_u32(data) as i32),
             ports::PANIC => PortAction::Panic,
+            ports::IDLE => PortAction::Idle(std::time::Duration::from_micros(u64::from(le_u32(data)))),
             _ => PortAction::Continue,
         }
     }
@@ -101,6 +104,10 @@ mod tests {
         assert_eq!(&sink.0.lock().unwrap()[..], b"hi");
         assert_eq!(bus.write(ports::EXIT, &7u32.to_le_bytes()), PortAction::Exit(7));
         assert_eq!(bus.write(ports::PANIC, &1u32.to_le_bytes()), PortAction::Panic);
+        assert_eq!(
+            bus.write(ports::IDLE, &1500u32.to_le_bytes()),
+            PortAction::Idle(std::time::Duration::from_micros(1500))
+        );
         // The line-status register says the transmitter is empty.
         let mut lsr = [0u8];
         bus.read(ports::SERIAL + 5, &mut lsr);

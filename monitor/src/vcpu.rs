@@ -159,6 +159,9 @@ impl Machine {
                     PortAction::Continue => {}
                     PortAction::Exit(status) => break Ok(status),
                     PortAction::Panic => break Err(Error::KernelPanic),
+                    // Nothing can wake the kernel early yet (no device
+                    // raises events), so a plain sleep is exact.
+                    PortAction::Idle(duration) => std::thread::sleep(duration),
                 },
                 VcpuExit::IoIn(port, data) => bus.read(port, data),
                 VcpuExit::MmioRead(_, data) => data.fill(0xff),
