@@ -42,9 +42,12 @@ pub struct BootInfo {
     pub regions: [MemRegion; MAX_MEM_REGIONS],
     /// `BOOT_FLAG_*` bits.
     pub flags: u64,
+    /// Milliseconds after which the kernel stops every VM still running
+    /// (0: no limit).
+    pub time_limit_ms: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 48 + 16 * MAX_MEM_REGIONS);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 56 + 16 * MAX_MEM_REGIONS);
 
 /// Boot flag: the kernel reports its own progress (boot banner, per-VM
 /// exit lines) on the console, not only faults.

@@ -71,6 +71,10 @@ enum Command {
         /// when the run ends.
         #[arg(long)]
         stats: bool,
+        /// Stop every VM still running after this many seconds (their status
+        /// is 124).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
     },
 }
 
@@ -96,13 +100,19 @@ fn main() -> ExitCode {
             }
             0
         }),
-        Command::Run { images, build, mem, instances, stats } => instances
-            .map(|n| denali_cli::manifest::check_instances(n, "--instances"))
-            .transpose()
-            .and_then(|instances| {
+        Command::Run { images, build, mem, instances, stats, timeout } => {
+            let time_limit = match timeout {
+                Some(secs) if !(secs > 0.0 && secs < 1e9) => {
+                    Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
+                }
+                other => Ok(other.map(std::time::Duration::from_secs_f64)),
+            };
+            let instances = instances.map(|n| denali_cli::manifest::check_instances(n, "--instances")).transpose();
+            instances.and_then(|instances| {
                 let memory = mem.map(|m| m << 20);
-                run::run(&RunOptions { images, build: build.into(), memory, instances, stats })
-            }),
+                run::run(&RunOptions { images, build: build.into(), memory, instances, stats, time_limit: time_limit? })
+            })
+        }
     };
     match result {
         Ok(status) => ExitCode::from(status as u8),

@@ -21,6 +21,8 @@ pub struct RunOptions {
     pub instances: Option<u32>,
     /// Print per-VM accounting when the run ends.
     pub stats: bool,
+    /// Stop every VM still running after this long.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// One image to boot, and how.
@@ -68,6 +70,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let mut config = denali_monitor::Config::new(&kernel, build_bundle(&entries));
     config.verbose = options.build.verbose;
     config.stats = options.stats;
+    config.time_limit = options.time_limit;
     if let Some(memory) = options.memory {
         config.mem_size = memory;
     }

@@ -4,8 +4,17 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::*;
+
+/// The tests here measure time and CPU use, so they take turns rather than
+/// compete for the machine's two cores.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 const SLEEPY: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, sleep};\n\n#[denali::main]\nfn main() {\n    denali::println!(\"sleeping\");\n    sleep(Duration::from_secs(4));\n}\n";
 
@@ -19,6 +28,7 @@ fn cpu_time(pid: u32) -> Duration {
 
 #[test]
 fn five_hundred_sleeping_vms_leave_the_host_cpu_idle() {
+    let _turn = take_turn();
     require_kvm();
     let dir = scratch();
     let service = new_service(dir.path(), "sleepy", Some(SLEEPY));
@@ -52,6 +62,7 @@ const TIMER: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, Insta
 
 #[test]
 fn sleep_wakes_on_time() {
+    let _turn = take_turn();
     let dir = scratch();
     let service = new_service(dir.path(), "timer", Some(TIMER));
     build(&service, "timer");
@@ -65,4 +76,54 @@ fn sleep_wakes_on_time() {
         .expect("the VM reported its overshoot");
     // The emulated kernel answers an alarm within a few milliseconds.
     assert!(worst < 10_000, "a 10 ms sleep overshot by {worst} us");
+}
+
+const SPINNER: &str =
+    "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    loop {\n        core::hint::spin_loop();\n    }\n}\n";
+const NAPPER: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, Instant, sleep};\n\n#[denali::main]\nfn main() {\n    let mut worst = Duration::ZERO;\n    for _ in 0..100 {\n        let start = Instant::now();\n        sleep(Duration::from_millis(10));\n        worst = worst.max(start.elapsed() - Duration::from_millis(10));\n    }\n    denali::println!(\"napper done, worst overshoot {} us\", worst.as_micros());\n}\n";
+
+/// CPU milliseconds of VM `id` from the --stats table.
+fn cpu_ms(stdout: &str, id: u32) -> f64 {
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&id.to_string()) && l.contains("spinner"))
+        .unwrap_or_else(|| panic!("no stats row for vm {id}:\n{stdout}"));
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+#[test]
+fn spinning_vms_are_preempted_and_share_the_cpu_fairly() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let spinner = build(&new_service(dir.path(), "spinner", Some(SPINNER)), "spinner");
+    let napper = build(&new_service(dir.path(), "napper", Some(NAPPER)), "napper");
+    let out = run(
+        dir.path(),
+        &["--instances", "2", "--timeout", "4", "--stats", spinner.to_str().unwrap(), napper.to_str().unwrap()],
+    );
+    let text = &out.stdout;
+    // The nappers finish although two VMs never give up the CPU...
+    for id in [2, 3] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("vm{id}| napper done")))
+            .unwrap_or_else(|| panic!("vm {id} did not finish:\n{text}"));
+        let worst: u64 = line.rsplit(' ').nth(1).unwrap().parse().unwrap();
+        // ...and every 10 ms sleep ends within one time slice of its alarm.
+        assert!(worst <= 10_000, "vm {id} overshot a sleep by {worst} us");
+    }
+    // The spinners are stopped by the time limit, having shared the CPU.
+    assert!(text.contains("denali: vm 0 (spinner) exited with status 124"), "{text}");
+    let (a, b) = (cpu_ms(text, 0), cpu_ms(text, 1));
+    assert!(a > 500.0 && b > 500.0, "spinners ran {a} and {b} ms");
+    assert!((a - b).abs() / a.max(b) < 0.10, "spinners' CPU times differ by more than 10%: {a} vs {b} ms");
+    assert_eq!(out.status, 124, "stderr: {}", out.stderr);
+}
+
+#[test]
+fn a_bad_timeout_is_refused() {
+    let dir = scratch();
+    let out = run(dir.path(), &["--timeout", "0", "x.dvm"]);
+    assert_eq!(out.status, 1);
+    assert!(out.stderr.contains("--timeout must be a positive number of seconds (got 0)"), "{}", out.stderr);
 }

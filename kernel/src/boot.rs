@@ -2,7 +2,7 @@
 //! carves the kernel heap and the frame allocator out of usable memory,
 //! loads every image of the boot bundle into its own VM, and runs them.
 
-use crate::arch::x86_64::{self as arch, cpu, gdt, trap};
+use crate::arch::x86_64::{self as arch, apic, cpu, gdt, trap};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::phys;
@@ -86,6 +86,10 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
 
     let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
+    kernel.preemption = apic::init();
+    if !kernel.preemption {
+        kprintln!("denali: this CPU has no x2APIC TSC-deadline timer; a VM that never yields will keep the CPU");
+    }
     let load_started = arch::rdtsc();
     let frames_before = kernel.frames.in_use();
     let mut template_frames = 0;
@@ -124,6 +128,9 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         // VM's own info page: page tables.
         page_table_frames: kernel.frames.in_use() - frames_before - template_frames - made,
     };
+    if info.time_limit_ms != 0 {
+        kernel.time_limit = Some(clock.ns_at(arch::rdtsc()) + info.time_limit_ms * 1_000_000);
+    }
     let status = kernel.run(info.flags & BOOT_FLAG_STATS != 0);
     arch::exit(status)
 }

@@ -2,23 +2,29 @@
 //! the trap; when nothing is runnable, wait for the next alarm; stop when
 //! every VM has exited.
 
-use crate::arch::x86_64::rdtsc;
 use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, enter_user};
+use crate::arch::x86_64::{apic, rdtsc};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
-use crate::sched::{Scheduler, VmId};
+use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::time::Clock;
 use crate::vm::fault::Fault;
 use crate::vm::hypercall::{self, Env, Outcome};
 use crate::vm::{State, Stats, Vm, fault_status};
 use alloc::string::String;
 use alloc::vec::Vec;
-use denali_abi::hypercall::{EVENT_ALARM, HYPERCALL_VECTOR};
+use denali_abi::hypercall::{EVENT_ALARM, EVENT_WAKEUP, HYPERCALL_VECTOR};
 
 const HYPERCALL: u64 = HYPERCALL_VECTOR as u64;
+const TIMER: u64 = apic::TIMER_VECTOR;
+const SPURIOUS: u64 = apic::SPURIOUS_VECTOR;
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr2, Cr3};
 use x86_64::structures::paging::PhysFrame;
+
+/// Exit status of VMs still running when the boot's time limit passes (as
+/// `timeout(1)` reports).
+pub const TIMED_OUT_STATUS: i32 = 124;
 
 /// Waits shorter than this are spun: parking the vCPU costs an exit.
 const IDLE_THRESHOLD_NS: u64 = 50_000;
@@ -63,6 +69,12 @@ pub struct Kernel {
     fpu_owner: Option<VmId>,
     /// Report each VM's exit, not only faults.
     verbose: bool,
+    /// Whether the APIC timer can take the CPU back from a VM.
+    pub preemption: bool,
+    /// Global-clock time at which the boot ends, if any.
+    pub time_limit: Option<u64>,
+    /// Whether the last `run_vm` ended because the timer fired.
+    preempted: bool,
 }
 
 impl Kernel {
@@ -81,6 +93,9 @@ impl Kernel {
             live: 0,
             fpu_owner: None,
             verbose,
+            preemption: false,
+            time_limit: None,
+            preempted: false,
         }
     }
 
@@ -113,12 +128,17 @@ impl Kernel {
     pub fn run(&mut self, print_stats: bool) -> i32 {
         let prefix = self.vms.len() > 1;
         while self.live > 0 {
+            if self.time_limit.is_some_and(|limit| self.now() >= limit) {
+                kprintln!("denali: the time limit passed; stopping {} VM(s)", self.live);
+                self.stop_all(TIMED_OUT_STATUS);
+                break;
+            }
             self.fire_alarms();
             if let Some(id) = self.sched.pick_next() {
-                self.run_vm(id, prefix);
+                self.run_slice(id, prefix);
                 continue;
             }
-            match self.sched.next_deadline() {
+            match self.next_event() {
                 Some(deadline) => self.wait_until(deadline),
                 None => {
                     kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
@@ -195,6 +215,67 @@ impl Kernel {
         );
     }
 
+    /// The next alarm or the time limit, whichever comes first.
+    fn next_event(&mut self) -> Option<u64> {
+        match (self.sched.next_deadline(), self.time_limit) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Stops every VM still alive with `status`.
+    fn stop_all(&mut self, status: i32) {
+        for id in 0..self.vms.len() as VmId {
+            if self.vms[id as usize].is_some() {
+                self.finish(id, status);
+            }
+        }
+    }
+
+    /// Runs VM `id` for at most a time slice when others are waiting, or
+    /// until the next alarm or the time limit: the APIC timer takes the CPU
+    /// back then. With nothing else to run and nothing due, the VM runs
+    /// undisturbed (no tick).
+    ///
+    /// A VM whose slice an alarm cut short keeps the rest of it and runs
+    /// again right after the woken VM; one that used its slice up goes to
+    /// the back of the queue. Spinning VMs thus share the CPU equally.
+    fn run_slice(&mut self, id: VmId, prefix: bool) {
+        let Some(slice) = self.vms[id as usize].as_ref().map(|vm| vm.slice_left) else { return };
+        let started = self.now();
+        let mut deadline = self.next_event();
+        if self.sched.has_runnable() {
+            let slice_end = started + slice;
+            deadline = Some(deadline.map_or(slice_end, |d| d.min(slice_end)));
+        }
+        let armed = match deadline {
+            Some(deadline) if self.preemption => {
+                apic::set_deadline(self.clock.tsc_at(deadline).max(1));
+                true
+            }
+            _ => false,
+        };
+        self.preempted = false;
+        self.run_vm(id, prefix);
+        if armed {
+            apic::set_deadline(0);
+        }
+        let used = self.now() - started;
+        match self.vms[id as usize].as_mut() {
+            Some(vm) if self.preempted && used + MIN_SLICE_NS < slice => {
+                vm.slice_left = slice - used;
+                self.sched.wake(id);
+            }
+            Some(vm) => {
+                vm.slice_left = TIME_SLICE_NS;
+                if self.preempted {
+                    self.sched.make_runnable(id);
+                }
+            }
+            None => {}
+        }
+    }
+
     fn fire_alarms(&mut self) {
         let now = self.now();
         while let Some(id) = self.sched.pop_expired(now) {
@@ -204,13 +285,12 @@ impl Kernel {
                     vm.state = State::Runnable;
                     vm.stats.wakeups += 1;
                     vm.context.rax = vm.take_pending();
-                    self.sched.make_runnable(id);
+                    self.sched.wake(id);
                 }
             }
         }
     }
 
-    /// Nothing is runnable until `deadline`: wait for it.
     /// Nothing is runnable until `deadline`: hand the CPU back to the
     /// monitor until then, and spin only for what is left.
     fn wait_until(&self, deadline: u64) {
@@ -280,6 +360,15 @@ impl Kernel {
                         Outcome::Exit(status) => return self.finish(id, status),
                     }
                 }
+                TIMER => {
+                    // The timer took the CPU back (run_slice requeues the
+                    // VM); one wake-up event lets it recalibrate later.
+                    apic::end_of_interrupt();
+                    vm.raise(EVENT_WAKEUP);
+                    self.preempted = true;
+                    return;
+                }
+                SPURIOUS => {}
                 vector => {
                     let fault = Fault {
                         vector,

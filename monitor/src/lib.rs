@@ -33,12 +33,21 @@ pub struct Config {
     pub verbose: bool,
     /// Let the kernel print per-VM accounting when the run ends.
     pub stats: bool,
+    /// Stop every VM still running after this long.
+    pub time_limit: Option<std::time::Duration>,
 }
 
 impl Config {
     /// A configuration with the default memory size.
     pub fn new(kernel: &Path, bundle: Vec<u8>) -> Self {
-        Config { kernel: kernel.to_path_buf(), bundle, mem_size: DEFAULT_MEM_SIZE, verbose: false, stats: false }
+        Config {
+            kernel: kernel.to_path_buf(),
+            bundle,
+            mem_size: DEFAULT_MEM_SIZE,
+            verbose: false,
+            stats: false,
+            time_limit: None,
+        }
     }
 }
 

@@ -77,6 +77,7 @@ impl Machine {
             write(GDT_ADDR + i as u64 * 8, &descriptor.to_le_bytes())?;
         }
 
+        vm.create_irq_chip().map_err(|e| Error::Kvm("create the interrupt controller", e))?;
         let vcpu = vm.create_vcpu(0).map_err(|e| Error::Kvm("create a vCPU", e))?;
         let cpuid = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| Error::Kvm("report CPUID", e))?;
         vcpu.set_cpuid2(&cpuid).map_err(|e| Error::Kvm("set CPUID", e))?;
@@ -93,6 +94,7 @@ impl Machine {
             tsc_khz: u64::from(tsc_khz),
             regions,
             flags: if config.verbose { BOOT_FLAG_VERBOSE } else { 0 } | if config.stats { BOOT_FLAG_STATS } else { 0 },
+            time_limit_ms: config.time_limit.map_or(0, |t| t.as_millis().max(1) as u64),
         };
         // SAFETY: BootInfo is a #[repr(C)] struct of integers with no padding
         // (its size is asserted in denali-abi), so viewing it as bytes is sound.

@@ -8,6 +8,11 @@ use alloc::collections::{BinaryHeap, VecDeque};
 use alloc::vec::Vec;
 use core::cmp::Reverse;
 
+/// How long a VM runs before another runnable VM gets the CPU.
+pub const TIME_SLICE_NS: u64 = 10_000_000;
+/// A slice shorter than this is not worth resuming: the VM goes to the back.
+pub const MIN_SLICE_NS: u64 = 200_000;
+
 /// Identifies a VM within one boot.
 pub type VmId = u32;
 
@@ -42,6 +47,16 @@ impl Scheduler {
         if !self.queued[id as usize] {
             self.queued[id as usize] = true;
             self.runnable.push_back(id);
+        }
+    }
+
+    /// Puts `id` at the front of the run queue: a VM woken by an event runs
+    /// before the ones that used up their slice, so it answers promptly.
+    pub fn wake(&mut self, id: VmId) {
+        self.grow(id);
+        if !self.queued[id as usize] {
+            self.queued[id as usize] = true;
+            self.runnable.push_front(id);
         }
     }
 
@@ -112,6 +127,18 @@ mod tests {
         assert_eq!(s.pick_next(), Some(2));
         assert_eq!(s.pick_next(), Some(0));
         assert_eq!(s.pick_next(), None);
+    }
+
+    #[test]
+    fn woken_vms_run_before_preempted_ones() {
+        let mut s = Scheduler::new();
+        s.make_runnable(1);
+        s.make_runnable(2);
+        s.wake(3);
+        s.wake(1); // already queued: stays where it is
+        assert_eq!(s.pick_next(), Some(3));
+        assert_eq!(s.pick_next(), Some(1));
+        assert_eq!(s.pick_next(), Some(2));
     }
 
     #[test]

@@ -131,6 +131,7 @@ impl Loader<'_> {
                     pending: 0,
                     console_line_start: true,
                     stats: Stats { resident_pages: 1, shared_pages: template.pages.len() as u64, ..Stats::default() },
+                    slice_left: crate::sched::TIME_SLICE_NS,
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)

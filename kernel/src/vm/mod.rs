@@ -94,6 +94,8 @@ pub struct Vm {
     pub console_line_start: bool,
     /// Accounting.
     pub stats: Stats,
+    /// What is left of its time slice (a full slice after it used one up).
+    pub slice_left: u64,
 }
 
 impl Vm {

@@ -1,6 +1,7 @@
 //! x86_64: descriptor tables, traps and hypercall entry, the serial port,
 //! CPU feature set-up, and the monitor's exit devices.
 
+pub mod apic;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;
