@@ -15,23 +15,8 @@ use anyhow::{Context, Result, bail};
 use denali_abi::boot::{BundleSpec, build_bundle};
 use denali_cli::build::{BuildOptions, build};
 use denali_cli::{image, kernel, paths};
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-#[derive(Clone, Default)]
-struct Console(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Console {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn build_example(name: &str) -> Result<Vec<u8>> {
     let manifest = paths::repo_root().join("examples").join(name).join("Cargo.toml");
@@ -48,11 +33,11 @@ fn boot(name: &str, image: &[u8], instances: u32, args: &str, mem: Option<u64>) 
     if let Some(mem) = mem {
         config.mem_size = mem;
     }
-    let console = Console::default();
+    let console = denali_monitor::CapturedConsole::default();
     let start = Instant::now();
     let status = denali_monitor::run(&config, Box::new(console.clone()))?;
     let elapsed = start.elapsed();
-    let text = String::from_utf8_lossy(&console.0.lock().unwrap()).into_owned();
+    let text = console.text();
     if status != 0 {
         bail!("the run of {instances} x {name} ended with status {status}:\n{}", tail(&text));
     }

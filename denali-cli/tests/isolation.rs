@@ -5,7 +5,6 @@
 mod support;
 
 use denali_abi::boot::{BundleSpec, build_bundle};
-use std::sync::{Arc, Mutex};
 use support::*;
 
 const NULL_WRITE: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let p = core::hint::black_box(0usize) as *mut u64;\n    unsafe { p.write_volatile(0xdead) };\n}\n";
@@ -61,19 +60,6 @@ fn corrupted_images_are_refused_by_the_cli() {
     assert!(out.stderr.contains("is not a valid Denali image: not a Denali image (bad magic)"), "{}", out.stderr);
 }
 
-#[derive(Clone, Default)]
-struct Console(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Console {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn the_kernel_loader_refuses_a_corrupted_image_and_runs_the_rest() {
     require_kvm();
@@ -89,10 +75,10 @@ fn the_kernel_loader_refuses_a_corrupted_image_and_runs_the_rest() {
         BundleSpec { name: "good", instances: 1, image: &good, args: "" },
     ]);
     let kernel = denali_cli::kernel::kernel_elf().expect("kernel builds");
-    let console = Console::default();
+    let console = denali_monitor::CapturedConsole::default();
     let status =
         denali_monitor::run(&denali_monitor::Config::new(&kernel, bundle), Box::new(console.clone())).expect("run");
-    let text = String::from_utf8_lossy(&console.0.lock().unwrap()).into_owned();
+    let text = console.text();
     assert!(
         text.contains("image 0 (corrupted) refused by the loader: the image's content hash does not match"),
         "{text}"

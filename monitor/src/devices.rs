@@ -81,27 +81,15 @@ fn le_u32(data: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-    impl Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::CapturedConsole;
 
     #[test]
     fn uart_bytes_reach_the_console_and_the_exit_port_ends_the_run() {
-        let sink = Sink::default();
+        let sink = CapturedConsole::default();
         let mut bus = PortBus::new(Box::new(sink.clone()));
         assert_eq!(bus.write(ports::SERIAL, b"h"), PortAction::Continue);
         assert_eq!(bus.write(ports::SERIAL, b"i"), PortAction::Continue);
-        assert_eq!(&sink.0.lock().unwrap()[..], b"hi");
+        assert_eq!(sink.text(), "hi");
         assert_eq!(bus.write(ports::EXIT, &7u32.to_le_bytes()), PortAction::Exit(7));
         assert_eq!(bus.write(ports::PANIC, &1u32.to_le_bytes()), PortAction::Panic);
         assert_eq!(

@@ -51,6 +51,29 @@ impl Config {
     }
 }
 
+/// A console that keeps what the kernel printed, for callers that want the
+/// text rather than a terminal (tests, benchmarks).
+#[derive(Clone, Debug, Default)]
+pub struct CapturedConsole(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedConsole {
+    /// Everything written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl Write for CapturedConsole {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Checks that `/dev/kvm` can be opened, so a missing or forbidden KVM is
 /// reported before anything is built.
 pub fn check_kvm() -> Result<(), Error> {
