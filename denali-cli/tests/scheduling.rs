@@ -127,3 +127,23 @@ fn a_bad_timeout_is_refused() {
     assert_eq!(out.status, 1);
     assert!(out.stderr.contains("--timeout must be a positive number of seconds (got 0)"), "{}", out.stderr);
 }
+
+#[test]
+fn green_threads_sleep_concurrently_join_and_yield() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let service = new_service(dir.path(), "threads", Some(include_str!("guests/threads.rs")));
+    build(&service, "threads");
+    let out = run(&service, &["--stats"]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    let woke: Vec<&str> = out.stdout.lines().filter(|l| l.contains(" woke after ")).collect();
+    assert_eq!(
+        woke,
+        ["thread 2 woke after 100 ms", "thread 3 woke after 200 ms", "thread 1 woke after 300 ms"],
+        "{}",
+        out.stdout
+    );
+    // Three sleeps of 100, 200 and 300 ms overlap: well under their 600 ms sum.
+    assert!(out.stdout.contains("joined all: 1200; overlapped: true"), "{}", out.stdout);
+    assert!(out.stdout.contains("yields interleaved: 5"), "{}", out.stdout);
+}

@@ -22,6 +22,7 @@
 pub mod console;
 pub mod hypercall;
 pub mod process;
+pub mod thread;
 pub mod time;
 pub mod vm;
 

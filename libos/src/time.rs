@@ -61,16 +61,17 @@ impl core::ops::Sub<Instant> for Instant {
 }
 
 /// Gives up the CPU until an event is pending; returns the batch of event
-/// bits (`denali_abi::hypercall::EVENT_*`).
+/// bits (`denali_abi::hypercall::EVENT_*`). This parks the whole VM, every
+/// thread of it; threads should sleep or wait instead.
 pub fn idle() -> u64 {
     call2(Hypercall::Idle, 0, 0).unwrap_or(0)
 }
 
-/// Sleeps for at least `d`, using no CPU meanwhile.
+/// Sleeps for at least `d`, using no CPU meanwhile: the calling thread
+/// parks and the VM's other threads run (see [`crate::thread`]).
 pub fn sleep(d: Duration) {
     let deadline = Instant::now().checked_add(d).map_or(u64::MAX, |i| i.0);
     while now_ns() < deadline {
-        let _ = call2(Hypercall::Alarm, deadline, 0);
-        idle();
+        crate::thread::sleep_until(deadline);
     }
 }

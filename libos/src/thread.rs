@@ -1,0 +1,282 @@
+//! Green threads: cooperative threads inside one VM.
+//!
+//! A thread runs until it sleeps, waits for another, or yields; then the
+//! next ready thread runs. When no thread is ready the library OS sets the
+//! virtual alarm clock for the earliest sleeper and calls the `idle`
+//! hypercall, so a VM whose threads all wait uses no CPU.
+//!
+//! ```ignore
+//! let handle = denali::thread::spawn(|| 6 * 7);
+//! assert_eq!(handle.join(), 42);
+//! ```
+//!
+//! Thread stacks are [`STACK_SIZE`] bytes from the heap, without a guard
+//! page: a thread that overflows its stack corrupts the heap, not another
+//! VM. The main thread keeps the VM's own stack (with its guard page).
+
+extern crate alloc;
+
+use crate::hypercall::{Hypercall, call2};
+use crate::time::{Instant, idle};
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+
+/// Stack size of a spawned thread.
+pub const STACK_SIZE: usize = 64 * 1024;
+
+/// Identifies a thread within its VM; the main thread is 0.
+pub type ThreadId = usize;
+
+enum State {
+    Ready,
+    Sleeping,
+    Joining,
+    Finished,
+}
+
+struct Thread {
+    /// Saved stack pointer while not running.
+    rsp: u64,
+    /// Owned stack (none for the main thread).
+    stack: Option<Box<[u8]>>,
+    state: State,
+    entry: Option<Box<dyn FnOnce()>>,
+    joiners: Vec<ThreadId>,
+}
+
+struct Runtime {
+    threads: Vec<Thread>,
+    current: ThreadId,
+    ready: VecDeque<ThreadId>,
+    /// Sleepers by (wake-up time in ns, thread).
+    sleepers: BTreeMap<(u64, ThreadId), ()>,
+    /// Finished threads whose stacks can go once we are off them.
+    dead: Vec<ThreadId>,
+}
+
+/// The runtime of this VM's threads. A VM has one CPU and the kernel never
+/// runs two of its threads at once, so plain interior mutability is enough;
+/// a `RefCell` borrow is never held across a switch.
+struct Local(RefCell<Option<Runtime>>);
+
+// SAFETY: a Denali VM is single-threaded at the hardware level: its green
+// threads run one at a time on one CPU, never concurrently.
+unsafe impl Sync for Local {}
+
+static RUNTIME: Local = Local(RefCell::new(None));
+
+fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
+    let mut slot = RUNTIME.0.borrow_mut();
+    let rt = slot.get_or_insert_with(|| Runtime {
+        threads: alloc::vec![Thread { rsp: 0, stack: None, state: State::Ready, entry: None, joiners: Vec::new() }],
+        current: 0,
+        ready: VecDeque::new(),
+        sleepers: BTreeMap::new(),
+        dead: Vec::new(),
+    });
+    f(rt)
+}
+
+/// Saves the callee-saved registers and stack pointer of the running
+/// thread in `*from`, and resumes the thread whose stack pointer is `to`.
+#[unsafe(naked)]
+unsafe extern "C" fn switch_stacks(from: *mut u64, to: u64) {
+    core::arch::naked_asm!(
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
+        "ret",
+    )
+}
+
+/// First code of every spawned thread.
+extern "C" fn thread_start() -> ! {
+    let entry = with(|rt| {
+        let current = rt.current;
+        rt.threads[current].entry.take()
+    });
+    if let Some(entry) = entry {
+        entry();
+    }
+    with(|rt| {
+        let current = rt.current;
+        rt.threads[current].state = State::Finished;
+        let joiners = core::mem::take(&mut rt.threads[current].joiners);
+        for joiner in joiners {
+            rt.threads[joiner].state = State::Ready;
+            rt.ready.push_back(joiner);
+        }
+        rt.dead.push(current);
+    });
+    schedule();
+    unreachable!("a finished thread was resumed");
+}
+
+/// Runs the next ready thread; with none ready, idles the VM until the
+/// earliest sleeper is due. Returns when the calling thread runs again.
+fn schedule() {
+    loop {
+        let next = with(|rt| {
+            let now = Instant::now().as_nanos_since_boot();
+            while let Some((&(due, id), _)) = rt.sleepers.first_key_value() {
+                if due > now {
+                    break;
+                }
+                rt.sleepers.remove(&(due, id));
+                rt.threads[id].state = State::Ready;
+                rt.ready.push_back(id);
+            }
+            match rt.ready.pop_front() {
+                Some(id) => Ok(id),
+                None => Err(rt.sleepers.first_key_value().map(|(&(due, _), _)| due)),
+            }
+        });
+        match next {
+            Ok(id) => return switch_to(id),
+            Err(Some(due)) => {
+                let _ = call2(Hypercall::Alarm, due, 0);
+                idle();
+            }
+            Err(None) => panic!("every thread of this VM is waiting for another: deadlock"),
+        }
+    }
+}
+
+/// Switches from the current thread to `next` (which may be itself).
+fn switch_to(next: ThreadId) {
+    let switch = with(|rt| {
+        let current = rt.current;
+        if next == current {
+            return None;
+        }
+        rt.current = next;
+        let from: *mut u64 = &mut rt.threads[current].rsp;
+        Some((from, rt.threads[next].rsp))
+    });
+    if let Some((from, to)) = switch {
+        // SAFETY: `from` points into the runtime's thread table, which is
+        // not moved while a switch is in flight (no thread is spawned
+        // between here and the save); `to` was saved by switch_stacks or
+        // built by `spawn` for a thread that is not running.
+        unsafe { switch_stacks(from, to) };
+    }
+    // Back on this thread: free the stacks of threads that finished.
+    with(|rt| {
+        let current = rt.current;
+        let dead = core::mem::take(&mut rt.dead);
+        for id in dead {
+            if id == current {
+                rt.dead.push(id);
+            } else {
+                rt.threads[id].stack = None;
+            }
+        }
+    });
+}
+
+/// The running thread's id.
+pub fn current() -> ThreadId {
+    with(|rt| rt.current)
+}
+
+/// Lets the other ready threads run first.
+pub fn yield_now() {
+    with(|rt| {
+        let current = rt.current;
+        rt.ready.push_back(current);
+    });
+    schedule();
+}
+
+/// Parks the running thread until global-clock time `due_ns`.
+pub(crate) fn sleep_until(due_ns: u64) {
+    with(|rt| {
+        let current = rt.current;
+        rt.threads[current].state = State::Sleeping;
+        rt.sleepers.insert((due_ns, current), ());
+    });
+    schedule();
+}
+
+/// A handle to wait for a thread and take what it returned.
+pub struct JoinHandle<T> {
+    id: ThreadId,
+    result: Rc<Cell<Option<T>>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// The thread's id.
+    pub fn thread_id(&self) -> ThreadId {
+        self.id
+    }
+
+    /// Whether the thread has finished.
+    pub fn is_finished(&self) -> bool {
+        with(|rt| matches!(rt.threads[self.id].state, State::Finished))
+    }
+
+    /// Waits for the thread to finish and returns its result.
+    pub fn join(self) -> T {
+        let finished = with(|rt| {
+            if matches!(rt.threads[self.id].state, State::Finished) {
+                return true;
+            }
+            let current = rt.current;
+            rt.threads[current].state = State::Joining;
+            rt.threads[self.id].joiners.push(current);
+            false
+        });
+        if !finished {
+            schedule();
+        }
+        self.result.take().expect("a finished thread left its result")
+    }
+}
+
+/// Starts `f` on a new green thread; it first runs when the caller next
+/// sleeps, yields or waits.
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let result = Rc::new(Cell::new(None));
+    let slot = result.clone();
+    let entry: Box<dyn FnOnce()> = Box::new(move || slot.set(Some(f())));
+    let mut stack = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
+    // The first switch pops six registers and returns into thread_start with
+    // the stack as a call would leave it (16-byte aligned before the call).
+    let top = (stack.as_mut_ptr() as u64 + STACK_SIZE as u64) & !15;
+    let return_slot = top - 16;
+    // SAFETY: `return_slot` and the 48 bytes below it lie inside `stack`,
+    // which the thread table keeps alive until the thread has finished.
+    unsafe { ((return_slot) as *mut u64).write(thread_start as *const () as u64) };
+    let rsp = return_slot - 6 * 8;
+    let id = with(|rt| {
+        rt.threads.push(Thread {
+            rsp,
+            stack: Some(stack),
+            state: State::Ready,
+            entry: Some(entry),
+            joiners: Vec::new(),
+        });
+        let id = rt.threads.len() - 1;
+        rt.ready.push_back(id);
+        id
+    });
+    JoinHandle { id, result }
+}
