@@ -14,13 +14,15 @@ use crate::vm::{State, Stats, Vm, fault_status};
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_WAKEUP, HYPERCALL_VECTOR};
+use x86_64::PhysAddr;
+use x86_64::registers::control::{Cr2, Cr3};
+use x86_64::structures::paging::PhysFrame;
+
+mod report;
 
 const HYPERCALL: u64 = HYPERCALL_VECTOR as u64;
 const TIMER: u64 = apic::TIMER_VECTOR;
 const SPURIOUS: u64 = apic::SPURIOUS_VECTOR;
-use x86_64::PhysAddr;
-use x86_64::registers::control::{Cr2, Cr3};
-use x86_64::structures::paging::PhysFrame;
 
 /// Exit status of VMs still running when the boot's time limit passes (as
 /// `timeout(1)` reports).
@@ -146,73 +148,11 @@ impl Kernel {
                 }
             }
         }
-        // Every failure is named; successes only when asked, so ten thousand
-        // healthy VMs end with one line.
-        for (id, (status, name)) in self.statuses.iter().zip(&self.names).enumerate() {
-            match status {
-                Some(0) if !self.verbose => {}
-                Some(s) => kprintln!("denali: vm {id} ({name}) exited with status {s}"),
-                None => kprintln!("denali: vm {id} ({name}) did not finish"),
-            }
-        }
-        if prefix {
-            let ok = self.statuses.iter().filter(|s| **s == Some(0)).count();
-            kprintln!(
-                "denali: {} VMs: {ok} exited with status 0, {} did not",
-                self.statuses.len(),
-                self.statuses.len() - ok
-            );
-        }
+        self.print_exits(prefix);
         if print_stats {
             self.print_stats();
         }
         self.statuses.iter().map(|s| s.unwrap_or(1)).find(|&s| s != 0).unwrap_or(0)
-    }
-
-    fn print_stats(&self) {
-        let row = |id: &str, name: &str, status: &str, stats: &Stats| {
-            let ms = (stats.cpu_ticks as f64) / (self.clock.tsc_khz as f64);
-            kprintln!(
-                "{id:>6}  {name:<20} {status:>6} {ms:>10.3} {:>12} {:>11} {:>11} {:>9}",
-                stats.resident_pages * 4,
-                stats.shared_pages * 4,
-                stats.hypercalls,
-                stats.wakeups
-            );
-        };
-        kprintln!("denali: per-VM accounting");
-        kprintln!(
-            "{:>6}  {:<20} {:>6} {:>10} {:>12} {:>11} {:>11} {:>9}",
-            "vm",
-            "name",
-            "status",
-            "cpu ms",
-            "private KiB",
-            "shared KiB",
-            "hypercalls",
-            "wake-ups"
-        );
-        let mut total = Stats::default();
-        for (id, (stats, name)) in self.stats.iter().zip(&self.names).enumerate() {
-            let status = self.statuses[id].map_or(String::from("-"), |s| alloc::format!("{s}"));
-            row(&alloc::format!("{id}"), name, &status, stats);
-            total.cpu_ticks += stats.cpu_ticks;
-            total.resident_pages += stats.resident_pages;
-            total.shared_pages += stats.shared_pages;
-            total.hypercalls += stats.hypercalls;
-            total.wakeups += stats.wakeups;
-        }
-        row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
-        let boot = self.boot;
-        let per_vm = |total: u64| total.checked_div(boot.vms).unwrap_or(0);
-        kprintln!(
-            "denali: made {} VMs in {} us ({} us per VM); kernel memory per VM: {} KiB of page tables + {} B of VM record",
-            boot.vms,
-            boot.ns / 1000,
-            per_vm(boot.ns / 1000),
-            per_vm(boot.page_table_frames * 4),
-            core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>()
-        );
     }
 
     /// The next alarm or the time limit, whichever comes first.
