@@ -16,7 +16,7 @@ fn take_turn() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-const SLEEPY: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, sleep};\n\n#[denali::main]\nfn main() {\n    denali::println!(\"sleeping\");\n    sleep(Duration::from_secs(4));\n}\n";
+const SLEEPY: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, sleep};\n\n#[denali::main]\nfn main() {\n    denali::println!(\"sleeping\");\n    sleep(Duration::from_secs(8));\n}\n";
 
 /// User plus system CPU time of process `pid`, from /proc.
 fn cpu_time(pid: u32) -> Duration {

@@ -86,6 +86,13 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
 
     let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
+    if kernel.reserve(vm_count as usize).is_err() {
+        kprintln!(
+            "denali: {vm_count} VMs do not fit in the kernel's {} MiB heap; boot fewer or give the run more memory (--mem)",
+            HEAP_SIZE >> 20
+        );
+        arch::exit(crate::run::REFUSED_STATUS);
+    }
     kernel.preemption = apic::init();
     if !kernel.preemption {
         kprintln!("denali: this CPU has no x2APIC TSC-deadline timer; a VM that never yields will keep the CPU");

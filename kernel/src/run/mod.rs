@@ -11,6 +11,8 @@ use crate::time::Clock;
 use crate::vm::fault::Fault;
 use crate::vm::hypercall::{self, Env, Outcome};
 use crate::vm::{State, Stats, Vm, fault_status};
+use alloc::boxed::Box;
+use alloc::collections::TryReserveError;
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_WAKEUP, HYPERCALL_VECTOR};
@@ -52,7 +54,7 @@ pub struct Kernel {
     /// Run queue and alarms.
     pub sched: Scheduler,
     /// VMs by id; `None` once exited (or never loaded).
-    pub vms: Vec<Option<Vm>>,
+    pub vms: Vec<Option<Box<Vm>>>,
     /// Exit status by id, once known.
     pub statuses: Vec<Option<i32>>,
     /// Image name by id, for reports after the VM is gone.
@@ -101,13 +103,24 @@ impl Kernel {
         }
     }
 
+    /// Reserves the per-VM tables for `count` VMs up front, so that making
+    /// them cannot exhaust the kernel heap halfway (a `Vec` doubling would
+    /// briefly need three times the table).
+    pub fn reserve(&mut self, count: usize) -> Result<(), TryReserveError> {
+        self.vms.try_reserve_exact(count)?;
+        self.statuses.try_reserve_exact(count)?;
+        self.names.try_reserve_exact(count)?;
+        self.stats.try_reserve_exact(count)?;
+        self.sched.reserve(count)
+    }
+
     /// Adds a loaded VM (its id must be the next index) and makes it runnable.
     pub fn admit(&mut self, vm: Vm) {
         debug_assert_eq!(vm.id as usize, self.vms.len());
         self.sched.make_runnable(vm.id);
         self.names.push(vm.name.clone());
         self.stats.push(vm.stats);
-        self.vms.push(Some(vm));
+        self.vms.push(Some(Box::new(vm)));
         self.statuses.push(None);
         self.live += 1;
     }
@@ -231,14 +244,21 @@ impl Kernel {
         }
     }
 
-    /// Nothing is runnable until `deadline`: hand the CPU back to the
-    /// monitor until then, and spin only for what is left.
+    /// Nothing is runnable until `deadline`: halt until the APIC timer
+    /// fires then (or, without one, ask the monitor to park the CPU), and
+    /// spin only for what is left.
     fn wait_until(&self, deadline: u64) {
         let target = self.clock.tsc_at(deadline);
         let now = self.now();
         if deadline > now + IDLE_THRESHOLD_NS {
-            let micros = ((deadline - now) / 1000).min(u64::from(u32::MAX)) as u32;
-            crate::arch::x86_64::idle_for(micros);
+            if self.preemption {
+                apic::set_deadline(target.max(1));
+                crate::arch::x86_64::halt_until_interrupt();
+                apic::set_deadline(0);
+            } else {
+                let micros = ((deadline - now) / 1000).min(u64::from(u32::MAX)) as u32;
+                crate::arch::x86_64::idle_for(micros);
+            }
         }
         while rdtsc() < target {
             core::hint::spin_loop();

@@ -33,6 +33,14 @@ impl Scheduler {
         Self::default()
     }
 
+    /// Reserves room for `count` VMs.
+    pub fn reserve(&mut self, count: usize) -> Result<(), alloc::collections::TryReserveError> {
+        self.runnable.try_reserve_exact(count)?;
+        self.queued.try_reserve_exact(count)?;
+        self.deadline.try_reserve_exact(count)?;
+        self.alarms.try_reserve(count)
+    }
+
     fn grow(&mut self, id: VmId) {
         let needed = id as usize + 1;
         if self.queued.len() < needed {

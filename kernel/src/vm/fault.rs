@@ -100,7 +100,9 @@ impl fmt::Display for FaultReport<'_> {
         } else {
             "reading"
         };
-        let what = if addr < PAGE_SIZE {
+        let what = if self.vm.layout.is_demand_zero(addr) && error_code & PF_PRESENT == 0 {
+            "a first touch the kernel had no free memory for"
+        } else if addr < PAGE_SIZE {
             "a null pointer"
         } else if addr >= 1 << 47 {
             "a kernel address"

@@ -57,6 +57,15 @@ pub fn idle_for(micros: u32) {
     unsafe { Port::<u32>::new(ports::IDLE).write(micros) };
 }
 
+/// Halts until an interrupt (the APIC timer) arrives. Interrupts are on
+/// only for the `hlt` itself: `sti` holds them off for one instruction, so
+/// none can slip in between and be missed.
+pub fn halt_until_interrupt() {
+    // SAFETY: the IDT handles the timer and spurious vectors in ring 0 by
+    // returning here; interrupts are off again before this returns.
+    unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

@@ -8,8 +8,9 @@
 //!
 //! Hypercalls arrive as `int 4` (see `denali_abi`), like any other trap.
 //! Every IDT gate switches to an IST stack. A trap whose saved `cs` is ring 3
-//! is copied into the current context and control returns to the scheduler;
-//! a trap in ring 0 is a kernel bug and ends the run with a report.
+//! is copied into the current context and control returns to the scheduler.
+//! In ring 0 only the timer waking a halted kernel is expected; any other
+//! trap there is a kernel bug and ends the run with a report.
 
 use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_TRAP, Selectors};
 use core::arch::global_asm;
@@ -161,7 +162,24 @@ global_asm!(
     // From ring 0: a kernel bug. Report and stop.
     "2:  mov rdi, rsp",
     "    call denali_kernel_trap",
-    "    ud2",
+    // It returned: a timer interrupt woke the halted kernel. Resume it.
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    pop rbp",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    pop rbx",
+    "    pop rax",
+    "    add rsp, 16",
+    "    iretq",
     cs_offset = const CS_OFFSET,
     words = const CONTEXT_WORDS,
 );
@@ -260,9 +278,16 @@ pub fn init_idt(selectors: &Selectors) {
     }
 }
 
-/// A trap taken in ring 0: the kernel itself is broken. Report and stop.
+/// A trap taken in ring 0. The timer waking the kernel from `hlt` (the only
+/// time the kernel enables interrupts) returns and resumes it; anything else
+/// means the kernel itself is broken: report and stop.
 #[unsafe(no_mangle)]
-extern "C" fn denali_kernel_trap(frame: &UserContext) -> ! {
+extern "C" fn denali_kernel_trap(frame: &UserContext) {
+    match frame.vector {
+        super::apic::TIMER_VECTOR => return super::apic::end_of_interrupt(),
+        super::apic::SPURIOUS_VECTOR => return,
+        _ => {}
+    }
     let cr2 = x86_64::registers::control::Cr2::read_raw();
     panic!(
         "trap {} in the kernel at rip {:#x} (error {:#x}, cr2 {:#x}, rsp {:#x})",
