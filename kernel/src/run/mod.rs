@@ -17,7 +17,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_WAKEUP, HYPERCALL_VECTOR};
 use x86_64::PhysAddr;
-use x86_64::registers::control::{Cr2, Cr3};
+use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
 
 mod report;
@@ -79,6 +79,8 @@ pub struct Kernel {
     pub time_limit: Option<u64>,
     /// Whether the last `run_vm` ended because the timer fired.
     preempted: bool,
+    /// The page tables in CR3 (a CR3 write costs an exit under KVM).
+    loaded_root: PhysFrame,
 }
 
 impl Kernel {
@@ -100,6 +102,7 @@ impl Kernel {
             preemption: false,
             time_limit: None,
             preempted: false,
+            loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
         }
     }
 
@@ -283,9 +286,13 @@ impl Kernel {
         let Some(vm) = self.vms[id as usize].as_mut() else {
             return;
         };
-        // SAFETY: the VM's page tables share the kernel's upper half, so the
-        // kernel keeps running after the switch.
-        unsafe { Cr3::write(vm.space.root(), Cr3::read().1) };
+        let root = vm.space.root();
+        if self.loaded_root != root {
+            // SAFETY: the VM's page tables share the kernel's slots, so the
+            // kernel keeps running after the switch.
+            unsafe { Cr3::write(root, Cr3Flags::empty()) };
+            self.loaded_root = root;
+        }
         loop {
             if vm.context.rip >= vm.layout.mem_size {
                 // Cannot happen for a context the CPU saved; refuse anyway
@@ -358,10 +365,12 @@ impl Kernel {
         if self.fpu_owner == Some(id) {
             self.fpu_owner = None;
         }
-        // SAFETY: the kernel's own tables map everything the kernel uses;
-        // leave the VM's tables before freeing them.
-        unsafe {
-            Cr3::write(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)), Cr3::read().1);
+        if self.loaded_root == vm.space.root() {
+            let kernel_root = PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4));
+            // SAFETY: the kernel's own tables map everything the kernel uses;
+            // leave the VM's tables before freeing them.
+            unsafe { Cr3::write(kernel_root, Cr3Flags::empty()) };
+            self.loaded_root = kernel_root;
         }
         vm.space.destroy(&mut self.frames);
     }

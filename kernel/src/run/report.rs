@@ -6,18 +6,32 @@ use crate::kprintln;
 use crate::vm::{Stats, Vm};
 use alloc::string::String;
 
+/// Most failed VMs named one by one without `-v`.
+const MAX_NAMED: usize = 20;
+
 impl Kernel {
     /// Names every VM that failed (every VM, when verbose) and, when several
     /// ran, ends with one summary line.
     pub(super) fn print_exits(&self, several: bool) {
-        // Every failure is named; successes only when asked, so ten thousand
-        // healthy VMs end with one line.
+        // Failures are named (the first few when there are thousands);
+        // successes only when asked, so ten thousand healthy VMs end with
+        // one line.
+        let mut named = 0;
         for (id, (status, name)) in self.statuses.iter().zip(&self.names).enumerate() {
+            if *status == Some(0) && !self.verbose {
+                continue;
+            }
+            named += 1;
+            if named > MAX_NAMED && !self.verbose {
+                continue;
+            }
             match status {
-                Some(0) if !self.verbose => {}
                 Some(s) => kprintln!("denali: vm {id} ({name}) exited with status {s}"),
                 None => kprintln!("denali: vm {id} ({name}) did not finish"),
             }
+        }
+        if named > MAX_NAMED && !self.verbose {
+            kprintln!("denali: ... and {} more VMs did not exit with status 0 (-v lists them all)", named - MAX_NAMED);
         }
         if several {
             let ok = self.statuses.iter().filter(|s| **s == Some(0)).count();
