@@ -14,8 +14,13 @@ use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo,
 use linked_list_allocator::LockedHeap;
 use x86_64::registers::control::Cr3;
 
-/// Kernel heap size: the VM table, queues and per-VM bookkeeping.
-const HEAP_SIZE: u64 = 32 << 20;
+/// Heap bytes a VM takes besides its record: its name, its entries in the
+/// per-VM tables and the scheduler, and the allocator's overhead.
+const HEAP_PER_VM_EXTRA: usize = 192;
+
+/// Smallest kernel heap: the VM table, queues and per-VM bookkeeping (about
+/// 1 KiB a VM). It grows with memory, a sixteenth of it.
+const MIN_HEAP_SIZE: u64 = 32 << 20;
 
 /// Boots the kernel and never returns: the run ends through the exit device.
 pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
@@ -31,23 +36,26 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     trap::init_idt(&selectors);
     let protections = cpu::init();
 
+    let usable = info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS));
+    let total: u64 = usable.clone().map(|r| r.end.saturating_sub(r.start)).sum();
+    let heap_size = (total / 16).max(MIN_HEAP_SIZE).next_multiple_of(4096);
+    // The heap is the first region with room for it and as much again;
+    // everything else goes to the frame allocator.
     let mut regions: Vec<(u64, u64)> = Vec::new();
     let mut heap_ready = false;
-    for region in info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS)) {
+    for region in usable {
         let (mut start, end) = (region.start.next_multiple_of(4096), region.end);
-        if !heap_ready && end.saturating_sub(start) > HEAP_SIZE * 2 {
+        if !heap_ready && end.saturating_sub(start) > heap_size * 2 {
             // SAFETY: the loader reports this range as unused RAM, mapped by
             // the physmap; it becomes the heap and nothing else uses it.
-            unsafe { heap.lock().init(phys::to_virt(start), HEAP_SIZE as usize) };
-            start += HEAP_SIZE;
+            unsafe { heap.lock().init(phys::to_virt(start), heap_size as usize) };
+            start += heap_size;
             heap_ready = true;
         }
-        if heap_ready {
-            regions.push((start, end));
-        }
+        regions.push((start, end));
     }
     if !heap_ready {
-        kprintln!("denali: not enough memory for the kernel heap ({} MiB needed)", (HEAP_SIZE * 2) >> 20);
+        kprintln!("denali: not enough memory for the kernel heap ({} MiB needed)", (heap_size * 2) >> 20);
         arch::exit_panic();
     }
     let frames = FrameAllocator::new(regions);
@@ -86,10 +94,15 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
 
     let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
-    if kernel.reserve(vm_count as usize).is_err() {
+    // Each VM's record is a heap allocation of its own, made as it is
+    // loaded: check they all fit before making the first, so the heap never
+    // runs dry halfway (an allocation failure would stop the kernel).
+    let per_vm = (core::mem::size_of::<crate::vm::Vm>() + HEAP_PER_VM_EXTRA) as u64;
+    let fits = u64::from(vm_count).saturating_mul(per_vm) < heap.lock().free() as u64;
+    if !fits || kernel.reserve(vm_count as usize).is_err() {
         kprintln!(
             "denali: {vm_count} VMs do not fit in the kernel's {} MiB heap; boot fewer or give the run more memory (--mem)",
-            HEAP_SIZE >> 20
+            heap_size >> 20
         );
         arch::exit(crate::run::REFUSED_STATUS);
     }
