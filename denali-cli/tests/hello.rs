@@ -83,6 +83,10 @@ fn a_thousand_instances_each_print_their_id() {
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("vm2| instance 2 of 3 says hello"), "{}", out.stdout);
     assert!(out.stdout.contains("total  (3 VMs)"), "{}", out.stdout);
+    // Every frame a VM took came back when it exited.
+    let frames = out.stdout.lines().find(|l| l.starts_with("denali: frames in use after the run: ")).unwrap();
+    let numbers: Vec<u64> = frames.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(numbers[0], numbers[1], "{frames}");
     let out = run(&service, &["--release", "--instances", "1000"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
     for id in 0..1000 {

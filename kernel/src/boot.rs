@@ -147,6 +147,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         // Every frame the loading took that is neither an image page nor a
         // VM's own info page: page tables.
         page_table_frames: kernel.frames.in_use() - frames_before - template_frames - made,
+        image_frames: template_frames,
     };
     if info.time_limit_ms != 0 {
         kernel.time_limit = Some(clock.ns_at(arch::rdtsc()) + info.time_limit_ms * 1_000_000);

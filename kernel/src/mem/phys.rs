@@ -2,6 +2,7 @@
 //! place a physical address becomes a kernel pointer.
 
 use super::frame::{FRAME_SIZE, FrameAllocator};
+use alloc::vec::Vec;
 use denali_abi::boot::PHYS_OFFSET;
 use x86_64::structures::paging::{FrameAllocator as PagingFrameAllocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, VirtAddr};
@@ -25,13 +26,20 @@ pub fn alloc_zeroed(frames: &mut FrameAllocator) -> Option<u64> {
     Some(frame)
 }
 
-/// Lets the `x86_64` crate's mapper take page-table frames from us.
-pub struct Frames<'a>(pub &'a mut FrameAllocator);
+/// Lets the `x86_64` crate's mapper take page-table frames from us, and
+/// writes down each one it takes in `owned`.
+pub struct Frames<'a> {
+    /// Where frames come from.
+    pub frames: &'a mut FrameAllocator,
+    /// Every frame handed out, for the address space to free later.
+    pub owned: &'a mut Vec<u64>,
+}
 
 // SAFETY: every frame returned is unused and exclusively handed out.
 unsafe impl PagingFrameAllocator<Size4KiB> for Frames<'_> {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        let frame = alloc_zeroed(self.0)?;
+        let frame = alloc_zeroed(self.frames)?;
+        self.owned.push(frame);
         Some(PhysFrame::containing_address(PhysAddr::new(frame)))
     }
 }

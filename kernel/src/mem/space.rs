@@ -8,6 +8,7 @@
 
 use super::frame::{FRAME_SIZE, FrameAllocator};
 use super::phys::{self, Frames};
+use alloc::vec::Vec;
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::{
     Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size4KiB, Translate,
@@ -35,10 +36,8 @@ pub enum Backing {
     CopyOnWrite,
 }
 
-/// Page-table bit (available to software) marking a frame this space does
-/// not own.
-const SHARED: Flags = Flags::BIT_9;
-/// Page-table bit marking a shared page the VM may write after copying.
+/// Page-table bit (available to software) marking a shared page the VM may
+/// write after copying it.
 const COPY_ON_WRITE: Flags = Flags::BIT_10;
 
 /// Why a page could not be mapped.
@@ -53,6 +52,10 @@ pub enum MapError {
 /// A VM's page tables.
 pub struct AddressSpace {
     pml4: u64,
+    /// Every frame this space owns: its page tables and its private pages
+    /// (never the shared image frames). Freeing a space frees exactly
+    /// these, without walking the tables.
+    owned: Vec<u64>,
 }
 
 impl AddressSpace {
@@ -68,16 +71,20 @@ impl AddressSpace {
                 table[i] = kernel[i].clone();
             }
         }
-        Some(AddressSpace { pml4 })
+        Some(AddressSpace { pml4, owned: alloc::vec![pml4] })
     }
 
-    fn mapper(&mut self) -> OffsetPageTable<'_> {
+    /// The space's page tables, and the list of frames it owns (the mapper
+    /// adds the page-table frames it allocates).
+    fn parts(&mut self) -> (OffsetPageTable<'_>, &mut Vec<u64>) {
         // SAFETY: the PML4 is a frame this space owns, reached through the
-        // physmap, which maps all physical memory at PHYS_OFFSET.
-        unsafe {
+        // physmap, which maps all physical memory at PHYS_OFFSET; nothing
+        // else holds a reference to it while `self` is borrowed.
+        let mapper = unsafe {
             let table = &mut *(phys::to_virt(self.pml4) as *mut PageTable);
             OffsetPageTable::new(table, phys::virt_addr(0))
-        }
+        };
+        (mapper, &mut self.owned)
     }
 
     /// The frame for CR3.
@@ -109,10 +116,7 @@ impl AddressSpace {
         match backing {
             Backing::Private if rights.write => flags |= Flags::WRITABLE,
             Backing::Private | Backing::Shared => {}
-            Backing::CopyOnWrite => flags |= SHARED | COPY_ON_WRITE,
-        }
-        if backing == Backing::Shared {
-            flags |= SHARED;
+            Backing::CopyOnWrite => flags |= COPY_ON_WRITE,
         }
         if !rights.exec {
             flags |= Flags::NO_EXECUTE;
@@ -120,14 +124,18 @@ impl AddressSpace {
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         let target = PhysFrame::containing_address(PhysAddr::new(frame));
+        let (mut mapper, owned) = self.parts();
         // SAFETY: the frame is either fresh and exclusively this VM's, or a
         // shared image frame mapped without write access; either way no
         // writable alias to another VM's memory is created.
         let result =
-            unsafe { self.mapper().map_to_with_table_flags(page, target, flags, parents, &mut Frames(frames)) };
+            unsafe { mapper.map_to_with_table_flags(page, target, flags, parents, &mut Frames { frames, owned }) };
         match result {
             Ok(flush) => {
                 flush.flush();
+                if backing == Backing::Private {
+                    owned.push(frame);
+                }
                 Ok(())
             }
             Err(MapToError::FrameAllocationFailed) => Err(MapError::OutOfMemory),
@@ -139,7 +147,7 @@ impl AddressSpace {
     /// `vaddr`. Returns false if that page is not copy-on-write.
     pub fn break_cow(&mut self, frames: &mut FrameAllocator, vaddr: u64) -> Result<bool, MapError> {
         let Ok(addr) = VirtAddr::try_new(vaddr) else { return Ok(false) };
-        let TranslateResult::Mapped { frame: shared, flags, .. } = self.mapper().translate(addr) else {
+        let TranslateResult::Mapped { frame: shared, flags, .. } = self.parts().0.translate(addr) else {
             return Ok(false);
         };
         if !flags.contains(COPY_ON_WRITE) {
@@ -156,17 +164,19 @@ impl AddressSpace {
             )
         };
         let page = Page::<Size4KiB>::containing_address(addr);
-        let new_flags = (flags - SHARED - COPY_ON_WRITE) | Flags::WRITABLE;
+        let new_flags = (flags - COPY_ON_WRITE) | Flags::WRITABLE;
         let target = PhysFrame::containing_address(PhysAddr::new(copy));
-        let mut mapper = self.mapper();
+        let (mut mapper, owned) = self.parts();
         if let Ok((_, flush)) = mapper.unmap(page) {
             flush.flush();
         }
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
         // SAFETY: the page was just unmapped and `copy` is this VM's alone.
-        match unsafe { mapper.map_to_with_table_flags(page, target, new_flags, parents, &mut Frames(frames)) } {
+        match unsafe { mapper.map_to_with_table_flags(page, target, new_flags, parents, &mut Frames { frames, owned }) }
+        {
             Ok(flush) => {
                 flush.flush();
+                owned.push(copy);
                 Ok(true)
             }
             Err(_) => {
@@ -180,7 +190,7 @@ impl AddressSpace {
     /// for the VM (and writable by it, when `write`).
     pub fn frame_of(&mut self, vaddr: u64, write: bool) -> Option<u64> {
         let addr = VirtAddr::try_new(vaddr).ok()?;
-        match self.mapper().translate(addr) {
+        match self.parts().0.translate(addr) {
             TranslateResult::Mapped { frame, flags, .. } => {
                 let allowed = flags.contains(Flags::USER_ACCESSIBLE) && (!write || flags.contains(Flags::WRITABLE));
                 allowed.then(|| frame.start_address().as_u64())
@@ -189,26 +199,11 @@ impl AddressSpace {
         }
     }
 
-    /// Frees every frame of the VM's slots and the tables themselves, except
-    /// shared image frames, which belong to the image.
+    /// Frees every frame the space owns: its tables and private pages, never
+    /// the shared image frames (they belong to the image).
     pub fn destroy(self, frames: &mut FrameAllocator) {
-        fn free_table(frames: &mut FrameAllocator, table_phys: u64, level: u8, entries: usize) {
-            // SAFETY: a page-table frame this space owns, via the physmap.
-            let table = unsafe { &*(phys::to_virt(table_phys) as *const PageTable) };
-            for entry in table.iter().take(entries) {
-                let flags = entry.flags();
-                if !flags.contains(Flags::PRESENT) {
-                    continue;
-                }
-                let child = entry.addr().as_u64();
-                if level > 1 {
-                    free_table(frames, child, level - 1, 512);
-                } else if !flags.contains(SHARED) {
-                    frames.free(child);
-                }
-            }
-            frames.free(table_phys);
+        for frame in self.owned {
+            frames.free(frame);
         }
-        free_table(frames, self.pml4, 4, 256);
     }
 }

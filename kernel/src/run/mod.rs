@@ -45,6 +45,8 @@ pub struct BootReport {
     pub ns: u64,
     /// Page-table frames the VMs took.
     pub page_table_frames: u64,
+    /// Frames holding the images' pages, shared by their VMs.
+    pub image_frames: u64,
 }
 
 /// Every VM of this boot and the state to run them.

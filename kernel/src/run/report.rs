@@ -89,5 +89,11 @@ impl Kernel {
             per_vm(boot.page_table_frames * 4),
             core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>()
         );
+        // Every VM's frames went back: only the images' pages stay.
+        kprintln!(
+            "denali: frames in use after the run: {} ({} hold image pages)",
+            self.frames.in_use(),
+            boot.image_frames
+        );
     }
 }
