@@ -167,3 +167,22 @@ fn instances_of_one_image_share_code_but_not_data() {
         assert!(out.stdout.contains(&line), "missing {line:?} in:\n{}", out.stdout);
     }
 }
+
+const HOG: &str = "#![no_std]\n#![no_main]\nextern crate alloc;\n\n#[denali::main]\nfn main() {\n    let hog = alloc::vec![1u8; 100 << 20];\n    denali::println!(\"got {} bytes\", hog.len());\n}\n";
+
+#[test]
+fn a_vm_that_exhausts_memory_is_stopped_and_the_others_run() {
+    let dir = scratch();
+    let hog_dir = new_service(dir.path(), "hog", Some(HOG));
+    std::fs::write(hog_dir.join("Denali.toml"), "memory = \"128 MiB\"\n").unwrap();
+    let hog = build(&hog_dir, "hog");
+    let survivor = build(&new_service(dir.path(), "frugal", Some(SURVIVOR)), "frugal");
+    // 64 MiB for the whole kernel: the hog's 100 MiB cannot fit.
+    let out = run(dir.path(), &["--mem", "64", hog.to_str().unwrap(), survivor.to_str().unwrap()]);
+    let text = &out.stdout;
+    assert!(text.contains("vm 0 (hog) stopped: page fault (#PF)"), "{text}");
+    assert!(text.contains("the kernel had no free memory for that page"), "{text}");
+    assert!(!text.contains("got 104857600 bytes"), "{text}");
+    assert!(text.contains("vm1| survivor 1 of 2 done"), "{text}");
+    assert_eq!(out.status, 142, "stderr: {}", out.stderr);
+}

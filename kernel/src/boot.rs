@@ -20,7 +20,7 @@ const HEAP_PER_VM_EXTRA: usize = 192;
 
 /// Smallest kernel heap: the VM table, queues and per-VM bookkeeping (about
 /// 1 KiB a VM). It grows with memory, a sixteenth of it.
-const MIN_HEAP_SIZE: u64 = 32 << 20;
+const MIN_HEAP_SIZE: u64 = 8 << 20;
 
 /// Boots the kernel and never returns: the run ends through the exit device.
 pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {

@@ -59,7 +59,7 @@ impl Machine {
         let kernel_end = load_kernel(&memory, config)?;
         let bundle_addr = kernel_end.next_multiple_of(2 << 20);
         let bundle_end = bundle_addr + config.bundle.len() as u64;
-        if bundle_end + (64 << 20) > config.mem_size {
+        if bundle_end + (16 << 20) > config.mem_size {
             return Err(Error::Memory(format!(
                 "the boot bundle ({} KiB) does not fit in {} MiB of guest memory; give the run more memory",
                 config.bundle.len() >> 10,

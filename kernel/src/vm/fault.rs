@@ -36,10 +36,16 @@ impl Vm {
             return self.populate(frames, addr);
         }
         // A first write to an image's data page: give the VM its own copy.
-        if error & PF_WRITE != 0 && self.space.break_cow(frames, addr) == Ok(true) {
-            self.stats.resident_pages += 1;
-            self.stats.shared_pages -= 1;
-            return true;
+        if error & PF_WRITE != 0 {
+            match self.space.break_cow(frames, addr) {
+                Ok(true) => {
+                    self.stats.resident_pages += 1;
+                    self.stats.shared_pages -= 1;
+                    return true;
+                }
+                Ok(false) => {}
+                Err(_) => self.out_of_memory = true,
+            }
         }
         false
     }
@@ -100,8 +106,9 @@ impl fmt::Display for FaultReport<'_> {
         } else {
             "reading"
         };
-        let what = if self.vm.layout.is_demand_zero(addr) && error_code & PF_PRESENT == 0 {
-            "a first touch the kernel had no free memory for"
+        let no_memory = self.vm.out_of_memory || (self.vm.layout.is_demand_zero(addr) && error_code & PF_PRESENT == 0);
+        let what = if no_memory {
+            "the kernel had no free memory for that page"
         } else if addr < PAGE_SIZE {
             "a null pointer"
         } else if addr >= 1 << 47 {

@@ -132,6 +132,7 @@ impl Loader<'_> {
                     console_line_start: true,
                     stats: Stats { resident_pages: 1, shared_pages: template.pages.len() as u64, ..Stats::default() },
                     slice_left: crate::sched::TIME_SLICE_NS,
+                    out_of_memory: false,
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)

@@ -96,6 +96,8 @@ pub struct Vm {
     pub stats: Stats,
     /// What is left of its time slice (a full slice after it used one up).
     pub slice_left: u64,
+    /// Its last fault needed a frame and none was free.
+    pub out_of_memory: bool,
 }
 
 impl Vm {
