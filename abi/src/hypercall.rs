@@ -31,6 +31,14 @@ pub enum Hypercall {
     Alarm = 3,
     /// `yield() -> 0`: lets another runnable VM run first.
     Yield = 4,
+    /// `net_send(frame: *const u8, len: usize) -> len`: hands one Ethernet
+    /// frame (header included, [`FRAME_MIN`] to [`FRAME_MAX`] bytes, source
+    /// MAC the VM's own) to the virtual switch. A frame for a full ring or an
+    /// unknown address is dropped, never queued: the call does not block.
+    NetSend = 5,
+    /// `net_recv(buf: *mut u8, cap: usize) -> len`: takes the oldest frame
+    /// from the VM's receive ring, or fails with [`Error::WouldBlock`].
+    NetRecv = 6,
 }
 
 impl TryFrom<u64> for Hypercall {
@@ -43,10 +51,17 @@ impl TryFrom<u64> for Hypercall {
             2 => Hypercall::Idle,
             3 => Hypercall::Alarm,
             4 => Hypercall::Yield,
+            5 => Hypercall::NetSend,
+            6 => Hypercall::NetRecv,
             _ => return Err(Error::NoSuchCall),
         })
     }
 }
+
+/// Shortest Ethernet frame `net_send` takes (the header).
+pub const FRAME_MIN: usize = 14;
+/// Longest Ethernet frame `net_send` takes (1500-byte payload + header).
+pub const FRAME_MAX: usize = 1514;
 
 /// Longest buffer one `console_write` takes.
 pub const CONSOLE_WRITE_MAX: usize = 4096;
@@ -61,6 +76,8 @@ pub enum Error {
     BadAddress = 2,
     /// An argument is out of range.
     InvalidArgument = 3,
+    /// Nothing to receive yet.
+    WouldBlock = 4,
 }
 
 impl Error {
@@ -75,6 +92,7 @@ impl Error {
             -1 => Err(Error::NoSuchCall),
             -2 => Err(Error::BadAddress),
             -3 => Err(Error::InvalidArgument),
+            -4 => Err(Error::WouldBlock),
             _ => Ok(rax),
         }
     }
@@ -97,7 +115,7 @@ mod tests {
 
     #[test]
     fn errors_round_trip_through_rax() {
-        for e in [Error::NoSuchCall, Error::BadAddress, Error::InvalidArgument] {
+        for e in [Error::NoSuchCall, Error::BadAddress, Error::InvalidArgument, Error::WouldBlock] {
             assert_eq!(Error::from_return(e.to_return()), Err(e));
         }
         assert_eq!(Error::from_return(42), Ok(42));

@@ -45,11 +45,13 @@ pub struct InfoPage {
     pub args_len: u32,
     /// Reserved, zero.
     pub reserved2: u32,
+    /// The VM's Ethernet address (see [`crate::net::mac_of`]); 2 bytes pad.
+    pub mac: [u8; 8],
     /// The VM's arguments from the manifest, UTF-8.
     pub args: [u8; ARGS_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<InfoPage>() == 96 + ARGS_MAX);
+const _: () = assert!(core::mem::size_of::<InfoPage>() == 104 + ARGS_MAX);
 const _: () = assert!(core::mem::size_of::<InfoPage>() <= crate::layout::PAGE_SIZE as usize);
 const _: () = assert!(core::mem::offset_of!(InfoPage, pending_events) == 80);
 

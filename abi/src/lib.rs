@@ -28,6 +28,7 @@ pub mod hypercall;
 pub mod image;
 pub mod info;
 pub mod layout;
+pub mod net;
 
 /// Version of this interface. The kernel refuses images and boot bundles
 /// built for another version.

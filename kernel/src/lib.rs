@@ -13,6 +13,7 @@
 extern crate alloc;
 
 pub mod mem;
+pub mod net;
 pub mod sched;
 pub mod time;
 

@@ -21,6 +21,7 @@
 
 pub mod console;
 pub mod hypercall;
+pub mod net;
 pub mod process;
 pub mod thread;
 pub mod time;

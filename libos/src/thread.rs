@@ -34,6 +34,7 @@ enum State {
     Ready,
     Sleeping,
     Joining,
+    WaitingForEvent,
     Finished,
 }
 
@@ -55,6 +56,8 @@ struct Runtime {
     sleepers: BTreeMap<(u64, ThreadId), ()>,
     /// Finished threads whose stacks can go once we are off them.
     dead: Vec<ThreadId>,
+    /// Threads waiting for one of these event bits.
+    event_waiters: Vec<(ThreadId, u64)>,
 }
 
 /// The runtime of this VM's threads. A VM has one CPU and the kernel never
@@ -76,6 +79,7 @@ fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
         ready: VecDeque::new(),
         sleepers: BTreeMap::new(),
         dead: Vec::new(),
+        event_waiters: Vec::new(),
     });
     f(rt)
 }
@@ -126,10 +130,28 @@ extern "C" fn thread_start() -> ! {
     unreachable!("a finished thread was resumed");
 }
 
+/// Makes ready every thread waiting for one of the bits in `events`.
+fn wake_event_waiters(events: u64) {
+    with(|rt| {
+        let (woken, waiting): (Vec<_>, Vec<_>) = rt.event_waiters.drain(..).partition(|(_, mask)| mask & events != 0);
+        rt.event_waiters = waiting;
+        for (id, _) in woken {
+            rt.threads[id].state = State::Ready;
+            rt.ready.push_back(id);
+        }
+    });
+}
+
 /// Runs the next ready thread; with none ready, idles the VM until the
-/// earliest sleeper is due. Returns when the calling thread runs again.
+/// earliest sleeper is due or an awaited event arrives. Returns when the
+/// calling thread runs again.
 fn schedule() {
     loop {
+        // Events that arrived while threads ran: take the batch now, so a
+        // waiting thread is not kept waiting behind busy ones.
+        if with(|rt| !rt.event_waiters.is_empty()) && crate::vm::pending_events() != 0 {
+            wake_event_waiters(idle());
+        }
         let next = with(|rt| {
             let now = Instant::now().as_nanos_since_boot();
             while let Some((&(due, id), _)) = rt.sleepers.first_key_value() {
@@ -145,12 +167,14 @@ fn schedule() {
                 None => Err(rt.sleepers.first_key_value().map(|(&(due, _), _)| due)),
             }
         });
+        let waiting_for_events = with(|rt| !rt.event_waiters.is_empty());
         match next {
             Ok(id) => return switch_to(id),
             Err(Some(due)) => {
                 let _ = call2(Hypercall::Alarm, due, 0);
-                idle();
+                wake_event_waiters(idle());
             }
+            Err(None) if waiting_for_events => wake_event_waiters(idle()),
             Err(None) => panic!("every thread of this VM is waiting for another: deadlock"),
         }
     }
@@ -208,6 +232,17 @@ pub(crate) fn sleep_until(due_ns: u64) {
         let current = rt.current;
         rt.threads[current].state = State::Sleeping;
         rt.sleepers.insert((due_ns, current), ());
+    });
+    schedule();
+}
+
+/// Parks the running thread until one of the `events` bits
+/// (`denali_abi::hypercall::EVENT_*`) is delivered to the VM.
+pub(crate) fn wait_for_event(events: u64) {
+    with(|rt| {
+        let current = rt.current;
+        rt.threads[current].state = State::WaitingForEvent;
+        rt.event_waiters.push((current, events));
     });
     schedule();
 }

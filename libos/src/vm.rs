@@ -31,6 +31,21 @@ pub fn args() -> &'static str {
     core::str::from_utf8(&info.args[..len]).unwrap_or("")
 }
 
+/// This VM's Ethernet address on the virtual segment.
+pub fn mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&info().mac[..6]);
+    mac
+}
+
+/// Event bits the kernel has raised and the VM not yet taken (`idle`
+/// takes them). The kernel writes this word while the VM is not running.
+pub(crate) fn pending_events() -> u64 {
+    // SAFETY: the field is inside the mapped info page; a volatile read sees
+    // the kernel's latest value.
+    unsafe { core::ptr::addr_of!(info().pending_events).read_volatile() }
+}
+
 /// Size of this VM's flat address space in bytes.
 pub fn memory_size() -> u64 {
     info().mem_size

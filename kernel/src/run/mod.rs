@@ -15,7 +15,7 @@ use alloc::boxed::Box;
 use alloc::collections::TryReserveError;
 use alloc::string::String;
 use alloc::vec::Vec;
-use denali_abi::hypercall::{EVENT_ALARM, EVENT_WAKEUP, HYPERCALL_VECTOR};
+use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP, HYPERCALL_VECTOR};
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
@@ -234,17 +234,34 @@ impl Kernel {
         }
     }
 
+    /// Puts a frame in VM `to`'s receive ring (or drops it: a full ring, a
+    /// VM that is gone) and wakes the VM if it idles.
+    fn deliver(&mut self, to: VmId, frame: Vec<u8>) {
+        let Some(vm) = self.vms.get_mut(to as usize).and_then(Option::as_mut) else { return };
+        if vm.rx.push(frame) {
+            vm.raise(EVENT_NET_RX);
+            self.wake_if_idle(to);
+        }
+    }
+
+    /// Makes an idle VM with pending events runnable, handing it the batch.
+    fn wake_if_idle(&mut self, id: VmId) {
+        if let Some(vm) = self.vms[id as usize].as_mut()
+            && vm.state == State::Idle
+        {
+            vm.state = State::Runnable;
+            vm.stats.wakeups += 1;
+            vm.context.rax = vm.take_pending();
+            self.sched.wake(id);
+        }
+    }
+
     fn fire_alarms(&mut self) {
         let now = self.now();
         while let Some(id) = self.sched.pop_expired(now) {
             if let Some(vm) = self.vms[id as usize].as_mut() {
                 vm.raise(EVENT_ALARM);
-                if vm.state == State::Idle {
-                    vm.state = State::Runnable;
-                    vm.stats.wakeups += 1;
-                    vm.context.rax = vm.take_pending();
-                    self.sched.wake(id);
-                }
+                self.wake_if_idle(id);
             }
         }
     }
@@ -285,7 +302,7 @@ impl Kernel {
 
     fn run_vm(&mut self, id: VmId, prefix: bool) {
         self.switch_fpu(id);
-        let Some(vm) = self.vms[id as usize].as_mut() else {
+        let Some(mut vm) = self.vms[id as usize].as_mut() else {
             return;
         };
         let root = vm.space.root();
@@ -327,6 +344,12 @@ impl Kernel {
                             return;
                         }
                         Outcome::Exit(status) => return self.finish(id, status),
+                        Outcome::Deliver { to, frame } => {
+                            vm.context.rax = frame.len() as u64;
+                            self.deliver(to, frame);
+                            let Some(again) = self.vms[id as usize].as_mut() else { return };
+                            vm = again;
+                        }
                     }
                 }
                 TIMER => {

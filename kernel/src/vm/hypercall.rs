@@ -4,12 +4,14 @@
 use super::{State, Vm};
 use crate::console;
 use crate::mem::frame::FrameAllocator;
+use crate::net::{self, Route};
 use crate::sched::Scheduler;
 use crate::time::Clock;
-use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Hypercall};
+use alloc::vec::Vec;
+use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, Hypercall};
 
 /// What the kernel does with the VM after a hypercall.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Return this value in `rax` and keep running the VM.
     Resume(u64),
@@ -19,6 +21,9 @@ pub enum Outcome {
     Yield,
     /// The VM is finished with this status.
     Exit(i32),
+    /// Return `len` in `rax`, keep running the VM, and hand `frame` to VM
+    /// `to` (the kernel does that: it needs the other VM).
+    Deliver { to: u32, frame: Vec<u8> },
 }
 
 /// Kernel services a hypercall may use.
@@ -50,6 +55,8 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
         Hypercall::Idle => idle(vm),
         Hypercall::Alarm => alarm(vm, env, a0),
         Hypercall::Yield => Outcome::Yield,
+        Hypercall::NetSend => net_send(vm, env, a0, a1),
+        Hypercall::NetRecv => net_recv(vm, env, a0, a1),
     }
 }
 
@@ -74,6 +81,39 @@ fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome
     match result {
         Ok(()) => Outcome::Resume(len),
         Err(e) => Outcome::Resume(e.to_return()),
+    }
+}
+
+fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
+    if len as usize > FRAME_MAX {
+        return Outcome::Resume(Error::InvalidArgument.to_return());
+    }
+    let mut frame = Vec::with_capacity(len as usize);
+    if let Err(e) = vm.read_guest(env.frames, addr, len, |bytes| frame.extend_from_slice(bytes)) {
+        return Outcome::Resume(e.to_return());
+    }
+    match net::route(vm.id, &frame) {
+        Ok(Route::Vm(to)) => Outcome::Deliver { to, frame },
+        Ok(Route::Drop) => Outcome::Resume(len),
+        Err(_) => Outcome::Resume(Error::InvalidArgument.to_return()),
+    }
+}
+
+fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: u64, cap: u64) -> Outcome {
+    let Some(len) = vm.rx.peek_len() else {
+        return Outcome::Resume(Error::WouldBlock.to_return());
+    };
+    if (len as u64) > cap {
+        return Outcome::Resume(Error::InvalidArgument.to_return());
+    }
+    let frame = vm.rx.pop().expect("peeked");
+    match vm.write_guest(env.frames, addr, &frame) {
+        Ok(()) => Outcome::Resume(len as u64),
+        Err(e) => {
+            // The VM's buffer was bad: the frame is lost to it, as a NIC's
+            // DMA into a bad buffer would be.
+            Outcome::Resume(e.to_return())
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use crate::arch::x86_64::trap::UserContext;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
 use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
+use crate::net::RxRing;
 use crate::sched::VmId;
 use crate::time::Clock;
 use alloc::string::String;
@@ -133,6 +134,7 @@ impl Loader<'_> {
                     stats: Stats { resident_pages: 1, shared_pages: template.pages.len() as u64, ..Stats::default() },
                     slice_left: crate::sched::TIME_SLICE_NS,
                     out_of_memory: false,
+                    rx: RxRing::default(),
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)
@@ -172,5 +174,6 @@ impl Loader<'_> {
         let args = &args[..args.len().min(ARGS_MAX)];
         info.args[..args.len()].copy_from_slice(args);
         info.args_len = args.len() as u32;
+        info.mac[..6].copy_from_slice(&denali_abi::net::mac_of(id));
     }
 }

@@ -55,4 +55,40 @@ impl Vm {
         }
         Ok(())
     }
+
+    /// Copies `bytes` into the VM at flat address `addr`, which must be
+    /// writable by the VM (demand-zero pages are filled and copy-on-write
+    /// pages copied on the way, as the VM's own write would).
+    pub fn write_guest(&mut self, frames: &mut FrameAllocator, addr: u64, bytes: &[u8]) -> Result<(), Error> {
+        let end = addr.checked_add(bytes.len() as u64).ok_or(Error::BadAddress)?;
+        if end > self.layout.mem_size {
+            return Err(Error::BadAddress);
+        }
+        let mut cursor = addr;
+        while cursor < end {
+            let frame = match self.space.frame_of(cursor, true) {
+                Some(frame) => frame,
+                None => {
+                    let fault = super::fault::Fault {
+                        vector: 14,
+                        error_code: if self.space.frame_of(cursor, false).is_some() { 3 } else { 2 },
+                        rip: self.context.rip,
+                        address: Some(cursor),
+                    };
+                    if !self.resolve_fault(frames, &fault) {
+                        return Err(Error::BadAddress);
+                    }
+                    self.space.frame_of(cursor, true).ok_or(Error::BadAddress)?
+                }
+            };
+            let offset = cursor % FRAME_SIZE;
+            let chunk = (FRAME_SIZE - offset).min(end - cursor) as usize;
+            let from = (cursor - addr) as usize;
+            // SAFETY: `frame` is mapped writable for this VM and reached
+            // through the physmap; the copy stays within that one frame.
+            unsafe { core::ptr::copy_nonoverlapping(bytes[from..].as_ptr(), phys::to_virt(frame + offset), chunk) };
+            cursor += chunk as u64;
+        }
+        Ok(())
+    }
 }

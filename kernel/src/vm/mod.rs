@@ -10,6 +10,7 @@ use crate::arch::x86_64::cpu::FpuState;
 use crate::arch::x86_64::trap::UserContext;
 use crate::mem::phys;
 use crate::mem::space::AddressSpace;
+use crate::net::RxRing;
 use crate::sched::VmId;
 use alloc::string::String;
 use denali_abi::info::InfoPage;
@@ -98,6 +99,8 @@ pub struct Vm {
     pub slice_left: u64,
     /// Its last fault needed a frame and none was free.
     pub out_of_memory: bool,
+    /// Frames the virtual switch delivered and it has not taken yet.
+    pub rx: RxRing,
 }
 
 impl Vm {
