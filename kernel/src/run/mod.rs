@@ -328,13 +328,7 @@ impl Kernel {
             match vm.context.vector {
                 HYPERCALL => {
                     let now = self.clock.ns_at(rdtsc());
-                    let mut env = Env {
-                        frames: &mut self.frames,
-                        sched: &mut self.sched,
-                        clock: self.clock,
-                        prefix_console: prefix,
-                        now,
-                    };
+                    let mut env = Env { frames: &mut self.frames, sched: &mut self.sched, prefix_console: prefix, now };
                     match hypercall::dispatch(vm, &mut env) {
                         Outcome::Resume(value) => vm.context.rax = value,
                         Outcome::Block => return,
@@ -379,10 +373,9 @@ impl Kernel {
 
     /// Stops VM `id` with `status` and gives its memory back.
     fn finish(&mut self, id: VmId, status: i32) {
-        let Some(mut vm) = self.vms[id as usize].take() else {
+        let Some(vm) = self.vms[id as usize].take() else {
             return;
         };
-        vm.state = State::Exited(status);
         self.statuses[id as usize] = Some(status);
         self.stats[id as usize] = vm.stats;
         self.sched.remove(id);

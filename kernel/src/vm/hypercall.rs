@@ -6,7 +6,6 @@ use crate::console;
 use crate::mem::frame::FrameAllocator;
 use crate::net::{self, Route};
 use crate::sched::Scheduler;
-use crate::time::Clock;
 use alloc::vec::Vec;
 use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, Hypercall};
 
@@ -32,8 +31,6 @@ pub struct Env<'a> {
     pub frames: &'a mut FrameAllocator,
     /// The scheduler, for alarms.
     pub sched: &'a mut Scheduler,
-    /// The global clock.
-    pub clock: Clock,
     /// Whether console lines are prefixed with the VM id.
     pub prefix_console: bool,
     /// Current global-clock time.

@@ -25,6 +25,49 @@ impl Vm {
         }
     }
 
+    /// Walks the `len` bytes at flat address `addr` page by page, handing
+    /// `visit` a kernel pointer to each piece, the offset of the piece in the
+    /// range, and its length. A page the VM has not touched, or (for `write`)
+    /// a copy-on-write page, is resolved exactly as the VM's own access would
+    /// be; anything the VM could not access itself is `BadAddress`.
+    fn for_each_page(
+        &mut self,
+        frames: &mut FrameAllocator,
+        addr: u64,
+        len: u64,
+        write: bool,
+        mut visit: impl FnMut(*mut u8, usize, usize),
+    ) -> Result<(), Error> {
+        let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
+        if end > self.layout.mem_size {
+            return Err(Error::BadAddress);
+        }
+        let mut cursor = addr;
+        while cursor < end {
+            let frame = match self.space.frame_of(cursor, write) {
+                Some(frame) => frame,
+                None => {
+                    let present = self.space.frame_of(cursor, false).is_some();
+                    let fault = super::fault::Fault {
+                        vector: 14,
+                        error_code: u64::from(present) | if write { 2 } else { 0 },
+                        rip: self.context.rip,
+                        address: Some(cursor),
+                    };
+                    if !self.resolve_fault(frames, &fault) {
+                        return Err(Error::BadAddress);
+                    }
+                    self.space.frame_of(cursor, write).ok_or(Error::BadAddress)?
+                }
+            };
+            let offset = cursor % FRAME_SIZE;
+            let chunk = (FRAME_SIZE - offset).min(end - cursor);
+            visit(phys::to_virt(frame + offset), (cursor - addr) as usize, chunk as usize);
+            cursor += chunk;
+        }
+        Ok(())
+    }
+
     /// Copies `len` bytes at flat address `addr` out of the VM, page by page,
     /// handing each piece to `sink`.
     pub fn read_guest(
@@ -34,61 +77,21 @@ impl Vm {
         len: u64,
         mut sink: impl FnMut(&[u8]),
     ) -> Result<(), Error> {
-        let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
-        if end > self.layout.mem_size {
-            return Err(Error::BadAddress);
-        }
-        let mut cursor = addr;
-        while cursor < end {
-            let frame = match self.space.frame_of(cursor, false) {
-                Some(frame) => frame,
-                None if self.populate(frames, cursor) => self.space.frame_of(cursor, false).ok_or(Error::BadAddress)?,
-                None => return Err(Error::BadAddress),
-            };
-            let offset = cursor % FRAME_SIZE;
-            let chunk = (FRAME_SIZE - offset).min(end - cursor);
-            // SAFETY: `frame` is a frame mapped readable for this VM, reached
-            // through the physmap; the slice stays within that one frame.
-            let bytes = unsafe { core::slice::from_raw_parts(phys::to_virt(frame + offset), chunk as usize) };
-            sink(bytes);
-            cursor += chunk;
-        }
-        Ok(())
+        self.for_each_page(frames, addr, len, false, |ptr, _, chunk| {
+            // SAFETY: `ptr` points into a frame mapped readable for this VM,
+            // reached through the physmap; the piece stays within that frame.
+            sink(unsafe { core::slice::from_raw_parts(ptr, chunk) })
+        })
     }
 
     /// Copies `bytes` into the VM at flat address `addr`, which must be
     /// writable by the VM (demand-zero pages are filled and copy-on-write
     /// pages copied on the way, as the VM's own write would).
     pub fn write_guest(&mut self, frames: &mut FrameAllocator, addr: u64, bytes: &[u8]) -> Result<(), Error> {
-        let end = addr.checked_add(bytes.len() as u64).ok_or(Error::BadAddress)?;
-        if end > self.layout.mem_size {
-            return Err(Error::BadAddress);
-        }
-        let mut cursor = addr;
-        while cursor < end {
-            let frame = match self.space.frame_of(cursor, true) {
-                Some(frame) => frame,
-                None => {
-                    let fault = super::fault::Fault {
-                        vector: 14,
-                        error_code: if self.space.frame_of(cursor, false).is_some() { 3 } else { 2 },
-                        rip: self.context.rip,
-                        address: Some(cursor),
-                    };
-                    if !self.resolve_fault(frames, &fault) {
-                        return Err(Error::BadAddress);
-                    }
-                    self.space.frame_of(cursor, true).ok_or(Error::BadAddress)?
-                }
-            };
-            let offset = cursor % FRAME_SIZE;
-            let chunk = (FRAME_SIZE - offset).min(end - cursor) as usize;
-            let from = (cursor - addr) as usize;
-            // SAFETY: `frame` is mapped writable for this VM and reached
-            // through the physmap; the copy stays within that one frame.
-            unsafe { core::ptr::copy_nonoverlapping(bytes[from..].as_ptr(), phys::to_virt(frame + offset), chunk) };
-            cursor += chunk as u64;
-        }
-        Ok(())
+        self.for_each_page(frames, addr, bytes.len() as u64, true, |ptr, done, chunk| {
+            // SAFETY: `ptr` points into a frame mapped writable for this VM,
+            // reached through the physmap; the copy stays within that frame.
+            unsafe { core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), ptr, chunk) }
+        })
     }
 }

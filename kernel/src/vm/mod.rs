@@ -22,8 +22,6 @@ pub enum State {
     Runnable,
     /// Called `idle` with nothing pending; waits for an event.
     Idle,
-    /// Finished with this status (see [`fault_status`] for faults).
-    Exited(i32),
 }
 
 /// Per-VM accounting.
