@@ -114,12 +114,13 @@ pub struct BundleEntry {
     pub args_offset: u64,
     /// Length of the argument string (at most `info::ARGS_MAX`).
     pub args_len: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// The first VM's IPv4 configuration; VM `i` of this image takes the
+    /// `i`-th address after it (see [`crate::net::Ipv4Config::nth`]).
+    pub ipv4: crate::net::Ipv4Config,
 }
 
 const _: () = assert!(core::mem::size_of::<BundleHeader>() == 16);
-const _: () = assert!(core::mem::size_of::<BundleEntry>() == 72);
+const _: () = assert!(core::mem::size_of::<BundleEntry>() == 80);
 
 /// Most images in one bundle.
 pub const BUNDLE_MAX_ENTRIES: u32 = 4096;
@@ -254,6 +255,8 @@ pub struct BundleSpec<'a> {
     /// Arguments every VM of this image finds on its info page (cut to
     /// `info::ARGS_MAX` bytes).
     pub args: &'a str,
+    /// The first VM's IPv4 configuration.
+    pub ipv4: crate::net::Ipv4Config,
 }
 
 /// Writes a boot bundle.
@@ -281,7 +284,10 @@ pub fn build_bundle(entries: &[BundleSpec<'_>]) -> alloc::vec::Vec<u8> {
         out.extend_from_slice(&name_buf);
         out.extend_from_slice(&(offset + spec.image.len() as u64).to_le_bytes());
         out.extend_from_slice(&(args.len() as u32).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
+        let net = &spec.ipv4;
+        out.extend_from_slice(&net.address);
+        out.extend_from_slice(&net.gateway);
+        out.extend_from_slice(&[net.prefix_len, 0, 0, 0]);
         offset += (spec.image.len() + args.len()) as u64;
     }
     for spec in entries {
@@ -296,7 +302,7 @@ mod tests {
     use super::*;
 
     fn spec<'a>(name: &'a str, instances: u32, image: &'a [u8], args: &'a str) -> BundleSpec<'a> {
-        BundleSpec { name, instances, image, args }
+        BundleSpec { name, instances, image, args, ipv4: crate::net::Ipv4Config::DEFAULT }
     }
 
     #[test]

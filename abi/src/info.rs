@@ -47,11 +47,15 @@ pub struct InfoPage {
     pub reserved2: u32,
     /// The VM's Ethernet address (see [`crate::net::mac_of`]); 2 bytes pad.
     pub mac: [u8; 8],
+    /// The VM's IPv4 configuration (address, gateway, prefix).
+    pub ipv4: crate::net::Ipv4Config,
+    /// Reserved, zero.
+    pub reserved3: u32,
     /// The VM's arguments from the manifest, UTF-8.
     pub args: [u8; ARGS_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<InfoPage>() == 104 + ARGS_MAX);
+const _: () = assert!(core::mem::size_of::<InfoPage>() == 120 + ARGS_MAX);
 const _: () = assert!(core::mem::size_of::<InfoPage>() <= crate::layout::PAGE_SIZE as usize);
 const _: () = assert!(core::mem::offset_of!(InfoPage, pending_events) == 80);
 

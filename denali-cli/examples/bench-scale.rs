@@ -13,6 +13,7 @@
 
 use anyhow::{Context, Result, bail};
 use denali_abi::boot::{BundleSpec, build_bundle};
+use denali_abi::net::Ipv4Config;
 use denali_cli::build::{BuildOptions, build};
 use denali_cli::{image, kernel, paths};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +28,7 @@ fn build_example(name: &str) -> Result<Vec<u8>> {
 /// Boots `instances` VMs of `image` with `args`; returns the console and the wall time.
 fn boot(name: &str, image: &[u8], instances: u32, args: &str, mem: Option<u64>) -> Result<(String, Duration)> {
     let kernel = kernel::kernel_elf()?;
-    let bundle = build_bundle(&[BundleSpec { name, instances, image, args }]);
+    let bundle = build_bundle(&[BundleSpec { name, instances, image, args, ipv4: Ipv4Config::DEFAULT }]);
     let mut config = denali_monitor::Config::new(&kernel, bundle);
     config.stats = true;
     if let Some(mem) = mem {

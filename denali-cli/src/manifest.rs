@@ -4,6 +4,10 @@
 //! instances = 100        # VMs to boot from the image (default 1)
 //! memory = "4 MiB"       # each VM's flat address space (default 4 MiB)
 //! args = "--verbose"     # handed to every VM on its info page
+//!
+//! [network]
+//! ip = "10.0.2.15/24"    # the first instance's address; instance i takes the i-th after it
+//! gateway = "10.0.2.2"   # where frames for other networks go
 //! ```
 //!
 //! Every value is checked here, and a bad one is refused with a sentence
@@ -12,7 +16,9 @@
 use anyhow::{Context, Result, bail};
 use denali_abi::info::ARGS_MAX;
 use denali_abi::layout::{DEFAULT_MEM_SIZE, MAX_MEM_SIZE, MIN_MEM_SIZE, PAGE_SIZE};
+use denali_abi::net::Ipv4Config;
 use serde::Deserialize;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// Most VMs one run may ask for.
@@ -27,6 +33,14 @@ struct Raw {
     instances: Option<i64>,
     memory: Option<Size>,
     args: Option<String>,
+    network: Option<RawNetwork>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    ip: String,
+    gateway: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -45,11 +59,14 @@ pub struct Manifest {
     pub memory: u64,
     /// Arguments for every VM.
     pub args: String,
+    /// The first VM's IPv4 configuration, if the manifest sets one (the
+    /// runner picks an unused range of the default network otherwise).
+    pub network: Option<Ipv4Config>,
 }
 
 impl Default for Manifest {
     fn default() -> Self {
-        Manifest { instances: 1, memory: DEFAULT_MEM_SIZE, args: String::new() }
+        Manifest { instances: 1, memory: DEFAULT_MEM_SIZE, args: String::new(), network: None }
     }
 }
 
@@ -80,6 +97,11 @@ impl Manifest {
             }
             manifest.args = args;
         }
+        if let Some(network) = raw.network {
+            let config = parse_network(&network)?;
+            check_room(&config, manifest.instances)?;
+            manifest.network = Some(config);
+        }
         Ok(manifest)
     }
 }
@@ -90,6 +112,54 @@ pub fn check_instances(n: i64, what: &str) -> Result<u32> {
         bail!("{what} must be between 1 and {MAX_INSTANCES} (got {n})");
     }
     Ok(n as u32)
+}
+
+/// Checks that `instances` consecutive addresses from `network`'s fit in
+/// its subnet.
+pub fn check_room(network: &Ipv4Config, instances: u32) -> Result<()> {
+    let room = network.room();
+    if instances > room {
+        let first = Ipv4Addr::from(network.address);
+        bail!(
+            "{instances} instances need {instances} addresses from {first}/{}, but only {room} fit in that network: \
+             give `[network] ip` a shorter prefix or an earlier first address",
+            network.prefix_len
+        );
+    }
+    Ok(())
+}
+
+fn parse_network(raw: &RawNetwork) -> Result<Ipv4Config> {
+    let bad_ip = || {
+        anyhow::anyhow!("`network.ip` = {:?} is not an address with a prefix: write it like \"10.0.2.15/24\"", raw.ip)
+    };
+    let (address, prefix) = raw.ip.split_once('/').ok_or_else(bad_ip)?;
+    let address: Ipv4Addr = address.trim().parse().map_err(|_| bad_ip())?;
+    let prefix_len: u8 = prefix.trim().parse().map_err(|_| bad_ip())?;
+    if !(8..=30).contains(&prefix_len) {
+        bail!("`network.ip` = {:?} has prefix /{prefix_len}: use a prefix between /8 and /30", raw.ip);
+    }
+    if address.is_unspecified() || address.is_broadcast() || address.is_multicast() || address.is_loopback() {
+        bail!("`network.ip` = {:?} cannot be a VM's address: pick a unicast address such as 10.0.2.15/24", raw.ip);
+    }
+    let mut config = Ipv4Config { address: address.octets(), gateway: [0; 4], prefix_len, reserved: [0; 3] };
+    let network_bits = u32::from(address) & config.mask();
+    if u32::from(address) == network_bits {
+        bail!("`network.ip` = {:?} is the network's own address: start one above it", raw.ip);
+    }
+    if config.room() == 0 {
+        bail!("`network.ip` = {:?} is the network's broadcast address: pick one below it", raw.ip);
+    }
+    if let Some(gateway) = &raw.gateway {
+        let parsed: Ipv4Addr = gateway.trim().parse().map_err(|_| {
+            anyhow::anyhow!("`network.gateway` = {gateway:?} is not an IPv4 address: write it like \"10.0.2.2\"")
+        })?;
+        if u32::from(parsed) & config.mask() != network_bits {
+            bail!("`network.gateway` = {gateway:?} is outside the network {}: the gateway must be on it", raw.ip);
+        }
+        config.gateway = parsed.octets();
+    }
+    Ok(config)
 }
 
 fn parse_memory(size: &Size) -> Result<u64> {
@@ -138,7 +208,11 @@ mod tests {
     #[test]
     fn a_full_manifest_parses() {
         let m = Manifest::parse("instances = 3\nmemory = \"8 MiB\"\nargs = \"--fast\"\n").unwrap();
-        assert_eq!(m, Manifest { instances: 3, memory: 8 << 20, args: "--fast".into() });
+        assert_eq!(m, Manifest { instances: 3, memory: 8 << 20, args: "--fast".into(), network: None });
+        let m =
+            Manifest::parse("instances = 4\n[network]\nip = \"192.168.7.20/24\"\ngateway = \"192.168.7.1\"\n").unwrap();
+        let net = m.network.unwrap();
+        assert_eq!((net.address, net.gateway, net.prefix_len), ([192, 168, 7, 20], [192, 168, 7, 1], 24));
         assert_eq!(Manifest::parse("").unwrap(), Manifest::default());
         assert_eq!(Manifest::parse("memory = 2097152").unwrap().memory, 2 << 20);
     }
@@ -155,6 +229,16 @@ mod tests {
             ("memory = 4097", "out of range"),
             ("colour = \"blue\"", "unknown field `colour`"),
             ("instances = [", "instances"),
+            ("[network]\nip = \"10.0.2.15\"", "`network.ip` = \"10.0.2.15\" is not an address with a prefix"),
+            ("[network]\nip = \"10.0.2.300/24\"", "is not an address with a prefix"),
+            ("[network]\nip = \"10.0.2.15/31\"", "has prefix /31"),
+            ("[network]\nip = \"127.0.0.1/8\"", "cannot be a VM's address"),
+            ("[network]\nip = \"10.0.2.0/24\"", "the network's own address"),
+            ("[network]\nip = \"10.0.2.255/24\"", "broadcast address"),
+            ("[network]\nip = \"10.0.2.15/24\"\ngateway = \"10.0.3.1\"", "outside the network"),
+            ("[network]\nip = \"10.0.2.15/24\"\ngateway = \"gw\"", "`network.gateway` = \"gw\" is not an IPv4"),
+            ("instances = 300\n[network]\nip = \"10.0.2.15/24\"", "300 instances need 300 addresses"),
+            ("[network]\nipv6 = \"::1\"", "unknown field `ipv6`"),
         ] {
             let err = format!("{:#}", Manifest::parse(text).unwrap_err());
             assert!(err.contains(words), "{text}: {err}");

@@ -6,6 +6,7 @@ use crate::manifest::Manifest;
 use crate::{image, kernel};
 use anyhow::{Context, Result, bail};
 use denali_abi::boot::{BundleSpec, build_bundle};
+use denali_abi::net::Ipv4Config;
 use std::path::PathBuf;
 
 /// What to run.
@@ -57,15 +58,54 @@ fn services(options: &RunOptions) -> Result<Vec<Service>> {
         .collect()
 }
 
+/// Each service's first address: its manifest's, or else the next unused
+/// range of the default network, so that several images never share one.
+fn assign_networks(services: &[Service]) -> Result<Vec<Ipv4Config>> {
+    let mut next_default = 0u32;
+    let mut taken: Vec<(u32, u32, &str)> = Vec::new();
+    let mut networks = Vec::new();
+    for service in services {
+        let instances = service.manifest.instances;
+        let network = match service.manifest.network {
+            Some(network) => network,
+            None => {
+                let network = Ipv4Config::DEFAULT.nth(next_default).unwrap_or(Ipv4Config::DEFAULT);
+                next_default = next_default.saturating_add(instances);
+                network
+            }
+        };
+        crate::manifest::check_room(&network, instances).with_context(|| format!("cannot address {}", service.name))?;
+        let first = u32::from_be_bytes(network.address);
+        let last = first + (instances - 1);
+        if let Some((_, _, other)) = taken.iter().find(|(a, b, _)| first <= *b && *a <= last) {
+            bail!(
+                "{} and {other} would share IPv4 addresses: give one of them another `[network] ip` in its Denali.toml",
+                service.name
+            );
+        }
+        taken.push((first, last, &service.name));
+        networks.push(network);
+    }
+    Ok(networks)
+}
+
 /// Boots the images (each instance its own VM) and returns the run's exit
 /// status.
 pub fn run(options: &RunOptions) -> Result<i32> {
     denali_monitor::check_kvm()?;
     let services = services(options)?;
     let kernel = kernel::kernel_elf()?;
+    let networks = assign_networks(&services)?;
     let entries: Vec<BundleSpec<'_>> = services
         .iter()
-        .map(|s| BundleSpec { name: &s.name, instances: s.manifest.instances, image: &s.image, args: &s.manifest.args })
+        .zip(networks)
+        .map(|(s, ipv4)| BundleSpec {
+            name: &s.name,
+            instances: s.manifest.instances,
+            image: &s.image,
+            args: &s.manifest.args,
+            ipv4,
+        })
         .collect();
     let mut config = denali_monitor::Config::new(&kernel, build_bundle(&entries));
     config.verbose = options.build.verbose;

@@ -5,6 +5,7 @@
 mod support;
 
 use denali_abi::boot::{BundleSpec, build_bundle};
+use denali_abi::net::Ipv4Config;
 use support::*;
 
 const NULL_WRITE: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let p = core::hint::black_box(0usize) as *mut u64;\n    unsafe { p.write_volatile(0xdead) };\n}\n";
@@ -71,8 +72,8 @@ fn the_kernel_loader_refuses_a_corrupted_image_and_runs_the_rest() {
     corrupted[last] ^= 1;
     // Bypass the CLI's check: hand the kernel a bundle with a bad image.
     let bundle = build_bundle(&[
-        BundleSpec { name: "corrupted", instances: 1, image: &corrupted, args: "" },
-        BundleSpec { name: "good", instances: 1, image: &good, args: "" },
+        BundleSpec { name: "corrupted", instances: 1, image: &corrupted, args: "", ipv4: Ipv4Config::DEFAULT },
+        BundleSpec { name: "good", instances: 1, image: &good, args: "", ipv4: Ipv4Config::DEFAULT.nth(1).unwrap() },
     ]);
     let kernel = denali_cli::kernel::kernel_elf().expect("kernel builds");
     let console = denali_monitor::CapturedConsole::default();

@@ -128,13 +128,24 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
                 continue;
             }
         };
-        for _ in 0..entry.instances {
+        for instance in 0..entry.instances {
             let id = kernel.vms.len() as u32;
+            let ipv4 = entry.ipv4.nth(instance).unwrap_or_default();
+            if ipv4.is_configured() && !kernel.switch.attach(ipv4.address, id) {
+                let [a, b, c, d] = ipv4.address;
+                kprintln!(
+                    "denali: vm {id} ({}) refused: another VM already has its address {a}.{b}.{c}.{d}",
+                    entry.name()
+                );
+                kernel.refuse(entry.name());
+                continue;
+            }
             let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
-            match loader.instantiate(id, entry.name(), &template, args) {
+            match loader.instantiate(id, entry.name(), &template, args, ipv4) {
                 Ok(vm) => kernel.admit(vm),
                 Err(e) => {
                     kprintln!("denali: vm {id} ({}) could not be made: {e}", entry.name());
+                    kernel.switch.detach(ipv4.address, id);
                     kernel.refuse(entry.name());
                 }
             }

@@ -6,6 +6,7 @@ use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, enter_user};
 use crate::arch::x86_64::{apic, rdtsc};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
+use crate::net::{Action, Switch};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::time::Clock;
 use crate::vm::fault::Fault;
@@ -81,6 +82,8 @@ pub struct Kernel {
     pub time_limit: Option<u64>,
     /// Whether the last `run_vm` ended because the timer fired.
     preempted: bool,
+    /// The virtual Ethernet switch.
+    pub switch: Switch,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
     loaded_root: PhysFrame,
 }
@@ -105,6 +108,7 @@ impl Kernel {
             time_limit: None,
             preempted: false,
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
+            switch: Switch::default(),
         }
     }
 
@@ -236,6 +240,16 @@ impl Kernel {
 
     /// Puts a frame in VM `to`'s receive ring (or drops it: a full ring, a
     /// VM that is gone) and wakes the VM if it idles.
+    /// Does what the switch decided for a frame VM `sender` sent.
+    fn carry_out(&mut self, sender: VmId, action: Action) {
+        match action {
+            Action::ToVm(to, frame) => self.deliver(to, frame),
+            Action::Reply(frame) => self.deliver(sender, frame),
+            // No uplink yet: the switch never decides this without one.
+            Action::ToUplink(_) | Action::Drop => {}
+        }
+    }
+
     fn deliver(&mut self, to: VmId, frame: Vec<u8>) {
         let Some(vm) = self.vms.get_mut(to as usize).and_then(Option::as_mut) else { return };
         if vm.rx.push(frame) {
@@ -328,7 +342,13 @@ impl Kernel {
             match vm.context.vector {
                 HYPERCALL => {
                     let now = self.clock.ns_at(rdtsc());
-                    let mut env = Env { frames: &mut self.frames, sched: &mut self.sched, prefix_console: prefix, now };
+                    let mut env = Env {
+                        frames: &mut self.frames,
+                        sched: &mut self.sched,
+                        prefix_console: prefix,
+                        now,
+                        switch: &self.switch,
+                    };
                     match hypercall::dispatch(vm, &mut env) {
                         Outcome::Resume(value) => vm.context.rax = value,
                         Outcome::Block => return,
@@ -338,9 +358,9 @@ impl Kernel {
                             return;
                         }
                         Outcome::Exit(status) => return self.finish(id, status),
-                        Outcome::Deliver { to, frame } => {
-                            vm.context.rax = frame.len() as u64;
-                            self.deliver(to, frame);
+                        Outcome::Send(action) => {
+                            vm.context.rax = vm.context.rsi;
+                            self.carry_out(id, action);
                             let Some(again) = self.vms[id as usize].as_mut() else { return };
                             vm = again;
                         }
@@ -379,6 +399,7 @@ impl Kernel {
         self.statuses[id as usize] = Some(status);
         self.stats[id as usize] = vm.stats;
         self.sched.remove(id);
+        self.switch.detach(vm.ipv4.address, id);
         self.live -= 1;
         if self.fpu_owner == Some(id) {
             self.fpu_owner = None;

@@ -4,7 +4,7 @@
 use super::{State, Vm};
 use crate::console;
 use crate::mem::frame::FrameAllocator;
-use crate::net::{self, Route};
+use crate::net::{Action, Port, Switch};
 use crate::sched::Scheduler;
 use alloc::vec::Vec;
 use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, Hypercall};
@@ -20,9 +20,10 @@ pub enum Outcome {
     Yield,
     /// The VM is finished with this status.
     Exit(i32),
-    /// Return `len` in `rax`, keep running the VM, and hand `frame` to VM
-    /// `to` (the kernel does that: it needs the other VM).
-    Deliver { to: u32, frame: Vec<u8> },
+    /// Return the frame's length in `rax`, keep running the VM, and carry
+    /// out the switch's decision for the frame it sent (the kernel does
+    /// that: it needs the other VM or the NIC).
+    Send(Action),
 }
 
 /// Kernel services a hypercall may use.
@@ -35,6 +36,8 @@ pub struct Env<'a> {
     pub prefix_console: bool,
     /// Current global-clock time.
     pub now: u64,
+    /// The virtual Ethernet switch.
+    pub switch: &'a Switch,
 }
 
 /// Decodes and runs the hypercall in the VM's saved registers.
@@ -89,9 +92,9 @@ fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
     if let Err(e) = vm.read_guest(env.frames, addr, len, |bytes| frame.extend_from_slice(bytes)) {
         return Outcome::Resume(e.to_return());
     }
-    match net::route(vm.id, &frame) {
-        Ok(Route::Vm(to)) => Outcome::Deliver { to, frame },
-        Ok(Route::Drop) => Outcome::Resume(len),
+    match env.switch.forward(Port::Vm(vm.id), frame) {
+        Ok(Action::Drop) => Outcome::Resume(len),
+        Ok(action) => Outcome::Send(action),
         Err(_) => Outcome::Resume(Error::InvalidArgument.to_return()),
     }
 }

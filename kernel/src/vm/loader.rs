@@ -20,6 +20,7 @@ use alloc::vec::Vec;
 use denali_abi::image::{Image, ImageError, SEG_EXEC, SEG_WRITE};
 use denali_abi::info::{ARGS_MAX, INFO_MAGIC};
 use denali_abi::layout::INFO_PAGE;
+use denali_abi::net::Ipv4Config;
 
 /// Why a VM could not be made.
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +115,14 @@ impl Loader<'_> {
     }
 
     /// Makes VM `id` from a template; `args` go on its info page.
-    pub fn instantiate(&mut self, id: VmId, name: &str, template: &Template, args: &[u8]) -> Result<Vm, LoadError> {
+    pub fn instantiate(
+        &mut self,
+        id: VmId,
+        name: &str,
+        template: &Template,
+        args: &[u8],
+        ipv4: Ipv4Config,
+    ) -> Result<Vm, LoadError> {
         let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
         match self.map(&mut space, template) {
             Ok(info_frame) => {
@@ -135,6 +143,7 @@ impl Loader<'_> {
                     slice_left: crate::sched::TIME_SLICE_NS,
                     out_of_memory: false,
                     rx: RxRing::default(),
+                    ipv4,
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)
@@ -158,7 +167,7 @@ impl Loader<'_> {
 
     fn write_info_page(&self, vm: &mut Vm, args: &[u8]) {
         let layout = vm.layout;
-        let (id, count, clock) = (vm.id, self.vm_count, self.clock);
+        let (id, count, clock, ipv4) = (vm.id, self.vm_count, self.clock, vm.ipv4);
         let info = vm.info_mut();
         info.magic = INFO_MAGIC;
         info.abi_version = denali_abi::ABI_VERSION;
@@ -175,5 +184,6 @@ impl Loader<'_> {
         info.args[..args.len()].copy_from_slice(args);
         info.args_len = args.len() as u32;
         info.mac[..6].copy_from_slice(&denali_abi::net::mac_of(id));
+        info.ipv4 = ipv4;
     }
 }

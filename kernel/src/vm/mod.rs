@@ -99,6 +99,8 @@ pub struct Vm {
     pub out_of_memory: bool,
     /// Frames the virtual switch delivered and it has not taken yet.
     pub rx: RxRing,
+    /// Its IPv4 configuration (all zero: no address).
+    pub ipv4: denali_abi::net::Ipv4Config,
 }
 
 impl Vm {
