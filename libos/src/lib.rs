@@ -4,7 +4,8 @@
 //! flat address space, a read-only info page, and a handful of hypercalls.
 //! This crate turns that into something that feels like `std`: an entry
 //! attribute, `println!`, a heap for `alloc`, `time::{Instant, sleep}`,
-//! `process::exit`, and a panic handler that reports where it happened.
+//! `process::exit`, a panic handler that reports where it happened, green
+//! threads, and TCP/UDP sockets (`net`) over the VM's virtual NIC.
 //!
 //! ```ignore
 //! #![no_std]
@@ -21,6 +22,7 @@
 
 pub mod console;
 pub mod hypercall;
+pub mod io;
 pub mod net;
 pub mod process;
 pub mod thread;

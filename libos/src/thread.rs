@@ -46,6 +46,9 @@ struct Thread {
     state: State,
     entry: Option<Box<dyn FnOnce()>>,
     joiners: Vec<ThreadId>,
+    /// When a sleeping or event-waiting thread wakes at the latest (its
+    /// key in `sleepers`).
+    deadline: Option<u64>,
 }
 
 struct Runtime {
@@ -74,7 +77,14 @@ static RUNTIME: Local = Local(RefCell::new(None));
 fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
     let mut slot = RUNTIME.0.borrow_mut();
     let rt = slot.get_or_insert_with(|| Runtime {
-        threads: alloc::vec![Thread { rsp: 0, stack: None, state: State::Ready, entry: None, joiners: Vec::new() }],
+        threads: alloc::vec![Thread {
+            rsp: 0,
+            stack: None,
+            state: State::Ready,
+            entry: None,
+            joiners: Vec::new(),
+            deadline: None
+        }],
         current: 0,
         ready: VecDeque::new(),
         sleepers: BTreeMap::new(),
@@ -136,6 +146,9 @@ fn wake_event_waiters(events: u64) {
         let (woken, waiting): (Vec<_>, Vec<_>) = rt.event_waiters.drain(..).partition(|(_, mask)| mask & events != 0);
         rt.event_waiters = waiting;
         for (id, _) in woken {
+            if let Some(due) = rt.threads[id].deadline.take() {
+                rt.sleepers.remove(&(due, id));
+            }
             rt.threads[id].state = State::Ready;
             rt.ready.push_back(id);
         }
@@ -159,6 +172,8 @@ fn schedule() {
                     break;
                 }
                 rt.sleepers.remove(&(due, id));
+                rt.threads[id].deadline = None;
+                rt.event_waiters.retain(|&(waiter, _)| waiter != id);
                 rt.threads[id].state = State::Ready;
                 rt.ready.push_back(id);
             }
@@ -228,21 +243,32 @@ pub fn yield_now() {
 
 /// Parks the running thread until global-clock time `due_ns`.
 pub(crate) fn sleep_until(due_ns: u64) {
-    with(|rt| {
-        let current = rt.current;
-        rt.threads[current].state = State::Sleeping;
-        rt.sleepers.insert((due_ns, current), ());
-    });
-    schedule();
+    park(0, Some(due_ns));
 }
 
 /// Parks the running thread until one of the `events` bits
 /// (`denali_abi::hypercall::EVENT_*`) is delivered to the VM.
 pub(crate) fn wait_for_event(events: u64) {
+    park(events, None);
+}
+
+/// Parks the running thread until one of the `events` bits is delivered or
+/// global-clock time `due_ns` comes, whichever is first.
+pub(crate) fn wait_for_event_until(events: u64, due_ns: u64) {
+    park(events, Some(due_ns));
+}
+
+fn park(events: u64, due_ns: Option<u64>) {
     with(|rt| {
         let current = rt.current;
-        rt.threads[current].state = State::WaitingForEvent;
-        rt.event_waiters.push((current, events));
+        rt.threads[current].state = if events != 0 { State::WaitingForEvent } else { State::Sleeping };
+        if events != 0 {
+            rt.event_waiters.push((current, events));
+        }
+        if let Some(due) = due_ns {
+            rt.threads[current].deadline = Some(due);
+            rt.sleepers.insert((due, current), ());
+        }
     });
     schedule();
 }
@@ -308,6 +334,7 @@ where
             state: State::Ready,
             entry: Some(entry),
             joiners: Vec::new(),
+            deadline: None,
         });
         let id = rt.threads.len() - 1;
         rt.ready.push_back(id);

@@ -1,34 +1,69 @@
-//! Networking. For now the virtual NIC itself: raw Ethernet frames on the
-//! virtual segment that joins every VM of a boot. A VM's address is
-//! [`crate::vm::mac`]; VM `n` is at `denali_abi::net::mac_of(n)`.
+//! Networking: TCP and UDP sockets shaped like `std::net`, over the VM's
+//! virtual NIC.
+//!
+//! ```ignore
+//! use denali::io::{Read, Write};
+//! let listener = denali::net::TcpListener::bind("0.0.0.0:7")?;
+//! loop {
+//!     let (mut stream, _) = listener.accept()?;
+//!     denali::thread::spawn(move || {
+//!         let mut buf = [0u8; 1024];
+//!         while let Ok(n @ 1..) = stream.read(&mut buf) {
+//!             let _ = stream.write_all(&buf[..n]);
+//!         }
+//!     });
+//! }
+//! ```
+//!
+//! Each VM has the IPv4 address its manifest's `[network]` table gives it
+//! ([`local_ip`]) and the MAC address derived from its id
+//! ([`crate::vm::mac`]). A call that must wait parks only the calling green
+//! thread; the VM idles when every thread waits.
 
-/// Raw Ethernet frames through the virtual NIC.
-pub mod frame {
-    use crate::hypercall::{Error, Hypercall, call2};
-    use denali_abi::hypercall::EVENT_NET_RX;
-    pub use denali_abi::hypercall::{FRAME_MAX, FRAME_MIN};
-    pub use denali_abi::net::mac_of;
+pub mod frame;
+mod stack;
+mod tcp;
+mod udp;
 
-    /// Sends one frame (header included; the source address must be this
-    /// VM's). A frame nobody on the segment can take is dropped silently, as
-    /// on a real wire.
-    pub fn send(frame: &[u8]) -> Result<(), Error> {
-        call2(Hypercall::NetSend, frame.as_ptr() as u64, frame.len() as u64).map(drop)
+pub use core::net::{Ipv4Addr, SocketAddrV4};
+pub use tcp::{Shutdown, TcpListener, TcpStream};
+pub use udp::UdpSocket;
+
+use crate::io::{Error, ErrorKind, Result};
+
+/// This VM's IPv4 address, if its manifest gave it one.
+pub fn local_ip() -> Option<Ipv4Addr> {
+    let config = crate::vm::info().ipv4;
+    config.is_configured().then(|| Ipv4Addr::from(config.address))
+}
+
+/// Something that names one IPv4 socket address, as `std::net`'s
+/// `ToSocketAddrs` does (without name lookup: there is no DNS here).
+pub trait ToSocketAddr {
+    /// The address.
+    fn to_socket_addr(&self) -> Result<SocketAddrV4>;
+}
+
+impl ToSocketAddr for SocketAddrV4 {
+    fn to_socket_addr(&self) -> Result<SocketAddrV4> {
+        Ok(*self)
     }
+}
 
-    /// Takes the oldest received frame into `buf`, returning its length, or
-    /// `Err(Error::WouldBlock)` when none has arrived.
-    pub fn try_recv(buf: &mut [u8]) -> Result<usize, Error> {
-        call2(Hypercall::NetRecv, buf.as_mut_ptr() as u64, buf.len() as u64).map(|n| n as usize)
+impl ToSocketAddr for (Ipv4Addr, u16) {
+    fn to_socket_addr(&self) -> Result<SocketAddrV4> {
+        Ok(SocketAddrV4::new(self.0, self.1))
     }
+}
 
-    /// Waits for a frame (parking only the calling thread) and takes it.
-    pub fn recv(buf: &mut [u8]) -> Result<usize, Error> {
-        loop {
-            match try_recv(buf) {
-                Err(Error::WouldBlock) => crate::thread::wait_for_event(EVENT_NET_RX),
-                result => return result,
-            }
-        }
+impl ToSocketAddr for str {
+    fn to_socket_addr(&self) -> Result<SocketAddrV4> {
+        self.parse().map_err(|_| Error::new(ErrorKind::InvalidInput, "not an IPv4 socket address like \"10.0.2.15:80\""))
+    }
+}
+
+impl<T: ToSocketAddr + ?Sized> ToSocketAddr for &T {
+    fn to_socket_addr(&self) -> Result<SocketAddrV4> {
+        (**self).to_socket_addr()
     }
 }

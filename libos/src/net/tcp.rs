@@ -1,0 +1,254 @@
+//! TCP: [`TcpListener`] and [`TcpStream`], blocking and shaped like
+//! `std::net`'s, over smoltcp's TCP sockets.
+//!
+//! A listener keeps [`BACKLOG`] sockets listening on its port, so that many
+//! connections can be opening at once; `accept` hands out one that has
+//! connected and puts a fresh socket in its place.
+
+extern crate alloc;
+
+use super::stack::{self, Protocol, Stack, block_on};
+use super::{Ipv4Addr, SocketAddrV4, ToSocketAddr};
+use crate::io::{self, Error, ErrorKind, Result};
+use alloc::vec;
+use alloc::vec::Vec;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// Sockets a listener keeps listening (connections that can be opening at
+/// once before the next `accept`).
+pub const BACKLOG: usize = 8;
+/// Each connection's receive buffer.
+const RX_BUFFER: usize = 8 * 1024;
+/// Each connection's send buffer.
+const TX_BUFFER: usize = 8 * 1024;
+
+/// Which halves of a connection [`TcpStream::shutdown`] closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shutdown {
+    /// No more reading.
+    Read,
+    /// No more writing: the peer reads the end of the stream.
+    Write,
+    /// Both.
+    Both,
+}
+
+fn new_socket() -> Socket<'static> {
+    Socket::new(SocketBuffer::new(vec![0; RX_BUFFER]), SocketBuffer::new(vec![0; TX_BUFFER]))
+}
+
+fn v4(endpoint: IpEndpoint) -> SocketAddrV4 {
+    let IpAddress::Ipv4(ip) = endpoint.addr;
+    SocketAddrV4::new(Ipv4Addr::from(ip.octets()), endpoint.port)
+}
+
+/// A TCP socket listening for connections.
+pub struct TcpListener {
+    port: u16,
+    listening: Vec<SocketHandle>,
+}
+
+impl TcpListener {
+    /// Listens on `addr` (this VM's address or `0.0.0.0`; port 0 picks a
+    /// free port).
+    pub fn bind(addr: impl ToSocketAddr) -> Result<TcpListener> {
+        let addr = addr.to_socket_addr()?;
+        stack::with(|stack| {
+            stack.check_local(*addr.ip())?;
+            let port = stack.claim_port(Protocol::Tcp, addr.port())?;
+            let listening = (0..BACKLOG).map(|_| listen(stack, port)).collect();
+            Ok(TcpListener { port, listening })
+        })?
+    }
+
+    /// The address this listener is bound to.
+    pub fn local_addr(&self) -> Result<SocketAddrV4> {
+        stack::with(|stack| SocketAddrV4::new(Ipv4Addr::from(stack.address.octets()), self.port))
+    }
+
+    /// Waits for a connection and returns it with the peer's address.
+    pub fn accept(&mut self) -> Result<(TcpStream, SocketAddrV4)> {
+        block_on(|stack| {
+            let index = self.listening.iter().position(|&handle| {
+                let socket = stack.sockets.get_mut::<Socket>(handle);
+                match socket.state() {
+                    State::Listen | State::SynReceived => false,
+                    // Reset before it was accepted: listen again.
+                    State::Closed => {
+                        let _ = socket.listen(self.port);
+                        false
+                    }
+                    _ => true,
+                }
+            })?;
+            let handle = self.listening[index];
+            self.listening[index] = listen(stack, self.port);
+            let socket = stack.sockets.get::<Socket>(handle);
+            let peer = v4(socket.remote_endpoint().expect("a connected socket has a peer"));
+            Some(Ok((TcpStream { handle, ephemeral_port: None, eof: false }, peer)))
+        })
+    }
+}
+
+fn listen(stack: &mut Stack, port: u16) -> SocketHandle {
+    let mut socket = new_socket();
+    socket.listen(port).expect("port is not 0 and the socket is new");
+    stack.sockets.add(socket)
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let _ = stack::with(|stack| {
+            for &handle in &self.listening {
+                stack.sockets.remove(handle);
+            }
+            stack.release_port(Protocol::Tcp, self.port);
+        });
+    }
+}
+
+/// A TCP connection.
+pub struct TcpStream {
+    handle: SocketHandle,
+    /// The port `connect` claimed, given back when the socket is freed.
+    ephemeral_port: Option<u16>,
+    /// Whether the peer's end of stream was seen.
+    eof: bool,
+}
+
+impl TcpStream {
+    /// Connects to `addr`, waiting until the connection is open.
+    pub fn connect(addr: impl ToSocketAddr) -> Result<TcpStream> {
+        let addr = addr.to_socket_addr()?;
+        if addr.port() == 0 || addr.ip().is_unspecified() {
+            return Err(Error::new(ErrorKind::InvalidInput, "cannot connect to port 0 or to 0.0.0.0"));
+        }
+        let (handle, port) = stack::with(|stack| -> Result<_> {
+            let port = stack.claim_port(Protocol::Tcp, 0)?;
+            let mut socket = new_socket();
+            // Give up on a peer that never answers the handshake.
+            socket.set_timeout(Some(smoltcp::time::Duration::from_secs(20)));
+            let remote = IpEndpoint::new(IpAddress::Ipv4(addr.ip().octets().into()), addr.port());
+            if socket.connect(stack.context(), remote, port).is_err() {
+                stack.release_port(Protocol::Tcp, port);
+                return Err(Error::new(ErrorKind::AddrNotAvailable, "no route to that address from this VM"));
+            }
+            Ok((stack.sockets.add(socket), port))
+        })??;
+        let stream = TcpStream { handle, ephemeral_port: Some(port), eof: false };
+        block_on(|stack| {
+            let socket = stack.sockets.get_mut::<Socket>(handle);
+            match socket.state() {
+                State::SynSent | State::SynReceived => None,
+                State::Closed => Some(Err(Error::new(
+                    ErrorKind::ConnectionRefused,
+                    "the connection was refused or never answered",
+                ))),
+                _ => {
+                    socket.set_timeout(None);
+                    Some(Ok(()))
+                }
+            }
+        })?;
+        Ok(stream)
+    }
+
+    fn with_socket<R>(&self, f: impl FnOnce(&mut Socket<'static>) -> R) -> Result<R> {
+        stack::with(|stack| f(stack.sockets.get_mut::<Socket>(self.handle)))
+    }
+
+    /// The peer's address.
+    pub fn peer_addr(&self) -> Result<SocketAddrV4> {
+        self.with_socket(|s| s.remote_endpoint().map(v4))?
+            .ok_or(Error::new(ErrorKind::NotConnected, "the connection is closed"))
+    }
+
+    /// This end's address.
+    pub fn local_addr(&self) -> Result<SocketAddrV4> {
+        self.with_socket(|s| s.local_endpoint().map(v4))?
+            .ok_or(Error::new(ErrorKind::NotConnected, "the connection is closed"))
+    }
+
+    /// Sends small writes at once instead of gathering them (Nagle off).
+    pub fn set_nodelay(&self, nodelay: bool) -> Result<()> {
+        self.with_socket(|s| s.set_nagle_enabled(!nodelay))
+    }
+
+    /// Closes one or both halves of the connection.
+    pub fn shutdown(&mut self, how: Shutdown) -> Result<()> {
+        if how != Shutdown::Read {
+            block_on(|stack| {
+                stack.sockets.get_mut::<Socket>(self.handle).close();
+                Some(Ok(()))
+            })?;
+        }
+        if how != Shutdown::Write {
+            self.eof = true;
+        }
+        Ok(())
+    }
+}
+
+impl io::Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+        if self.eof || buf.is_empty() {
+            return Ok(0);
+        }
+        let handle = self.handle;
+        let n = block_on(|stack| {
+            let socket = stack.sockets.get_mut::<Socket>(handle);
+            if socket.can_recv() {
+                return Some(socket.recv_slice(buf).map_err(|_| reset()));
+            }
+            match socket.state() {
+                State::Closed => Some(Err(reset())),
+                _ if !socket.may_recv() => Some(Ok(0)),
+                _ => None,
+            }
+        })?;
+        self.eof = n == 0;
+        Ok(n)
+    }
+}
+
+impl io::Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let handle = self.handle;
+        block_on(|stack| {
+            let socket = stack.sockets.get_mut::<Socket>(handle);
+            if socket.can_send() {
+                return Some(socket.send_slice(buf).map_err(|_| reset()));
+            }
+            match socket.state() {
+                State::Closed => Some(Err(reset())),
+                _ if !socket.may_send() => {
+                    Some(Err(Error::new(ErrorKind::BrokenPipe, "this end of the connection was shut down")))
+                }
+                _ => None,
+            }
+        })
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        stack::with(Stack::poll)
+    }
+}
+
+fn reset() -> Error {
+    Error::new(ErrorKind::ConnectionReset, "the peer reset the connection")
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let (handle, port) = (self.handle, self.ephemeral_port);
+        let _ = stack::with(|stack| {
+            stack.sockets.get_mut::<Socket>(handle).close();
+            stack.orphan(handle, port);
+        });
+    }
+}
