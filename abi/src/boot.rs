@@ -45,9 +45,19 @@ pub struct BootInfo {
     /// Milliseconds after which the kernel stops every VM still running
     /// (0: no limit).
     pub time_limit_ms: u64,
+    /// Physical address of a virtio-mmio network device (one 4 KiB
+    /// register page), the machine's NIC; 0 if there is none. It raises
+    /// [`NIC_VECTOR`] as a message-signalled interrupt.
+    pub net_mmio: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 56 + 16 * MAX_MEM_REGIONS);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 64 + 16 * MAX_MEM_REGIONS);
+
+/// Size of the NIC's virtio-mmio register page at [`BootInfo::net_mmio`].
+pub const NET_MMIO_SIZE: u64 = 0x1000;
+
+/// Interrupt vector of the machine's NIC.
+pub const NIC_VECTOR: u8 = 33;
 
 /// Boot flag: the kernel reports its own progress (boot banner, per-VM
 /// exit lines) on the console, not only faults.

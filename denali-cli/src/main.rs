@@ -48,7 +48,7 @@ enum Command {
     New {
         /// The service's name (also its directory).
         name: String,
-        /// The template to start from.
+        /// The template to start from: hello, http (a web server) or echo (TCP echo).
         #[arg(long, default_value = "hello")]
         template: String,
     },
@@ -75,6 +75,10 @@ enum Command {
         /// is 124).
         #[arg(long, value_name = "SECS")]
         timeout: Option<f64>,
+        /// Forward 127.0.0.1:HOST on this machine to port GUEST of the first
+        /// VM, through user-mode networking (no root needed); repeatable.
+        #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
+        publish: Vec<String>,
     },
 }
 
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
             }
             0
         }),
-        Command::Run { images, build, mem, instances, stats, timeout } => {
+        Command::Run { images, build, mem, instances, stats, timeout, publish } => {
             let time_limit = match timeout {
                 Some(secs) if !(secs > 0.0 && secs < 1e9) => {
                     Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
@@ -110,7 +114,16 @@ fn main() -> ExitCode {
             let instances = instances.map(|n| denali_cli::manifest::check_instances(n, "--instances")).transpose();
             instances.and_then(|instances| {
                 let memory = mem.map(|m| m << 20);
-                run::run(&RunOptions { images, build: build.into(), memory, instances, stats, time_limit: time_limit? })
+                let forwards = publish.iter().map(|p| run::parse_forward(p)).collect::<anyhow::Result<_>>()?;
+                run::run(&RunOptions {
+                    images,
+                    build: build.into(),
+                    memory,
+                    instances,
+                    stats,
+                    time_limit: time_limit?,
+                    forwards,
+                })
             })
         }
     };

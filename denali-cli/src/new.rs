@@ -8,14 +8,28 @@ use std::path::{Path, PathBuf};
 /// `{{denali_path}}` placeholders).
 type Template = &'static [(&'static str, &'static str)];
 
-const HELLO: Template = &[
-    ("Cargo.toml", include_str!("../../templates/hello/Cargo.toml.in")),
-    ("src/main.rs", include_str!("../../templates/hello/src/main.rs")),
-    (".gitignore", include_str!("../../templates/hello/gitignore")),
+/// Every template's `Cargo.toml` and `.gitignore`.
+const CARGO_TOML: (&str, &str) = ("Cargo.toml", include_str!("../../templates/hello/Cargo.toml.in"));
+const GITIGNORE: (&str, &str) = (".gitignore", include_str!("../../templates/hello/gitignore"));
+
+const HELLO: Template = &[CARGO_TOML, GITIGNORE, ("src/main.rs", include_str!("../../templates/hello/src/main.rs"))];
+
+const HTTP: Template = &[
+    CARGO_TOML,
+    GITIGNORE,
+    ("src/main.rs", include_str!("../../templates/http/src/main.rs")),
+    ("Denali.toml", include_str!("../../templates/http/Denali.toml")),
+];
+
+const ECHO: Template = &[
+    CARGO_TOML,
+    GITIGNORE,
+    ("src/main.rs", include_str!("../../templates/echo/src/main.rs")),
+    ("Denali.toml", include_str!("../../templates/echo/Denali.toml")),
 ];
 
 /// Template names and their files.
-pub const TEMPLATES: &[(&str, Template)] = &[("hello", HELLO)];
+pub const TEMPLATES: &[(&str, Template)] = &[("hello", HELLO), ("http", HTTP), ("echo", ECHO)];
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();

@@ -7,6 +7,8 @@ use crate::{image, kernel};
 use anyhow::{Context, Result, bail};
 use denali_abi::boot::{BundleSpec, build_bundle};
 use denali_abi::net::Ipv4Config;
+use denali_monitor::net::{NetConfig, PortForward};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 /// What to run.
@@ -24,6 +26,33 @@ pub struct RunOptions {
     pub stats: bool,
     /// Stop every VM still running after this long.
     pub time_limit: Option<std::time::Duration>,
+    /// `(host port, guest port)` forwards from 127.0.0.1 to the first VM.
+    pub forwards: Vec<(u16, u16)>,
+}
+
+/// Parses `-p HOST:GUEST`.
+pub fn parse_forward(text: &str) -> Result<(u16, u16)> {
+    let ports =
+        text.split_once(':').and_then(|(h, g)| Some((h.trim().parse::<u16>().ok()?, g.trim().parse::<u16>().ok()?)));
+    match ports {
+        Some((host, guest)) if host != 0 && guest != 0 => Ok((host, guest)),
+        _ => bail!("`-p {text}` is not a port forward: write it as HOST:GUEST with ports 1-65535, like -p 8080:80"),
+    }
+}
+
+/// The NIC's configuration for `forwards` to the first VM of the first
+/// service, whose network is `network`.
+fn user_network(network: &Ipv4Config, forwards: &[(u16, u16)]) -> Result<Option<NetConfig>> {
+    if forwards.is_empty() {
+        return Ok(None);
+    }
+    if network.gateway == [0; 4] {
+        bail!("-p needs a gateway for the VMs to answer through: add `gateway` under [network] in Denali.toml");
+    }
+    let guest_ip = Ipv4Addr::from(network.address);
+    let forwards =
+        forwards.iter().map(|&(host_port, guest_port)| PortForward { host_port, guest_ip, guest_port }).collect();
+    Ok(Some(NetConfig { gateway: Ipv4Addr::from(network.gateway), prefix_len: network.prefix_len, forwards }))
 }
 
 /// One image to boot, and how.
@@ -96,6 +125,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let services = services(options)?;
     let kernel = kernel::kernel_elf()?;
     let networks = assign_networks(&services)?;
+    let net = user_network(&networks[0], &options.forwards)?;
     let entries: Vec<BundleSpec<'_>> = services
         .iter()
         .zip(networks)
@@ -111,6 +141,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     config.verbose = options.build.verbose;
     config.stats = options.stats;
     config.time_limit = options.time_limit;
+    config.net = net;
     if let Some(memory) = options.memory {
         config.mem_size = memory;
     }

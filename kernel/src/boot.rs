@@ -3,6 +3,7 @@
 //! loads every image of the boot bundle into its own VM, and runs them.
 
 use crate::arch::x86_64::{self as arch, apic, cpu, gdt, trap};
+use crate::drivers::virtio_net::Nic;
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::phys;
@@ -10,7 +11,9 @@ use crate::run::{BootReport, Kernel};
 use crate::time::Clock;
 use crate::vm::loader::Loader;
 use alloc::vec::Vec;
-use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS};
+use denali_abi::boot::{
+    BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, NET_MMIO_SIZE,
+};
 use linked_list_allocator::LockedHeap;
 use x86_64::registers::control::Cr3;
 
@@ -107,6 +110,10 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         arch::exit(crate::run::REFUSED_STATUS);
     }
     kernel.preemption = apic::init();
+    if info.net_mmio != 0 {
+        kernel.uplink = start_nic(&mut kernel.frames, kernel_pml4, info.net_mmio);
+        kernel.switch.has_uplink = kernel.uplink.is_some();
+    }
     if !kernel.preemption {
         kprintln!("denali: this CPU has no x2APIC TSC-deadline timer; a VM that never yields will keep the CPU");
     }
@@ -165,4 +172,19 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
     let status = kernel.run(info.flags & BOOT_FLAG_STATS != 0);
     arch::exit(status)
+}
+
+/// Maps and starts the virtio-mmio NIC at physical `mmio`; without it the
+/// VMs still reach each other, so a failure is reported, not fatal.
+fn start_nic(frames: &mut FrameAllocator, kernel_pml4: u64, mmio: u64) -> Option<Nic> {
+    let registers = phys::map_mmio(frames, kernel_pml4, mmio, NET_MMIO_SIZE)?;
+    // SAFETY: the loader says a virtio-mmio register page is at `mmio`;
+    // it was just mapped, and only this driver uses it.
+    match unsafe { Nic::new_mmio(core::ptr::NonNull::new(registers)?, NET_MMIO_SIZE as usize) } {
+        Ok(nic) => Some(nic),
+        Err(e) => {
+            kprintln!("denali: {e}; the VMs can reach only each other");
+            None
+        }
+    }
 }

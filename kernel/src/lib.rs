@@ -24,6 +24,8 @@ pub mod boot;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod drivers;
+#[cfg(target_os = "none")]
 pub mod run;
 #[cfg(target_os = "none")]
 pub mod vm;

@@ -24,6 +24,8 @@ pub enum Error {
     UnexpectedExit(String),
     /// Writing the console failed.
     Console(io::Error),
+    /// A forwarded port could not be listened on.
+    Listen(u16, io::Error),
 }
 
 impl fmt::Display for Error {
@@ -44,6 +46,13 @@ impl fmt::Display for Error {
             Error::KernelPanic => write!(f, "the isolation kernel panicked (its message is above)"),
             Error::UnexpectedExit(e) => write!(f, "the isolation kernel stopped unexpectedly: {e}"),
             Error::Console(e) => write!(f, "cannot write the console: {e}"),
+            Error::Listen(port, e) if e.kind() == io::ErrorKind::AddrInUse => write!(
+                f,
+                "port {port} on 127.0.0.1 is already in use: stop what listens there or forward another host port (-p HOST:GUEST)"
+            ),
+            Error::Listen(port, e) => {
+                write!(f, "cannot listen on 127.0.0.1:{port} ({e}): forward another host port (-p HOST:GUEST)")
+            }
         }
     }
 }

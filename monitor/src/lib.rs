@@ -4,12 +4,13 @@
 //! The monitor loads the kernel ELF, builds the long-mode page tables and
 //! the [`BootInfo`](denali_abi::boot::BootInfo), places the bundle in guest
 //! memory, enters the kernel in 64-bit mode, and then serves the kernel's
-//! few devices (UART, exit port) until the run ends. Denali VMs never exit to
+//! few devices (UART, exit port, the virtio NIC) until the run ends. Denali VMs never exit to
 //! the monitor: their hypercalls are handled inside the guest.
 
 mod devices;
 mod error;
 mod layout;
+pub mod net;
 mod vcpu;
 
 pub use error::Error;
@@ -35,6 +36,9 @@ pub struct Config {
     pub stats: bool,
     /// Stop every VM still running after this long.
     pub time_limit: Option<std::time::Duration>,
+    /// The machine's NIC and where it leads; `None`: no NIC (VMs talk only
+    /// to each other).
+    pub net: Option<net::NetConfig>,
 }
 
 impl Config {
@@ -47,6 +51,7 @@ impl Config {
             verbose: false,
             stats: false,
             time_limit: None,
+            net: None,
         }
     }
 }

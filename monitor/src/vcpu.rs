@@ -3,21 +3,28 @@
 
 use crate::devices::{PortAction, PortBus};
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
+use crate::net::{NET_MMIO_ADDR, NIC_MAC, NetDevice, Network, Notified, UserNet};
 use crate::{Config, Error};
 use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion};
+use denali_abi::boot::{NET_MMIO_SIZE, NIC_VECTOR};
+use kvm_bindings::kvm_msi;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use linux_loader::loader::{KernelLoader, elf::Elf};
 use std::fs::File;
 use std::io::Write;
+use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 
 /// A KVM VM ready to enter the kernel.
 pub struct Machine {
-    // Kept alive for as long as the vCPU runs.
-    _vm: VmFd,
+    // Kept alive for as long as the vCPU runs (the NIC raises interrupts
+    // through it from its own thread).
+    _vm: Arc<VmFd>,
     _memory: GuestMemoryMmap,
     vcpu: VcpuFd,
+    /// The NIC, if the run has one.
+    network: Option<Network>,
 }
 
 pub fn open_kvm() -> Result<Kvm, Error> {
@@ -32,7 +39,15 @@ impl Machine {
     /// Creates the VM, loads the kernel and the bundle, and sets up the vCPU.
     pub fn create(config: &Config) -> Result<Self, Error> {
         let kvm = open_kvm()?;
-        let vm = kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?;
+        // Listen on forwarded ports first: a port in use is a user's
+        // mistake to report before anything else happens.
+        let backend = match &config.net {
+            Some(net) => Some(
+                UserNet::new(net.gateway, net.prefix_len, &net.forwards).map_err(|(port, e)| Error::Listen(port, e))?,
+            ),
+            None => None,
+        };
+        let vm = Arc::new(kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?);
         if config.mem_size > layout::MAX_MEM_SIZE || config.mem_size < 64 << 20 {
             return Err(Error::Memory(format!(
                 "{} MiB of guest memory requested; between 64 MiB and {} GiB is supported",
@@ -95,6 +110,7 @@ impl Machine {
             regions,
             flags: if config.verbose { BOOT_FLAG_VERBOSE } else { 0 } | if config.stats { BOOT_FLAG_STATS } else { 0 },
             time_limit_ms: config.time_limit.map_or(0, |t| t.as_millis().max(1) as u64),
+            net_mmio: if backend.is_some() { NET_MMIO_ADDR } else { 0 },
         };
         // SAFETY: BootInfo is a #[repr(C)] struct of integers with no padding
         // (its size is asserted in denali-abi), so viewing it as bytes is sound.
@@ -102,7 +118,16 @@ impl Machine {
             unsafe { std::slice::from_raw_parts((&info as *const BootInfo).cast::<u8>(), size_of::<BootInfo>()) };
         write(BOOT_INFO_ADDR, info_bytes)?;
 
-        let machine = Machine { _vm: vm, _memory: memory, vcpu };
+        let network = backend.map(|backend| {
+            let vm = vm.clone();
+            let raise = move || {
+                // A fixed-delivery MSI to APIC 0: the in-kernel LAPIC takes it.
+                let msi = kvm_msi { address_lo: 0xfee0_0000, data: u32::from(NIC_VECTOR), ..Default::default() };
+                let _ = vm.signal_msi(msi);
+            };
+            Network::start(NetDevice::new(memory.clone(), NIC_MAC, Box::new(raise)), backend)
+        });
+        let machine = Machine { _vm: vm, _memory: memory, vcpu, network };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
@@ -166,8 +191,22 @@ impl Machine {
                     PortAction::Idle(duration) => std::thread::sleep(duration),
                 },
                 VcpuExit::IoIn(port, data) => bus.read(port, data),
-                VcpuExit::MmioRead(_, data) => data.fill(0xff),
-                VcpuExit::MmioWrite(..) => {}
+                VcpuExit::MmioRead(addr, data) => match nic_register(&self.network, addr) {
+                    Some((network, offset)) => {
+                        network.device.lock().unwrap_or_else(|e| e.into_inner()).read(offset, data)
+                    }
+                    None => data.fill(0xff),
+                },
+                VcpuExit::MmioWrite(addr, data) => {
+                    if let Some((network, offset)) = nic_register(&self.network, addr) {
+                        let mut device = network.device.lock().unwrap_or_else(|e| e.into_inner());
+                        if device.write(offset, data) == Some(Notified::Transmit) {
+                            let frames = device.take_transmitted();
+                            drop(device);
+                            let _ = network.to_thread.send(crate::net::Message::Frames(frames));
+                        }
+                    }
+                }
                 VcpuExit::Shutdown => break Err(Error::TripleFault(self.dump_registers())),
                 VcpuExit::Hlt => {
                     break Err(Error::UnexpectedExit(format!(
@@ -182,6 +221,9 @@ impl Machine {
             }
         };
         bus.flush();
+        if let Some(network) = self.network.take() {
+            network.stop();
+        }
         result
     }
 
@@ -210,6 +252,13 @@ impl Machine {
             s.cs.selector
         )
     }
+}
+
+/// The NIC and the register offset, if `addr` is one of its registers.
+fn nic_register(network: &Option<Network>, addr: u64) -> Option<(&Network, u64)> {
+    let network = network.as_ref()?;
+    let offset = addr.checked_sub(NET_MMIO_ADDR).filter(|&o| o < NET_MMIO_SIZE)?;
+    Some((network, offset))
 }
 
 fn open_kernel(config: &Config) -> Result<File, Error> {

@@ -90,6 +90,91 @@ pub fn new_service(dir: &Path, name: &str, main_rs: Option<&str>) -> PathBuf {
     service
 }
 
+/// `cargo denali new NAME --template TEMPLATE` in `dir`.
+pub fn new_from_template(dir: &Path, name: &str, template: &str) -> PathBuf {
+    let mut c = cargo_denali();
+    c.current_dir(dir).args(["denali", "new", name, "--template", template]);
+    let out = run_with_timeout(c, Duration::from_secs(30));
+    assert_eq!(out.status, 0, "cargo denali new --template {template} failed: {}", out.stderr);
+    dir.join(name)
+}
+
+/// A `cargo denali run` left running in the background (a server); killed
+/// when dropped.
+pub struct Background {
+    child: std::process::Child,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Background {
+    /// Starts `cargo denali run ARGS` in `dir`.
+    pub fn start(dir: &Path, args: &[&str]) -> Background {
+        require_kvm();
+        let mut c = cargo_denali();
+        c.current_dir(dir).args(["denali", "run"]).args(args);
+        let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn cargo-denali");
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for stream in
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+        {
+            let sink = stdout.clone();
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n @ 1..) = stream.read(&mut buf) {
+                    sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Background { child, stdout }
+    }
+
+    /// Everything printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until the output holds `text`; panics with the output after
+    /// `limit` or if the run ends first.
+    pub fn wait_for(&mut self, text: &str, limit: Duration) {
+        let start = Instant::now();
+        while !self.output().contains(text) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the run ended ({status}) before printing {text:?}:\n{}", self.output());
+            }
+            assert!(start.elapsed() < limit, "no {text:?} after {limit:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Runs `curl ARGS` and returns what it printed; fails loudly where curl
+/// is missing.
+pub fn curl(args: &[&str]) -> Outcome {
+    let mut c = Command::new("curl");
+    c.args(["--silent", "--show-error", "--max-time", "30"]).args(args);
+    match c.stdout(Stdio::piped()).stderr(Stdio::piped()).output() {
+        Ok(out) => Outcome {
+            status: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        },
+        Err(e) => panic!("the network tests need curl (Debian package `curl`; scripts/setup installs it): {e}"),
+    }
+}
+
 /// `cargo denali build` in `service`; returns the image path.
 pub fn build(service: &Path, name: &str) -> PathBuf {
     let mut c = cargo_denali();

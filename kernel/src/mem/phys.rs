@@ -3,7 +3,7 @@
 
 use super::frame::{FRAME_SIZE, FrameAllocator};
 use alloc::vec::Vec;
-use denali_abi::boot::PHYS_OFFSET;
+use denali_abi::boot::{KERNEL_BASE, PHYS_OFFSET};
 use x86_64::structures::paging::{FrameAllocator as PagingFrameAllocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, VirtAddr};
 
@@ -15,6 +15,35 @@ pub fn to_virt(phys: u64) -> *mut u8 {
 /// The kernel's virtual address for a physical one.
 pub fn virt_addr(phys: u64) -> VirtAddr {
     VirtAddr::new(PHYS_OFFSET + phys)
+}
+
+/// The physical address of a kernel pointer: into the physmap (the heap,
+/// frames) or into the kernel image (statics, the kernel stack).
+pub fn kernel_virt_to_phys(virt: u64) -> u64 {
+    if virt >= KERNEL_BASE { virt - KERNEL_BASE } else { virt - PHYS_OFFSET }
+}
+
+/// Maps device registers at physical `phys..phys + len` (outside RAM) into
+/// the physmap, uncached, and returns their kernel address. The page
+/// tables it adds live as long as the kernel; every VM's space shares them
+/// (the physmap's top-level slot is shared), but they are supervisor-only.
+pub fn map_mmio(frames: &mut FrameAllocator, kernel_pml4: u64, phys: u64, len: u64) -> Option<*mut u8> {
+    use x86_64::structures::paging::{Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F};
+    // SAFETY: the kernel's PML4 is a frame in the physmap; the kernel is
+    // single-threaded and holds no other reference to it here.
+    let mut mapper = unsafe { OffsetPageTable::new(&mut *(to_virt(kernel_pml4) as *mut PageTable), virt_addr(0)) };
+    let mut kept = Vec::new();
+    let mut table_frames = Frames { frames, owned: &mut kept };
+    let flags = F::PRESENT | F::WRITABLE | F::NO_CACHE | F::WRITE_THROUGH | F::NO_EXECUTE;
+    let first = phys & !(FRAME_SIZE - 1);
+    for offset in (0..(phys + len - first)).step_by(FRAME_SIZE as usize) {
+        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(first + offset));
+        let page = Page::<Size4KiB>::containing_address(virt_addr(first + offset));
+        // SAFETY: the range is device memory no other mapping aliases, and
+        // mapping it changes nothing the kernel already uses.
+        unsafe { mapper.map_to(page, frame, flags, &mut table_frames) }.ok()?.flush();
+    }
+    Some(to_virt(phys))
 }
 
 /// A zeroed frame, or `None` when memory is exhausted.

@@ -4,9 +4,10 @@
 
 use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, enter_user};
 use crate::arch::x86_64::{apic, rdtsc};
+use crate::drivers::virtio_net::{INTERRUPTED, Nic};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
-use crate::net::{Action, Switch};
+use crate::net::{Action, Port, Switch};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::time::Clock;
 use crate::vm::fault::Fault;
@@ -16,6 +17,7 @@ use alloc::boxed::Box;
 use alloc::collections::TryReserveError;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP, HYPERCALL_VECTOR};
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
@@ -26,6 +28,7 @@ mod report;
 const HYPERCALL: u64 = HYPERCALL_VECTOR as u64;
 const TIMER: u64 = apic::TIMER_VECTOR;
 const SPURIOUS: u64 = apic::SPURIOUS_VECTOR;
+const NIC: u64 = denali_abi::boot::NIC_VECTOR as u64;
 
 /// Exit status of VMs still running when the boot's time limit passes (as
 /// `timeout(1)` reports).
@@ -84,6 +87,8 @@ pub struct Kernel {
     preempted: bool,
     /// The virtual Ethernet switch.
     pub switch: Switch,
+    /// The machine's NIC, the switch's uplink.
+    pub uplink: Option<Nic>,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
     loaded_root: PhysFrame,
 }
@@ -109,6 +114,7 @@ impl Kernel {
             preempted: false,
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
             switch: Switch::default(),
+            uplink: None,
         }
     }
 
@@ -158,12 +164,17 @@ impl Kernel {
                 break;
             }
             self.fire_alarms();
+            if INTERRUPTED.swap(false, Ordering::Relaxed) {
+                self.poll_uplink();
+            }
             if let Some(id) = self.sched.pick_next() {
                 self.run_slice(id, prefix);
                 continue;
             }
             match self.next_event() {
                 Some(deadline) => self.wait_until(deadline),
+                // Idle VMs waiting for the network: only a frame can wake them.
+                None if self.uplink.is_some() && self.preemption => crate::arch::x86_64::halt_until_interrupt(),
                 None => {
                     kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
                     break;
@@ -245,8 +256,30 @@ impl Kernel {
         match action {
             Action::ToVm(to, frame) => self.deliver(to, frame),
             Action::Reply(frame) => self.deliver(sender, frame),
-            // No uplink yet: the switch never decides this without one.
-            Action::ToUplink(_) | Action::Drop => {}
+            Action::ToUplink(frame) => {
+                if let Some(nic) = self.uplink.as_mut() {
+                    nic.send(&frame);
+                }
+            }
+            Action::Drop => {}
+        }
+    }
+
+    /// Takes what the NIC received into the switch: frames for VMs go to
+    /// their rings (waking them), ARP requests for VM addresses are
+    /// answered out of the NIC.
+    fn poll_uplink(&mut self) {
+        let Some(nic) = self.uplink.as_mut() else { return };
+        for frame in nic.receive_all() {
+            match self.switch.forward(Port::Uplink, frame) {
+                Ok(Action::ToVm(to, frame)) => self.deliver(to, frame),
+                Ok(Action::Reply(frame)) => {
+                    if let Some(nic) = self.uplink.as_mut() {
+                        nic.send(&frame);
+                    }
+                }
+                _ => {}
+            }
         }
     }
 
@@ -296,7 +329,7 @@ impl Kernel {
                 crate::arch::x86_64::idle_for(micros);
             }
         }
-        while rdtsc() < target {
+        while rdtsc() < target && !INTERRUPTED.load(Ordering::Relaxed) {
             core::hint::spin_loop();
         }
     }
@@ -375,6 +408,12 @@ impl Kernel {
                     return;
                 }
                 SPURIOUS => {}
+                NIC => {
+                    apic::end_of_interrupt();
+                    self.poll_uplink();
+                    let Some(again) = self.vms[id as usize].as_mut() else { return };
+                    vm = again;
+                }
                 vector => {
                     let fault = Fault {
                         vector,

@@ -270,14 +270,19 @@ pub fn init_idt(selectors: &Selectors) {
     }
 }
 
-/// A trap taken in ring 0. The timer waking the kernel from `hlt` (the only
-/// time the kernel enables interrupts) returns and resumes it; anything else
+/// A trap taken in ring 0. The timer or the NIC waking the kernel from
+/// `hlt` (the only time the kernel enables interrupts) returns and resumes
+/// it (the NIC's is noted for the run loop); anything else
 /// means the kernel itself is broken: report and stop.
 #[unsafe(no_mangle)]
 extern "C" fn denali_kernel_trap(frame: &UserContext) {
     match frame.vector {
         super::apic::TIMER_VECTOR => return super::apic::end_of_interrupt(),
         super::apic::SPURIOUS_VECTOR => return,
+        vector if vector == u64::from(denali_abi::boot::NIC_VECTOR) => {
+            crate::drivers::virtio_net::INTERRUPTED.store(true, core::sync::atomic::Ordering::Relaxed);
+            return super::apic::end_of_interrupt();
+        }
         _ => {}
     }
     let cr2 = x86_64::registers::control::Cr2::read_raw();

@@ -1,0 +1,4 @@
+//! Drivers for the machine's devices (not the VMs': theirs are virtual and
+//! live in `vm` and `net`).
+
+pub mod virtio_net;
