@@ -79,6 +79,11 @@ enum Command {
         /// VM, through user-mode networking (no root needed); repeatable.
         #[arg(short = 'p', long = "publish", value_name = "HOST:GUEST")]
         publish: Vec<String>,
+        /// Connect the machine's NIC: `user` (user-mode networking, implied
+        /// by -p) or `tap=NAME` (the TAP device NAME; every VM answers at its
+        /// own address; needs root or CAP_NET_ADMIN).
+        #[arg(long, value_name = "user|tap=NAME")]
+        net: Option<String>,
     },
 }
 
@@ -104,7 +109,7 @@ fn main() -> ExitCode {
             }
             0
         }),
-        Command::Run { images, build, mem, instances, stats, timeout, publish } => {
+        Command::Run { images, build, mem, instances, stats, timeout, publish, net } => {
             let time_limit = match timeout {
                 Some(secs) if !(secs > 0.0 && secs < 1e9) => {
                     Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
@@ -114,7 +119,8 @@ fn main() -> ExitCode {
             let instances = instances.map(|n| denali_cli::manifest::check_instances(n, "--instances")).transpose();
             instances.and_then(|instances| {
                 let memory = mem.map(|m| m << 20);
-                let forwards = publish.iter().map(|p| run::parse_forward(p)).collect::<anyhow::Result<_>>()?;
+                let forwards = publish.iter().map(|p| run::parse_forward(p)).collect::<anyhow::Result<Vec<_>>>()?;
+                let tap = run::parse_net(net.as_deref(), !forwards.is_empty())?;
                 run::run(&RunOptions {
                     images,
                     build: build.into(),
@@ -123,6 +129,7 @@ fn main() -> ExitCode {
                     stats,
                     time_limit: time_limit?,
                     forwards,
+                    tap,
                 })
             })
         }

@@ -28,6 +28,25 @@ pub struct RunOptions {
     pub time_limit: Option<std::time::Duration>,
     /// `(host port, guest port)` forwards from 127.0.0.1 to the first VM.
     pub forwards: Vec<(u16, u16)>,
+    /// The TAP device to connect the NIC to.
+    pub tap: Option<String>,
+}
+
+/// Parses `--net user|tap=NAME` (given `-p` forwards or not) into the TAP
+/// device's name, if any.
+pub fn parse_net(net: Option<&str>, forwarding: bool) -> Result<Option<String>> {
+    match net {
+        None | Some("user") => Ok(None),
+        Some(spec) => match spec.strip_prefix("tap=") {
+            Some(name) if forwarding => {
+                bail!(
+                    "-p forwards ports through user-mode networking; with --net tap={name} reach each VM at its own address instead"
+                )
+            }
+            Some(name) if !name.is_empty() => Ok(Some(name.to_string())),
+            _ => bail!("`--net {spec}` is not a network: write --net user or --net tap=NAME"),
+        },
+    }
 }
 
 /// Parses `-p HOST:GUEST`.
@@ -40,9 +59,13 @@ pub fn parse_forward(text: &str) -> Result<(u16, u16)> {
     }
 }
 
-/// The NIC's configuration for `forwards` to the first VM of the first
-/// service, whose network is `network`.
-fn user_network(network: &Ipv4Config, forwards: &[(u16, u16)]) -> Result<Option<NetConfig>> {
+/// The NIC's configuration: the TAP device, or user-mode networking for
+/// `forwards` to the first VM of the first service (whose network is
+/// `network`), or no NIC.
+fn nic_config(network: &Ipv4Config, forwards: &[(u16, u16)], tap: Option<&str>) -> Result<Option<NetConfig>> {
+    if let Some(name) = tap {
+        return Ok(Some(NetConfig::Tap(name.to_string())));
+    }
     if forwards.is_empty() {
         return Ok(None);
     }
@@ -52,7 +75,7 @@ fn user_network(network: &Ipv4Config, forwards: &[(u16, u16)]) -> Result<Option<
     let guest_ip = Ipv4Addr::from(network.address);
     let forwards =
         forwards.iter().map(|&(host_port, guest_port)| PortForward { host_port, guest_ip, guest_port }).collect();
-    Ok(Some(NetConfig { gateway: Ipv4Addr::from(network.gateway), prefix_len: network.prefix_len, forwards }))
+    Ok(Some(NetConfig::User { gateway: Ipv4Addr::from(network.gateway), prefix_len: network.prefix_len, forwards }))
 }
 
 /// One image to boot, and how.
@@ -125,7 +148,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     let services = services(options)?;
     let kernel = kernel::kernel_elf()?;
     let networks = assign_networks(&services)?;
-    let net = user_network(&networks[0], &options.forwards)?;
+    let net = nic_config(&networks[0], &options.forwards, options.tap.as_deref())?;
     let entries: Vec<BundleSpec<'_>> = services
         .iter()
         .zip(networks)

@@ -90,3 +90,26 @@ fn a_bad_address_in_denali_toml_is_refused_with_a_sentence() {
     assert_eq!(out.status, 1);
     assert!(out.stderr.contains("`network.ip` = \"10.0.2.300/24\" is not an address with a prefix"), "{}", out.stderr);
 }
+
+#[test]
+fn a_vm_flooding_frames_does_not_stop_another_from_answering() {
+    let dir = scratch();
+    let web = build(&new_from_template(dir.path(), "web", "http"), "web");
+    let flood = build(&new_service(dir.path(), "flood", Some(include_str!("guests/flood.rs"))), "flood");
+    let port = free_port();
+    let (web, flood) = (web.to_str().unwrap(), flood.to_str().unwrap());
+    let mut server = Background::start(dir.path(), &["-p", &format!("{port}:80"), web, flood]);
+    server.wait_for("vm0| http: serving 2048 bytes", Duration::from_secs(120));
+    server.wait_for("vm1| flood: 2000 frames sent", Duration::from_secs(120));
+
+    let url = format!("http://127.0.0.1:{port}/");
+    let mut args = vec!["-w", "%{http_code} %{size_download}\n"];
+    for _ in 0..20 {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = curl(&args);
+    assert_eq!(out.status, 0, "{}\n{}", out.stderr, server.output());
+    assert_eq!(out.stdout.matches("200 2048\n").count(), 20, "{}", out.stdout);
+    // The flood went on all the while.
+    server.wait_for("vm1| flood: 6000 frames sent", Duration::from_secs(120));
+}

@@ -26,6 +26,8 @@ pub enum Error {
     Console(io::Error),
     /// A forwarded port could not be listened on.
     Listen(u16, io::Error),
+    /// The TAP device could not be attached.
+    Tap(crate::net::TapError),
 }
 
 impl fmt::Display for Error {
@@ -50,6 +52,14 @@ impl fmt::Display for Error {
                 f,
                 "port {port} on 127.0.0.1 is already in use: stop what listens there or forward another host port (-p HOST:GUEST)"
             ),
+            Error::Tap(e) if e.error.raw_os_error() == Some(1) || e.error.kind() == io::ErrorKind::PermissionDenied => {
+                write!(
+                    f,
+                    "no permission to attach TAP device {}: run as root (or grant CAP_NET_ADMIN), or use -p HOST:GUEST for user-mode networking",
+                    e.name
+                )
+            }
+            Error::Tap(e) => write!(f, "cannot attach TAP device {}: {}", e.name, e.error),
             Error::Listen(port, e) => {
                 write!(f, "cannot listen on 127.0.0.1:{port} ({e}): forward another host port (-p HOST:GUEST)")
             }

@@ -3,7 +3,7 @@
 
 use crate::devices::{PortAction, PortBus};
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
-use crate::net::{NET_MMIO_ADDR, NIC_MAC, NetDevice, Network, Notified, UserNet};
+use crate::net::{Backend, NET_MMIO_ADDR, NIC_MAC, NetConfig, NetDevice, Network, Notified, Tap, UserNet};
 use crate::{Config, Error};
 use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion};
 use denali_abi::boot::{NET_MMIO_SIZE, NIC_VECTOR};
@@ -42,9 +42,10 @@ impl Machine {
         // Listen on forwarded ports first: a port in use is a user's
         // mistake to report before anything else happens.
         let backend = match &config.net {
-            Some(net) => Some(
-                UserNet::new(net.gateway, net.prefix_len, &net.forwards).map_err(|(port, e)| Error::Listen(port, e))?,
-            ),
+            Some(NetConfig::User { gateway, prefix_len, forwards }) => Some(Backend::User(Box::new(
+                UserNet::new(*gateway, *prefix_len, forwards).map_err(|(port, e)| Error::Listen(port, e))?,
+            ))),
+            Some(NetConfig::Tap(name)) => Some(Backend::Tap(Tap::open(name).map_err(Error::Tap)?)),
             None => None,
         };
         let vm = Arc::new(kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?);
@@ -203,7 +204,7 @@ impl Machine {
                         if device.write(offset, data) == Some(Notified::Transmit) {
                             let frames = device.take_transmitted();
                             drop(device);
-                            let _ = network.to_thread.send(crate::net::Message::Frames(frames));
+                            network.transmit(frames);
                         }
                     }
                 }

@@ -109,9 +109,14 @@ pub struct Background {
 impl Background {
     /// Starts `cargo denali run ARGS` in `dir`.
     pub fn start(dir: &Path, args: &[&str]) -> Background {
-        require_kvm();
         let mut c = cargo_denali();
         c.current_dir(dir).args(["denali", "run"]).args(args);
+        Background::spawn(c)
+    }
+
+    /// Starts `c`, which runs cargo-denali.
+    pub fn spawn(mut c: Command) -> Background {
+        require_kvm();
         let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn cargo-denali");
         let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         for stream in

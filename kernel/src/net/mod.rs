@@ -20,34 +20,51 @@ use smoltcp::wire::{
 
 /// Frames a VM's receive ring holds before it drops.
 pub const RX_RING_FRAMES: usize = 256;
+/// Frames of one sender a ring holds: a flooding sender fills its share
+/// and is dropped from then on, leaving room for everyone else's.
+pub const RX_RING_PER_SENDER: u16 = (RX_RING_FRAMES / 4) as u16;
+/// The sender id of frames from the uplink (VM ids are below 2^24).
+pub const UPLINK_SENDER: u32 = u32::MAX;
 
 /// A VM's receive ring.
 #[derive(Debug, Default)]
 pub struct RxRing {
-    frames: VecDeque<Vec<u8>>,
-    /// Frames dropped because the ring was full.
+    frames: VecDeque<(u32, Vec<u8>)>,
+    /// Frames each sender has in the ring.
+    held: BTreeMap<u32, u16>,
+    /// Frames dropped because the ring, or the sender's share, was full.
     pub dropped: u64,
 }
 
 impl RxRing {
-    /// Queues a frame; returns false (and counts a drop) if the ring is full.
-    pub fn push(&mut self, frame: Vec<u8>) -> bool {
-        if self.frames.len() >= RX_RING_FRAMES {
+    /// Queues a frame from `sender`; returns false (and counts a drop) if
+    /// the ring or the sender's share of it is full.
+    pub fn push(&mut self, sender: u32, frame: Vec<u8>) -> bool {
+        let held = self.held.entry(sender).or_insert(0);
+        if self.frames.len() >= RX_RING_FRAMES || *held >= RX_RING_PER_SENDER {
             self.dropped += 1;
             return false;
         }
-        self.frames.push_back(frame);
+        *held += 1;
+        self.frames.push_back((sender, frame));
         true
     }
 
     /// The oldest frame's length, if any.
     pub fn peek_len(&self) -> Option<usize> {
-        self.frames.front().map(Vec::len)
+        self.frames.front().map(|(_, frame)| frame.len())
     }
 
     /// Takes the oldest frame.
     pub fn pop(&mut self) -> Option<Vec<u8>> {
-        self.frames.pop_front()
+        let (sender, frame) = self.frames.pop_front()?;
+        if let Some(held) = self.held.get_mut(&sender) {
+            *held -= 1;
+            if *held == 0 {
+                self.held.remove(&sender);
+            }
+        }
+        Some(frame)
     }
 }
 
@@ -284,9 +301,23 @@ mod tests {
     fn a_full_ring_drops_instead_of_growing() {
         let mut ring = RxRing::default();
         for i in 0..RX_RING_FRAMES + 10 {
-            ring.push(alloc::vec![i as u8; 20]);
+            ring.push(i as u32 % 8, alloc::vec![i as u8; 20]);
         }
         assert_eq!(ring.dropped, 10);
         assert_eq!(ring.pop().map(|f| f[0]), Some(0));
+    }
+
+    #[test]
+    fn a_flooding_sender_cannot_take_the_whole_ring() {
+        let mut ring = RxRing::default();
+        let flooded = (0..1000).filter(|_| ring.push(7, alloc::vec![0; 60])).count();
+        assert_eq!(flooded, usize::from(RX_RING_PER_SENDER));
+        // Everyone else still gets in.
+        assert!(ring.push(1, alloc::vec![1; 60]));
+        assert!(ring.push(UPLINK_SENDER, alloc::vec![2; 60]));
+        // Taking the flooder's frames gives its share back.
+        ring.pop();
+        assert!(ring.push(7, alloc::vec![0; 60]));
+        assert!(!ring.push(7, alloc::vec![0; 60]));
     }
 }

@@ -7,7 +7,7 @@ use crate::arch::x86_64::{apic, rdtsc};
 use crate::drivers::virtio_net::{INTERRUPTED, Nic};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
-use crate::net::{Action, Port, Switch};
+use crate::net::{Action, Port, Switch, UPLINK_SENDER};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::time::Clock;
 use crate::vm::fault::Fault;
@@ -85,6 +85,11 @@ pub struct Kernel {
     pub time_limit: Option<u64>,
     /// Whether the last `run_vm` ended because the timer fired.
     preempted: bool,
+    /// While a VM runs: when its slice ends should another VM become
+    /// runnable meanwhile (a frame or the NIC woke one).
+    slice_end: Option<u64>,
+    /// The APIC timer's deadline while a VM runs, if armed.
+    armed: Option<u64>,
     /// The virtual Ethernet switch.
     pub switch: Switch,
     /// The machine's NIC, the switch's uplink.
@@ -112,6 +117,8 @@ impl Kernel {
             preemption: false,
             time_limit: None,
             preempted: false,
+            slice_end: None,
+            armed: None,
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
             switch: Switch::default(),
             uplink: None,
@@ -221,16 +228,15 @@ impl Kernel {
             let slice_end = started + slice;
             deadline = Some(deadline.map_or(slice_end, |d| d.min(slice_end)));
         }
-        let armed = match deadline {
-            Some(deadline) if self.preemption => {
-                apic::set_deadline(self.clock.tsc_at(deadline).max(1));
-                true
-            }
-            _ => false,
-        };
+        self.armed = None;
+        if let Some(deadline) = deadline {
+            self.arm(deadline);
+        }
+        self.slice_end = Some(started + slice);
         self.preempted = false;
         self.run_vm(id, prefix);
-        if armed {
+        self.slice_end = None;
+        if self.armed.take().is_some() {
             apic::set_deadline(0);
         }
         let used = self.now() - started;
@@ -254,8 +260,8 @@ impl Kernel {
     /// Does what the switch decided for a frame VM `sender` sent.
     fn carry_out(&mut self, sender: VmId, action: Action) {
         match action {
-            Action::ToVm(to, frame) => self.deliver(to, frame),
-            Action::Reply(frame) => self.deliver(sender, frame),
+            Action::ToVm(to, frame) => self.deliver(sender, to, frame),
+            Action::Reply(frame) => self.deliver(sender, sender, frame),
             Action::ToUplink(frame) => {
                 if let Some(nic) = self.uplink.as_mut() {
                     nic.send(&frame);
@@ -272,7 +278,7 @@ impl Kernel {
         let Some(nic) = self.uplink.as_mut() else { return };
         for frame in nic.receive_all() {
             match self.switch.forward(Port::Uplink, frame) {
-                Ok(Action::ToVm(to, frame)) => self.deliver(to, frame),
+                Ok(Action::ToVm(to, frame)) => self.deliver(UPLINK_SENDER, to, frame),
                 Ok(Action::Reply(frame)) => {
                     if let Some(nic) = self.uplink.as_mut() {
                         nic.send(&frame);
@@ -283,15 +289,19 @@ impl Kernel {
         }
     }
 
-    fn deliver(&mut self, to: VmId, frame: Vec<u8>) {
+    /// Puts a frame from `from` (a VM, or [`UPLINK_SENDER`]) in VM `to`'s
+    /// ring and wakes it; a full ring or share drops the frame.
+    fn deliver(&mut self, from: u32, to: VmId, frame: Vec<u8>) {
         let Some(vm) = self.vms.get_mut(to as usize).and_then(Option::as_mut) else { return };
-        if vm.rx.push(frame) {
+        if vm.rx.push(from, frame) {
             vm.raise(EVENT_NET_RX);
             self.wake_if_idle(to);
         }
     }
 
     /// Makes an idle VM with pending events runnable, handing it the batch.
+    /// If a VM is running, its slice now ends on time (it may have started
+    /// with nobody else to run, and so without a timer).
     fn wake_if_idle(&mut self, id: VmId) {
         if let Some(vm) = self.vms[id as usize].as_mut()
             && vm.state == State::Idle
@@ -300,6 +310,18 @@ impl Kernel {
             vm.stats.wakeups += 1;
             vm.context.rax = vm.take_pending();
             self.sched.wake(id);
+            if let Some(end) = self.slice_end {
+                self.arm(end);
+            }
+        }
+    }
+
+    /// Arms the APIC timer for `deadline` unless it is already armed for
+    /// an earlier one (while a VM runs; without the timer, nothing).
+    fn arm(&mut self, deadline: u64) {
+        if self.preemption && self.armed.is_none_or(|armed| deadline < armed) {
+            apic::set_deadline(self.clock.tsc_at(deadline).max(1));
+            self.armed = Some(deadline);
         }
     }
 
