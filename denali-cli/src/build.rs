@@ -50,6 +50,9 @@ fn service_package(options: &BuildOptions) -> Result<(Package, PathBuf)> {
                 "there is no Cargo.toml here or above\nhint: run cargo denali in a service's directory, or create one with `cargo denali new NAME`"
             )
         }
+        cargo_metadata::Error::CargoMetadata { stderr } => {
+            anyhow::anyhow!("cannot read the package metadata: {}", stderr.trim().trim_start_matches("error: "))
+        }
         other => anyhow::Error::new(other).context("cannot read the package metadata"),
     })?;
     let package = metadata.root_package().cloned().context(

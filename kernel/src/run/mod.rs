@@ -293,7 +293,10 @@ impl Kernel {
     /// ring and wakes it; a full ring or share drops the frame.
     fn deliver(&mut self, from: u32, to: VmId, frame: Vec<u8>) {
         let Some(vm) = self.vms.get_mut(to as usize).and_then(Option::as_mut) else { return };
-        if vm.rx.push(from, frame) {
+        if !vm.rx.push(from, frame) {
+            vm.stats.frames_dropped += 1;
+        } else {
+            vm.stats.frames_received += 1;
             vm.raise(EVENT_NET_RX);
             self.wake_if_idle(to);
         }
@@ -415,6 +418,7 @@ impl Kernel {
                         Outcome::Exit(status) => return self.finish(id, status),
                         Outcome::Send(action) => {
                             vm.context.rax = vm.context.rsi;
+                            vm.stats.frames_sent += 1;
                             self.carry_out(id, action);
                             let Some(again) = self.vms[id as usize].as_mut() else { return };
                             vm = again;

@@ -77,6 +77,9 @@ impl Kernel {
             total.shared_pages += stats.shared_pages;
             total.hypercalls += stats.hypercalls;
             total.wakeups += stats.wakeups;
+            total.frames_sent += stats.frames_sent;
+            total.frames_received += stats.frames_received;
+            total.frames_dropped += stats.frames_dropped;
         }
         row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
         let boot = self.boot;
@@ -89,6 +92,17 @@ impl Kernel {
             per_vm(boot.page_table_frames * 4),
             core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>()
         );
+        if total.frames_sent + total.frames_received + total.frames_dropped != 0 || self.uplink.is_some() {
+            let (out, into) = self.uplink.as_ref().map_or((0, 0), |nic| (nic.sent, nic.received));
+            kprintln!(
+                "denali: network: VMs sent {} frames and received {}; {} dropped at full receive rings; the NIC sent {} and received {}",
+                total.frames_sent,
+                total.frames_received,
+                total.frames_dropped,
+                out,
+                into
+            );
+        }
         // Every VM's frames went back: only the images' pages stay.
         kprintln!(
             "denali: frames in use after the run: {} ({} hold image pages)",

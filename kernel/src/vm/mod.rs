@@ -37,6 +37,13 @@ pub struct Stats {
     pub shared_pages: u64,
     /// Times it was woken from `idle`.
     pub wakeups: u64,
+    /// Frames it sent that the switch took.
+    pub frames_sent: u64,
+    /// Frames put in its receive ring.
+    pub frames_received: u64,
+    /// Frames for it dropped because its ring (or the sender's share of
+    /// it) was full.
+    pub frames_dropped: u64,
 }
 
 /// The exit status of a VM stopped by a fault: 128 + the vector, as a
