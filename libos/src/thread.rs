@@ -241,6 +241,15 @@ pub fn yield_now() {
     schedule();
 }
 
+/// Lets the other ready threads run first, if there are any: a scheduling
+/// point for operations that did not have to wait (a thread whose socket
+/// is always ready would otherwise keep the VM to itself).
+pub(crate) fn yield_if_others_ready() {
+    if with(|rt| !rt.ready.is_empty()) {
+        yield_now();
+    }
+}
+
 /// Parks the running thread until global-clock time `due_ns`.
 pub(crate) fn sleep_until(due_ns: u64) {
     park(0, Some(due_ns));

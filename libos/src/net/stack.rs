@@ -226,8 +226,11 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Stack) -> R) -> Result<R> {
 }
 
 /// Polls until `ready` has an answer, parking the calling thread between
-/// tries until a frame arrives or the stack's next timer is due.
+/// tries until a frame arrives or the stack's next timer is due. Every call
+/// is a scheduling point: the other ready threads run first, so one busy
+/// connection cannot starve the others.
 pub(crate) fn block_on<T>(mut ready: impl FnMut(&mut Stack) -> Option<Result<T>>) -> Result<T> {
+    crate::thread::yield_if_others_ready();
     loop {
         let (outcome, delay) = with(|stack| {
             stack.poll();
