@@ -41,8 +41,9 @@ enum State {
 struct Thread {
     /// Saved stack pointer while not running.
     rsp: u64,
-    /// Owned stack (none for the main thread).
-    stack: Option<Box<[u8]>>,
+    /// Owned stack (none for the main thread); only the thread itself
+    /// writes and reads it, so it is never initialised as a whole.
+    stack: Option<Box<[core::mem::MaybeUninit<u8>]>>,
     state: State,
     entry: Option<Box<dyn FnOnce()>>,
     joiners: Vec<ThreadId>,
@@ -327,7 +328,10 @@ where
     let result = Rc::new(Cell::new(None));
     let slot = result.clone();
     let entry: Box<dyn FnOnce()> = Box::new(move || slot.set(Some(f())));
-    let mut stack = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
+    // Not zeroed: a stack is written before it is read, and untouched
+    // pages of a fresh allocation are never faulted in (each first touch
+    // costs the kernel a page fault).
+    let mut stack = Box::<[u8]>::new_uninit_slice(STACK_SIZE);
     // The first switch pops six registers and returns into thread_start with
     // the stack as a call would leave it (16-byte aligned before the call).
     let top = (stack.as_mut_ptr() as u64 + STACK_SIZE as u64) & !15;

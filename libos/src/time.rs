@@ -64,7 +64,11 @@ impl core::ops::Sub<Instant> for Instant {
 /// bits (`denali_abi::hypercall::EVENT_*`). This parks the whole VM, every
 /// thread of it; threads should sleep or wait instead.
 pub fn idle() -> u64 {
-    call2(Hypercall::Idle, 0, 0).unwrap_or(0)
+    let events = call2(Hypercall::Idle, 0, 0).unwrap_or(0);
+    if events & denali_abi::hypercall::EVENT_NET_RX != 0 {
+        crate::net::note_frames_arrived();
+    }
+    events
 }
 
 /// Sleeps for at least `d`, using no CPU meanwhile: the calling thread

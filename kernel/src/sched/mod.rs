@@ -12,14 +12,23 @@ use core::cmp::Reverse;
 pub const TIME_SLICE_NS: u64 = 10_000_000;
 /// A slice shorter than this is not worth resuming: the VM goes to the back.
 pub const MIN_SLICE_NS: u64 = 200_000;
+/// Woken VMs run before the others, but after this many in a row one VM
+/// from the main queue runs, so a stream of wake-ups cannot starve a VM
+/// that used its slice up.
+pub const WOKEN_BURST: u32 = 8;
 
 /// Identifies a VM within one boot.
 pub type VmId = u32;
 
-/// Run queue and alarm heap.
+/// Run queues and alarm heap.
 #[derive(Debug, Default)]
 pub struct Scheduler {
+    /// VMs woken by an event, first come first served.
+    woken: VecDeque<VmId>,
+    /// VMs that used their slice up, yielded or were just made.
     runnable: VecDeque<VmId>,
+    /// Woken VMs picked in a row while `runnable` waited.
+    woken_streak: u32,
     queued: Vec<bool>,
     alarms: BinaryHeap<Reverse<(u64, VmId)>>,
     /// The current deadline of each VM (0 = none); heap entries that do not
@@ -36,6 +45,7 @@ impl Scheduler {
     /// Reserves room for `count` VMs.
     pub fn reserve(&mut self, count: usize) -> Result<(), alloc::collections::TryReserveError> {
         self.runnable.try_reserve_exact(count)?;
+        self.woken.try_reserve_exact(count)?;
         self.queued.try_reserve_exact(count)?;
         self.deadline.try_reserve_exact(count)?;
         self.alarms.try_reserve(count)
@@ -58,26 +68,34 @@ impl Scheduler {
         }
     }
 
-    /// Puts `id` at the front of the run queue: a VM woken by an event runs
-    /// before the ones that used up their slice, so it answers promptly.
+    /// Queues `id` as woken by an event: woken VMs run before the ones that
+    /// used up their slice, so they answer promptly, and among themselves in
+    /// the order they woke, so none waits behind later wake-ups.
     pub fn wake(&mut self, id: VmId) {
         self.grow(id);
         if !self.queued[id as usize] {
             self.queued[id as usize] = true;
-            self.runnable.push_front(id);
+            self.woken.push_back(id);
         }
     }
 
-    /// The next VM to run, removed from the queue.
+    /// The next VM to run, removed from its queue.
     pub fn pick_next(&mut self) -> Option<VmId> {
-        let id = self.runnable.pop_front()?;
+        let take_woken = !self.woken.is_empty() && (self.runnable.is_empty() || self.woken_streak < WOKEN_BURST);
+        let id = if take_woken {
+            self.woken_streak = if self.runnable.is_empty() { 0 } else { self.woken_streak + 1 };
+            self.woken.pop_front()?
+        } else {
+            self.woken_streak = 0;
+            self.runnable.pop_front()?
+        };
         self.queued[id as usize] = false;
         Some(id)
     }
 
     /// Whether any VM is runnable.
     pub fn has_runnable(&self) -> bool {
-        !self.runnable.is_empty()
+        !self.runnable.is_empty() || !self.woken.is_empty()
     }
 
     /// Sets (or with 0, cancels) `id`'s alarm.
@@ -125,6 +143,29 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn woken_vms_run_first_in_the_order_they_woke() {
+        let mut s = Scheduler::new();
+        s.make_runnable(9);
+        s.wake(1);
+        s.wake(2);
+        s.wake(3);
+        assert_eq!([s.pick_next(), s.pick_next(), s.pick_next()], [Some(1), Some(2), Some(3)]);
+        assert_eq!(s.pick_next(), Some(9));
+    }
+
+    #[test]
+    fn a_stream_of_wake_ups_does_not_starve_the_main_queue() {
+        let mut s = Scheduler::new();
+        s.make_runnable(100);
+        let mut picked = Vec::new();
+        for id in 0..20 {
+            s.wake(id);
+            picked.push(s.pick_next().unwrap());
+        }
+        assert!(picked[..=WOKEN_BURST as usize].contains(&100), "{picked:?}");
+    }
 
     #[test]
     fn run_queue_is_fifo_without_duplicates() {

@@ -31,6 +31,26 @@ pub use udp::UdpSocket;
 
 use crate::io::{Error, ErrorKind, Result};
 
+/// How many times the kernel has said frames arrived (see
+/// [`crate::time::idle`]): the NIC's ring is worth reading only if this
+/// moved since it was last found empty.
+static FRAMES_ARRIVED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+pub(crate) fn note_frames_arrived() {
+    FRAMES_ARRIVED.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether frames may be waiting: the kernel said so since `seen`, or says
+/// so now on the info page.
+pub(crate) fn frames_may_wait(seen: u64) -> bool {
+    FRAMES_ARRIVED.load(core::sync::atomic::Ordering::Relaxed) != seen
+        || crate::vm::pending_events() & denali_abi::hypercall::EVENT_NET_RX != 0
+}
+
+pub(crate) fn frames_arrived() -> u64 {
+    FRAMES_ARRIVED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// This VM's IPv4 address, if its manifest gave it one.
 pub fn local_ip() -> Option<Ipv4Addr> {
     let config = crate::vm::info().ipv4;

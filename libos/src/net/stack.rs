@@ -28,6 +28,10 @@ const EPHEMERAL_FIRST: u16 = 49_152;
 /// The virtual NIC as a smoltcp device.
 struct Vnic {
     rx: [u8; FRAME_MAX],
+    /// The arrival count when the ring was last found empty: until it
+    /// moves, reading the ring again would only cost a hypercall (every
+    /// green thread polls the stack when it wakes).
+    empty_at: Option<u64>,
 }
 
 struct RxToken<'a>(&'a [u8]);
@@ -56,8 +60,19 @@ impl Device for Vnic {
     type TxToken<'a> = TxToken;
 
     fn receive(&mut self, _now: NetInstant) -> Option<(RxToken<'_>, TxToken)> {
-        let len = frame::try_recv(&mut self.rx).ok()?;
-        Some((RxToken(&self.rx[..len]), TxToken))
+        if let Some(seen) = self.empty_at
+            && !super::frames_may_wait(seen)
+        {
+            return None;
+        }
+        let arrived = super::frames_arrived();
+        match frame::try_recv(&mut self.rx) {
+            Ok(len) => Some((RxToken(&self.rx[..len]), TxToken)),
+            Err(_) => {
+                self.empty_at = Some(arrived);
+                None
+            }
+        }
     }
 
     fn transmit(&mut self, _now: NetInstant) -> Option<TxToken> {
@@ -114,7 +129,7 @@ impl Stack {
         let mut iface_config = Config::new(HardwareAddress::Ethernet(mac));
         // SAFETY: rdtsc is allowed in ring 3 (the kernel leaves CR4.TSD clear).
         iface_config.random_seed = unsafe { core::arch::x86_64::_rdtsc() } ^ u64::from(info.vm_id) << 40;
-        let mut vnic = Vnic { rx: [0; FRAME_MAX] };
+        let mut vnic = Vnic { rx: [0; FRAME_MAX], empty_at: None };
         let mut iface = Interface::new(iface_config, &mut vnic, now());
         let address = Ipv4Address::from(config.address);
         iface.update_ip_addrs(|addrs| {
