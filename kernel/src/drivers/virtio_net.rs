@@ -7,11 +7,12 @@
 //! arithmetic (see [`crate::mem::phys::kernel_virt_to_phys`]).
 
 use crate::mem::phys;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicBool;
-use virtio_drivers::device::net::VirtIONet;
+use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
@@ -23,6 +24,8 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 const QUEUE_SIZE: usize = 64;
 /// Each receive buffer: a full frame and the virtio header.
 const RX_BUFFER_LEN: usize = 2048;
+/// `struct virtio_net_hdr_v1` (the longest header the device may use).
+const NET_HDR_LEN: usize = 12;
 
 /// What `virtio-drivers` needs from the kernel: DMA memory and address
 /// translation.
@@ -61,13 +64,25 @@ unsafe impl Hal for KernelHal {
     unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
 }
 
-/// The NIC.
+/// A buffer the device owns until it hands it back (by token).
+type Buffer = Box<[u8]>;
+
+/// The NIC. Transmission does not wait for the device: frames are queued
+/// and their buffers reclaimed later, so when the device polls the
+/// transmit ring (suppressing notifications while traffic flows) sending
+/// costs no exit at all.
 pub struct Nic {
-    device: VirtIONet<KernelHal, MmioTransport<'static>, QUEUE_SIZE>,
-    /// Frames sent and received, for the statistics.
+    device: VirtIONetRaw<KernelHal, MmioTransport<'static>, QUEUE_SIZE>,
+    /// Receive buffers posted, by token.
+    rx: Vec<Option<Buffer>>,
+    /// Transmit buffers in flight, by token.
+    tx: Vec<Option<Buffer>>,
+    /// Frames sent.
     pub sent: u64,
     /// Frames received.
     pub received: u64,
+    /// Frames dropped because the transmit ring was full.
+    pub tx_dropped: u64,
 }
 
 impl Nic {
@@ -82,27 +97,71 @@ impl Nic {
         // SAFETY: the caller promises a live, exclusive register page.
         let transport = unsafe { MmioTransport::new(registers.cast::<VirtIOHeader>(), size) }
             .map_err(|_| "the device at the NIC's address is not a virtio-mmio device")?;
-        let mut device = VirtIONet::new(transport, RX_BUFFER_LEN).map_err(|_| "the NIC refused to start")?;
-        device.enable_interrupts();
-        Ok(Nic { device, sent: 0, received: 0 })
+        let device = VirtIONetRaw::new(transport).map_err(|_| "the NIC refused to start")?;
+        let mut nic = Nic {
+            device,
+            rx: (0..QUEUE_SIZE).map(|_| None).collect(),
+            tx: (0..QUEUE_SIZE).map(|_| None).collect(),
+            sent: 0,
+            received: 0,
+            tx_dropped: 0,
+        };
+        for _ in 0..QUEUE_SIZE {
+            nic.post(alloc::vec![0u8; RX_BUFFER_LEN].into_boxed_slice())?;
+        }
+        nic.device.enable_interrupts();
+        Ok(nic)
     }
 
-    /// Sends one frame (waiting for the device to take it).
+    /// Gives the device a receive buffer.
+    fn post(&mut self, mut buffer: Buffer) -> Result<(), &'static str> {
+        // SAFETY: the buffer is kept in `rx` under its token, untouched,
+        // until the device returns that token.
+        let token = unsafe { self.device.receive_begin(&mut buffer) }.map_err(|_| "the NIC's receive ring is full")?;
+        self.rx[usize::from(token)] = Some(buffer);
+        Ok(())
+    }
+
+    /// Takes back the transmit buffers the device is done with.
+    fn reclaim(&mut self) {
+        while let Some(token) = self.device.poll_transmit() {
+            let Some(buffer) = self.tx.get_mut(usize::from(token)).and_then(Option::take) else { return };
+            // SAFETY: the buffer is the one transmit_begin took with this token.
+            let _ = unsafe { self.device.transmit_complete(token, &buffer) };
+        }
+    }
+
+    /// Queues one frame for sending; dropped (and counted) if the ring is
+    /// full, as a real NIC would.
     pub fn send(&mut self, frame: &[u8]) {
-        let mut buffer = self.device.new_tx_buffer(frame.len());
-        buffer.packet_mut().copy_from_slice(frame);
-        if self.device.send(buffer).is_ok() {
-            self.sent += 1;
+        self.reclaim();
+        let mut buffer = alloc::vec![0u8; NET_HDR_LEN + frame.len()].into_boxed_slice();
+        let Ok(header) = self.device.fill_buffer_header(&mut buffer) else { return };
+        buffer[header..header + frame.len()].copy_from_slice(frame);
+        let buffer_len = header + frame.len();
+        // SAFETY: the buffer is kept in `tx` under its token, untouched,
+        // until the device returns that token (see reclaim).
+        match unsafe { self.device.transmit_begin(&buffer[..buffer_len]) } {
+            Ok(token) => {
+                self.tx[usize::from(token)] = Some(buffer);
+                self.sent += 1;
+            }
+            Err(_) => self.tx_dropped += 1,
         }
     }
 
     /// Acknowledges the interrupt and takes every frame received.
     pub fn receive_all(&mut self) -> Vec<Vec<u8>> {
         self.device.ack_interrupt();
+        self.reclaim();
         let mut frames = Vec::new();
-        while let Ok(buffer) = self.device.receive() {
-            frames.push(buffer.packet().to_vec());
-            let _ = self.device.recycle_rx_buffer(buffer);
+        while let Some(token) = self.device.poll_receive() {
+            let Some(mut buffer) = self.rx.get_mut(usize::from(token)).and_then(Option::take) else { break };
+            // SAFETY: the buffer is the one receive_begin took with this token.
+            if let Ok((header, len)) = unsafe { self.device.receive_complete(token, &mut buffer) } {
+                frames.push(buffer[header..header + len].to_vec());
+            }
+            let _ = self.post(buffer);
         }
         self.received += frames.len() as u64;
         frames

@@ -93,13 +93,15 @@ impl Kernel {
             core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>()
         );
         if total.frames_sent + total.frames_received + total.frames_dropped != 0 || self.uplink.is_some() {
-            let (out, into) = self.uplink.as_ref().map_or((0, 0), |nic| (nic.sent, nic.received));
+            let (out, into, lost) =
+                self.uplink.as_ref().map_or((0, 0, 0), |nic| (nic.sent, nic.received, nic.tx_dropped));
             kprintln!(
-                "denali: network: VMs sent {} frames and received {}; {} dropped at full receive rings; the NIC sent {} and received {}",
+                "denali: network: VMs sent {} frames and received {}; {} dropped at full receive rings; the NIC sent {} ({} dropped at a full ring) and received {}",
                 total.frames_sent,
                 total.frames_received,
                 total.frames_dropped,
                 out,
+                lost,
                 into
             );
         }

@@ -5,6 +5,12 @@
 //! else, so frames carry the 12-byte `virtio_net_hdr` with every field zero.
 //! The rings are walked by rust-vmm's `virtio-queue` over guest memory; a
 //! malformed ring or descriptor makes that frame fail, never the monitor.
+//!
+//! Exits are what cost here, so both directions batch: one interrupt per
+//! batch of received frames (none for transmit completions: the kernel
+//! reclaims its buffers when it next sends or receives), and while traffic
+//! flows the network thread polls the transmit ring with the kernel's
+//! notifications switched off ([`NetDevice::set_polling`]).
 
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -49,6 +55,8 @@ pub struct NetDevice {
     irq: Box<dyn Fn() + Send>,
     /// Frames for the kernel dropped for want of buffers.
     pub rx_dropped: u64,
+    /// Whether the transmit ring is polled (kernel notifications off).
+    polling: bool,
 }
 
 impl NetDevice {
@@ -68,6 +76,7 @@ impl NetDevice {
             pending: VecDeque::new(),
             irq,
             rx_dropped: 0,
+            polling: false,
         }
     }
 
@@ -183,6 +192,7 @@ impl NetDevice {
         }
         self.driver_features = 0;
         self.interrupt_status = 0;
+        self.polling = false;
         self.pending.clear();
     }
 
@@ -210,10 +220,26 @@ impl NetDevice {
             }
             let _ = queue.add_used(memory, head, 0);
         }
-        if !frames.is_empty() && self.queues[TX].needs_notification(&self.memory).unwrap_or(true) {
-            self.raise();
-        }
         frames
+    }
+
+    /// Switches the kernel's transmit notifications off (`polling`: the
+    /// network thread reads the ring itself) or back on. Returns frames
+    /// queued meanwhile, so none waits for a notification that will not
+    /// come.
+    pub fn set_polling(&mut self, polling: bool) -> Vec<Vec<u8>> {
+        if self.polling == polling || !self.queue_usable(TX) {
+            return Vec::new();
+        }
+        self.polling = polling;
+        let queue = &mut self.queues[TX];
+        if polling {
+            let _ = queue.disable_notification(&self.memory);
+            Vec::new()
+        } else {
+            let _ = queue.enable_notification(&self.memory);
+            self.take_transmitted()
+        }
     }
 
     /// Hands `frames` to the kernel: into posted receive buffers, or kept

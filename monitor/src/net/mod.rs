@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Guest-physical address of the NIC's registers: above any RAM the
 /// monitor gives (64 GiB at most).
@@ -107,17 +107,53 @@ impl Network {
     }
 }
 
-fn deliver(device: &Mutex<NetDevice>, frames: Vec<Vec<u8>>) {
-    if !frames.is_empty() {
-        device.lock().unwrap_or_else(|e| e.into_inner()).receive(frames);
+/// How often the network thread looks at the rings while traffic flows.
+const POLL_INTERVAL: Duration = Duration::from_micros(200);
+/// How long after the last frame the thread keeps polling before it hands
+/// the transmit ring back to notifications.
+const BUSY_FOR: Duration = Duration::from_millis(20);
+
+/// The network thread's view of the device: it polls the transmit ring
+/// while frames flow and sleeps on notifications otherwise.
+struct Poller<'a> {
+    device: &'a Mutex<NetDevice>,
+    busy_until: Instant,
+}
+
+impl Poller<'_> {
+    fn busy(&self) -> bool {
+        Instant::now() < self.busy_until
+    }
+
+    /// How long to wait for the backend before looking again.
+    fn wait(&self, idle: Duration) -> Duration {
+        if self.busy() { POLL_INTERVAL } else { idle }
+    }
+
+    /// Hands `to_guest` to the kernel and returns what the kernel queued to
+    /// send, switching polling on while frames flow and off after.
+    fn exchange(&mut self, to_guest: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+        let shared = self.device;
+        let mut device = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let moved_in = !to_guest.is_empty();
+        if moved_in {
+            device.receive(to_guest);
+        }
+        let mut sent = device.take_transmitted();
+        if moved_in || !sent.is_empty() {
+            self.busy_until = Instant::now() + BUSY_FOR;
+        }
+        sent.extend(device.set_polling(self.busy()));
+        sent
     }
 }
 
 fn serve_gateway(device: &Mutex<NetDevice>, gateway: &mut UserNet, from_vcpu: &Receiver<Vec<Vec<u8>>>) {
+    let mut poller = Poller { device, busy_until: Instant::now() };
     loop {
         // While connections are open the real machine's sockets are polled
         // often; otherwise only new connections are waited for.
-        let wait = if gateway.busy() { Duration::from_micros(200) } else { Duration::from_millis(5) };
+        let wait = if gateway.busy() { POLL_INTERVAL } else { poller.wait(Duration::from_millis(5)) };
         match from_vcpu.recv_timeout(wait) {
             Ok(frames) => frames.into_iter().for_each(|f| gateway.from_guest(f)),
             Err(RecvTimeoutError::Timeout) => {}
@@ -126,12 +162,19 @@ fn serve_gateway(device: &Mutex<NetDevice>, gateway: &mut UserNet, from_vcpu: &R
         while let Ok(frames) = from_vcpu.try_recv() {
             frames.into_iter().for_each(|f| gateway.from_guest(f));
         }
-        deliver(device, gateway.poll());
+        let to_guest = gateway.poll();
+        for frame in poller.exchange(to_guest) {
+            gateway.from_guest(frame);
+        }
     }
 }
 
 fn serve_tap(device: &Mutex<NetDevice>, tap: &Tap, stop: &AtomicBool) {
+    let mut poller = Poller { device, busy_until: Instant::now() };
     while !stop.load(Ordering::Relaxed) {
-        deliver(device, tap.receive(50));
+        let to_guest = tap.receive(poller.wait(Duration::from_millis(50)));
+        for frame in poller.exchange(to_guest) {
+            tap.send(&frame);
+        }
     }
 }

@@ -52,11 +52,14 @@ impl Tap {
         let _ = (&self.file).write(frame);
     }
 
-    /// Waits up to `timeout_ms` for frames and returns those that arrived.
-    pub fn receive(&self, timeout_ms: i32) -> Vec<Vec<u8>> {
+    /// Waits up to `timeout` for frames and returns those that arrived.
+    pub fn receive(&self, timeout: std::time::Duration) -> Vec<Vec<u8>> {
         let mut poll = libc::pollfd { fd: self.file.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd, for the duration of the call.
-        unsafe { libc::poll(&mut poll, 1, timeout_ms) };
+        let timeout =
+            libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos().into() };
+        // SAFETY: one valid pollfd and a timespec, for the duration of the
+        // call; no signal mask is changed.
+        unsafe { libc::ppoll(&mut poll, 1, &timeout, std::ptr::null()) };
         let mut frames = Vec::new();
         let mut buf = [0u8; 65536];
         while let Ok(n @ 1..) = (&self.file).read(&mut buf) {
