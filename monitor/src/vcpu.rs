@@ -187,8 +187,9 @@ impl Machine {
                     PortAction::Continue => {}
                     PortAction::Exit(status) => break Ok(status),
                     PortAction::Panic => break Err(Error::KernelPanic),
-                    // Nothing can wake the kernel early yet (no device
-                    // raises events), so a plain sleep is exact.
+                    // Only a kernel without the TSC-deadline timer idles
+                    // here; the NIC's interrupts do not cut this sleep
+                    // short (with the timer, `hlt` waits for either).
                     PortAction::Idle(duration) => std::thread::sleep(duration),
                 },
                 VcpuExit::IoIn(port, data) => bus.read(port, data),
