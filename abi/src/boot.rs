@@ -56,6 +56,10 @@ const _: () = assert!(core::mem::size_of::<BootInfo>() == 64 + 16 * MAX_MEM_REGI
 /// Size of the NIC's virtio-mmio register page at [`BootInfo::net_mmio`].
 pub const NET_MMIO_SIZE: u64 = 0x1000;
 
+/// Exit status the kernel reports when it panicked, where the panic port
+/// has no listener (bare metal).
+pub const KERNEL_PANIC_STATUS: i32 = 125;
+
 /// Interrupt vector of the machine's NIC.
 pub const NIC_VECTOR: u8 = 33;
 

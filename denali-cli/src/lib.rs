@@ -6,7 +6,9 @@
 //! monitor. Each step lives in its own module; this crate is also a library
 //! so the end-to-end tests can reach the same functions.
 
+pub mod bare_metal;
 pub mod build;
+pub mod disk;
 pub mod image;
 pub mod kernel;
 pub mod manifest;

@@ -53,7 +53,14 @@ enum Command {
         template: String,
     },
     /// Compile the service into <target-dir>/denali/<profile>/<name>.dvm.
-    Build(BuildArgs),
+    Build {
+        #[command(flatten)]
+        build: BuildArgs,
+        /// Also write <name>.img: a UEFI disk image (GPT, FAT EFI partition)
+        /// of the loader, the isolation kernel and the service, for bare metal.
+        #[arg(long)]
+        bare_metal: bool,
+    },
     /// Boot the service (or the given .dvm images, each in its own VM) and
     /// exit with its status.
     Run {
@@ -84,7 +91,21 @@ enum Command {
         /// own address; needs root or CAP_NET_ADMIN).
         #[arg(long, value_name = "user|tap=NAME")]
         net: Option<String>,
+        /// Boot a bare-metal disk image (built here with --bare-metal, or the
+        /// .img given) under qemu-system-x86_64 with OVMF instead of our KVM
+        /// monitor (KVM acceleration where present, else emulation).
+        #[arg(long)]
+        qemu: bool,
     },
+}
+
+/// Says what was built, and how big.
+fn report_built(paths: &[PathBuf]) -> i32 {
+    for path in paths {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("       Built {} ({} KiB)", path.display(), size.div_ceil(1024));
+    }
+    0
 }
 
 fn main() -> ExitCode {
@@ -102,14 +123,13 @@ fn main() -> ExitCode {
                 eprintln!("     Created service `{name}` in {}", dir.display());
                 0
             }),
-        Command::Build(args) => build::build(&args.into()).map(|built| {
-            for image in built {
-                let size = std::fs::metadata(&image.dvm).map(|m| m.len()).unwrap_or(0);
-                eprintln!("       Built {} ({} KiB)", image.dvm.display(), size.div_ceil(1024));
-            }
-            0
-        }),
-        Command::Run { images, build, mem, instances, stats, timeout, publish, net } => {
+        Command::Build { build, bare_metal: true } => {
+            denali_cli::bare_metal::build_images(&build.into()).map(|images| report_built(&images))
+        }
+        Command::Build { build, bare_metal: false } => {
+            build::build(&build.into()).map(|built| report_built(&built.into_iter().map(|b| b.dvm).collect::<Vec<_>>()))
+        }
+        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu } => {
             let time_limit = match timeout {
                 Some(secs) if !(secs > 0.0 && secs < 1e9) => {
                     Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
@@ -130,6 +150,7 @@ fn main() -> ExitCode {
                     time_limit: time_limit?,
                     forwards,
                     tap,
+                    qemu,
                 })
             })
         }

@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub forwards: Vec<(u16, u16)>,
     /// The TAP device to connect the NIC to.
     pub tap: Option<String>,
+    /// Boot a bare-metal disk image under QEMU instead of our monitor.
+    pub qemu: bool,
 }
 
 /// Parses `--net user|tap=NAME` (given `-p` forwards or not) into the TAP
@@ -79,10 +81,13 @@ fn nic_config(network: &Ipv4Config, forwards: &[(u16, u16)], tap: Option<&str>) 
 }
 
 /// One image to boot, and how.
-struct Service {
-    name: String,
-    image: Vec<u8>,
-    manifest: Manifest,
+pub struct Service {
+    /// The image's name (its file stem).
+    pub name: String,
+    /// The `.dvm` image.
+    pub image: Vec<u8>,
+    /// How to boot it.
+    pub manifest: Manifest,
 }
 
 /// The images to boot: built here (with their `Denali.toml`), or prebuilt
@@ -141,18 +146,13 @@ fn assign_networks(services: &[Service]) -> Result<Vec<Ipv4Config>> {
     Ok(networks)
 }
 
-/// Boots the images (each instance its own VM) and returns the run's exit
-/// status.
-pub fn run(options: &RunOptions) -> Result<i32> {
-    denali_monitor::check_kvm()?;
-    let services = services(options)?;
-    let kernel = kernel::kernel_elf()?;
-    let networks = assign_networks(&services)?;
-    let net = nic_config(&networks[0], &options.forwards, options.tap.as_deref())?;
+/// The boot bundle for `services`, and each service's first address.
+pub fn bundle(services: &[Service]) -> Result<(Vec<u8>, Vec<Ipv4Config>)> {
+    let networks = assign_networks(services)?;
     let entries: Vec<BundleSpec<'_>> = services
         .iter()
-        .zip(networks)
-        .map(|(s, ipv4)| BundleSpec {
+        .zip(&networks)
+        .map(|(s, &ipv4)| BundleSpec {
             name: &s.name,
             instances: s.manifest.instances,
             image: &s.image,
@@ -160,7 +160,21 @@ pub fn run(options: &RunOptions) -> Result<i32> {
             ipv4,
         })
         .collect();
-    let mut config = denali_monitor::Config::new(&kernel, build_bundle(&entries));
+    Ok((build_bundle(&entries), networks))
+}
+
+/// Boots the images (each instance its own VM) and returns the run's exit
+/// status.
+pub fn run(options: &RunOptions) -> Result<i32> {
+    if options.qemu {
+        return crate::bare_metal::run(options);
+    }
+    denali_monitor::check_kvm()?;
+    let services = services(options)?;
+    let kernel = kernel::kernel_elf()?;
+    let (bundle, networks) = bundle(&services)?;
+    let net = nic_config(&networks[0], &options.forwards, options.tap.as_deref())?;
+    let mut config = denali_monitor::Config::new(&kernel, bundle);
     config.verbose = options.build.verbose;
     config.stats = options.stats;
     config.time_limit = options.time_limit;

@@ -52,12 +52,12 @@ pub fn check_nightly() -> Result<PathBuf> {
     Ok(sysroot)
 }
 
-/// Checks the prebuilt target the isolation kernel is built for.
-pub fn check_kernel_target(sysroot: &std::path::Path) -> Result<()> {
-    if !sysroot.join("lib/rustlib/x86_64-unknown-none").is_dir() {
+/// Checks that nightly has the prebuilt `target` (the kernel's or the loader's).
+pub fn check_target(sysroot: &std::path::Path, target: &str) -> Result<()> {
+    if !sysroot.join("lib/rustlib").join(target).is_dir() {
         bail!(
-            "the nightly toolchain lacks the x86_64-unknown-none target the isolation kernel is built for\n\
-             hint: run `rustup target add x86_64-unknown-none --toolchain nightly`"
+            "the nightly toolchain lacks the {target} target Denali's kernel and loader are built for\n\
+             hint: run `rustup target add {target} --toolchain nightly` (scripts/setup does)"
         );
     }
     Ok(())

@@ -42,24 +42,29 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     let usable = info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS));
     let total: u64 = usable.clone().map(|r| r.end.saturating_sub(r.start)).sum();
     let heap_size = (total / 16).max(MIN_HEAP_SIZE).next_multiple_of(4096);
-    // The heap is the first region with room for it and as much again;
-    // everything else goes to the frame allocator.
-    let mut regions: Vec<(u64, u64)> = Vec::new();
-    let mut heap_ready = false;
-    for region in usable {
-        let (mut start, end) = (region.start.next_multiple_of(4096), region.end);
-        if !heap_ready && end.saturating_sub(start) > heap_size * 2 {
-            // SAFETY: the loader reports this range as unused RAM, mapped by
-            // the physmap; it becomes the heap and nothing else uses it.
-            unsafe { heap.lock().init(phys::to_virt(start), heap_size as usize) };
-            start += heap_size;
-            heap_ready = true;
-        }
-        regions.push((start, end));
-    }
-    if !heap_ready {
+    // The heap is the first region with room for it and as much again
+    // (found before anything is allocated); everything else goes to the
+    // frame allocator.
+    let Some(heap_start) = usable
+        .clone()
+        .map(|r| r.start.next_multiple_of(4096))
+        .zip(usable.clone().map(|r| r.end))
+        .find(|&(start, end)| end.saturating_sub(start) > heap_size * 2)
+        .map(|(start, _)| start)
+    else {
         kprintln!("denali: not enough memory for the kernel heap ({} MiB needed)", (heap_size * 2) >> 20);
         arch::exit_panic();
+    };
+    // SAFETY: the loader reports this range as unused RAM, mapped by the
+    // physmap; it becomes the heap and nothing else uses it.
+    unsafe { heap.lock().init(phys::to_virt(heap_start), heap_size as usize) };
+    let mut regions: Vec<(u64, u64)> = Vec::new();
+    for region in usable {
+        let (mut start, end) = (region.start.next_multiple_of(4096), region.end);
+        if start == heap_start {
+            start += heap_size;
+        }
+        regions.push((start, end));
     }
     let frames = FrameAllocator::new(regions);
     if info.tsc_khz == 0 {

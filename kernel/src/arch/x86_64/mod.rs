@@ -42,11 +42,13 @@ pub fn exit(status: i32) -> ! {
     halt_forever()
 }
 
-/// Reports a kernel panic to the monitor and stops.
+/// Reports a kernel panic to the monitor and stops. Without our monitor
+/// (QEMU's isa-debug-exit on the exit port) the exit port carries
+/// [`KERNEL_PANIC_STATUS`](denali_abi::boot::KERNEL_PANIC_STATUS).
 pub fn exit_panic() -> ! {
     // SAFETY: as in `exit`.
     unsafe { Port::<u32>::new(ports::PANIC).write(1) };
-    halt_forever()
+    exit(denali_abi::boot::KERNEL_PANIC_STATUS)
 }
 
 /// Asks the monitor to park this CPU for up to `micros` microseconds: the

@@ -1,0 +1,118 @@
+//! Bare metal: `cargo denali build --bare-metal` writes a UEFI disk image
+//! (`<target-dir>/denali/<profile>/<name>.img`) of the loader, the kernel and
+//! the service's bundle; `cargo denali run --qemu` boots one under
+//! `qemu-system-x86_64` with OVMF and exits with the service's status.
+
+use crate::build::{self, BuildOptions};
+use crate::run::{RunOptions, Service};
+use crate::{disk, image, kernel};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// QEMU's UEFI firmware (Debian package `ovmf`).
+pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// The port of QEMU's isa-debug-exit device: the kernel's exit port.
+const EXIT_PORT: &str = "0x501";
+
+/// Builds the service and writes one disk image per binary.
+pub fn build_images(options: &BuildOptions) -> Result<Vec<PathBuf>> {
+    let built = build::build(options)?;
+    let loader = std::fs::read(kernel::loader_efi()?).context("cannot read the UEFI loader")?;
+    let kernel = std::fs::read(kernel::kernel_elf()?).context("cannot read the isolation kernel")?;
+    let mut images = Vec::new();
+    for b in built {
+        let service = Service { name: b.name.clone(), image: image::read_dvm(&b.dvm)?, manifest: b.manifest };
+        let (bundle, _) = crate::run::bundle(std::slice::from_ref(&service))?;
+        let path = b.dvm.with_extension("img");
+        disk::write_image(&path, &loader, &kernel, &bundle)?;
+        images.push(path);
+    }
+    Ok(images)
+}
+
+/// `cargo denali run --qemu`: boots the given disk image, or builds the
+/// service's, under QEMU.
+pub fn run(options: &RunOptions) -> Result<i32> {
+    let image = match options.images.as_slice() {
+        [] => {
+            let images = build_images(&options.build)?;
+            match images.as_slice() {
+                [one] => one.clone(),
+                _ => bail!("the package has several binaries: pick one with --bin NAME"),
+            }
+        }
+        [one] => one.clone(),
+        _ => bail!("--qemu boots one disk image at a time"),
+    };
+    check_image(&image)?;
+    boot(&image, options.time_limit)
+}
+
+/// Refuses what is not a Denali disk image before QEMU sees it.
+pub fn check_image(path: &Path) -> Result<()> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let gpt = bytes.get(512..520) == Some(b"EFI PART");
+    let fat = bytes.get(1024 * 1024 + 510..1024 * 1024 + 512) == Some(&[0x55, 0xaa][..]);
+    let whole = bytes.len() as u64 >= 64 << 20;
+    if !(gpt && fat && whole) {
+        bail!(
+            "{} is not a Denali disk image (no GPT disk with its EFI partition, or cut short): build one with `cargo denali build --bare-metal`",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// KVM acceleration where it can run OVMF, software emulation otherwise.
+/// The PVM flavour of KVM (module `kvm_pvm`) runs only PVM-aware guest
+/// kernels: OVMF stops there with a KVM internal error, so it is not used.
+/// `DENALI_QEMU_ACCEL` (QEMU's `accel=` value) overrides the choice.
+fn default_accel() -> &'static str {
+    let kvm = std::fs::File::options().read(true).write(true).open("/dev/kvm").is_ok();
+    if kvm && !Path::new("/sys/module/kvm_pvm").exists() { "kvm:tcg" } else { "tcg" }
+}
+
+fn boot(image: &Path, time_limit: Option<Duration>) -> Result<i32> {
+    if !Path::new(OVMF).is_file() {
+        bail!("QEMU's UEFI firmware is missing ({OVMF}): install the Debian package ovmf");
+    }
+    let accel = std::env::var("DENALI_QEMU_ACCEL").unwrap_or_else(|_| default_accel().into());
+    let mut qemu = Command::new("qemu-system-x86_64");
+    qemu.args(["-machine", &format!("q35,accel={accel}"), "-cpu", "max", "-m", "1G", "-smp", "1"])
+        .args(["-bios", OVMF])
+        .arg("-drive")
+        .arg(format!("format=raw,snapshot=on,file={}", image.display()))
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-net", "none"])
+        .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
+        .stdin(Stdio::null());
+    let mut child = match qemu.spawn() {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("qemu-system-x86_64 is not installed: install the Debian package qemu-system-x86")
+        }
+        Err(e) => return Err(e).context("cannot start qemu-system-x86_64"),
+    };
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if time_limit.is_some_and(|limit| started.elapsed() > limit) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(124);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // isa-debug-exit turns the kernel's status s into QEMU's (s << 1) | 1.
+    match status.code() {
+        Some(code) if (code - 1) / 2 == denali_abi::boot::KERNEL_PANIC_STATUS => {
+            bail!("the isolation kernel panicked (its message is above)")
+        }
+        Some(code) if code % 2 == 1 => Ok((code - 1) / 2),
+        Some(code) => bail!("QEMU stopped (status {code}) without the kernel reporting an exit status"),
+        None => bail!("QEMU was killed by a signal"),
+    }
+}

@@ -1,0 +1,58 @@
+//! Bare metal: the UEFI disk image of the loader, the kernel and a service,
+//! booted by QEMU with OVMF under software emulation (no KVM), as a PC or a
+//! cloud VM would boot it.
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+/// `cargo denali <args>` in `dir`, with QEMU forced to emulate.
+fn denali(dir: &std::path::Path, args: &[&str]) -> Outcome {
+    let mut c = cargo_denali();
+    c.current_dir(dir).env("DENALI_QEMU_ACCEL", "tcg").arg("denali").args(args);
+    run_with_timeout(c, Duration::from_secs(600))
+}
+
+#[test]
+fn the_hello_template_boots_from_a_uefi_disk_image_under_qemu() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "hello", None);
+    let built = denali(&service, &["build", "--bare-metal"]);
+    assert_eq!(built.status, 0, "{}", built.stderr);
+    let image = guest_target_dir().join("denali/debug/hello.img");
+    assert!(built.stderr.contains(&format!("Built {}", image.display())), "{}", built.stderr);
+
+    let out = denali(&service, &["run", "--qemu", image.to_str().unwrap()]);
+    assert!(out.stdout.contains("Hello from Denali VM 0"), "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+}
+
+#[test]
+fn the_services_exit_status_comes_back_from_qemu() {
+    let dir = scratch();
+    let main = "#![no_std]\n#![no_main]\n#[denali::main]\nfn main() {\n    denali::process::exit(7);\n}\n";
+    let service = new_service(dir.path(), "seven", Some(main));
+    let out = denali(&service, &["run", "--qemu"]);
+    assert_eq!(out.status, 7, "{}\n{}", out.stdout, out.stderr);
+}
+
+#[test]
+fn a_truncated_or_foreign_image_is_refused_with_a_sentence() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "cut", None);
+    let built = denali(&service, &["build", "--bare-metal"]);
+    assert_eq!(built.status, 0, "{}", built.stderr);
+    let image = guest_target_dir().join("denali/debug/cut.img");
+    let bytes = std::fs::read(&image).unwrap();
+    let truncated = dir.path().join("truncated.img");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 4]).unwrap();
+    let foreign = guest_target_dir().join("denali/debug/cut.dvm");
+    for bad in [&truncated, &foreign] {
+        let out = denali(dir.path(), &["run", "--qemu", bad.to_str().unwrap()]);
+        assert_eq!(out.status, 1, "{}", out.stdout);
+        let expected = format!("{} is not a Denali disk image", bad.display());
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+        assert!(out.stderr.contains("build one with `cargo denali build --bare-metal`"), "{}", out.stderr);
+    }
+}
