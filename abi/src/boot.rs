@@ -68,6 +68,9 @@ pub const NIC_VECTOR: u8 = 33;
 pub const BOOT_FLAG_VERBOSE: u64 = 1 << 0;
 /// Boot flag: the kernel prints per-VM accounting when the run ends.
 pub const BOOT_FLAG_STATS: u64 = 1 << 1;
+/// Boot flag: the machine has a PCI bus (bare metal, QEMU, clouds): the
+/// kernel looks there for a virtio-net NIC when `net_mmio` names none.
+pub const BOOT_FLAG_PCI: u64 = 1 << 2;
 
 /// Virtual address at which all physical memory is mapped (the "physmap").
 /// The loader sets this mapping up before entering the kernel.

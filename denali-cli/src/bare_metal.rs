@@ -47,7 +47,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         _ => bail!("--qemu boots one disk image at a time"),
     };
     check_image(&image)?;
-    boot(&image, options.time_limit)
+    boot(&image, options.time_limit, &options.forwards)
 }
 
 /// Refuses what is not a Denali disk image before QEMU sees it.
@@ -74,7 +74,7 @@ fn default_accel() -> &'static str {
     if kvm && !Path::new("/sys/module/kvm_pvm").exists() { "kvm:tcg" } else { "tcg" }
 }
 
-fn boot(image: &Path, time_limit: Option<Duration>) -> Result<i32> {
+fn boot(image: &Path, time_limit: Option<Duration>, forwards: &[(u16, u16)]) -> Result<i32> {
     if !Path::new(OVMF).is_file() {
         bail!("QEMU's UEFI firmware is missing ({OVMF}): install the Debian package ovmf");
     }
@@ -84,9 +84,30 @@ fn boot(image: &Path, time_limit: Option<Duration>) -> Result<i32> {
         .args(["-bios", OVMF])
         .arg("-drive")
         .arg(format!("format=raw,snapshot=on,file={}", image.display()))
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-net", "none"])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
         .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
         .stdin(Stdio::null());
+    if forwards.is_empty() {
+        qemu.args(["-net", "none"]);
+    } else {
+        // QEMU's user-mode network: the first VM is at 10.0.2.15, its
+        // default address, behind a virtio-net NIC on the PCI bus.
+        let mut netdev = String::from("user,id=net0");
+        for &(host, guest) in forwards {
+            // A port in use gets the same sentence as under our monitor.
+            std::net::TcpListener::bind(("127.0.0.1", host)).map_err(|e| denali_monitor::Error::Listen(host, e))?;
+            netdev.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
+        }
+        qemu.args(["-netdev", &netdev, "-device", "virtio-net-pci,netdev=net0"]);
+    }
+    // SAFETY: between fork and exec only prctl runs, which is
+    // async-signal-safe; it makes QEMU die if cargo denali does.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut qemu, || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    };
     let mut child = match qemu.spawn() {
         Ok(child) => child,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -56,3 +56,25 @@ fn a_truncated_or_foreign_image_is_refused_with_a_sentence() {
         assert!(out.stderr.contains("build one with `cargo denali build --bare-metal`"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn the_http_template_on_bare_metal_answers_curl_through_qemus_user_network() {
+    let dir = scratch();
+    let service = new_from_template(dir.path(), "web", "http");
+    let port = free_port();
+    let mut c = cargo_denali();
+    c.current_dir(&service).env("DENALI_QEMU_ACCEL", "tcg").args([
+        "denali",
+        "run",
+        "--qemu",
+        "-p",
+        &format!("{port}:80"),
+    ]);
+    let mut server = Background::spawn(c);
+    server.wait_for("http: serving 2048 bytes on 10.0.2.15:80", Duration::from_secs(300));
+    let url = format!("http://127.0.0.1:{port}/");
+    let page = curl(&[&url]);
+    assert_eq!(page.status, 0, "{}\n{}", page.stderr, server.output());
+    assert_eq!(page.stdout.len(), 2048);
+    assert!(page.stdout.contains("<h1>Hello from Denali VM 0</h1>"), "{}", page.stdout);
+}

@@ -12,7 +12,7 @@ use crate::time::Clock;
 use crate::vm::loader::Loader;
 use alloc::vec::Vec;
 use denali_abi::boot::{
-    BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, NET_MMIO_SIZE,
+    BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, NET_MMIO_SIZE,
 };
 use linked_list_allocator::LockedHeap;
 use x86_64::registers::control::Cr3;
@@ -117,8 +117,12 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     kernel.preemption = apic::init();
     if info.net_mmio != 0 {
         kernel.uplink = start_nic(&mut kernel.frames, kernel_pml4, info.net_mmio);
-        kernel.switch.has_uplink = kernel.uplink.is_some();
+    } else if info.flags & BOOT_FLAG_PCI != 0 {
+        kernel.uplink = crate::drivers::pci::find_virtio_net(&mut kernel.frames, kernel_pml4).and_then(|transport| {
+            Nic::new_pci(transport).map_err(|e| kprintln!("denali: {e}; the VMs can reach only each other")).ok()
+        });
     }
+    kernel.switch.has_uplink = kernel.uplink.is_some();
     if !kernel.preemption {
         kprintln!("denali: this CPU has no x2APIC TSC-deadline timer; a VM that never yields will keep the CPU");
     }

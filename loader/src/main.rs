@@ -14,7 +14,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::time::Duration;
-use denali_abi::boot::{BOOT_MAGIC, BootInfo, KERNEL_BASE, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion, PHYS_OFFSET};
+use denali_abi::boot::{BOOT_FLAG_PCI, BOOT_MAGIC, BootInfo, KERNEL_BASE, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion, PHYS_OFFSET};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use uefi::boot::{self, AllocateType, MemoryType};
 use uefi::fs::FileSystem;
@@ -71,7 +71,7 @@ fn load() -> Result<core::convert::Infallible, &'static str> {
         .map(|d| d.phys_start + d.page_count * PAGE)
         .max()
         .unwrap_or(0);
-    let pml4 = build_page_tables(ram_end.max(4 * GIB))?;
+    let pml4 = build_page_tables(ram_end)?;
     let tsc_khz = measure_tsc_khz();
     let info_addr = pages(size_of::<BootInfo>() as u64, None)?;
 
@@ -110,7 +110,7 @@ fn load() -> Result<core::convert::Infallible, &'static str> {
         bundle_len: bundle.len() as u64,
         tsc_khz,
         regions,
-        flags: 0,
+        flags: BOOT_FLAG_PCI,
         time_limit_ms: 0,
         net_mmio: 0,
     };
@@ -179,7 +179,8 @@ fn place_kernel(kernel: &[u8]) -> Result<u64, &'static str> {
 
 /// The kernel's page tables: RAM (`ram_end` rounded up to GiB) at
 /// `PHYS_OFFSET` and identity-mapped, the low 2 GiB at `KERNEL_BASE`, with
-/// 2 MiB pages. Returns the PML4's physical address.
+/// 2 MiB pages; device memory beyond is left for the kernel to map
+/// uncached. Returns the PML4's physical address.
 fn build_page_tables(ram_end: u64) -> Result<u64, &'static str> {
     const PRESENT_WRITABLE: u64 = 0b11;
     const HUGE: u64 = 1 << 7;

@@ -13,6 +13,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicBool;
 use virtio_drivers::device::net::VirtIONetRaw;
+use virtio_drivers::transport::SomeTransport;
 use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
 use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
@@ -72,7 +73,10 @@ type Buffer = Box<[u8]>;
 /// transmit ring (suppressing notifications while traffic flows) sending
 /// costs no exit at all.
 pub struct Nic {
-    device: VirtIONetRaw<KernelHal, MmioTransport<'static>, QUEUE_SIZE>,
+    device: VirtIONetRaw<KernelHal, SomeTransport<'static>, QUEUE_SIZE>,
+    /// Whether the NIC raises no interrupt the kernel takes (PCI without
+    /// MSI set up): the run loop then polls it.
+    pub polled: bool,
     /// Receive buffers posted, by token.
     rx: Vec<Option<Buffer>>,
     /// Transmit buffers in flight, by token.
@@ -97,9 +101,20 @@ impl Nic {
         // SAFETY: the caller promises a live, exclusive register page.
         let transport = unsafe { MmioTransport::new(registers.cast::<VirtIOHeader>(), size) }
             .map_err(|_| "the device at the NIC's address is not a virtio-mmio device")?;
+        Nic::new(SomeTransport::Mmio(transport), false)
+    }
+
+    /// Drives a virtio-net device found on the PCI bus; its interrupts are
+    /// not routed, so the kernel polls it.
+    pub fn new_pci(transport: virtio_drivers::transport::pci::PciTransport) -> Result<Nic, &'static str> {
+        Nic::new(SomeTransport::Pci(transport), true)
+    }
+
+    fn new(transport: SomeTransport<'static>, polled: bool) -> Result<Nic, &'static str> {
         let device = VirtIONetRaw::new(transport).map_err(|_| "the NIC refused to start")?;
         let mut nic = Nic {
             device,
+            polled,
             rx: (0..QUEUE_SIZE).map(|_| None).collect(),
             tx: (0..QUEUE_SIZE).map(|_| None).collect(),
             sent: 0,
@@ -152,7 +167,9 @@ impl Nic {
 
     /// Acknowledges the interrupt and takes every frame received.
     pub fn receive_all(&mut self) -> Vec<Vec<u8>> {
-        self.device.ack_interrupt();
+        if !self.polled {
+            self.device.ack_interrupt();
+        }
         self.reclaim();
         let mut frames = Vec::new();
         while let Some(token) = self.device.poll_receive() {

@@ -41,7 +41,12 @@ pub fn map_mmio(frames: &mut FrameAllocator, kernel_pml4: u64, phys: u64, len: u
         let page = Page::<Size4KiB>::containing_address(virt_addr(first + offset));
         // SAFETY: the range is device memory no other mapping aliases, and
         // mapping it changes nothing the kernel already uses.
-        unsafe { mapper.map_to(page, frame, flags, &mut table_frames) }.ok()?.flush();
+        match unsafe { mapper.map_to(page, frame, flags, &mut table_frames) } {
+            Ok(flush) => flush.flush(),
+            // Inside a huge page of the physmap: already reachable.
+            Err(x86_64::structures::paging::mapper::MapToError::ParentEntryHugePage) => {}
+            Err(_) => return None,
+        }
     }
     Some(to_virt(phys))
 }

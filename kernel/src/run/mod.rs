@@ -171,7 +171,7 @@ impl Kernel {
                 break;
             }
             self.fire_alarms();
-            if INTERRUPTED.swap(false, Ordering::Relaxed) {
+            if INTERRUPTED.swap(false, Ordering::Relaxed) || self.nic_polled() {
                 self.poll_uplink();
             }
             if let Some(id) = self.sched.pick_next() {
@@ -181,6 +181,12 @@ impl Kernel {
             match self.next_event() {
                 Some(deadline) => self.wait_until(deadline),
                 // Idle VMs waiting for the network: only a frame can wake them.
+                None if self.nic_polled() => {
+                    while !self.sched.has_runnable() {
+                        self.poll_uplink();
+                        core::hint::spin_loop();
+                    }
+                }
                 None if self.uplink.is_some() && self.preemption => crate::arch::x86_64::halt_until_interrupt(),
                 None => {
                     kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
@@ -274,6 +280,11 @@ impl Kernel {
     /// Takes what the NIC received into the switch: frames for VMs go to
     /// their rings (waking them), ARP requests for VM addresses are
     /// answered out of the NIC.
+    /// Whether the NIC raises no interrupt, so the kernel polls it.
+    fn nic_polled(&self) -> bool {
+        self.uplink.as_ref().is_some_and(|nic| nic.polled)
+    }
+
     fn poll_uplink(&mut self) {
         let Some(nic) = self.uplink.as_mut() else { return };
         for frame in nic.receive_all() {
@@ -341,8 +352,18 @@ impl Kernel {
     /// Nothing is runnable until `deadline`: halt until the APIC timer
     /// fires then (or, without one, ask the monitor to park the CPU), and
     /// spin only for what is left.
-    fn wait_until(&self, deadline: u64) {
+    ///
+    /// A NIC the kernel polls is polled meanwhile; a frame for a VM ends
+    /// the wait.
+    fn wait_until(&mut self, deadline: u64) {
         let target = self.clock.tsc_at(deadline);
+        if self.nic_polled() {
+            while rdtsc() < target && !self.sched.has_runnable() {
+                self.poll_uplink();
+                core::hint::spin_loop();
+            }
+            return;
+        }
         let now = self.now();
         if deadline > now + IDLE_THRESHOLD_NS {
             if self.preemption {
