@@ -14,7 +14,9 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::time::Duration;
-use denali_abi::boot::{BOOT_FLAG_PCI, BOOT_MAGIC, BootInfo, KERNEL_BASE, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion, PHYS_OFFSET};
+use denali_abi::boot::{
+    BOOT_FLAG_PCI, BOOT_MAGIC, BootInfo, KERNEL_BASE, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion, PHYS_OFFSET,
+};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use uefi::boot::{self, AllocateType, MemoryType};
 use uefi::fs::FileSystem;
