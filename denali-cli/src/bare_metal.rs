@@ -1,6 +1,7 @@
 //! Bare metal: `cargo denali build --bare-metal` writes a UEFI disk image
 //! (`<target-dir>/denali/<profile>/<name>.img`) of the loader, the kernel and
-//! the service's bundle; `cargo denali run --qemu` boots one under
+//! the service's bundle, and the bundle alone (`<name>.bundle`, for PVH
+//! loaders such as `qemu -kernel denali-kernel -initrd <name>.bundle`); `cargo denali run --qemu` boots one under
 //! `qemu-system-x86_64` with OVMF and exits with the service's status.
 
 use crate::build::{self, BuildOptions};
@@ -27,6 +28,10 @@ pub fn build_images(options: &BuildOptions) -> Result<Vec<PathBuf>> {
         let (bundle, _) = crate::run::bundle(std::slice::from_ref(&service))?;
         let path = b.dvm.with_extension("img");
         disk::write_image(&path, &loader, &kernel, &bundle)?;
+        // The bundle alone, for loaders that take the kernel and an initrd
+        // (QEMU's `-kernel denali-kernel -initrd NAME.bundle`, via PVH).
+        let bundle_path = b.dvm.with_extension("bundle");
+        std::fs::write(&bundle_path, &bundle).with_context(|| format!("cannot write {}", bundle_path.display()))?;
         images.push(path);
     }
     Ok(images)

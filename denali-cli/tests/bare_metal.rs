@@ -78,3 +78,25 @@ fn the_http_template_on_bare_metal_answers_curl_through_qemus_user_network() {
     assert_eq!(page.stdout.len(), 2048);
     assert!(page.stdout.contains("<h1>Hello from Denali VM 0</h1>"), "{}", page.stdout);
 }
+
+#[test]
+fn the_kernel_boots_through_pvh_with_the_bundle_as_initrd() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "pvh", None);
+    let built = denali(&service, &["build", "--bare-metal"]);
+    assert_eq!(built.status, 0, "{}", built.stderr);
+    let kernel = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/denali-kernel/x86_64-unknown-none/release/denali-kernel");
+    let bundle = guest_target_dir().join("denali/debug/pvh.bundle");
+    let mut qemu = std::process::Command::new("qemu-system-x86_64");
+    qemu.args(["-machine", "q35,accel=tcg", "-cpu", "max", "-m", "1G", "-display", "none", "-serial", "stdio"])
+        .args(["-monitor", "none", "-no-reboot", "-net", "none", "-device", "isa-debug-exit,iobase=0x501,iosize=0x04"])
+        .arg("-kernel")
+        .arg(&kernel)
+        .arg("-initrd")
+        .arg(&bundle);
+    let out = run_with_timeout(qemu, Duration::from_secs(120));
+    assert!(out.stdout.contains("Hello from Denali VM 0"), "{}\n{}", out.stdout, out.stderr);
+    // isa-debug-exit: QEMU exits with (status << 1) | 1.
+    assert_eq!(out.status, 1, "{}", out.stderr);
+}

@@ -35,6 +35,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         kprintln!("denali: the boot loader speaks another ABI (magic {:#x}, version {})", info.magic, info.abi_version);
         arch::exit_panic();
     }
+    arch::pic::disable();
     let selectors = gdt::init();
     trap::init_idt(&selectors);
     let protections = cpu::init();

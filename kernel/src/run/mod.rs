@@ -455,6 +455,7 @@ impl Kernel {
                     return;
                 }
                 SPURIOUS => {}
+                vector if crate::arch::x86_64::pic::PIC_VECTORS.contains(&vector) => {}
                 NIC => {
                     apic::end_of_interrupt();
                     self.poll_uplink();

@@ -27,6 +27,8 @@ pub mod apic;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;
+pub mod pic;
+pub mod pvh;
 pub mod serial;
 pub mod trap;
 

@@ -279,6 +279,7 @@ extern "C" fn denali_kernel_trap(frame: &UserContext) {
     match frame.vector {
         super::apic::TIMER_VECTOR => return super::apic::end_of_interrupt(),
         super::apic::SPURIOUS_VECTOR => return,
+        vector if super::pic::PIC_VECTORS.contains(&vector) => return,
         vector if vector == u64::from(denali_abi::boot::NIC_VECTOR) => {
             crate::drivers::virtio_net::INTERRUPTED.store(true, core::sync::atomic::Ordering::Relaxed);
             return super::apic::end_of_interrupt();
