@@ -78,7 +78,8 @@ impl ToSocketAddr for (Ipv4Addr, u16) {
 
 impl ToSocketAddr for str {
     fn to_socket_addr(&self) -> Result<SocketAddrV4> {
-        self.parse().map_err(|_| Error::new(ErrorKind::InvalidInput, "not an IPv4 socket address like \"10.0.2.15:80\""))
+        self.parse()
+            .map_err(|_| Error::new(ErrorKind::InvalidInput, "not an IPv4 socket address like \"10.0.2.15:80\""))
     }
 }
 

@@ -158,7 +158,8 @@ impl Stack {
         let tcp_ports = &mut self.tcp_ports;
         self.orphans.retain(|&(handle, port)| {
             let socket = sockets.get::<smoltcp::socket::tcp::Socket>(handle);
-            let done = matches!(socket.state(), smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait);
+            let done =
+                matches!(socket.state(), smoltcp::socket::tcp::State::Closed | smoltcp::socket::tcp::State::TimeWait);
             if done {
                 sockets.remove(handle);
                 if let Some(port) = port {
@@ -211,13 +212,19 @@ impl Stack {
         self.poll();
     }
 
-    /// Checks that `ip` is one this VM may bind to.
-    pub(crate) fn check_local(&self, ip: core::net::Ipv4Addr) -> Result<()> {
-        if ip.is_unspecified() || Ipv4Address::from(ip.octets()) == self.address {
-            Ok(())
-        } else {
-            Err(Error::new(ErrorKind::AddrNotAvailable, "that address is not this VM's"))
+    /// Binds `addr` (this VM's address or `0.0.0.0`; port 0 picks a free
+    /// one) for `protocol` and returns the port.
+    pub(crate) fn bind(&mut self, protocol: Protocol, addr: core::net::SocketAddrV4) -> Result<u16> {
+        let ip = *addr.ip();
+        if !ip.is_unspecified() && Ipv4Address::from(ip.octets()) != self.address {
+            return Err(Error::new(ErrorKind::AddrNotAvailable, "that address is not this VM's"));
         }
+        self.claim_port(protocol, addr.port())
+    }
+
+    /// This VM's socket address for `port`.
+    pub(crate) fn local_addr(&self, port: u16) -> core::net::SocketAddrV4 {
+        core::net::SocketAddrV4::new(core::net::Ipv4Addr::from(self.address.octets()), port)
     }
 }
 

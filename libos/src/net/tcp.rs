@@ -56,8 +56,7 @@ impl TcpListener {
     pub fn bind(addr: impl ToSocketAddr) -> Result<TcpListener> {
         let addr = addr.to_socket_addr()?;
         stack::with(|stack| {
-            stack.check_local(*addr.ip())?;
-            let port = stack.claim_port(Protocol::Tcp, addr.port())?;
+            let port = stack.bind(Protocol::Tcp, addr)?;
             let listening = (0..BACKLOG).map(|_| listen(stack, port)).collect();
             Ok(TcpListener { port, listening })
         })?
@@ -65,7 +64,7 @@ impl TcpListener {
 
     /// The address this listener is bound to.
     pub fn local_addr(&self) -> Result<SocketAddrV4> {
-        stack::with(|stack| SocketAddrV4::new(Ipv4Addr::from(stack.address.octets()), self.port))
+        stack::with(|stack| stack.local_addr(self.port))
     }
 
     /// Waits for a connection and returns it with the peer's address.
@@ -142,10 +141,9 @@ impl TcpStream {
             let socket = stack.sockets.get_mut::<Socket>(handle);
             match socket.state() {
                 State::SynSent | State::SynReceived => None,
-                State::Closed => Some(Err(Error::new(
-                    ErrorKind::ConnectionRefused,
-                    "the connection was refused or never answered",
-                ))),
+                State::Closed => {
+                    Some(Err(Error::new(ErrorKind::ConnectionRefused, "the connection was refused or never answered")))
+                }
                 _ => {
                     socket.set_timeout(None);
                     Some(Ok(()))

@@ -27,8 +27,7 @@ impl UdpSocket {
     pub fn bind(addr: impl ToSocketAddr) -> Result<UdpSocket> {
         let addr = addr.to_socket_addr()?;
         stack::with(|stack| {
-            stack.check_local(*addr.ip())?;
-            let port = stack.claim_port(Protocol::Udp, addr.port())?;
+            let port = stack.bind(Protocol::Udp, addr)?;
             let buffer = || PacketBuffer::new(vec![PacketMetadata::EMPTY; PACKETS], vec![0; BYTES]);
             let mut socket = Socket::new(buffer(), buffer());
             socket.bind(port).expect("port is not 0");
@@ -38,7 +37,7 @@ impl UdpSocket {
 
     /// The address this socket is bound to.
     pub fn local_addr(&self) -> Result<SocketAddrV4> {
-        stack::with(|stack| SocketAddrV4::new(Ipv4Addr::from(stack.address.octets()), self.port))
+        stack::with(|stack| stack.local_addr(self.port))
     }
 
     /// Sends `buf` as one datagram to `addr`.
