@@ -100,3 +100,16 @@ fn the_kernel_boots_through_pvh_with_the_bundle_as_initrd() {
     // isa-debug-exit: QEMU exits with (status << 1) | 1.
     assert_eq!(out.status, 1, "{}", out.stderr);
 }
+
+#[test]
+fn a_spinning_vm_is_preempted_on_bare_metal_too() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "spin", Some(include_str!("guests/spin_and_sleep.rs")));
+    std::fs::write(service.join("Denali.toml"), "instances = 2\n").unwrap();
+    let out = denali(&service, &["run", "--qemu"]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    let sleeper = out.stdout.find("vm1| sleeper done").expect("the sleeper finished");
+    let spinner = out.stdout.find("vm0| spinner done").expect("the spinner finished");
+    assert!(sleeper < spinner, "the sleeper waited for the spinner:\n{}", out.stdout);
+    assert!(!out.stdout.contains("timer cannot be used"), "{}", out.stdout);
+}

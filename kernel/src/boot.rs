@@ -115,7 +115,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         );
         arch::exit(crate::run::REFUSED_STATUS);
     }
-    kernel.preemption = apic::init();
+    kernel.preemption = apic::init(&mut kernel.frames, kernel_pml4, info.tsc_khz);
     if info.net_mmio != 0 {
         kernel.uplink = start_nic(&mut kernel.frames, kernel_pml4, info.net_mmio);
     } else if info.flags & BOOT_FLAG_PCI != 0 {
@@ -125,7 +125,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
     kernel.switch.has_uplink = kernel.uplink.is_some();
     if !kernel.preemption {
-        kprintln!("denali: this CPU has no x2APIC TSC-deadline timer; a VM that never yields will keep the CPU");
+        kprintln!("denali: this CPU's local APIC timer cannot be used; a VM that never yields will keep the CPU");
     }
     let load_started = arch::rdtsc();
     let frames_before = kernel.frames.in_use();

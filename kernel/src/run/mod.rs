@@ -367,9 +367,16 @@ impl Kernel {
         let now = self.now();
         if deadline > now + IDLE_THRESHOLD_NS {
             if self.preemption {
-                apic::set_deadline(target.max(1));
-                crate::arch::x86_64::halt_until_interrupt();
-                apic::set_deadline(0);
+                // A far deadline may fire early (the xAPIC's count is 32
+                // bits): halt again until it is close.
+                loop {
+                    apic::set_deadline(target.max(1));
+                    crate::arch::x86_64::halt_until_interrupt();
+                    apic::set_deadline(0);
+                    if INTERRUPTED.load(Ordering::Relaxed) || self.now() + IDLE_THRESHOLD_NS >= deadline {
+                        break;
+                    }
+                }
             } else {
                 let micros = ((deadline - now) / 1000).min(u64::from(u32::MAX)) as u32;
                 crate::arch::x86_64::idle_for(micros);
