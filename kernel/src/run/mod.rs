@@ -36,6 +36,9 @@ pub const TIMED_OUT_STATUS: i32 = 124;
 
 /// Waits shorter than this are spun: parking the vCPU costs an exit.
 const IDLE_THRESHOLD_NS: u64 = 50_000;
+/// How often an idle kernel looks at a NIC whose interrupts it does not
+/// take (bare metal, for now).
+const NIC_POLL_NS: u64 = 1_000_000;
 
 /// Exit status recorded for an image the loader refused.
 pub const REFUSED_STATUS: i32 = 126;
@@ -184,7 +187,7 @@ impl Kernel {
                 None if self.nic_polled() => {
                     while !self.sched.has_runnable() {
                         self.poll_uplink();
-                        core::hint::spin_loop();
+                        self.nap(u64::MAX);
                     }
                 }
                 None if self.uplink.is_some() && self.preemption => crate::arch::x86_64::halt_until_interrupt(),
@@ -280,6 +283,19 @@ impl Kernel {
     /// Takes what the NIC received into the switch: frames for VMs go to
     /// their rings (waking them), ARP requests for VM addresses are
     /// answered out of the NIC.
+    /// Between two looks at a polled NIC: halts for up to
+    /// [`NIC_POLL_NS`] (never past `limit`) where the timer can wake the
+    /// CPU, else spins once.
+    fn nap(&self, limit: u64) {
+        if !self.preemption {
+            return core::hint::spin_loop();
+        }
+        let until = self.now().saturating_add(NIC_POLL_NS).min(limit);
+        apic::set_deadline(self.clock.tsc_at(until).max(1));
+        crate::arch::x86_64::halt_until_interrupt();
+        apic::set_deadline(0);
+    }
+
     /// Whether the NIC raises no interrupt, so the kernel polls it.
     fn nic_polled(&self) -> bool {
         self.uplink.as_ref().is_some_and(|nic| nic.polled)
@@ -360,7 +376,7 @@ impl Kernel {
         if self.nic_polled() {
             while rdtsc() < target && !self.sched.has_runnable() {
                 self.poll_uplink();
-                core::hint::spin_loop();
+                self.nap(deadline);
             }
             return;
         }
