@@ -119,9 +119,14 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     if info.net_mmio != 0 {
         kernel.uplink = start_nic(&mut kernel.frames, kernel_pml4, info.net_mmio);
     } else if info.flags & BOOT_FLAG_PCI != 0 {
-        kernel.uplink = crate::drivers::pci::find_virtio_net(&mut kernel.frames, kernel_pml4).and_then(|transport| {
-            Nic::new_pci(transport).map_err(|e| kprintln!("denali: {e}; the VMs can reach only each other")).ok()
-        });
+        kernel.uplink =
+            crate::drivers::pci::find_virtio_net(&mut kernel.frames, kernel_pml4).and_then(|(transport, route)| {
+                let mut nic = Nic::new_pci(transport)
+                    .map_err(|e| kprintln!("denali: {e}; the VMs can reach only each other"))
+                    .ok()?;
+                nic.polled = !route.route_receive_interrupt(denali_abi::boot::NIC_VECTOR, apic::id());
+                Some(nic)
+            });
     }
     kernel.switch.has_uplink = kernel.uplink.is_some();
     if !kernel.preemption {

@@ -43,20 +43,88 @@ impl ConfigurationAccess for PortCam {
     }
 }
 
+/// Where a virtio-net device's MSI-X table and virtio common
+/// configuration are, to route its receive interrupt once the driver has
+/// set its queues up.
+pub struct InterruptRoute {
+    device_function: DeviceFunction,
+    /// Offset of the MSI-X capability in configuration space, and the
+    /// kernel address of the MSI-X table.
+    msix: Option<(u8, u64)>,
+    /// Kernel address of the virtio common configuration structure.
+    common: Option<u64>,
+}
+
+const CAP_VENDOR: u8 = 0x09;
+const CAP_MSIX: u8 = 0x11;
+const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
+
 /// The first virtio-net device on bus 0, its memory BARs mapped uncached
-/// and bus mastering on, as a `virtio-drivers` transport.
-pub fn find_virtio_net(frames: &mut FrameAllocator, kernel_pml4: u64) -> Option<PciTransport> {
+/// and bus mastering on: its transport for `virtio-drivers`, and how to
+/// route its interrupt.
+pub fn find_virtio_net(frames: &mut FrameAllocator, kernel_pml4: u64) -> Option<(PciTransport, InterruptRoute)> {
     let mut root = PciRoot::new(PortCam);
     let found = root.enumerate_bus(0).find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network));
     let (device_function, _) = found?;
-    for bar in root.bars(device_function).ok()?.into_iter().flatten() {
-        if let BarInfo::Memory { address, size, .. } = bar
+    let bars = root.bars(device_function).ok()?;
+    let mut bar_address = [0u64; 6];
+    for (index, bar) in bars.iter().enumerate() {
+        if let Some(BarInfo::Memory { address, size, .. }) = *bar
             && address != 0
             && size != 0
         {
             phys::map_mmio(frames, kernel_pml4, address, size)?;
+            bar_address[index] = address;
+        }
+    }
+    let at = |bar: u32, offset: u32| {
+        let base = *bar_address.get(bar as usize)?;
+        (base != 0).then(|| phys::to_virt(base + u64::from(offset)) as u64)
+    };
+    let (mut msix, mut common) = (None, None);
+    for capability in root.capabilities(device_function) {
+        let word = |at: u8| PortCam.read_word(device_function, capability.offset + at);
+        match capability.id {
+            CAP_MSIX => {
+                let table = word(4);
+                msix = at(table & 7, table & !7).map(|table| (capability.offset, table));
+            }
+            CAP_VENDOR if (capability.private_header >> 8) as u8 == VIRTIO_PCI_CAP_COMMON_CFG && common.is_none() => {
+                common = at(word(4) & 0xff, word(8));
+            }
+            _ => {}
         }
     }
     root.set_command(device_function, Command::MEMORY_SPACE | Command::BUS_MASTER);
-    PciTransport::new::<super::virtio_net::KernelHal, _>(&mut root, device_function).ok()
+    let transport = PciTransport::new::<super::virtio_net::KernelHal, _>(&mut root, device_function).ok()?;
+    Some((transport, InterruptRoute { device_function, msix, common }))
+}
+
+impl InterruptRoute {
+    /// Sends the receive queue's interrupts to `vector` on this CPU through
+    /// MSI-X; call once the driver has set its queues up. False if the
+    /// device has no MSI-X or refuses the route (the kernel then polls).
+    pub fn route_receive_interrupt(&self, vector: u8, apic_id: u32) -> bool {
+        let (Some((cap, table)), Some(common)) = (self.msix, self.common) else { return false };
+        let table = table as *mut u32;
+        let common = common as *mut u8;
+        // SAFETY: `table` is entry 0 of the device's MSI-X table and
+        // `common` its virtio common configuration, both in BARs mapped
+        // uncached by find_virtio_net and used by nothing else; the
+        // offsets are the PCI and virtio specifications'.
+        unsafe {
+            table.write_volatile(0xfee0_0000 | (apic_id & 0xff) << 12);
+            table.add(1).write_volatile(0);
+            table.add(2).write_volatile(u32::from(vector));
+            table.add(3).write_volatile(0);
+            // MSI-X enable (bit 15 of message control), function unmasked.
+            let mut cam = PortCam;
+            let control = cam.read_word(self.device_function, cap);
+            cam.write_word(self.device_function, cap, (control | 1 << 31) & !(1 << 30));
+            // queue_select = 0 (receive), queue_msix_vector = entry 0.
+            common.add(0x16).cast::<u16>().write_volatile(0);
+            common.add(0x1a).cast::<u16>().write_volatile(0);
+            common.add(0x1a).cast::<u16>().read_volatile() == 0
+        }
+    }
 }

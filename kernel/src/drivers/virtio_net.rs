@@ -104,8 +104,8 @@ impl Nic {
         Nic::new(SomeTransport::Mmio(transport), false)
     }
 
-    /// Drives a virtio-net device found on the PCI bus; its interrupts are
-    /// not routed, so the kernel polls it.
+    /// Drives a virtio-net device found on the PCI bus, polled until its
+    /// interrupt is routed (see `drivers::pci::InterruptRoute`).
     pub fn new_pci(transport: virtio_drivers::transport::pci::PciTransport) -> Result<Nic, &'static str> {
         Nic::new(SomeTransport::Pci(transport), true)
     }

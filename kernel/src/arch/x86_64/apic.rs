@@ -134,6 +134,17 @@ pub fn set_deadline(tsc: u64) {
     }
 }
 
+/// This CPU's local APIC id (where a device's message-signalled
+/// interrupts are sent).
+pub fn id() -> u32 {
+    match MODE.load(Ordering::Relaxed) {
+        // SAFETY: the x2APIC id register exists in x2APIC mode.
+        MODE_TSC_DEADLINE => unsafe { Msr::new(0x802).read() as u32 },
+        MODE_XAPIC_ONE_SHOT => xapic_read(0x20) >> 24,
+        _ => 0,
+    }
+}
+
 /// Acknowledges the interrupt being handled.
 pub fn end_of_interrupt() {
     match MODE.load(Ordering::Relaxed) {
