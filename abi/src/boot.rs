@@ -81,6 +81,48 @@ pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 /// Physical address at which the kernel image is loaded.
 pub const KERNEL_PHYS_LOAD: u64 = 0x20_0000;
 
+/// Bytes of page tables [`boot_page_tables`] builds for `mem_size` bytes of
+/// RAM: a PML4, the physmap's PDPT, the kernel's PDPT and a PD per GiB.
+pub const fn boot_page_tables_len(mem_size: u64) -> u64 {
+    (3 + mem_size.div_ceil(1 << 30)) * 4096
+}
+
+/// The page tables every loader hands the kernel (our KVM monitor, the
+/// UEFI loader), as `(physical address, 8-byte entry)` writes into zeroed
+/// memory at `base` ([`boot_page_tables_len`] bytes): RAM `[0, mem_size)`
+/// at [`PHYS_OFFSET`], the low 2 GiB again at [`KERNEL_BASE`], with 2 MiB
+/// pages; with `identity`, RAM also at its own address (for a loader that
+/// jumps from identity-mapped code). The PML4 is at `base`.
+#[cfg(feature = "alloc")]
+pub fn boot_page_tables(base: u64, mem_size: u64, identity: bool) -> alloc::vec::Vec<(u64, u64)> {
+    const PRESENT_WRITABLE: u64 = 0b11;
+    const HUGE: u64 = 1 << 7;
+    let (pml4, pdpt_physmap, pdpt_kernel) = (base, base + 0x1000, base + 0x2000);
+    let pd = |g: u64| base + (3 + g) * 0x1000;
+    let index = |addr: u64, shift: u32| (addr >> shift) & 0x1ff;
+    let mut writes = alloc::vec::Vec::new();
+    writes.push((pml4 + index(PHYS_OFFSET, 39) * 8, pdpt_physmap | PRESENT_WRITABLE));
+    writes.push((pml4 + index(KERNEL_BASE, 39) * 8, pdpt_kernel | PRESENT_WRITABLE));
+    if identity {
+        // The physmap's PDPT maps GiB g at its slot g, as identity needs.
+        const _: () = assert!((PHYS_OFFSET >> 30) & 0x1ff == 0);
+        writes.push((pml4, pdpt_physmap | PRESENT_WRITABLE));
+    }
+    for g in 0..mem_size.div_ceil(1 << 30) {
+        writes.push((pdpt_physmap + (index(PHYS_OFFSET, 30) + g) * 8, pd(g) | PRESENT_WRITABLE));
+        if g < 2 {
+            writes.push((pdpt_kernel + (index(KERNEL_BASE, 30) + g) * 8, pd(g) | PRESENT_WRITABLE));
+        }
+        for e in 0..512 {
+            let phys = (g << 30) + (e << 21);
+            if phys < mem_size {
+                writes.push((pd(g) + e * 8, phys | PRESENT_WRITABLE | HUGE));
+            }
+        }
+    }
+    writes
+}
+
 /// I/O ports of the monitor's devices.
 pub mod ports {
     /// The 16550 UART (COM1).
@@ -320,6 +362,21 @@ mod tests {
 
     fn spec<'a>(name: &'a str, instances: u32, image: &'a [u8], args: &'a str) -> BundleSpec<'a> {
         BundleSpec { name, instances, image, args, ipv4: crate::net::Ipv4Config::DEFAULT }
+    }
+
+    #[test]
+    fn kernel_and_physmap_share_the_low_page_directories() {
+        let base = 0x1_0000;
+        let writes = boot_page_tables(base, 1 << 30, false);
+        assert!(writes.contains(&(base + 256 * 8, (base + 0x1000) | 3)));
+        assert!(writes.contains(&(base + 511 * 8, (base + 0x2000) | 3)));
+        assert!(writes.contains(&(base + 0x2000 + 510 * 8, (base + 0x3000) | 3)));
+        // 512 PD entries for one GiB, plus the four upper-level entries.
+        assert_eq!(writes.len(), 512 + 4);
+        // The identity map reuses the physmap's PDPT.
+        let identity = boot_page_tables(base, 1 << 30, true);
+        assert!(identity.contains(&(base, (base + 0x1000) | 3)));
+        assert!(identity.iter().all(|&(addr, _)| addr < base + boot_page_tables_len(1 << 30)));
     }
 
     #[test]

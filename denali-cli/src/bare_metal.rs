@@ -57,10 +57,16 @@ pub fn run(options: &RunOptions) -> Result<i32> {
 
 /// Refuses what is not a Denali disk image before QEMU sees it.
 pub fn check_image(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let gpt = bytes.get(512..520) == Some(b"EFI PART");
-    let fat = bytes.get(1024 * 1024 + 510..1024 * 1024 + 512) == Some(&[0x55, 0xaa][..]);
-    let whole = bytes.len() as u64 >= 64 << 20;
+    // The protective MBR, the GPT header and the partition's boot sector:
+    // the first MiB and a sector, not the whole (mostly empty) image.
+    let read = |what: std::io::Error| anyhow::Error::new(what).context(format!("cannot read {}", path.display()));
+    let mut file = std::fs::File::open(path).map_err(read)?;
+    let len = file.metadata().map_err(read)?.len();
+    let mut head = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(&mut file, (1 << 20) + 512), &mut head).map_err(read)?;
+    let gpt = head.get(512..520) == Some(b"EFI PART");
+    let fat = head.get((1 << 20) + 510..(1 << 20) + 512) == Some(&[0x55, 0xaa][..]);
+    let whole = len >= 64 << 20;
     if !(gpt && fat && whole) {
         bail!(
             "{} is not a Denali disk image (no GPT disk with its EFI partition, or cut short): build one with `cargo denali build --bare-metal`",

@@ -14,9 +14,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 use core::time::Duration;
-use denali_abi::boot::{
-    BOOT_FLAG_PCI, BOOT_MAGIC, BootInfo, KERNEL_BASE, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion, PHYS_OFFSET,
-};
+use denali_abi::boot::{BOOT_FLAG_PCI, BOOT_MAGIC, BootInfo, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use uefi::boot::{self, AllocateType, MemoryType};
 use uefi::fs::FileSystem;
@@ -179,37 +177,16 @@ fn place_kernel(kernel: &[u8]) -> Result<u64, &'static str> {
     Ok(elf.elf_header().e_entry(endian))
 }
 
-/// The kernel's page tables: RAM (`ram_end` rounded up to GiB) at
-/// `PHYS_OFFSET` and identity-mapped, the low 2 GiB at `KERNEL_BASE`, with
-/// 2 MiB pages; device memory beyond is left for the kernel to map
-/// uncached. Returns the PML4's physical address.
+/// The kernel's page tables (`denali_abi::boot::boot_page_tables`, with
+/// the identity map this loader jumps from); returns the PML4's address.
 fn build_page_tables(ram_end: u64) -> Result<u64, &'static str> {
-    const PRESENT_WRITABLE: u64 = 0b11;
-    const HUGE: u64 = 1 << 7;
-    let gib = ram_end.div_ceil(GIB).min(512);
-    let base = pages((4 + gib) * PAGE, None)?;
-    let (pml4, pdpt_phys, pdpt_kernel, pdpt_ident) = (base, base + PAGE, base + 2 * PAGE, base + 3 * PAGE);
-    let pd = |g: u64| base + (4 + g) * PAGE;
-    let index = |addr: u64, shift: u32| (addr >> shift) & 0x1ff;
-    let write = |table: u64, slot: u64, value: u64| {
-        // SAFETY: `table` is one of the pages allocated above (identity
-        // mapped by the firmware) and `slot` < 512.
-        unsafe { ((table + slot * 8) as *mut u64).write(value) };
-    };
-    write(pml4, 0, pdpt_ident | PRESENT_WRITABLE);
-    write(pml4, index(PHYS_OFFSET, 39), pdpt_phys | PRESENT_WRITABLE);
-    write(pml4, index(KERNEL_BASE, 39), pdpt_kernel | PRESENT_WRITABLE);
-    for g in 0..gib {
-        for e in 0..512 {
-            write(pd(g), e, (g * GIB + e * (2 << 20)) | PRESENT_WRITABLE | HUGE);
-        }
-        write(pdpt_ident, g, pd(g) | PRESENT_WRITABLE);
-        write(pdpt_phys, index(PHYS_OFFSET, 30) + g, pd(g) | PRESENT_WRITABLE);
-        if g < 2 {
-            write(pdpt_kernel, index(KERNEL_BASE, 30) + g, pd(g) | PRESENT_WRITABLE);
-        }
+    let base = pages(denali_abi::boot::boot_page_tables_len(ram_end), None)?;
+    for (addr, entry) in denali_abi::boot::boot_page_tables(base, ram_end, true) {
+        // SAFETY: every write lands in the zeroed pages just allocated
+        // (identity-mapped by the firmware).
+        unsafe { (addr as *mut u64).write(entry) };
     }
-    Ok(pml4)
+    Ok(base)
 }
 
 /// TSC ticks per millisecond, against the firmware's stall timer.

@@ -86,7 +86,7 @@ impl Machine {
             memory.write_slice(bytes, GuestAddress(addr)).map_err(|e| Error::Memory(e.to_string()))
         };
         write(bundle_addr, &config.bundle)?;
-        for (addr, entry) in layout::page_table_entries(config.mem_size) {
+        for (addr, entry) in denali_abi::boot::boot_page_tables(PML4_ADDR, config.mem_size, false) {
             write(addr, &entry.to_le_bytes())?;
         }
         for (i, descriptor) in layout::GDT.iter().enumerate() {

@@ -14,9 +14,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 use denali_abi::hypercall::{FRAME_MAX, FRAME_MIN};
 use denali_abi::net::{mac_of, vm_of};
-use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Address,
-};
+use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr};
 
 /// Frames a VM's receive ring holds before it drops.
 pub const RX_RING_FRAMES: usize = 256;
@@ -194,14 +192,13 @@ impl Switch {
     }
 }
 
-/// An IPv4 address as smoltcp spells it.
-pub fn ipv4(octets: [u8; 4]) -> Ipv4Address {
-    Ipv4Address::from(octets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ipv4(octets: [u8; 4]) -> smoltcp::wire::Ipv4Address {
+        smoltcp::wire::Ipv4Address::from(octets)
+    }
 
     fn frame(dst: [u8; 6], src: [u8; 6], len: usize) -> Vec<u8> {
         let mut f = alloc::vec![0u8; len];

@@ -271,11 +271,7 @@ impl Kernel {
         match action {
             Action::ToVm(to, frame) => self.deliver(sender, to, frame),
             Action::Reply(frame) => self.deliver(sender, sender, frame),
-            Action::ToUplink(frame) => {
-                if let Some(nic) = self.uplink.as_mut() {
-                    nic.send(&frame);
-                }
-            }
+            Action::ToUplink(frame) => self.transmit(&frame),
             Action::Drop => {}
         }
     }
@@ -296,6 +292,13 @@ impl Kernel {
         apic::set_deadline(0);
     }
 
+    /// Sends a frame out of the machine's NIC, if there is one.
+    fn transmit(&mut self, frame: &[u8]) {
+        if let Some(nic) = self.uplink.as_mut() {
+            nic.send(frame);
+        }
+    }
+
     /// Whether the NIC raises no interrupt, so the kernel polls it.
     fn nic_polled(&self) -> bool {
         self.uplink.as_ref().is_some_and(|nic| nic.polled)
@@ -306,11 +309,7 @@ impl Kernel {
         for frame in nic.receive_all() {
             match self.switch.forward(Port::Uplink, frame) {
                 Ok(Action::ToVm(to, frame)) => self.deliver(UPLINK_SENDER, to, frame),
-                Ok(Action::Reply(frame)) => {
-                    if let Some(nic) = self.uplink.as_mut() {
-                        nic.send(&frame);
-                    }
-                }
+                Ok(Action::Reply(frame)) => self.transmit(&frame),
                 _ => {}
             }
         }

@@ -115,7 +115,8 @@ impl NetDevice {
             0x044 => self.selected().map_or(0, |q| u32::from(q.ready())),
             0x060 => self.interrupt_status,
             0x070 => self.status,
-            0x0fc => 0,
+            // Config generation (0x0fc: the configuration never changes)
+            // and everything else reads as zero.
             _ => 0,
         };
         let bytes = value.to_le_bytes();
