@@ -49,12 +49,18 @@ pub struct BootInfo {
     /// register page), the machine's NIC; 0 if there is none. It raises
     /// [`NIC_VECTOR`] as a message-signalled interrupt.
     pub net_mmio: u64,
+    /// Physical address of a virtio-mmio block device (one 4 KiB register
+    /// page), the VMs' disk (see [`crate::disk`]); 0 if there is none (on
+    /// a PCI machine the kernel then looks for a virtio-blk device there).
+    /// The kernel polls it: it raises no interrupt.
+    pub blk_mmio: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 64 + 16 * MAX_MEM_REGIONS);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 72 + 16 * MAX_MEM_REGIONS);
 
-/// Size of the NIC's virtio-mmio register page at [`BootInfo::net_mmio`].
-pub const NET_MMIO_SIZE: u64 = 0x1000;
+/// Size of a virtio-mmio register page ([`BootInfo::net_mmio`],
+/// [`BootInfo::blk_mmio`]).
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 
 /// Exit status the kernel reports when it panicked, where the panic port
 /// has no listener (bare metal).
@@ -176,10 +182,13 @@ pub struct BundleEntry {
     /// The first VM's IPv4 configuration; VM `i` of this image takes the
     /// `i`-th address after it (see [`crate::net::Ipv4Config::nth`]).
     pub ipv4: crate::net::Ipv4Config,
+    /// Sectors of disk each VM of this image gets (0: none); see
+    /// [`crate::disk`].
+    pub disk_sectors: u64,
 }
 
 const _: () = assert!(core::mem::size_of::<BundleHeader>() == 16);
-const _: () = assert!(core::mem::size_of::<BundleEntry>() == 80);
+const _: () = assert!(core::mem::size_of::<BundleEntry>() == 88);
 
 /// Most images in one bundle.
 pub const BUNDLE_MAX_ENTRIES: u32 = 4096;
@@ -316,6 +325,8 @@ pub struct BundleSpec<'a> {
     pub args: &'a str,
     /// The first VM's IPv4 configuration.
     pub ipv4: crate::net::Ipv4Config,
+    /// Sectors of disk each VM gets (0: none).
+    pub disk_sectors: u64,
 }
 
 /// Writes a boot bundle.
@@ -347,6 +358,7 @@ pub fn build_bundle(entries: &[BundleSpec<'_>]) -> alloc::vec::Vec<u8> {
         out.extend_from_slice(&net.address);
         out.extend_from_slice(&net.gateway);
         out.extend_from_slice(&[net.prefix_len, 0, 0, 0]);
+        out.extend_from_slice(&spec.disk_sectors.to_le_bytes());
         offset += (spec.image.len() + args.len()) as u64;
     }
     for spec in entries {
@@ -361,7 +373,7 @@ mod tests {
     use super::*;
 
     fn spec<'a>(name: &'a str, instances: u32, image: &'a [u8], args: &'a str) -> BundleSpec<'a> {
-        BundleSpec { name, instances, image, args, ipv4: crate::net::Ipv4Config::DEFAULT }
+        BundleSpec { name, instances, image, args, ipv4: crate::net::Ipv4Config::DEFAULT, disk_sectors: 0 }
     }
 
     #[test]
@@ -388,6 +400,9 @@ mod tests {
         assert_eq!((e.name(), e.instances, img), ("two", 3, &b"defg"[..]));
         assert_eq!(bundle.args(1), Some(&b"--port 80"[..]));
         assert_eq!(bundle.args(0), Some(&b""[..]));
+        assert_eq!(e.disk_sectors, 0);
+        let with_disk = build_bundle(&[BundleSpec { disk_sectors: 2048, ..spec("d", 2, b"img", "") }]);
+        assert_eq!(Bundle::parse(&with_disk).unwrap().entry(0).unwrap().0.disk_sectors, 2048);
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub enum Hypercall {
     /// `net_recv(buf: *mut u8, cap: usize) -> len`: takes the oldest frame
     /// from the VM's receive ring, or fails with [`Error::WouldBlock`].
     NetRecv = 6,
+    /// `disk_read(sector: u64, buf: *mut u8, len: usize) -> len`: reads
+    /// `len` bytes (whole sectors, at most
+    /// [`DISK_IO_MAX`](crate::disk::DISK_IO_MAX)) from the VM's disk window
+    /// starting at `sector`. Returns when the data is in `buf`.
+    DiskRead = 7,
+    /// `disk_write(sector: u64, buf: *const u8, len: usize) -> len`: writes
+    /// `len` bytes from `buf` to the VM's disk window, as `disk_read`.
+    /// Returns when the device has the data.
+    DiskWrite = 8,
 }
 
 impl TryFrom<u64> for Hypercall {
@@ -53,6 +62,8 @@ impl TryFrom<u64> for Hypercall {
             4 => Hypercall::Yield,
             5 => Hypercall::NetSend,
             6 => Hypercall::NetRecv,
+            7 => Hypercall::DiskRead,
+            8 => Hypercall::DiskWrite,
             _ => return Err(Error::NoSuchCall),
         })
     }
@@ -78,6 +89,8 @@ pub enum Error {
     InvalidArgument = 3,
     /// Nothing to receive yet.
     WouldBlock = 4,
+    /// The device failed the transfer.
+    Io = 5,
 }
 
 impl Error {
@@ -93,6 +106,7 @@ impl Error {
             -2 => Err(Error::BadAddress),
             -3 => Err(Error::InvalidArgument),
             -4 => Err(Error::WouldBlock),
+            -5 => Err(Error::Io),
             _ => Ok(rax),
         }
     }
@@ -115,7 +129,7 @@ mod tests {
 
     #[test]
     fn errors_round_trip_through_rax() {
-        for e in [Error::NoSuchCall, Error::BadAddress, Error::InvalidArgument, Error::WouldBlock] {
+        for e in [Error::NoSuchCall, Error::BadAddress, Error::InvalidArgument, Error::WouldBlock, Error::Io] {
             assert_eq!(Error::from_return(e.to_return()), Err(e));
         }
         assert_eq!(Error::from_return(42), Ok(42));

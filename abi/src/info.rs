@@ -51,11 +51,13 @@ pub struct InfoPage {
     pub ipv4: crate::net::Ipv4Config,
     /// Reserved, zero.
     pub reserved3: u32,
+    /// Sectors in the VM's disk window (0: no disk); see [`crate::disk`].
+    pub disk_sectors: u64,
     /// The VM's arguments from the manifest, UTF-8.
     pub args: [u8; ARGS_MAX],
 }
 
-const _: () = assert!(core::mem::size_of::<InfoPage>() == 120 + ARGS_MAX);
+const _: () = assert!(core::mem::size_of::<InfoPage>() == 128 + ARGS_MAX);
 const _: () = assert!(core::mem::size_of::<InfoPage>() <= crate::layout::PAGE_SIZE as usize);
 const _: () = assert!(core::mem::offset_of!(InfoPage, pending_events) == 80);
 

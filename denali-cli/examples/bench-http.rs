@@ -186,7 +186,8 @@ fn start_denali(n: u32, image: &std::path::Path) -> Result<Servers> {
 fn serve_denali(n: u32, image: &str) -> Result<()> {
     let image = image::read_dvm(std::path::Path::new(image))?;
     let ipv4 = Ipv4Config { address: [10, 0, 2, 15], gateway: [10, 0, 2, 2], prefix_len: 16, reserved: [0; 3] };
-    let bundle = build_bundle(&[BundleSpec { name: "web", instances: n, image: &image, args: "", ipv4 }]);
+    let bundle =
+        build_bundle(&[BundleSpec { name: "web", instances: n, image: &image, args: "", ipv4, disk_sectors: 0 }]);
     let mut config = denali_monitor::Config::new(&kernel::kernel_elf()?, bundle);
     config.mem_size = 4 << 30;
     config.net = Some(denali_monitor::net::NetConfig::Tap("dn0".into()));

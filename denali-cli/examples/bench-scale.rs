@@ -28,7 +28,8 @@ fn build_example(name: &str) -> Result<Vec<u8>> {
 /// Boots `instances` VMs of `image` with `args`; returns the console and the wall time.
 fn boot(name: &str, image: &[u8], instances: u32, args: &str, mem: Option<u64>) -> Result<(String, Duration)> {
     let kernel = kernel::kernel_elf()?;
-    let bundle = build_bundle(&[BundleSpec { name, instances, image, args, ipv4: Ipv4Config::DEFAULT }]);
+    let bundle =
+        build_bundle(&[BundleSpec { name, instances, image, args, ipv4: Ipv4Config::DEFAULT, disk_sectors: 0 }]);
     let mut config = denali_monitor::Config::new(&kernel, bundle);
     config.stats = true;
     if let Some(mem) = mem {

@@ -6,7 +6,7 @@
 
 use crate::build::{self, BuildOptions};
 use crate::run::{RunOptions, Service};
-use crate::{disk, image, kernel};
+use crate::{disk, image, kernel, vm_disk};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -17,14 +17,27 @@ pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 /// The port of QEMU's isa-debug-exit device: the kernel's exit port.
 const EXIT_PORT: &str = "0x501";
 
+/// A bare-metal disk image, and the service in it.
+pub struct BareMetalImage {
+    /// The `.img` file.
+    pub path: PathBuf,
+    /// The service it boots.
+    pub service: Service,
+}
+
 /// Builds the service and writes one disk image per binary.
-pub fn build_images(options: &BuildOptions) -> Result<Vec<PathBuf>> {
+pub fn build_images(options: &BuildOptions) -> Result<Vec<BareMetalImage>> {
     let built = build::build(options)?;
     let loader = std::fs::read(kernel::loader_efi()?).context("cannot read the UEFI loader")?;
     let kernel = std::fs::read(kernel::kernel_elf()?).context("cannot read the isolation kernel")?;
     let mut images = Vec::new();
     for b in built {
-        let service = Service { name: b.name.clone(), image: image::read_dvm(&b.dvm)?, manifest: b.manifest };
+        let service = Service {
+            name: b.name.clone(),
+            image: image::read_dvm(&b.dvm)?,
+            manifest: b.manifest,
+            disk_file: b.dvm.with_extension("disk"),
+        };
         let (bundle, _) = crate::run::bundle(std::slice::from_ref(&service))?;
         let path = b.dvm.with_extension("img");
         disk::write_image(&path, &loader, &kernel, &bundle)?;
@@ -32,7 +45,7 @@ pub fn build_images(options: &BuildOptions) -> Result<Vec<PathBuf>> {
         // (QEMU's `-kernel denali-kernel -initrd NAME.bundle`, via PVH).
         let bundle_path = b.dvm.with_extension("bundle");
         std::fs::write(&bundle_path, &bundle).with_context(|| format!("cannot write {}", bundle_path.display()))?;
-        images.push(path);
+        images.push(BareMetalImage { path, service });
     }
     Ok(images)
 }
@@ -40,19 +53,26 @@ pub fn build_images(options: &BuildOptions) -> Result<Vec<PathBuf>> {
 /// `cargo denali run --qemu`: boots the given disk image, or builds the
 /// service's, under QEMU.
 pub fn run(options: &RunOptions) -> Result<i32> {
-    let image = match options.images.as_slice() {
+    let (image, disk) = match options.images.as_slice() {
         [] => {
-            let images = build_images(&options.build)?;
-            match images.as_slice() {
-                [one] => one.clone(),
-                _ => bail!("the package has several binaries: pick one with --bin NAME"),
+            let mut images = build_images(&options.build)?;
+            if images.len() != 1 {
+                bail!("the package has several binaries: pick one with --bin NAME");
             }
+            let built = images.remove(0);
+            let disk = vm_disk::for_run(std::slice::from_ref(&built.service), options.disk.as_deref())?;
+            (built.path, disk)
         }
-        [one] => one.clone(),
+        // A prebuilt image's manifest is inside it: the disk is the one
+        // named, which the kernel checks is large enough.
+        [one] => {
+            let disk = options.disk.as_deref().map(|path| vm_disk::prepare(path, 0).map(|()| path.to_path_buf()));
+            (one.clone(), disk.transpose()?)
+        }
         _ => bail!("--qemu boots one disk image at a time"),
     };
     check_image(&image)?;
-    boot(&image, options.time_limit, &options.forwards)
+    boot(&image, disk.as_deref(), options.time_limit, &options.forwards)
 }
 
 /// Refuses what is not a Denali disk image before QEMU sees it.
@@ -85,7 +105,7 @@ fn default_accel() -> &'static str {
     if kvm && !Path::new("/sys/module/kvm_pvm").exists() { "kvm:tcg" } else { "tcg" }
 }
 
-fn boot(image: &Path, time_limit: Option<Duration>, forwards: &[(u16, u16)]) -> Result<i32> {
+fn boot(image: &Path, disk: Option<&Path>, time_limit: Option<Duration>, forwards: &[(u16, u16)]) -> Result<i32> {
     if !Path::new(OVMF).is_file() {
         bail!("QEMU's UEFI firmware is missing ({OVMF}): install the Debian package ovmf");
     }
@@ -98,6 +118,12 @@ fn boot(image: &Path, time_limit: Option<Duration>, forwards: &[(u16, u16)]) -> 
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
         .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
         .stdin(Stdio::null());
+    if let Some(disk) = disk {
+        // The VMs' disk on the PCI bus, where the kernel looks for it.
+        qemu.arg("-drive")
+            .arg(format!("format=raw,if=none,id=vmdisk,file={}", disk.display()))
+            .args(["-device", "virtio-blk-pci,drive=vmdisk"]);
+    }
     if forwards.is_empty() {
         qemu.args(["-net", "none"]);
     } else {

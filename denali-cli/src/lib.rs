@@ -16,3 +16,4 @@ pub mod new;
 pub mod paths;
 pub mod run;
 pub mod toolchain;
+pub mod vm_disk;

@@ -96,6 +96,10 @@ enum Command {
         /// monitor (KVM acceleration where present, else emulation).
         #[arg(long)]
         qemu: bool,
+        /// The file that holds the VMs' disks (`[disk]` in Denali.toml);
+        /// default: beside the image, `<name>.disk`.
+        #[arg(long, value_name = "FILE")]
+        disk: Option<PathBuf>,
     },
 }
 
@@ -123,13 +127,12 @@ fn main() -> ExitCode {
                 eprintln!("     Created service `{name}` in {}", dir.display());
                 0
             }),
-        Command::Build { build, bare_metal: true } => {
-            denali_cli::bare_metal::build_images(&build.into()).map(|images| report_built(&images))
-        }
+        Command::Build { build, bare_metal: true } => denali_cli::bare_metal::build_images(&build.into())
+            .map(|images| report_built(&images.into_iter().map(|i| i.path).collect::<Vec<_>>())),
         Command::Build { build, bare_metal: false } => {
             build::build(&build.into()).map(|built| report_built(&built.into_iter().map(|b| b.dvm).collect::<Vec<_>>()))
         }
-        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu } => {
+        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu, disk } => {
             let time_limit = match timeout {
                 Some(secs) if !(secs > 0.0 && secs < 1e9) => {
                     Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
                     forwards,
                     tap,
                     qemu,
+                    disk,
                 })
             })
         }

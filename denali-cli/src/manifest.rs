@@ -8,6 +8,9 @@
 //! [network]
 //! ip = "10.0.2.15/24"    # the first instance's address; instance i takes the i-th after it
 //! gateway = "10.0.2.2"   # where frames for other networks go
+//!
+//! [disk]
+//! size = "1 MiB"         # each VM's own disk (`denali::disk`), kept across runs
 //! ```
 //!
 //! Every value is checked here, and a bad one is refused with a sentence
@@ -34,6 +37,13 @@ struct Raw {
     memory: Option<Size>,
     args: Option<String>,
     network: Option<RawNetwork>,
+    disk: Option<RawDisk>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDisk {
+    size: Size,
 }
 
 #[derive(Deserialize)]
@@ -62,11 +72,16 @@ pub struct Manifest {
     /// The first VM's IPv4 configuration, if the manifest sets one (the
     /// runner picks an unused range of the default network otherwise).
     pub network: Option<Ipv4Config>,
+    /// Bytes of disk each VM gets (0: none).
+    pub disk: u64,
 }
+
+/// Largest disk one VM may ask for.
+pub const MAX_DISK_SIZE: u64 = 64 << 30;
 
 impl Default for Manifest {
     fn default() -> Self {
-        Manifest { instances: 1, memory: DEFAULT_MEM_SIZE, args: String::new(), network: None }
+        Manifest { instances: 1, memory: DEFAULT_MEM_SIZE, args: String::new(), network: None, disk: 0 }
     }
 }
 
@@ -101,6 +116,9 @@ impl Manifest {
             let config = parse_network(&network)?;
             check_room(&config, manifest.instances)?;
             manifest.network = Some(config);
+        }
+        if let Some(disk) = raw.disk {
+            manifest.disk = parse_disk(&disk.size)?;
         }
         Ok(manifest)
     }
@@ -162,7 +180,8 @@ fn parse_network(raw: &RawNetwork) -> Result<Ipv4Config> {
     Ok(config)
 }
 
-fn parse_memory(size: &Size) -> Result<u64> {
+/// The bytes a size value of `key` says, and the value as written.
+fn size_of_key(size: &Size, key: &str) -> Result<(u64, String)> {
     let bytes = match size {
         Size::Bytes(n) => u64::try_from(*n).ok(),
         Size::Text(text) => parse_size(text),
@@ -171,9 +190,25 @@ fn parse_memory(size: &Size) -> Result<u64> {
         Size::Bytes(n) => n.to_string(),
         Size::Text(t) => format!("{t:?}"),
     };
-    let Some(bytes) = bytes else {
-        bail!("`memory` = {shown} is not a size: write it like \"4 MiB\", \"512 KiB\" or a number of bytes");
-    };
+    match bytes {
+        Some(bytes) => Ok((bytes, shown)),
+        None => bail!("`{key}` = {shown} is not a size: write it like \"4 MiB\", \"512 KiB\" or a number of bytes"),
+    }
+}
+
+fn parse_disk(size: &Size) -> Result<u64> {
+    let (bytes, shown) = size_of_key(size, "disk.size")?;
+    if !(PAGE_SIZE..=MAX_DISK_SIZE).contains(&bytes) || bytes % PAGE_SIZE != 0 {
+        bail!(
+            "`disk.size` = {shown} is out of range: a VM's disk must be between 4 KiB and {} GiB, in whole 4 KiB pages",
+            MAX_DISK_SIZE >> 30
+        );
+    }
+    Ok(bytes)
+}
+
+fn parse_memory(size: &Size) -> Result<u64> {
+    let (bytes, shown) = size_of_key(size, "memory")?;
     if !(MIN_MEM_SIZE..=MAX_MEM_SIZE).contains(&bytes) || bytes % PAGE_SIZE != 0 {
         bail!(
             "`memory` = {shown} is out of range: a VM's memory must be between {} MiB and {} GiB, in whole 4 KiB pages",
@@ -208,13 +243,14 @@ mod tests {
     #[test]
     fn a_full_manifest_parses() {
         let m = Manifest::parse("instances = 3\nmemory = \"8 MiB\"\nargs = \"--fast\"\n").unwrap();
-        assert_eq!(m, Manifest { instances: 3, memory: 8 << 20, args: "--fast".into(), network: None });
+        assert_eq!(m, Manifest { instances: 3, memory: 8 << 20, args: "--fast".into(), network: None, disk: 0 });
         let m =
             Manifest::parse("instances = 4\n[network]\nip = \"192.168.7.20/24\"\ngateway = \"192.168.7.1\"\n").unwrap();
         let net = m.network.unwrap();
         assert_eq!((net.address, net.gateway, net.prefix_len), ([192, 168, 7, 20], [192, 168, 7, 1], 24));
         assert_eq!(Manifest::parse("").unwrap(), Manifest::default());
         assert_eq!(Manifest::parse("memory = 2097152").unwrap().memory, 2 << 20);
+        assert_eq!(Manifest::parse("[disk]\nsize = \"1 MiB\"").unwrap().disk, 1 << 20);
     }
 
     #[test]
@@ -239,6 +275,11 @@ mod tests {
             ("[network]\nip = \"10.0.2.15/24\"\ngateway = \"gw\"", "`network.gateway` = \"gw\" is not an IPv4"),
             ("instances = 300\n[network]\nip = \"10.0.2.15/24\"", "300 instances need 300 addresses"),
             ("[network]\nipv6 = \"::1\"", "unknown field `ipv6`"),
+            ("[disk]\nsize = \"lots\"", "`disk.size` = \"lots\" is not a size"),
+            ("[disk]\nsize = 1000", "`disk.size` = 1000 is out of range"),
+            ("[disk]\nsize = \"65 GiB\"", "out of range"),
+            ("[disk]\nsize = 0", "out of range"),
+            ("[disk]\nfile = \"x\"", "unknown field `file`"),
         ] {
             let err = format!("{:#}", Manifest::parse(text).unwrap_err());
             assert!(err.contains(words), "{text}: {err}");

@@ -32,6 +32,8 @@ pub struct RunOptions {
     pub tap: Option<String>,
     /// Boot a bare-metal disk image under QEMU instead of our monitor.
     pub qemu: bool,
+    /// The VMs' disk file, instead of the one beside the first image.
+    pub disk: Option<PathBuf>,
 }
 
 /// Parses `--net user|tap=NAME` (given `-p` forwards or not) into the TAP
@@ -88,6 +90,9 @@ pub struct Service {
     pub image: Vec<u8>,
     /// How to boot it.
     pub manifest: Manifest,
+    /// Where its VMs' disk is kept unless `--disk` says otherwise: beside
+    /// the image.
+    pub disk_file: PathBuf,
 }
 
 /// The images to boot: built here (with their `Denali.toml`), or prebuilt
@@ -110,7 +115,7 @@ fn services(options: &RunOptions) -> Result<Vec<Service>> {
             if let Some(n) = options.instances {
                 manifest.instances = n;
             }
-            Ok(Service { name, image: image::read_dvm(&path)?, manifest })
+            Ok(Service { name, image: image::read_dvm(&path)?, manifest, disk_file: path.with_extension("disk") })
         })
         .collect()
 }
@@ -158,6 +163,7 @@ pub fn bundle(services: &[Service]) -> Result<(Vec<u8>, Vec<Ipv4Config>)> {
             image: &s.image,
             args: &s.manifest.args,
             ipv4,
+            disk_sectors: s.manifest.disk / denali_abi::disk::SECTOR_SIZE as u64,
         })
         .collect();
     Ok((build_bundle(&entries), networks))
@@ -179,6 +185,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     config.stats = options.stats;
     config.time_limit = options.time_limit;
     config.net = net;
+    config.disk = crate::vm_disk::for_run(&services, options.disk.as_deref())?;
     if let Some(memory) = options.memory {
         config.mem_size = memory;
     }

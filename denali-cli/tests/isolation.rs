@@ -72,8 +72,22 @@ fn the_kernel_loader_refuses_a_corrupted_image_and_runs_the_rest() {
     corrupted[last] ^= 1;
     // Bypass the CLI's check: hand the kernel a bundle with a bad image.
     let bundle = build_bundle(&[
-        BundleSpec { name: "corrupted", instances: 1, image: &corrupted, args: "", ipv4: Ipv4Config::DEFAULT },
-        BundleSpec { name: "good", instances: 1, image: &good, args: "", ipv4: Ipv4Config::DEFAULT.nth(1).unwrap() },
+        BundleSpec {
+            name: "corrupted",
+            instances: 1,
+            image: &corrupted,
+            args: "",
+            ipv4: Ipv4Config::DEFAULT,
+            disk_sectors: 0,
+        },
+        BundleSpec {
+            name: "good",
+            instances: 1,
+            image: &good,
+            args: "",
+            ipv4: Ipv4Config::DEFAULT.nth(1).unwrap(),
+            disk_sectors: 0,
+        },
     ]);
     let kernel = denali_cli::kernel::kernel_elf().expect("kernel builds");
     let console = denali_monitor::CapturedConsole::default();

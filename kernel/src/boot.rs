@@ -3,6 +3,8 @@
 //! loads every image of the boot bundle into its own VM, and runs them.
 
 use crate::arch::x86_64::{self as arch, apic, cpu, gdt, trap};
+use crate::drivers::pci;
+use crate::drivers::virtio_blk::Disk;
 use crate::drivers::virtio_net::Nic;
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
@@ -12,9 +14,11 @@ use crate::time::Clock;
 use crate::vm::loader::Loader;
 use alloc::vec::Vec;
 use denali_abi::boot::{
-    BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, NET_MMIO_SIZE,
+    BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
 };
+use denali_abi::disk::{FIRST_DATA_SECTOR, Window};
 use linked_list_allocator::LockedHeap;
+use virtio_drivers::transport::DeviceType;
 use x86_64::registers::control::Cr3;
 
 /// Heap bytes a VM takes besides its record: its name, its entries in the
@@ -96,10 +100,11 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
             arch::exit(crate::run::REFUSED_STATUS);
         }
     };
-    let mut vm_count: u32 = 0;
+    let (mut vm_count, mut wants_disk) = (0u32, false);
     for index in 0..bundle.len() {
         let (entry, _) = bundle.entry(index).expect("parsed bundle has this entry");
         vm_count = vm_count.saturating_add(entry.instances);
+        wants_disk |= entry.disk_sectors != 0;
     }
 
     let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
@@ -120,7 +125,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         kernel.uplink = start_nic(&mut kernel.frames, kernel_pml4, info.net_mmio);
     } else if info.flags & BOOT_FLAG_PCI != 0 {
         kernel.uplink =
-            crate::drivers::pci::find_virtio_net(&mut kernel.frames, kernel_pml4).and_then(|(transport, route)| {
+            pci::find_virtio(&mut kernel.frames, kernel_pml4, DeviceType::Network).and_then(|(transport, route)| {
                 let mut nic = Nic::new_pci(transport)
                     .map_err(|e| kprintln!("denali: {e}; the VMs can reach only each other"))
                     .ok()?;
@@ -128,6 +133,15 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
                 Some(nic)
             });
     }
+    // The disk is looked for only when a VM asks for one: a machine's
+    // other disks are none of the kernel's business.
+    if wants_disk {
+        kernel.disk = start_disk(&mut kernel.frames, kernel_pml4, &info);
+        if verbose && let Some(disk) = &kernel.disk {
+            kprintln!("denali: disk: {} MiB", disk.sectors >> 11);
+        }
+    }
+    let mut next_sector = FIRST_DATA_SECTOR;
     kernel.switch.has_uplink = kernel.uplink.is_some();
     if !kernel.preemption {
         kprintln!("denali: this CPU's local APIC timer cannot be used; a VM that never yields will keep the CPU");
@@ -147,12 +161,17 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
             Err(e) => {
                 kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
                 (0..entry.instances).for_each(|_| kernel.refuse(entry.name()));
+                next_sector = next_sector.saturating_add(u64::from(entry.instances) * entry.disk_sectors);
                 continue;
             }
         };
         for instance in 0..entry.instances {
             let id = kernel.vms.len() as u32;
             let ipv4 = entry.ipv4.nth(instance).unwrap_or_default();
+            // Windows follow one another in boot order whether or not their
+            // VM starts, so a VM finds its data where it left it.
+            let disk = Window { start: next_sector, sectors: entry.disk_sectors };
+            next_sector = next_sector.saturating_add(entry.disk_sectors);
             if ipv4.is_configured() && !kernel.switch.attach(ipv4.address, id) {
                 let [a, b, c, d] = ipv4.address;
                 kprintln!(
@@ -162,8 +181,24 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
                 kernel.refuse(entry.name());
                 continue;
             }
+            let disk_sectors = kernel.disk.as_ref().map_or(0, |d| d.sectors);
+            if disk.sectors != 0 && disk.start.saturating_add(disk.sectors) > disk_sectors {
+                kprintln!(
+                    "denali: vm {id} ({}) refused: it asks for {} KiB of disk and {}",
+                    entry.name(),
+                    disk.sectors / 2,
+                    if kernel.disk.is_some() {
+                        "the machine's disk has no room left for it"
+                    } else {
+                        "the machine has no Denali disk"
+                    }
+                );
+                kernel.switch.detach(ipv4.address, id);
+                kernel.refuse(entry.name());
+                continue;
+            }
             let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
-            match loader.instantiate(id, entry.name(), &template, args, ipv4) {
+            match loader.instantiate(id, entry.name(), &template, args, ipv4, disk) {
                 Ok(vm) => kernel.admit(vm),
                 Err(e) => {
                     kprintln!("denali: vm {id} ({}) could not be made: {e}", entry.name());
@@ -189,13 +224,31 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     arch::exit(status)
 }
 
+/// Starts the VMs' disk: the virtio-mmio device the loader names, or the
+/// first virtio-blk device on the PCI bus. Without one, VMs that ask for a
+/// disk are refused (and the rest run), so a failure is reported, not fatal.
+fn start_disk(frames: &mut FrameAllocator, kernel_pml4: u64, info: &BootInfo) -> Option<Disk> {
+    let disk = if info.blk_mmio != 0 {
+        let registers = phys::map_mmio(frames, kernel_pml4, info.blk_mmio, VIRTIO_MMIO_SIZE)?;
+        // SAFETY: the loader says a virtio-mmio register page is at
+        // `blk_mmio`; it was just mapped, and only this driver uses it.
+        unsafe { Disk::new_mmio(core::ptr::NonNull::new(registers)?, VIRTIO_MMIO_SIZE as usize) }
+    } else if info.flags & BOOT_FLAG_PCI != 0 {
+        let (transport, _) = pci::find_virtio(frames, kernel_pml4, DeviceType::Block)?;
+        Disk::new_pci(transport)
+    } else {
+        return None;
+    };
+    disk.map_err(|e| kprintln!("denali: {e}")).ok()
+}
+
 /// Maps and starts the virtio-mmio NIC at physical `mmio`; without it the
 /// VMs still reach each other, so a failure is reported, not fatal.
 fn start_nic(frames: &mut FrameAllocator, kernel_pml4: u64, mmio: u64) -> Option<Nic> {
-    let registers = phys::map_mmio(frames, kernel_pml4, mmio, NET_MMIO_SIZE)?;
+    let registers = phys::map_mmio(frames, kernel_pml4, mmio, VIRTIO_MMIO_SIZE)?;
     // SAFETY: the loader says a virtio-mmio register page is at `mmio`;
     // it was just mapped, and only this driver uses it.
-    match unsafe { Nic::new_mmio(core::ptr::NonNull::new(registers)?, NET_MMIO_SIZE as usize) } {
+    match unsafe { Nic::new_mmio(core::ptr::NonNull::new(registers)?, VIRTIO_MMIO_SIZE as usize) } {
         Ok(nic) => Some(nic),
         Err(e) => {
             kprintln!("denali: {e}; the VMs can reach only each other");

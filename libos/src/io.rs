@@ -31,6 +31,8 @@ pub enum ErrorKind {
     WriteZero,
     /// The VM has no network configuration.
     NetworkUnreachable,
+    /// The VM lacks the device (no disk).
+    Unsupported,
     /// Anything else.
     Other,
 }

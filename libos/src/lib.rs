@@ -5,7 +5,8 @@
 //! This crate turns that into something that feels like `std`: an entry
 //! attribute, `println!`, a heap for `alloc`, `time::{Instant, sleep}`,
 //! `process::exit`, a panic handler that reports where it happened, green
-//! threads, and TCP/UDP sockets (`net`) over the VM's virtual NIC.
+//! threads, TCP/UDP sockets (`net`) over the VM's virtual NIC, and its own
+//! disk (`disk`).
 //!
 //! ```ignore
 //! #![no_std]
@@ -21,6 +22,7 @@
 #![warn(missing_docs)]
 
 pub mod console;
+pub mod disk;
 pub mod hypercall;
 pub mod io;
 pub mod net;

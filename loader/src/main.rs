@@ -113,6 +113,7 @@ fn load() -> Result<core::convert::Infallible, &'static str> {
         flags: BOOT_FLAG_PCI,
         time_limit_ms: 0,
         net_mmio: 0,
+        blk_mmio: 0,
     };
     // SAFETY: `info_addr` is a page of ours, identity-mapped, large enough.
     unsafe { (info_addr as *mut BootInfo).write(info) };

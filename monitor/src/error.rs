@@ -28,6 +28,8 @@ pub enum Error {
     Listen(u16, io::Error),
     /// The TAP device could not be attached.
     Tap(crate::net::TapError),
+    /// The disk file could not be opened.
+    Disk(std::path::PathBuf, io::Error),
 }
 
 impl fmt::Display for Error {
@@ -60,6 +62,13 @@ impl fmt::Display for Error {
                 )
             }
             Error::Tap(e) => write!(f, "cannot attach TAP device {}: {}", e.name, e.error),
+            Error::Disk(path, e) => {
+                write!(
+                    f,
+                    "cannot open the disk file {} ({e}): check it exists and is writable, or name another with --disk",
+                    path.display()
+                )
+            }
             Error::Listen(port, e) => {
                 write!(f, "cannot listen on 127.0.0.1:{port} ({e}): forward another host port (-p HOST:GUEST)")
             }

@@ -8,10 +8,12 @@
 //! the monitor: their hypercalls are handled inside the guest.
 
 mod devices;
+mod disk;
 mod error;
 mod layout;
 pub mod net;
 mod vcpu;
+mod virtio;
 
 pub use error::Error;
 
@@ -39,6 +41,9 @@ pub struct Config {
     /// The machine's NIC and where it leads; `None`: no NIC (VMs talk only
     /// to each other).
     pub net: Option<net::NetConfig>,
+    /// The file behind the VMs' disk (a Denali disk: see
+    /// `denali_abi::disk`); `None`: no disk.
+    pub disk: Option<PathBuf>,
 }
 
 impl Config {
@@ -52,6 +57,7 @@ impl Config {
             stats: false,
             time_limit: None,
             net: None,
+            disk: None,
         }
     }
 }

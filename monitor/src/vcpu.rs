@@ -2,11 +2,12 @@
 //! the run loop.
 
 use crate::devices::{PortAction, PortBus};
+use crate::disk::BlockDevice;
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
 use crate::net::{Backend, NET_MMIO_ADDR, NIC_MAC, NetConfig, NetDevice, Network, Notified, Tap, UserNet};
 use crate::{Config, Error};
 use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion};
-use denali_abi::boot::{NET_MMIO_SIZE, NIC_VECTOR};
+use denali_abi::boot::{NIC_VECTOR, VIRTIO_MMIO_SIZE};
 use kvm_bindings::kvm_msi;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -25,6 +26,8 @@ pub struct Machine {
     vcpu: VcpuFd,
     /// The NIC, if the run has one.
     network: Option<Network>,
+    /// The VMs' disk, if the run has one.
+    disk: Option<BlockDevice>,
 }
 
 pub fn open_kvm() -> Result<Kvm, Error> {
@@ -46,6 +49,12 @@ impl Machine {
                 UserNet::new(*gateway, *prefix_len, forwards).map_err(|(port, e)| Error::Listen(port, e))?,
             ))),
             Some(NetConfig::Tap(name)) => Some(Backend::Tap(Tap::open(name).map_err(Error::Tap)?)),
+            None => None,
+        };
+        let disk_file = match &config.disk {
+            Some(path) => Some(
+                std::fs::File::options().read(true).write(true).open(path).map_err(|e| Error::Disk(path.clone(), e))?,
+            ),
             None => None,
         };
         let vm = Arc::new(kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?);
@@ -112,6 +121,7 @@ impl Machine {
             flags: if config.verbose { BOOT_FLAG_VERBOSE } else { 0 } | if config.stats { BOOT_FLAG_STATS } else { 0 },
             time_limit_ms: config.time_limit.map_or(0, |t| t.as_millis().max(1) as u64),
             net_mmio: if backend.is_some() { NET_MMIO_ADDR } else { 0 },
+            blk_mmio: if disk_file.is_some() { BLK_MMIO_ADDR } else { 0 },
         };
         // SAFETY: BootInfo is a #[repr(C)] struct of integers with no padding
         // (its size is asserted in denali-abi), so viewing it as bytes is sound.
@@ -128,7 +138,13 @@ impl Machine {
             };
             Network::start(NetDevice::new(memory.clone(), NIC_MAC, Box::new(raise)), backend)
         });
-        let machine = Machine { _vm: vm, _memory: memory, vcpu, network };
+        let disk = match (disk_file, &config.disk) {
+            (Some(file), Some(path)) => {
+                Some(BlockDevice::new(memory.clone(), file).map_err(|e| Error::Disk(path.clone(), e))?)
+            }
+            _ => None,
+        };
+        let machine = Machine { _vm: vm, _memory: memory, vcpu, network, disk };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
@@ -193,14 +209,17 @@ impl Machine {
                     PortAction::Idle(duration) => std::thread::sleep(duration),
                 },
                 VcpuExit::IoIn(port, data) => bus.read(port, data),
-                VcpuExit::MmioRead(addr, data) => match nic_register(&self.network, addr) {
-                    Some((network, offset)) => {
+                VcpuExit::MmioRead(addr, data) => match (nic_register(&self.network, addr), disk_register(addr)) {
+                    (Some((network, offset)), _) => {
                         network.device.lock().unwrap_or_else(|e| e.into_inner()).read(offset, data)
                     }
-                    None => data.fill(0xff),
+                    (None, Some(offset)) if let Some(disk) = self.disk.as_mut() => disk.read(offset, data),
+                    _ => data.fill(0xff),
                 },
                 VcpuExit::MmioWrite(addr, data) => {
-                    if let Some((network, offset)) = nic_register(&self.network, addr) {
+                    if let (Some(offset), Some(disk)) = (disk_register(addr), self.disk.as_mut()) {
+                        disk.write(offset, data);
+                    } else if let Some((network, offset)) = nic_register(&self.network, addr) {
                         let mut device = network.device.lock().unwrap_or_else(|e| e.into_inner());
                         if device.write(offset, data) == Some(Notified::Transmit) {
                             let frames = device.take_transmitted();
@@ -259,8 +278,16 @@ impl Machine {
 /// The NIC and the register offset, if `addr` is one of its registers.
 fn nic_register(network: &Option<Network>, addr: u64) -> Option<(&Network, u64)> {
     let network = network.as_ref()?;
-    let offset = addr.checked_sub(NET_MMIO_ADDR).filter(|&o| o < NET_MMIO_SIZE)?;
+    let offset = addr.checked_sub(NET_MMIO_ADDR).filter(|&o| o < VIRTIO_MMIO_SIZE)?;
     Some((network, offset))
+}
+
+/// Guest-physical address of the disk's registers: the page after the NIC's.
+const BLK_MMIO_ADDR: u64 = NET_MMIO_ADDR + VIRTIO_MMIO_SIZE;
+
+/// The register offset, if `addr` is one of the disk's registers.
+fn disk_register(addr: u64) -> Option<u64> {
+    addr.checked_sub(BLK_MMIO_ADDR).filter(|&o| o < VIRTIO_MMIO_SIZE)
 }
 
 fn open_kernel(config: &Config) -> Result<File, Error> {

@@ -1,6 +1,6 @@
 //! The PCI bus, through the legacy configuration ports (0xCF8/0xCFC), which
-//! every PC and QEMU machine type has: finds the virtio-net NIC on bare
-//! metal and hands `virtio-drivers` its transport.
+//! every PC and QEMU machine type has: finds the virtio NIC and disk on bare
+//! metal and hands `virtio-drivers` their transports.
 
 use crate::mem::frame::FrameAllocator;
 use crate::mem::phys;
@@ -43,7 +43,7 @@ impl ConfigurationAccess for PortCam {
     }
 }
 
-/// Where a virtio-net device's MSI-X table and virtio common
+/// Where a virtio device's MSI-X table and virtio common
 /// configuration are, to route its receive interrupt once the driver has
 /// set its queues up.
 pub struct InterruptRoute {
@@ -59,12 +59,16 @@ const CAP_VENDOR: u8 = 0x09;
 const CAP_MSIX: u8 = 0x11;
 const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
 
-/// The first virtio-net device on bus 0, its memory BARs mapped uncached
-/// and bus mastering on: its transport for `virtio-drivers`, and how to
-/// route its interrupt.
-pub fn find_virtio_net(frames: &mut FrameAllocator, kernel_pml4: u64) -> Option<(PciTransport, InterruptRoute)> {
+/// The first virtio device of `kind` on bus 0, its memory BARs mapped
+/// uncached and bus mastering on: its transport for `virtio-drivers`, and
+/// how to route its interrupt.
+pub fn find_virtio(
+    frames: &mut FrameAllocator,
+    kernel_pml4: u64,
+    kind: DeviceType,
+) -> Option<(PciTransport, InterruptRoute)> {
     let mut root = PciRoot::new(PortCam);
-    let found = root.enumerate_bus(0).find(|(_, info)| virtio_device_type(info) == Some(DeviceType::Network));
+    let found = root.enumerate_bus(0).find(|(_, info)| virtio_device_type(info) == Some(kind));
     let (device_function, _) = found?;
     let bars = root.bars(device_function).ok()?;
     let mut bar_address = [0u64; 6];
@@ -96,7 +100,7 @@ pub fn find_virtio_net(frames: &mut FrameAllocator, kernel_pml4: u64) -> Option<
         }
     }
     root.set_command(device_function, Command::MEMORY_SPACE | Command::BUS_MASTER);
-    let transport = PciTransport::new::<super::virtio_net::KernelHal, _>(&mut root, device_function).ok()?;
+    let transport = PciTransport::new::<super::KernelHal, _>(&mut root, device_function).ok()?;
     Some((transport, InterruptRoute { device_function, msix, common }))
 }
 
@@ -110,7 +114,7 @@ impl InterruptRoute {
         let common = common as *mut u8;
         // SAFETY: `table` is entry 0 of the device's MSI-X table and
         // `common` its virtio common configuration, both in BARs mapped
-        // uncached by find_virtio_net and used by nothing else; the
+        // uncached by find_virtio and used by nothing else; the
         // offsets are the PCI and virtio specifications'.
         unsafe {
             table.write_volatile(0xfee0_0000 | (apic_id & 0xff) << 12);

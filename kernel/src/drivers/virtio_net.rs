@@ -1,21 +1,14 @@
 //! The machine's NIC: a virtio-net device driven by the `virtio-drivers`
 //! crate. It is the virtual switch's uplink: frames for hosts beyond the
 //! machine leave through it, and what it receives enters the switch.
-//!
-//! DMA memory comes from the kernel heap, which lies in the physmap and is
-//! physically contiguous, so a heap pointer's physical address is plain
-//! arithmetic (see [`crate::mem::phys::kernel_virt_to_phys`]).
 
-use crate::mem::phys;
+use super::KernelHal;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicBool;
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::SomeTransport;
-use virtio_drivers::transport::mmio::{MmioTransport, VirtIOHeader};
-use virtio_drivers::{BufferDirection, Hal, PAGE_SIZE, PhysAddr};
 
 /// Set by the NIC's interrupt when it arrives in ring 0 (the kernel halted);
 /// the run loop then takes what the NIC received.
@@ -27,43 +20,6 @@ const QUEUE_SIZE: usize = 64;
 const RX_BUFFER_LEN: usize = 2048;
 /// `struct virtio_net_hdr_v1` (the longest header the device may use).
 const NET_HDR_LEN: usize = 12;
-
-/// What `virtio-drivers` needs from the kernel: DMA memory and address
-/// translation.
-pub struct KernelHal;
-
-fn dma_layout(pages: usize) -> Layout {
-    Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("a page-aligned layout")
-}
-
-// SAFETY: dma_alloc returns zeroed, page-aligned, exclusively owned heap
-// memory with its true physical address (the heap is in the physmap, one
-// contiguous range); share/unshare translate addresses without copying,
-// which is correct because the device sees all guest memory coherently.
-unsafe impl Hal for KernelHal {
-    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc::alloc::alloc_zeroed(dma_layout(pages)) };
-        let ptr = NonNull::new(ptr).expect("the kernel heap has room for the NIC's queues");
-        (phys::kernel_virt_to_phys(ptr.as_ptr() as u64), ptr)
-    }
-
-    unsafe fn dma_dealloc(_paddr: PhysAddr, vaddr: NonNull<u8>, pages: usize) -> i32 {
-        // SAFETY: the caller passes back what dma_alloc returned for `pages`.
-        unsafe { alloc::alloc::dealloc(vaddr.as_ptr(), dma_layout(pages)) };
-        0
-    }
-
-    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
-        NonNull::new(phys::to_virt(paddr)).expect("the physmap is not at 0")
-    }
-
-    unsafe fn share(buffer: NonNull<[u8]>, _direction: BufferDirection) -> PhysAddr {
-        phys::kernel_virt_to_phys(buffer.as_ptr() as *mut u8 as u64)
-    }
-
-    unsafe fn unshare(_paddr: PhysAddr, _buffer: NonNull<[u8]>, _direction: BufferDirection) {}
-}
 
 /// A buffer the device owns until it hands it back (by token).
 type Buffer = Box<[u8]>;
@@ -98,10 +54,10 @@ impl Nic {
     /// `registers` must map a virtio-mmio register page for the kernel's
     /// lifetime, used by nothing else.
     pub unsafe fn new_mmio(registers: NonNull<u8>, size: usize) -> Result<Nic, &'static str> {
-        // SAFETY: the caller promises a live, exclusive register page.
-        let transport = unsafe { MmioTransport::new(registers.cast::<VirtIOHeader>(), size) }
-            .map_err(|_| "the device at the NIC's address is not a virtio-mmio device")?;
-        Nic::new(SomeTransport::Mmio(transport), false)
+        // SAFETY: the caller's promise, passed on.
+        let transport = unsafe { super::mmio_transport(registers, size) }
+            .ok_or("the device at the NIC's address is not a virtio-mmio device")?;
+        Nic::new(transport, false)
     }
 
     /// Drives a virtio-net device found on the PCI bus, polled until its

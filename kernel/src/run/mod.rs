@@ -4,6 +4,7 @@
 
 use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, enter_user};
 use crate::arch::x86_64::{apic, rdtsc};
+use crate::drivers::virtio_blk::Disk;
 use crate::drivers::virtio_net::{INTERRUPTED, Nic};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
@@ -97,6 +98,8 @@ pub struct Kernel {
     pub switch: Switch,
     /// The machine's NIC, the switch's uplink.
     pub uplink: Option<Nic>,
+    /// The machine's disk, holding the VMs' windows.
+    pub disk: Option<Disk>,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
     loaded_root: PhysFrame,
 }
@@ -125,6 +128,7 @@ impl Kernel {
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
             switch: Switch::default(),
             uplink: None,
+            disk: None,
         }
     }
 
@@ -449,6 +453,7 @@ impl Kernel {
                         prefix_console: prefix,
                         now,
                         switch: &self.switch,
+                        disk: self.disk.as_mut(),
                     };
                     match hypercall::dispatch(vm, &mut env) {
                         Outcome::Resume(value) => vm.context.rax = value,

@@ -49,16 +49,18 @@ impl Kernel {
         let row = |id: &str, name: &str, status: &str, stats: &Stats| {
             let ms = (stats.cpu_ticks as f64) / (self.clock.tsc_khz as f64);
             kprintln!(
-                "{id:>6}  {name:<20} {status:>6} {ms:>10.3} {:>12} {:>11} {:>11} {:>9}",
+                "{id:>6}  {name:<20} {status:>6} {ms:>10.3} {:>12} {:>11} {:>11} {:>9} {:>13} {:>13}",
                 stats.resident_pages * 4,
                 stats.shared_pages * 4,
                 stats.hypercalls,
-                stats.wakeups
+                stats.wakeups,
+                stats.disk_read_bytes / 1024,
+                stats.disk_written_bytes / 1024
             );
         };
         kprintln!("denali: per-VM accounting");
         kprintln!(
-            "{:>6}  {:<20} {:>6} {:>10} {:>12} {:>11} {:>11} {:>9}",
+            "{:>6}  {:<20} {:>6} {:>10} {:>12} {:>11} {:>11} {:>9} {:>13} {:>13}",
             "vm",
             "name",
             "status",
@@ -66,7 +68,9 @@ impl Kernel {
             "private KiB",
             "shared KiB",
             "hypercalls",
-            "wake-ups"
+            "wake-ups",
+            "disk read KiB",
+            "disk wrote KiB"
         );
         let mut total = Stats::default();
         for (id, (stats, name)) in self.stats.iter().zip(&self.names).enumerate() {
@@ -80,6 +84,8 @@ impl Kernel {
             total.frames_sent += stats.frames_sent;
             total.frames_received += stats.frames_received;
             total.frames_dropped += stats.frames_dropped;
+            total.disk_read_bytes += stats.disk_read_bytes;
+            total.disk_written_bytes += stats.disk_written_bytes;
         }
         row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
         let boot = self.boot;

@@ -3,6 +3,7 @@
 
 use super::{State, Vm};
 use crate::console;
+use crate::drivers::virtio_blk::Disk;
 use crate::mem::frame::FrameAllocator;
 use crate::net::{Action, Port, Switch};
 use crate::sched::Scheduler;
@@ -38,13 +39,15 @@ pub struct Env<'a> {
     pub now: u64,
     /// The virtual Ethernet switch.
     pub switch: &'a Switch,
+    /// The machine's disk, if it has a labelled one.
+    pub disk: Option<&'a mut Disk>,
 }
 
 /// Decodes and runs the hypercall in the VM's saved registers.
 pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
     vm.stats.hypercalls += 1;
     let ctx = &vm.context;
-    let (number, a0, a1) = (ctx.rax, ctx.rdi, ctx.rsi);
+    let (number, a0, a1, a2) = (ctx.rax, ctx.rdi, ctx.rsi, ctx.rdx);
     let call = match Hypercall::try_from(number) {
         Ok(call) => call,
         Err(e) => return Outcome::Resume(e.to_return()),
@@ -57,6 +60,8 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
         Hypercall::Yield => Outcome::Yield,
         Hypercall::NetSend => net_send(vm, env, a0, a1),
         Hypercall::NetRecv => net_recv(vm, env, a0, a1),
+        Hypercall::DiskRead => disk_transfer(vm, env, a0, a1, a2, Direction::Read),
+        Hypercall::DiskWrite => disk_transfer(vm, env, a0, a1, a2, Direction::Write),
     }
 }
 
@@ -115,6 +120,41 @@ fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: u64, cap: u64) -> Outcome {
             Outcome::Resume(e.to_return())
         }
     }
+}
+
+/// Which way a disk transfer goes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Read,
+    Write,
+}
+
+/// `disk_read` and `disk_write`: the range must lie in the VM's window and
+/// the buffer in its memory; the data passes through a kernel buffer (the
+/// device's DMA never sees VM memory).
+fn disk_transfer(vm: &mut Vm, env: &mut Env<'_>, sector: u64, addr: u64, len: u64, direction: Direction) -> Outcome {
+    let Some(at) = vm.disk.locate(sector, len) else {
+        return Outcome::Resume(Error::InvalidArgument.to_return());
+    };
+    // A VM with a window was admitted only with a disk behind it.
+    let Some(disk) = env.disk.as_deref_mut() else {
+        return Outcome::Resume(Error::Io.to_return());
+    };
+    let result = match direction {
+        Direction::Write => {
+            let mut buffer = Vec::with_capacity(len as usize);
+            vm.read_guest(env.frames, addr, len, |bytes| buffer.extend_from_slice(bytes))
+                .and_then(|()| disk.write(at, &buffer))
+                .map(|()| vm.stats.disk_written_bytes += len)
+        }
+        Direction::Read => {
+            let mut buffer = alloc::vec![0u8; len as usize];
+            disk.read(at, &mut buffer)
+                .and_then(|()| vm.write_guest(env.frames, addr, &buffer))
+                .map(|()| vm.stats.disk_read_bytes += len)
+        }
+    };
+    Outcome::Resume(result.map_or_else(Error::to_return, |()| len))
 }
 
 fn idle(vm: &mut Vm) -> Outcome {

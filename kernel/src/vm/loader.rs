@@ -17,6 +17,7 @@ use crate::sched::VmId;
 use crate::time::Clock;
 use alloc::string::String;
 use alloc::vec::Vec;
+use denali_abi::disk::Window;
 use denali_abi::image::{Image, ImageError, SEG_EXEC, SEG_WRITE};
 use denali_abi::info::{ARGS_MAX, INFO_MAGIC};
 use denali_abi::layout::INFO_PAGE;
@@ -114,7 +115,8 @@ impl Loader<'_> {
         Ok(Template { entry: image.header().entry, layout, pages })
     }
 
-    /// Makes VM `id` from a template; `args` go on its info page.
+    /// Makes VM `id` from a template; `args`, its address and its disk
+    /// window go on its info page.
     pub fn instantiate(
         &mut self,
         id: VmId,
@@ -122,6 +124,7 @@ impl Loader<'_> {
         template: &Template,
         args: &[u8],
         ipv4: Ipv4Config,
+        disk: Window,
     ) -> Result<Vm, LoadError> {
         let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
         match self.map(&mut space, template) {
@@ -144,6 +147,7 @@ impl Loader<'_> {
                     out_of_memory: false,
                     rx: RxRing::default(),
                     ipv4,
+                    disk,
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)
@@ -167,7 +171,7 @@ impl Loader<'_> {
 
     fn write_info_page(&self, vm: &mut Vm, args: &[u8]) {
         let layout = vm.layout;
-        let (id, count, clock, ipv4) = (vm.id, self.vm_count, self.clock, vm.ipv4);
+        let (id, count, clock, ipv4, disk_sectors) = (vm.id, self.vm_count, self.clock, vm.ipv4, vm.disk.sectors);
         let info = vm.info_mut();
         info.magic = INFO_MAGIC;
         info.abi_version = denali_abi::ABI_VERSION;
@@ -185,5 +189,6 @@ impl Loader<'_> {
         info.args_len = args.len() as u32;
         info.mac[..6].copy_from_slice(&denali_abi::net::mac_of(id));
         info.ipv4 = ipv4;
+        info.disk_sectors = disk_sectors;
     }
 }

@@ -44,6 +44,10 @@ pub struct Stats {
     /// Frames for it dropped because its ring (or the sender's share of
     /// it) was full.
     pub frames_dropped: u64,
+    /// Bytes it read from its disk window.
+    pub disk_read_bytes: u64,
+    /// Bytes it wrote to its disk window.
+    pub disk_written_bytes: u64,
 }
 
 /// The exit status of a VM stopped by a fault: 128 + the vector, as a
@@ -108,6 +112,8 @@ pub struct Vm {
     pub rx: RxRing,
     /// Its IPv4 configuration (all zero: no address).
     pub ipv4: denali_abi::net::Ipv4Config,
+    /// Its window of the machine's disk (no sectors: no disk).
+    pub disk: denali_abi::disk::Window,
 }
 
 impl Vm {

@@ -1,0 +1,83 @@
+//! The machine's disk: a virtio-blk device driven by the `virtio-drivers`
+//! crate, over MMIO (our monitor) or PCI (QEMU, clouds). It holds the VMs'
+//! disk windows (see `denali_abi::disk`).
+//!
+//! Transfers are synchronous: the kernel queues one request and polls the
+//! used ring until the device answers, so the device raises no interrupt.
+//! Under our monitor the answer is there when the notification returns;
+//! the time spent waiting is charged to the VM that asked.
+
+use super::KernelHal;
+use alloc::vec;
+use core::ptr::NonNull;
+use denali_abi::disk::{DiskLabel, SECTOR_SIZE};
+use denali_abi::hypercall::Error;
+use virtio_drivers::device::blk::VirtIOBlk;
+use virtio_drivers::transport::SomeTransport;
+
+/// A labelled Denali disk.
+pub struct Disk {
+    device: VirtIOBlk<KernelHal, SomeTransport<'static>>,
+    /// Its size in sectors.
+    pub sectors: u64,
+}
+
+/// Why the machine's disk is not used.
+pub type DiskError = &'static str;
+
+impl Disk {
+    /// Drives the virtio-mmio device whose registers are mapped at
+    /// `registers` (`size` bytes).
+    ///
+    /// # Safety
+    ///
+    /// `registers` must map a virtio-mmio register page for the kernel's
+    /// lifetime, used by nothing else.
+    pub unsafe fn new_mmio(registers: NonNull<u8>, size: usize) -> Result<Disk, DiskError> {
+        // SAFETY: the caller's promise, passed on.
+        let transport = unsafe { super::mmio_transport(registers, size) }
+            .ok_or("the device at the disk's address is not a virtio-mmio device")?;
+        Disk::new(transport)
+    }
+
+    /// Drives a virtio-blk device found on the PCI bus.
+    pub fn new_pci(transport: virtio_drivers::transport::pci::PciTransport) -> Result<Disk, DiskError> {
+        Disk::new(SomeTransport::Pci(transport))
+    }
+
+    /// Starts the device and checks its label: a disk without one is not
+    /// ours to write (it may be the disk the machine booted from).
+    fn new(transport: SomeTransport<'static>) -> Result<Disk, DiskError> {
+        let mut device = VirtIOBlk::new(transport).map_err(|_| "the virtio-blk disk refused to start")?;
+        device.disable_interrupts();
+        let sectors = device.capacity();
+        let mut disk = Disk { device, sectors };
+        let mut label = vec![0u8; SECTOR_SIZE];
+        disk.read(0, &mut label).map_err(|_| "the virtio-blk disk could not be read")?;
+        if !DiskLabel::is_on(&label) {
+            return Err("the virtio-blk disk carries no Denali label (cargo denali writes one), so it is left alone");
+        }
+        Ok(disk)
+    }
+
+    /// Reads whole sectors from `sector` into `buf` (kernel heap memory, a
+    /// multiple of the sector size long); [`Error::Io`] if the device fails.
+    pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
+        self.check(sector, buf.len())?;
+        self.device.read_blocks(sector as usize, buf).map_err(|_| Error::Io)
+    }
+
+    /// Writes whole sectors from `buf` (kernel heap memory) at `sector`.
+    pub fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), Error> {
+        self.check(sector, buf.len())?;
+        self.device.write_blocks(sector as usize, buf).map_err(|_| Error::Io)
+    }
+
+    /// Refuses what the device would (or what `virtio-drivers` asserts on):
+    /// an empty or ragged buffer, a range past the end.
+    fn check(&self, sector: u64, len: usize) -> Result<(), Error> {
+        let count = (len / SECTOR_SIZE) as u64;
+        let fits = sector.checked_add(count).is_some_and(|end| end <= self.sectors);
+        (len != 0 && len.is_multiple_of(SECTOR_SIZE) && fits).then_some(()).ok_or(Error::Io)
+    }
+}
