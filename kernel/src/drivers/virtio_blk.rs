@@ -9,8 +9,9 @@
 
 use super::KernelHal;
 use alloc::vec;
+use alloc::vec::Vec;
 use core::ptr::NonNull;
-use denali_abi::disk::{DiskLabel, SECTOR_SIZE};
+use denali_abi::disk::{DISK_IO_MAX, DiskLabel, SECTOR_SIZE};
 use denali_abi::hypercall::Error;
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::SomeTransport;
@@ -20,6 +21,10 @@ pub struct Disk {
     device: VirtIOBlk<KernelHal, SomeTransport<'static>>,
     /// Its size in sectors.
     pub sectors: u64,
+    /// Where transfers go through: allocated once, as large as the largest
+    /// transfer (allocating and zeroing a buffer per request cost more than
+    /// the request itself where kernel code is emulated).
+    buffer: Vec<u8>,
 }
 
 /// Why the machine's disk is not used.
@@ -51,33 +56,42 @@ impl Disk {
         let mut device = VirtIOBlk::new(transport).map_err(|_| "the virtio-blk disk refused to start")?;
         device.disable_interrupts();
         let sectors = device.capacity();
-        let mut disk = Disk { device, sectors };
-        let mut label = vec![0u8; SECTOR_SIZE];
-        disk.read(0, &mut label).map_err(|_| "the virtio-blk disk could not be read")?;
-        if !DiskLabel::is_on(&label) {
+        let mut disk = Disk { device, sectors, buffer: vec![0u8; DISK_IO_MAX] };
+        let label = disk.read(0, SECTOR_SIZE).map_err(|_| "the virtio-blk disk could not be read")?;
+        if !DiskLabel::is_on(label) {
             return Err("the virtio-blk disk carries no Denali label (cargo denali writes one), so it is left alone");
         }
         Ok(disk)
     }
 
-    /// Reads whole sectors from `sector` into `buf` (kernel heap memory, a
-    /// multiple of the sector size long); [`Error::Io`] if the device fails.
-    pub fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), Error> {
-        self.check(sector, buf.len())?;
-        self.device.read_blocks(sector as usize, buf).map_err(|_| Error::Io)
+    /// Reads `len` bytes (whole sectors, at most [`DISK_IO_MAX`]) from
+    /// `sector`; [`Error::Io`] if the device fails.
+    pub fn read(&mut self, sector: u64, len: usize) -> Result<&[u8], Error> {
+        self.check(sector, len)?;
+        let buffer = &mut self.buffer[..len];
+        self.device.read_blocks(sector as usize, buffer).map_err(|_| Error::Io)?;
+        Ok(buffer)
     }
 
-    /// Writes whole sectors from `buf` (kernel heap memory) at `sector`.
-    pub fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), Error> {
-        self.check(sector, buf.len())?;
-        self.device.write_blocks(sector as usize, buf).map_err(|_| Error::Io)
+    /// Writes `len` bytes (whole sectors, at most [`DISK_IO_MAX`]) at
+    /// `sector`, once `fill` has put them in the buffer it is given.
+    pub fn write(
+        &mut self,
+        sector: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.check(sector, len)?;
+        let buffer = &mut self.buffer[..len];
+        fill(buffer)?;
+        self.device.write_blocks(sector as usize, buffer).map_err(|_| Error::Io)
     }
 
     /// Refuses what the device would (or what `virtio-drivers` asserts on):
-    /// an empty or ragged buffer, a range past the end.
+    /// an empty, ragged or too long transfer, a range past the end.
     fn check(&self, sector: u64, len: usize) -> Result<(), Error> {
         let count = (len / SECTOR_SIZE) as u64;
         let fits = sector.checked_add(count).is_some_and(|end| end <= self.sectors);
-        (len != 0 && len.is_multiple_of(SECTOR_SIZE) && fits).then_some(()).ok_or(Error::Io)
+        (len != 0 && len <= DISK_IO_MAX && len.is_multiple_of(SECTOR_SIZE) && fits).then_some(()).ok_or(Error::Io)
     }
 }

@@ -130,8 +130,8 @@ enum Direction {
 }
 
 /// `disk_read` and `disk_write`: the range must lie in the VM's window and
-/// the buffer in its memory; the data passes through a kernel buffer (the
-/// device's DMA never sees VM memory).
+/// the buffer in its memory; the data passes through the disk's transfer
+/// buffer (the device's DMA never sees VM memory).
 fn disk_transfer(vm: &mut Vm, env: &mut Env<'_>, sector: u64, addr: u64, len: u64, direction: Direction) -> Outcome {
     let Some(at) = vm.disk.locate(sector, len) else {
         return Outcome::Resume(Error::InvalidArgument.to_return());
@@ -141,18 +141,19 @@ fn disk_transfer(vm: &mut Vm, env: &mut Env<'_>, sector: u64, addr: u64, len: u6
         return Outcome::Resume(Error::Io.to_return());
     };
     let result = match direction {
-        Direction::Write => {
-            let mut buffer = Vec::with_capacity(len as usize);
-            vm.read_guest(env.frames, addr, len, |bytes| buffer.extend_from_slice(bytes))
-                .and_then(|()| disk.write(at, &buffer))
-                .map(|()| vm.stats.disk_written_bytes += len)
-        }
-        Direction::Read => {
-            let mut buffer = alloc::vec![0u8; len as usize];
-            disk.read(at, &mut buffer)
-                .and_then(|()| vm.write_guest(env.frames, addr, &buffer))
-                .map(|()| vm.stats.disk_read_bytes += len)
-        }
+        Direction::Write => disk
+            .write(at, len as usize, |buffer| {
+                let mut done = 0;
+                vm.read_guest(env.frames, addr, len, |bytes| {
+                    buffer[done..done + bytes.len()].copy_from_slice(bytes);
+                    done += bytes.len();
+                })
+            })
+            .map(|()| vm.stats.disk_written_bytes += len),
+        Direction::Read => disk
+            .read(at, len as usize)
+            .and_then(|data| vm.write_guest(env.frames, addr, data))
+            .map(|()| vm.stats.disk_read_bytes += len),
     };
     Outcome::Resume(result.map_or_else(Error::to_return, |()| len))
 }
