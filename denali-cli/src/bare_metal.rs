@@ -105,28 +105,54 @@ fn default_accel() -> &'static str {
     if kvm && !Path::new("/sys/module/kvm_pvm").exists() { "kvm:tcg" } else { "tcg" }
 }
 
+/// How QEMU is to start the kernel.
+#[derive(Clone, Copy, Debug)]
+pub enum QemuBoot<'a> {
+    /// OVMF boots the UEFI disk image (`build --bare-metal`'s `.img`).
+    Uefi(&'a Path),
+    /// QEMU's own loader enters the kernel ELF through its PVH note, the
+    /// bundle as the initrd, on `machine` (`q35`, or `microvm`: no PCI).
+    Pvh { kernel: &'a Path, bundle: &'a Path, machine: &'a str },
+}
+
+/// A QEMU command line for `boot` with acceleration `accel` (QEMU's
+/// `accel=` value): one CPU, 1 GiB, the console on stdout, the kernel's
+/// exit port, no network.
+pub fn qemu_command(boot: QemuBoot<'_>, accel: &str) -> Command {
+    let mut qemu = Command::new("qemu-system-x86_64");
+    let machine = match boot {
+        QemuBoot::Uefi(_) => "q35",
+        QemuBoot::Pvh { machine, .. } => machine,
+    };
+    let cpu = if accel.starts_with("kvm") { "host" } else { "max" };
+    qemu.args(["-machine", &format!("{machine},accel={accel}"), "-cpu", cpu, "-m", "1G", "-smp", "1"])
+        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-nodefaults"])
+        .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
+        .stdin(Stdio::null());
+    match boot {
+        QemuBoot::Uefi(image) => {
+            qemu.args(["-bios", OVMF]).arg("-drive").arg(format!("format=raw,snapshot=on,file={}", image.display()));
+        }
+        QemuBoot::Pvh { kernel, bundle, .. } => {
+            qemu.arg("-kernel").arg(kernel).arg("-initrd").arg(bundle);
+        }
+    }
+    qemu
+}
+
 fn boot(image: &Path, disk: Option<&Path>, time_limit: Option<Duration>, forwards: &[(u16, u16)]) -> Result<i32> {
     if !Path::new(OVMF).is_file() {
         bail!("QEMU's UEFI firmware is missing ({OVMF}): install the Debian package ovmf");
     }
     let accel = std::env::var("DENALI_QEMU_ACCEL").unwrap_or_else(|_| default_accel().into());
-    let mut qemu = Command::new("qemu-system-x86_64");
-    qemu.args(["-machine", &format!("q35,accel={accel}"), "-cpu", "max", "-m", "1G", "-smp", "1"])
-        .args(["-bios", OVMF])
-        .arg("-drive")
-        .arg(format!("format=raw,snapshot=on,file={}", image.display()))
-        .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot"])
-        .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
-        .stdin(Stdio::null());
+    let mut qemu = qemu_command(QemuBoot::Uefi(image), &accel);
     if let Some(disk) = disk {
         // The VMs' disk on the PCI bus, where the kernel looks for it.
         qemu.arg("-drive")
             .arg(format!("format=raw,if=none,id=vmdisk,file={}", disk.display()))
             .args(["-device", "virtio-blk-pci,drive=vmdisk"]);
     }
-    if forwards.is_empty() {
-        qemu.args(["-net", "none"]);
-    } else {
+    if !forwards.is_empty() {
         // QEMU's user-mode network: the first VM is at 10.0.2.15, its
         // default address, behind a virtio-net NIC on the PCI bus.
         let mut netdev = String::from("user,id=net0");

@@ -4,6 +4,7 @@
 
 mod support;
 
+use denali_cli::bare_metal::{QemuBoot, qemu_command};
 use std::time::Duration;
 use support::*;
 
@@ -88,17 +89,16 @@ fn the_kernel_boots_through_pvh_with_the_bundle_as_initrd() {
     let kernel = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/denali-kernel/x86_64-unknown-none/release/denali-kernel");
     let bundle = guest_target_dir().join("denali/debug/pvh.bundle");
-    let mut qemu = std::process::Command::new("qemu-system-x86_64");
-    qemu.args(["-machine", "q35,accel=tcg", "-cpu", "max", "-m", "1G", "-display", "none", "-serial", "stdio"])
-        .args(["-monitor", "none", "-no-reboot", "-net", "none", "-device", "isa-debug-exit,iobase=0x501,iosize=0x04"])
-        .arg("-kernel")
-        .arg(&kernel)
-        .arg("-initrd")
-        .arg(&bundle);
-    let out = run_with_timeout(qemu, Duration::from_secs(120));
-    assert!(out.stdout.contains("Hello from Denali VM 0"), "{}\n{}", out.stdout, out.stderr);
-    // isa-debug-exit: QEMU exits with (status << 1) | 1.
-    assert_eq!(out.status, 1, "{}", out.stderr);
+    // Emulated, and with KVM acceleration (which OVMF cannot use under
+    // this host's PVM flavour of KVM, but QEMU's PVH loader can).
+    require_kvm();
+    for (machine, accel) in [("q35", "tcg"), ("q35", "kvm"), ("microvm", "kvm")] {
+        let boot = QemuBoot::Pvh { kernel: &kernel, bundle: &bundle, machine };
+        let out = run_with_timeout(qemu_command(boot, accel), Duration::from_secs(120));
+        assert!(out.stdout.contains("Hello from Denali VM 0"), "{machine}, {accel}: {}\n{}", out.stdout, out.stderr);
+        // isa-debug-exit: QEMU exits with (status << 1) | 1.
+        assert_eq!(out.status, 1, "{machine}, {accel}: {}", out.stderr);
+    }
 }
 
 #[test]
