@@ -60,13 +60,14 @@ pub fn run(options: &RunOptions) -> Result<i32> {
                 bail!("the package has several binaries: pick one with --bin NAME");
             }
             let built = images.remove(0);
-            let disk = vm_disk::for_run(std::slice::from_ref(&built.service), options.disk.as_deref())?;
+            let disk = vm_disk::for_run(std::slice::from_ref(&built.service), options.disk.as_deref(), options.swap)?;
             (built.path, disk)
         }
         // A prebuilt image's manifest is inside it: the disk is the one
         // named, which the kernel checks is large enough.
         [one] => {
-            let disk = options.disk.as_deref().map(|path| vm_disk::prepare(path, 0).map(|()| path.to_path_buf()));
+            let disk =
+                options.disk.as_deref().map(|path| vm_disk::prepare(path, options.swap).map(|()| path.to_path_buf()));
             (one.clone(), disk.transpose()?)
         }
         _ => bail!("--qemu boots one disk image at a time"),

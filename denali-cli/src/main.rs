@@ -100,6 +100,10 @@ enum Command {
         /// default: beside the image, `<name>.disk`.
         #[arg(long, value_name = "FILE")]
         disk: Option<PathBuf>,
+        /// Give the disk MIB of swap area: when memory runs low, idle VMs
+        /// are written there and read back when they wake.
+        #[arg(long, value_name = "MIB")]
+        swap: Option<u64>,
     },
 }
 
@@ -132,7 +136,7 @@ fn main() -> ExitCode {
         Command::Build { build, bare_metal: false } => {
             build::build(&build.into()).map(|built| report_built(&built.into_iter().map(|b| b.dvm).collect::<Vec<_>>()))
         }
-        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu, disk } => {
+        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu, disk, swap } => {
             let time_limit = match timeout {
                 Some(secs) if !(secs > 0.0 && secs < 1e9) => {
                     Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
                     tap,
                     qemu,
                     disk,
+                    swap: swap.map_or(0, |mib| mib.saturating_mul(1 << 20)),
                 })
             })
         }

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub qemu: bool,
     /// The VMs' disk file, instead of the one beside the first image.
     pub disk: Option<PathBuf>,
+    /// Bytes of swap area on the disk (0: none).
+    pub swap: u64,
 }
 
 /// Parses `--net user|tap=NAME` (given `-p` forwards or not) into the TAP
@@ -185,7 +187,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     config.stats = options.stats;
     config.time_limit = options.time_limit;
     config.net = net;
-    config.disk = crate::vm_disk::for_run(&services, options.disk.as_deref())?;
+    config.disk = crate::vm_disk::for_run(&services, options.disk.as_deref(), options.swap)?;
     if let Some(memory) = options.memory {
         config.mem_size = memory;
     }

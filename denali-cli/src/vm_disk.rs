@@ -13,25 +13,28 @@ use denali_abi::disk::{DiskLabel, SECTOR_SIZE, sectors_needed};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Bytes a disk needs to hold every VM's window of `services` (0: no VM
-/// asks for a disk).
-pub fn bytes_needed(services: &[Service]) -> u64 {
+/// Bytes a disk needs to hold every VM's window of `services` and `swap`
+/// bytes of swap area after them (0: no disk is needed).
+pub fn bytes_needed(services: &[Service], swap: u64) -> u64 {
     let windows = services.iter().flat_map(|s| (0..s.manifest.instances).map(|_| s.manifest.disk / SECTOR_SIZE as u64));
     let windows: Vec<u64> = windows.filter(|&sectors| sectors != 0).collect();
-    if windows.is_empty() {
+    if windows.is_empty() && swap == 0 {
         return 0;
     }
-    sectors_needed(windows).map_or(u64::MAX, |sectors| sectors.saturating_mul(SECTOR_SIZE as u64))
+    let windows = sectors_needed(windows).map_or(u64::MAX, |sectors| sectors.saturating_mul(SECTOR_SIZE as u64));
+    // The swap area starts at the next page.
+    windows.next_multiple_of(4096).saturating_add(swap)
 }
 
-/// The disk file a run of `services` uses, made ready: `explicit` (from
-/// `--disk`) or the first service's; `None` when no VM asks for a disk.
-pub fn for_run(services: &[Service], explicit: Option<&Path>) -> Result<Option<PathBuf>> {
-    let bytes = bytes_needed(services);
+/// The disk file a run of `services` uses, made ready with `swap` bytes of
+/// swap area: `explicit` (from `--disk`) or the first service's; `None`
+/// when no VM asks for a disk and there is no swap.
+pub fn for_run(services: &[Service], explicit: Option<&Path>, swap: u64) -> Result<Option<PathBuf>> {
+    let bytes = bytes_needed(services, swap);
     let path = match (bytes, explicit, services.first()) {
         (0, Some(_), _) => {
             bail!(
-                "--disk names a disk file but no VM asks for a disk: add [disk] size = \"1 MiB\" to the service's Denali.toml"
+                "--disk names a disk file but no VM asks for a disk: add [disk] size = \"1 MiB\" to the service's Denali.toml, or give --swap MIB"
             )
         }
         (0, None, _) | (_, None, None) => return Ok(None),

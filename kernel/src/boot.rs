@@ -133,14 +133,10 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
                 Some(nic)
             });
     }
-    // The disk is looked for only when a VM asks for one: a machine's
-    // other disks are none of the kernel's business.
-    if wants_disk {
-        kernel.disk = start_disk(&mut kernel.frames, kernel_pml4, &info);
-        if verbose && let Some(disk) = &kernel.disk {
-            kprintln!("denali: disk: {} MiB", disk.sectors >> 11);
-        }
-    }
+    // The disk our monitor names is ours; on a PCI machine only a disk
+    // with the Denali label is (a machine's other disks are none of the
+    // kernel's business, and are not worth a word unless a VM wanted one).
+    kernel.disk = start_disk(&mut kernel.frames, kernel_pml4, &info, wants_disk || info.blk_mmio != 0);
     let mut next_sector = FIRST_DATA_SECTOR;
     kernel.switch.has_uplink = kernel.uplink.is_some();
     if !kernel.preemption {
@@ -208,6 +204,17 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
             }
         }
     }
+    // Whatever the windows leave of the disk is the swap area, as much of
+    // it as a quarter of the free kernel heap can keep track of.
+    if let Some(disk) = &kernel.disk {
+        let slots = (heap.lock().free() / 4 / crate::swap::HEAP_PER_SLOT) as u64;
+        let end = disk.sectors.min(next_sector.saturating_add(slots * 8));
+        kernel.swap = crate::swap::SwapArea::new(next_sector, end);
+        if verbose {
+            let swap_mib = kernel.swap.as_ref().map_or(0, |s| u64::from(s.slots()) >> 8);
+            kprintln!("denali: disk: {} MiB, of which {swap_mib} MiB swap", disk.sectors >> 11);
+        }
+    }
     let made = kernel.vms.iter().filter(|vm| vm.is_some()).count() as u64;
     kernel.boot = BootReport {
         vms: made,
@@ -226,8 +233,9 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
 
 /// Starts the VMs' disk: the virtio-mmio device the loader names, or the
 /// first virtio-blk device on the PCI bus. Without one, VMs that ask for a
-/// disk are refused (and the rest run), so a failure is reported, not fatal.
-fn start_disk(frames: &mut FrameAllocator, kernel_pml4: u64, info: &BootInfo) -> Option<Disk> {
+/// disk are refused (and the rest run) and nothing is swapped, so a failure
+/// is reported (when `loud`), not fatal.
+fn start_disk(frames: &mut FrameAllocator, kernel_pml4: u64, info: &BootInfo, loud: bool) -> Option<Disk> {
     let disk = if info.blk_mmio != 0 {
         let registers = phys::map_mmio(frames, kernel_pml4, info.blk_mmio, VIRTIO_MMIO_SIZE)?;
         // SAFETY: the loader says a virtio-mmio register page is at
@@ -239,7 +247,12 @@ fn start_disk(frames: &mut FrameAllocator, kernel_pml4: u64, info: &BootInfo) ->
     } else {
         return None;
     };
-    disk.map_err(|e| kprintln!("denali: {e}")).ok()
+    disk.map_err(|e| {
+        if loud {
+            kprintln!("denali: {e}");
+        }
+    })
+    .ok()
 }
 
 /// Maps and starts the virtio-mmio NIC at physical `mmio`; without it the

@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod mem;
 pub mod net;
 pub mod sched;
+pub mod swap;
 pub mod time;
 
 #[cfg(target_os = "none")]

@@ -17,6 +17,10 @@ use std::io::Write;
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 
+/// Least guest RAM: the kernel's smallest heap (8 MiB, and as much again
+/// to find room for it), the kernel and a little for VMs.
+const MIN_MEM_SIZE: u64 = 32 << 20;
+
 /// A KVM VM ready to enter the kernel.
 pub struct Machine {
     // Kept alive for as long as the vCPU runs (the NIC raises interrupts
@@ -58,10 +62,11 @@ impl Machine {
             None => None,
         };
         let vm = Arc::new(kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?);
-        if config.mem_size > layout::MAX_MEM_SIZE || config.mem_size < 64 << 20 {
+        if config.mem_size > layout::MAX_MEM_SIZE || config.mem_size < MIN_MEM_SIZE {
             return Err(Error::Memory(format!(
-                "{} MiB of guest memory requested; between 64 MiB and {} GiB is supported",
+                "{} MiB of guest memory requested; between {} MiB and {} GiB is supported",
                 config.mem_size >> 20,
+                MIN_MEM_SIZE >> 20,
                 layout::MAX_MEM_SIZE >> 30
             )));
         }

@@ -8,11 +8,15 @@
 //! the time spent waiting is charged to the VM that asked.
 
 use super::KernelHal;
+use crate::mem::phys;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use denali_abi::disk::{DISK_IO_MAX, DiskLabel, SECTOR_SIZE};
 use denali_abi::hypercall::Error;
+
+/// Bytes in a page frame.
+const FRAME_SIZE: usize = crate::mem::frame::FRAME_SIZE as usize;
 use virtio_drivers::device::blk::VirtIOBlk;
 use virtio_drivers::transport::SomeTransport;
 
@@ -85,6 +89,28 @@ impl Disk {
         let buffer = &mut self.buffer[..len];
         fill(buffer)?;
         self.device.write_blocks(sector as usize, buffer).map_err(|_| Error::Io)
+    }
+
+    /// Writes the page-sized frame at physical address `frame` at
+    /// `sector`, the device reading the frame itself (no copy).
+    pub fn write_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
+        self.check(sector, FRAME_SIZE)?;
+        // SAFETY: the caller owns the frame (taken out of a VM's space and
+        // not yet freed); the physmap maps it, and nothing writes it while
+        // the device reads it (the transfer completes before we return).
+        let bytes = unsafe { core::slice::from_raw_parts(phys::to_virt(frame), FRAME_SIZE) };
+        self.device.write_blocks(sector as usize, bytes).map_err(|_| Error::Io)
+    }
+
+    /// Reads a page from `sector` straight into the frame at physical
+    /// address `frame`.
+    pub fn read_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
+        self.check(sector, FRAME_SIZE)?;
+        // SAFETY: the caller owns the frame (freshly allocated, not yet
+        // mapped anywhere); the physmap maps it, and no one else holds a
+        // reference to it.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(phys::to_virt(frame), FRAME_SIZE) };
+        self.device.read_blocks(sector as usize, bytes).map_err(|_| Error::Io)
     }
 
     /// Refuses what the device would (or what `virtio-drivers` asserts on):

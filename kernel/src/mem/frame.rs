@@ -69,6 +69,11 @@ impl FrameAllocator {
     pub fn total(&self) -> u64 {
         self.total
     }
+
+    /// Frames free.
+    pub fn available(&self) -> u64 {
+        self.total - self.in_use
+    }
 }
 
 #[cfg(test)]

@@ -52,10 +52,24 @@ pub enum MapError {
 /// A VM's page tables.
 pub struct AddressSpace {
     pml4: u64,
-    /// Every frame this space owns: its page tables and its private pages
-    /// (never the shared image frames). Freeing a space frees exactly
-    /// these, without walking the tables.
-    owned: Vec<u64>,
+    /// The frames of its page tables.
+    tables: Vec<u64>,
+    /// Its private pages: flat address and frame (never the shared image
+    /// frames). Freeing a space frees exactly these and the tables, without
+    /// walking the tables; swapping a VM out takes these.
+    private: Vec<(u64, u64)>,
+}
+
+/// A private page taken out of a space (see [`AddressSpace::take_private`]):
+/// where it was, its frame, and its page-table flags, to map it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TakenPage {
+    /// Flat address.
+    pub vaddr: u64,
+    /// The frame, now the caller's.
+    pub frame: u64,
+    /// Its page-table flags.
+    pub flags: u64,
 }
 
 impl AddressSpace {
@@ -71,11 +85,11 @@ impl AddressSpace {
                 table[i] = kernel[i].clone();
             }
         }
-        Some(AddressSpace { pml4, owned: alloc::vec![pml4] })
+        Some(AddressSpace { pml4, tables: alloc::vec![pml4], private: Vec::new() })
     }
 
-    /// The space's page tables, and the list of frames it owns (the mapper
-    /// adds the page-table frames it allocates).
+    /// The space's page tables, and the list of its table frames (the
+    /// mapper adds the ones it allocates).
     fn parts(&mut self) -> (OffsetPageTable<'_>, &mut Vec<u64>) {
         // SAFETY: the PML4 is a frame this space owns, reached through the
         // physmap, which maps all physical memory at PHYS_OFFSET; nothing
@@ -84,7 +98,7 @@ impl AddressSpace {
             let table = &mut *(phys::to_virt(self.pml4) as *mut PageTable);
             OffsetPageTable::new(table, phys::virt_addr(0))
         };
-        (mapper, &mut self.owned)
+        (mapper, &mut self.tables)
     }
 
     /// The frame for CR3.
@@ -134,7 +148,7 @@ impl AddressSpace {
             Ok(flush) => {
                 flush.flush();
                 if backing == Backing::Private {
-                    owned.push(frame);
+                    self.private.push((vaddr, frame));
                 }
                 Ok(())
             }
@@ -176,7 +190,7 @@ impl AddressSpace {
         {
             Ok(flush) => {
                 flush.flush();
-                owned.push(copy);
+                self.private.push((page.start_address().as_u64(), copy));
                 Ok(true)
             }
             Err(_) => {
@@ -202,8 +216,56 @@ impl AddressSpace {
     /// Frees every frame the space owns: its tables and private pages, never
     /// the shared image frames (they belong to the image).
     pub fn destroy(self, frames: &mut FrameAllocator) {
-        for frame in self.owned {
+        for frame in self.tables.into_iter().chain(self.private.into_iter().map(|(_, frame)| frame)) {
             frames.free(frame);
+        }
+    }
+
+    /// Private pages mapped.
+    pub fn private_pages(&self) -> usize {
+        self.private.len()
+    }
+
+    /// Unmaps every private page but the one at `keep` and hands them over
+    /// (their frames are the caller's now). The page tables stay.
+    pub fn take_private(&mut self, keep: u64) -> Vec<TakenPage> {
+        let kept: Vec<(u64, u64)> = self.private.iter().copied().filter(|&(vaddr, _)| vaddr == keep).collect();
+        let taken = core::mem::replace(&mut self.private, kept);
+        let (mut mapper, _) = self.parts();
+        let mut pages = Vec::with_capacity(taken.len());
+        for (vaddr, frame) in taken.into_iter().filter(|&(vaddr, _)| vaddr != keep) {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
+            let flags = match mapper.translate(page.start_address()) {
+                TranslateResult::Mapped { flags, .. } => flags.bits(),
+                _ => continue,
+            };
+            if let Ok((_, flush)) = mapper.unmap(page) {
+                flush.flush();
+            }
+            pages.push(TakenPage { vaddr, frame, flags });
+        }
+        pages
+    }
+
+    /// Maps a page [`AddressSpace::take_private`] took back in, in a frame
+    /// of the caller's (now the space's) holding its contents. Its page
+    /// tables are still there, so this takes no other frame.
+    pub fn restore_private(&mut self, frames: &mut FrameAllocator, page: TakenPage) -> Result<(), MapError> {
+        let flags = Flags::from_bits_truncate(page.flags);
+        let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
+        let target = PhysFrame::containing_address(PhysAddr::new(page.frame));
+        let at = Page::<Size4KiB>::containing_address(VirtAddr::new(page.vaddr));
+        let (mut mapper, owned) = self.parts();
+        // SAFETY: the frame is the caller's alone and holds this page's
+        // contents; the flags are the ones the page had.
+        match unsafe { mapper.map_to_with_table_flags(at, target, flags, parents, &mut Frames { frames, owned }) } {
+            Ok(flush) => {
+                flush.flush();
+                self.private.push((page.vaddr, page.frame));
+                Ok(())
+            }
+            Err(MapToError::FrameAllocationFailed) => Err(MapError::OutOfMemory),
+            Err(_) => Err(MapError::AlreadyMapped),
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::net::{Action, Port, Switch, UPLINK_SENDER};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
+use crate::swap::{IdleQueue, SwapArea, Watermarks};
 use crate::time::Clock;
 use crate::vm::fault::Fault;
 use crate::vm::hypercall::{self, Env, Outcome};
@@ -25,6 +26,7 @@ use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
 
 mod report;
+mod swapping;
 
 const HYPERCALL: u64 = HYPERCALL_VECTOR as u64;
 const TIMER: u64 = apic::TIMER_VECTOR;
@@ -98,8 +100,14 @@ pub struct Kernel {
     pub switch: Switch,
     /// The machine's NIC, the switch's uplink.
     pub uplink: Option<Nic>,
-    /// The machine's disk, holding the VMs' windows.
+    /// The machine's disk, holding the VMs' windows and the swap area.
     pub disk: Option<Disk>,
+    /// The swap area, if the disk has room for one.
+    pub swap: Option<SwapArea>,
+    /// Idle VMs, oldest first: who to swap out.
+    idle: IdleQueue,
+    /// When to swap.
+    pub watermarks: Watermarks,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
     loaded_root: PhysFrame,
 }
@@ -107,6 +115,7 @@ pub struct Kernel {
 impl Kernel {
     /// A kernel with no VMs yet.
     pub fn new(frames: FrameAllocator, clock: Clock, kernel_pml4: u64, verbose: bool) -> Self {
+        let frames_total = frames.total();
         Kernel {
             frames,
             sched: Scheduler::new(),
@@ -129,6 +138,9 @@ impl Kernel {
             switch: Switch::default(),
             uplink: None,
             disk: None,
+            swap: None,
+            idle: IdleQueue::default(),
+            watermarks: Watermarks::for_total(frames_total),
         }
     }
 
@@ -183,6 +195,7 @@ impl Kernel {
             }
             if let Some(id) = self.sched.pick_next() {
                 self.run_slice(id, prefix);
+                self.relieve_pressure();
                 continue;
             }
             match self.next_event() {
@@ -234,8 +247,16 @@ impl Kernel {
     /// again right after the woken VM; one that used its slice up goes to
     /// the back of the queue. Spinning VMs thus share the CPU equally.
     fn run_slice(&mut self, id: VmId, prefix: bool) {
-        let Some(slice) = self.vms[id as usize].as_ref().map(|vm| vm.slice_left) else { return };
+        if !self.swap_in(id) {
+            return;
+        }
         let started = self.now();
+        let Some(slice) = self.vms[id as usize].as_mut().map(|vm| {
+            vm.last_ran = started;
+            vm.slice_left
+        }) else {
+            return;
+        };
         let mut deadline = self.next_event();
         if self.sched.has_runnable() {
             let slice_end = started + slice;
@@ -457,7 +478,7 @@ impl Kernel {
                     };
                     match hypercall::dispatch(vm, &mut env) {
                         Outcome::Resume(value) => vm.context.rax = value,
-                        Outcome::Block => return,
+                        Outcome::Block => return self.note_idle(id),
                         Outcome::Yield => {
                             vm.context.rax = 0;
                             self.sched.make_runnable(id);
@@ -497,6 +518,15 @@ impl Kernel {
                         address: (vector == VECTOR_PAGE_FAULT).then(Cr2::read_raw),
                     };
                     if !vm.resolve_fault(&mut self.frames, &fault) {
+                        // Out of frames: swap idle VMs out and run the
+                        // faulting instruction again.
+                        if vm.out_of_memory && self.reclaim(self.watermarks.high, id) {
+                            let Some(again) = self.vms[id as usize].as_mut() else { return };
+                            vm = again;
+                            vm.out_of_memory = false;
+                            continue;
+                        }
+                        let Some(vm) = self.vms[id as usize].as_ref() else { return };
                         kprintln!("denali: {}", vm.describe(&fault));
                         return self.finish(id, fault_status(vector));
                     }
@@ -524,6 +554,9 @@ impl Kernel {
             // leave the VM's tables before freeing them.
             unsafe { Cr3::write(kernel_root, Cr3Flags::empty()) };
             self.loaded_root = kernel_root;
+        }
+        if let Some(swap) = self.swap.as_mut() {
+            vm.swapped.iter().for_each(|page| swap.free(page.slot));
         }
         vm.space.destroy(&mut self.frames);
     }

@@ -86,6 +86,8 @@ impl Kernel {
             total.frames_dropped += stats.frames_dropped;
             total.disk_read_bytes += stats.disk_read_bytes;
             total.disk_written_bytes += stats.disk_written_bytes;
+            total.swap_outs += stats.swap_outs;
+            total.pages_swapped_out += stats.pages_swapped_out;
         }
         row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
         let boot = self.boot;
@@ -109,6 +111,16 @@ impl Kernel {
                 out,
                 lost,
                 into
+            );
+        }
+        if let Some(swap) = &self.swap {
+            kprintln!(
+                "denali: swap: {} swap-outs ({} pages, {} KiB written); swap area {} MiB, {} pages in use at the end",
+                total.swap_outs,
+                total.pages_swapped_out,
+                total.pages_swapped_out * 4,
+                u64::from(swap.slots()) >> 8,
+                u64::from(swap.slots()) - swap.free_slots()
             );
         }
         // Every VM's frames went back: only the images' pages stay.

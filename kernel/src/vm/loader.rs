@@ -148,6 +148,9 @@ impl Loader<'_> {
                     rx: RxRing::default(),
                     ipv4,
                     disk,
+                    swapped: Vec::new(),
+                    idle_stamp: 0,
+                    last_ran: 0,
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)

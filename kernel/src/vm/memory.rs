@@ -5,12 +5,13 @@
 use super::Vm;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
-use crate::mem::space::Rights;
+use crate::mem::space::{MapError, Rights};
 use denali_abi::hypercall::Error;
 
 impl Vm {
     /// Maps a zero page for a first touch of a heap or stack address.
-    /// Returns false if `addr` is not in a demand-zero region or memory ran out.
+    /// Returns false if `addr` is not in a demand-zero region or memory ran
+    /// out (then `out_of_memory` says so).
     pub fn populate(&mut self, frames: &mut FrameAllocator, addr: u64) -> bool {
         if !self.layout.is_demand_zero(addr) {
             return false;
@@ -21,7 +22,10 @@ impl Vm {
                 self.stats.resident_pages += 1;
                 true
             }
-            Err(_) => false,
+            Err(e) => {
+                self.out_of_memory = e == MapError::OutOfMemory;
+                false
+            }
         }
     }
 

@@ -48,6 +48,10 @@ pub struct Stats {
     pub disk_read_bytes: u64,
     /// Bytes it wrote to its disk window.
     pub disk_written_bytes: u64,
+    /// Times it was swapped out.
+    pub swap_outs: u64,
+    /// Pages written to swap.
+    pub pages_swapped_out: u64,
 }
 
 /// The exit status of a VM stopped by a fault: 128 + the vector, as a
@@ -114,6 +118,12 @@ pub struct Vm {
     pub ipv4: denali_abi::net::Ipv4Config,
     /// Its window of the machine's disk (no sectors: no disk).
     pub disk: denali_abi::disk::Window,
+    /// Its pages in the swap area (empty: it is resident).
+    pub swapped: alloc::vec::Vec<crate::swap::SwappedPage>,
+    /// The stamp of its latest entry in the kernel's idle queue.
+    pub idle_stamp: u64,
+    /// When it last started to run (global clock).
+    pub last_ran: u64,
 }
 
 impl Vm {
