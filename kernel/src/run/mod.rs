@@ -20,6 +20,7 @@ use alloc::collections::TryReserveError;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
+use denali_abi::disk::DISK_IO_MAX;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP, HYPERCALL_VECTOR};
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
@@ -111,6 +112,10 @@ pub struct Kernel {
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
     loaded_root: PhysFrame,
 }
+
+/// Frames a hypercall may need: the pages of its largest buffer
+/// ([`DISK_IO_MAX`] bytes, not page aligned) and their page tables.
+const HYPERCALL_FRAMES: u64 = (DISK_IO_MAX as u64).div_ceil(4096) + 1 + 3;
 
 impl Kernel {
     /// A kernel with no VMs yet.
@@ -467,6 +472,15 @@ impl Kernel {
 
             match vm.context.vector {
                 HYPERCALL => {
+                    // A hypercall may touch up to 64 KiB of the VM's memory
+                    // for the first time: have frames for that free, so it
+                    // never fails for want of memory while VMs could be
+                    // swapped out.
+                    if self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES {
+                        self.reclaim(HYPERCALL_FRAMES, id);
+                        let Some(again) = self.vms[id as usize].as_mut() else { return };
+                        vm = again;
+                    }
                     let now = self.clock.ns_at(rdtsc());
                     let mut env = Env {
                         frames: &mut self.frames,
