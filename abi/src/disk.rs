@@ -6,7 +6,8 @@
 //! disk or any other disk a machine happens to have is never written. The
 //! windows follow from [`FIRST_DATA_SECTOR`], one after another in boot
 //! order: VM 0 of image 0 first, and each VM's window as large as its
-//! image's manifest asks (`[disk] size`, carried in the boot bundle).
+//! image's manifest asks (`[disk] size`, carried in the boot bundle). The
+//! swap area, if the label names one, lies beyond every window.
 
 /// Bytes in a sector: the unit of `disk_read` and `disk_write`.
 pub const SECTOR_SIZE: usize = 512;
@@ -21,36 +22,50 @@ pub const FIRST_DATA_SECTOR: u64 = 8;
 /// Magic value at the start of [`DiskLabel`].
 pub const DISK_MAGIC: [u8; 8] = *b"DNLDISK1";
 
-/// Sector 0 of a Denali disk.
-#[repr(C)]
+/// Sector 0 of a Denali disk: the magic, and where the swap area is.
+///
+/// Written by the toolchain before each boot; the kernel only reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskLabel {
-    /// [`DISK_MAGIC`].
-    pub magic: [u8; 8],
-    /// Layout version of the disk (1).
-    pub version: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// One past the last sector any VM's window has reached on this disk:
+    /// the swap area never starts before it, so it never overwrites a
+    /// window a later boot may use again.
+    pub windows_end: u64,
+    /// First sector of the swap area.
+    pub swap_start: u64,
+    /// Sectors in the swap area (0: none). Its contents are scratch: only
+    /// what a boot wrote there itself is ever read back.
+    pub swap_sectors: u64,
 }
 
-/// The current [`DiskLabel::version`].
+/// The current layout version, after [`DISK_MAGIC`].
 pub const DISK_LAYOUT_VERSION: u32 = 1;
 
 impl DiskLabel {
-    /// The label of a disk laid out as this crate says.
-    pub const CURRENT: DiskLabel = DiskLabel { magic: DISK_MAGIC, version: DISK_LAYOUT_VERSION, reserved: 0 };
+    /// A label for a disk with no window used yet and no swap area.
+    pub const EMPTY: DiskLabel = DiskLabel { windows_end: FIRST_DATA_SECTOR, swap_start: 0, swap_sectors: 0 };
 
-    /// Sector 0 carrying this label.
+    /// Sector 0 carrying this label: magic, version, a reserved word, then
+    /// the three fields, little-endian.
     pub fn to_sector(&self) -> [u8; SECTOR_SIZE] {
         let mut sector = [0u8; SECTOR_SIZE];
-        sector[..8].copy_from_slice(&self.magic);
-        sector[8..12].copy_from_slice(&self.version.to_le_bytes());
+        sector[..8].copy_from_slice(&DISK_MAGIC);
+        sector[8..12].copy_from_slice(&DISK_LAYOUT_VERSION.to_le_bytes());
+        for (i, value) in [self.windows_end, self.swap_start, self.swap_sectors].into_iter().enumerate() {
+            sector[16 + 8 * i..24 + 8 * i].copy_from_slice(&value.to_le_bytes());
+        }
         sector
     }
 
-    /// Whether `sector` (a disk's sector 0) carries the current label.
-    pub fn is_on(sector: &[u8]) -> bool {
-        sector.get(..16).is_some_and(|head| head == &DiskLabel::CURRENT.to_sector()[..16])
+    /// The label on `sector` (a disk's sector 0), if it carries one of
+    /// this layout version.
+    pub fn parse(sector: &[u8]) -> Option<DiskLabel> {
+        let head = sector.get(..40)?;
+        if head[..8] != DISK_MAGIC || head[8..12] != DISK_LAYOUT_VERSION.to_le_bytes() {
+            return None;
+        }
+        let word = |i: usize| u64::from_le_bytes(head[16 + 8 * i..24 + 8 * i].try_into().expect("8 bytes"));
+        Some(DiskLabel { windows_end: word(0), swap_start: word(1), swap_sectors: word(2) })
     }
 }
 
@@ -106,14 +121,15 @@ mod tests {
     }
 
     #[test]
-    fn the_label_is_recognised_and_nothing_else_is() {
-        let sector = DiskLabel::CURRENT.to_sector();
-        assert!(DiskLabel::is_on(&sector));
-        assert!(!DiskLabel::is_on(&[0u8; SECTOR_SIZE]));
+    fn the_label_round_trips_and_nothing_else_is_one() {
+        let label = DiskLabel { windows_end: 520, swap_start: 528, swap_sectors: 1 << 17 };
+        let sector = label.to_sector();
+        assert_eq!(DiskLabel::parse(&sector), Some(label));
+        assert_eq!(DiskLabel::parse(&[0u8; SECTOR_SIZE]), None);
         let mut other_version = sector;
         other_version[8] = 2;
-        assert!(!DiskLabel::is_on(&other_version));
-        assert!(!DiskLabel::is_on(&sector[..10]));
+        assert_eq!(DiskLabel::parse(&other_version), None);
+        assert_eq!(DiskLabel::parse(&sector[..39]), None);
     }
 
     #[test]

@@ -66,8 +66,9 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         // A prebuilt image's manifest is inside it: the disk is the one
         // named, which the kernel checks is large enough.
         [one] => {
-            let disk =
-                options.disk.as_deref().map(|path| vm_disk::prepare(path, options.swap).map(|()| path.to_path_buf()));
+            let disk = options.disk.as_deref().map(|path| {
+                vm_disk::prepare(path, denali_abi::disk::FIRST_DATA_SECTOR, options.swap).map(|()| path.to_path_buf())
+            });
             (one.clone(), disk.transpose()?)
         }
         _ => bail!("--qemu boots one disk image at a time"),
@@ -125,20 +126,24 @@ pub fn qemu_command(boot: QemuBoot<'_>, accel: &str) -> Command {
         QemuBoot::Uefi(_) => "q35",
         QemuBoot::Pvh { machine, .. } => machine,
     };
-    let cpu = if accel.starts_with("kvm") { "host" } else { "max" };
-    qemu.args(["-machine", &format!("{machine},accel={accel}"), "-cpu", cpu, "-m", "1G", "-smp", "1"])
+    qemu.args(["-machine", &format!("{machine},accel={accel}"), "-cpu", "max", "-m", "1G", "-smp", "1"])
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-nodefaults"])
         .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
         .stdin(Stdio::null());
     match boot {
         QemuBoot::Uefi(image) => {
-            qemu.args(["-bios", OVMF]).arg("-drive").arg(format!("format=raw,snapshot=on,file={}", image.display()));
+            qemu.args(["-bios", OVMF]).arg("-drive").arg(format!("format=raw,snapshot=on,file={}", qemu_path(image)));
         }
         QemuBoot::Pvh { kernel, bundle, .. } => {
             qemu.arg("-kernel").arg(kernel).arg("-initrd").arg(bundle);
         }
     }
     qemu
+}
+
+/// A path as a value in a QEMU option list (a comma is written twice).
+fn qemu_path(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
 }
 
 fn boot(image: &Path, disk: Option<&Path>, time_limit: Option<Duration>, forwards: &[(u16, u16)]) -> Result<i32> {
@@ -150,7 +155,7 @@ fn boot(image: &Path, disk: Option<&Path>, time_limit: Option<Duration>, forward
     if let Some(disk) = disk {
         // The VMs' disk on the PCI bus, where the kernel looks for it.
         qemu.arg("-drive")
-            .arg(format!("format=raw,if=none,id=vmdisk,file={}", disk.display()))
+            .arg(format!("format=raw,if=none,id=vmdisk,file={}", qemu_path(disk)))
             .args(["-device", "virtio-blk-pci,drive=vmdisk"]);
     }
     if !forwards.is_empty() {

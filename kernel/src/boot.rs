@@ -125,7 +125,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         kernel.uplink = start_nic(&mut kernel.frames, kernel_pml4, info.net_mmio);
     } else if info.flags & BOOT_FLAG_PCI != 0 {
         kernel.uplink =
-            pci::find_virtio(&mut kernel.frames, kernel_pml4, DeviceType::Network).and_then(|(transport, route)| {
+            pci::find_virtio(&mut kernel.frames, kernel_pml4, DeviceType::Network, 0).and_then(|(transport, route)| {
                 let mut nic = Nic::new_pci(transport)
                     .map_err(|e| kprintln!("denali: {e}; the VMs can reach only each other"))
                     .ok()?;
@@ -157,7 +157,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
             Err(e) => {
                 kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
                 (0..entry.instances).for_each(|_| kernel.refuse(entry.name()));
-                next_sector = next_sector.saturating_add(u64::from(entry.instances) * entry.disk_sectors);
+                next_sector = next_sector.saturating_add(u64::from(entry.instances).saturating_mul(entry.disk_sectors));
                 continue;
             }
         };
@@ -204,12 +204,19 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
             }
         }
     }
-    // Whatever the windows leave of the disk is the swap area, as much of
-    // it as a quarter of the free kernel heap can keep track of.
+    // The swap area is where the label says, if that is past every window
+    // of this boot, and as much of it as a quarter of the free kernel heap
+    // can keep track of.
     if let Some(disk) = &kernel.disk {
-        let slots = (heap.lock().free() / 4 / crate::swap::HEAP_PER_SLOT) as u64;
-        let end = disk.sectors.min(next_sector.saturating_add(slots * 8));
-        kernel.swap = crate::swap::SwapArea::new(next_sector, end);
+        let label = disk.label;
+        if label.swap_sectors != 0 && label.swap_start < next_sector {
+            kprintln!("denali: the disk's swap area overlaps the VMs' disk windows; nothing will be swapped");
+        } else if label.swap_sectors != 0 {
+            let slots = (heap.lock().free() / 4 / crate::swap::HEAP_PER_SLOT) as u64;
+            let end =
+                label.swap_start.saturating_add(label.swap_sectors.min(slots.saturating_mul(8))).min(disk.sectors);
+            kernel.swap = crate::swap::SwapArea::new(label.swap_start, end);
+        }
         if verbose {
             let swap_mib = kernel.swap.as_ref().map_or(0, |s| u64::from(s.slots()) >> 8);
             kprintln!("denali: disk: {} MiB, of which {swap_mib} MiB swap", disk.sectors >> 11);
@@ -232,7 +239,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
 }
 
 /// Starts the VMs' disk: the virtio-mmio device the loader names, or the
-/// first virtio-blk device on the PCI bus. Without one, VMs that ask for a
+/// first labelled virtio-blk device on the PCI bus. Without one, VMs that ask for a
 /// disk are refused (and the rest run) and nothing is swapped, so a failure
 /// is reported (when `loud`), not fatal.
 fn start_disk(frames: &mut FrameAllocator, kernel_pml4: u64, info: &BootInfo, loud: bool) -> Option<Disk> {
@@ -242,8 +249,17 @@ fn start_disk(frames: &mut FrameAllocator, kernel_pml4: u64, info: &BootInfo, lo
         // `blk_mmio`; it was just mapped, and only this driver uses it.
         unsafe { Disk::new_mmio(core::ptr::NonNull::new(registers)?, VIRTIO_MMIO_SIZE as usize) }
     } else if info.flags & BOOT_FLAG_PCI != 0 {
-        let (transport, _) = pci::find_virtio(frames, kernel_pml4, DeviceType::Block)?;
-        Disk::new_pci(transport)
+        // The first virtio-blk device that carries the label (the machine
+        // may have booted from another).
+        let mut result = Err("the machine has no virtio-blk disk");
+        for nth in 0.. {
+            let Some((transport, _)) = pci::find_virtio(frames, kernel_pml4, DeviceType::Block, nth) else { break };
+            result = Disk::new_pci(transport);
+            if result.is_ok() {
+                break;
+            }
+        }
+        result
     } else {
         return None;
     };

@@ -102,6 +102,9 @@ fn transfer(call: Hypercall, sector: u64, addr: u64, len: usize) -> Result<()> {
     match call3(call, sector, addr, len as u64) {
         Ok(_) => Ok(()),
         Err(CallError::Io) => Err(Error::new(ErrorKind::Other, "the machine's disk failed the transfer")),
+        Err(CallError::BadAddress) => {
+            Err(Error::new(ErrorKind::InvalidInput, "the buffer is not memory this VM may read or write"))
+        }
         Err(_) => Err(Error::new(ErrorKind::InvalidInput, "the kernel refused the disk transfer")),
     }
 }

@@ -40,7 +40,7 @@ pub struct BlockDevice {
     file: File,
     sectors: u64,
     /// Requests answered with an error status.
-    pub failed: u64,
+    failed: u64,
 }
 
 impl BlockDevice {

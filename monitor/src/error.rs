@@ -30,6 +30,8 @@ pub enum Error {
     Tap(crate::net::TapError),
     /// The disk file could not be opened.
     Disk(std::path::PathBuf, io::Error),
+    /// Another run holds the disk file.
+    DiskInUse(std::path::PathBuf),
 }
 
 impl fmt::Display for Error {
@@ -69,6 +71,11 @@ impl fmt::Display for Error {
                     path.display()
                 )
             }
+            Error::DiskInUse(path) => write!(
+                f,
+                "the disk file {} is in use by another run: wait for it to end, or name another file with --disk",
+                path.display()
+            ),
             Error::Listen(port, e) => {
                 write!(f, "cannot listen on 127.0.0.1:{port} ({e}): forward another host port (-p HOST:GUEST)")
             }

@@ -56,9 +56,7 @@ impl Machine {
             None => None,
         };
         let disk_file = match &config.disk {
-            Some(path) => Some(
-                std::fs::File::options().read(true).write(true).open(path).map_err(|e| Error::Disk(path.clone(), e))?,
-            ),
+            Some(path) => Some(open_disk(path)?),
             None => None,
         };
         let vm = Arc::new(kvm.create_vm().map_err(|e| Error::Kvm("create a VM", e))?);
@@ -293,6 +291,17 @@ const BLK_MMIO_ADDR: u64 = NET_MMIO_ADDR + VIRTIO_MMIO_SIZE;
 /// The register offset, if `addr` is one of the disk's registers.
 fn disk_register(addr: u64) -> Option<u64> {
     addr.checked_sub(BLK_MMIO_ADDR).filter(|&o| o < VIRTIO_MMIO_SIZE)
+}
+
+/// Opens the disk file for reading and writing, locked against another
+/// run using it at the same time (the lock goes with the file).
+fn open_disk(path: &std::path::Path) -> Result<File, Error> {
+    let file = File::options().read(true).write(true).open(path).map_err(|e| Error::Disk(path.to_path_buf(), e))?;
+    // SAFETY: flock on a descriptor we own; it changes nothing but the lock.
+    if unsafe { libc::flock(std::os::unix::io::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(Error::DiskInUse(path.to_path_buf()));
+    }
+    Ok(file)
 }
 
 fn open_kernel(config: &Config) -> Result<File, Error> {

@@ -59,16 +59,17 @@ const CAP_VENDOR: u8 = 0x09;
 const CAP_MSIX: u8 = 0x11;
 const VIRTIO_PCI_CAP_COMMON_CFG: u8 = 1;
 
-/// The first virtio device of `kind` on bus 0, its memory BARs mapped
-/// uncached and bus mastering on: its transport for `virtio-drivers`, and
-/// how to route its interrupt.
+/// The `nth` virtio device of `kind` on bus 0 (counting from 0), its
+/// memory BARs mapped uncached and bus mastering on: its transport for
+/// `virtio-drivers`, and how to route its interrupt.
 pub fn find_virtio(
     frames: &mut FrameAllocator,
     kernel_pml4: u64,
     kind: DeviceType,
+    nth: usize,
 ) -> Option<(PciTransport, InterruptRoute)> {
     let mut root = PciRoot::new(PortCam);
-    let found = root.enumerate_bus(0).find(|(_, info)| virtio_device_type(info) == Some(kind));
+    let found = root.enumerate_bus(0).filter(|(_, info)| virtio_device_type(info) == Some(kind)).nth(nth);
     let (device_function, _) = found?;
     let bars = root.bars(device_function).ok()?;
     let mut bar_address = [0u64; 6];

@@ -25,6 +25,8 @@ pub struct Disk {
     device: VirtIOBlk<KernelHal, SomeTransport<'static>>,
     /// Its size in sectors.
     pub sectors: u64,
+    /// Its label (where the swap area is).
+    pub label: DiskLabel,
     /// Where transfers go through: allocated once, as large as the largest
     /// transfer (allocating and zeroing a buffer per request cost more than
     /// the request itself where kernel code is emulated).
@@ -60,11 +62,10 @@ impl Disk {
         let mut device = VirtIOBlk::new(transport).map_err(|_| "the virtio-blk disk refused to start")?;
         device.disable_interrupts();
         let sectors = device.capacity();
-        let mut disk = Disk { device, sectors, buffer: vec![0u8; DISK_IO_MAX] };
-        let label = disk.read(0, SECTOR_SIZE).map_err(|_| "the virtio-blk disk could not be read")?;
-        if !DiskLabel::is_on(label) {
-            return Err("the virtio-blk disk carries no Denali label (cargo denali writes one), so it is left alone");
-        }
+        let mut disk = Disk { device, sectors, label: DiskLabel::EMPTY, buffer: vec![0u8; DISK_IO_MAX] };
+        let sector = disk.read(0, SECTOR_SIZE).map_err(|_| "the virtio-blk disk could not be read")?;
+        disk.label = DiskLabel::parse(sector)
+            .ok_or("the virtio-blk disk carries no Denali label (cargo denali writes one), so it is left alone")?;
         Ok(disk)
     }
 
@@ -93,22 +94,28 @@ impl Disk {
 
     /// Writes the page-sized frame at physical address `frame` at
     /// `sector`, the device reading the frame itself (no copy).
-    pub fn write_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
+    ///
+    /// # Safety
+    ///
+    /// `frame` must be a frame of RAM the caller owns, which nothing writes
+    /// until this returns (the transfer is complete by then).
+    pub unsafe fn write_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
         self.check(sector, FRAME_SIZE)?;
-        // SAFETY: the caller owns the frame (taken out of a VM's space and
-        // not yet freed); the physmap maps it, and nothing writes it while
-        // the device reads it (the transfer completes before we return).
+        // SAFETY: the caller's promise; the physmap maps all RAM.
         let bytes = unsafe { core::slice::from_raw_parts(phys::to_virt(frame), FRAME_SIZE) };
         self.device.write_blocks(sector as usize, bytes).map_err(|_| Error::Io)
     }
 
     /// Reads a page from `sector` straight into the frame at physical
-    /// address `frame`.
-    pub fn read_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
+    /// address `frame` (the device writes it).
+    ///
+    /// # Safety
+    ///
+    /// `frame` must be a frame of RAM the caller owns, mapped nowhere else
+    /// and referenced by nothing while this runs.
+    pub unsafe fn read_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
         self.check(sector, FRAME_SIZE)?;
-        // SAFETY: the caller owns the frame (freshly allocated, not yet
-        // mapped anywhere); the physmap maps it, and no one else holds a
-        // reference to it.
+        // SAFETY: the caller's promise; the physmap maps all RAM.
         let bytes = unsafe { core::slice::from_raw_parts_mut(phys::to_virt(frame), FRAME_SIZE) };
         self.device.read_blocks(sector as usize, bytes).map_err(|_| Error::Io)
     }

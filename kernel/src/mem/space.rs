@@ -226,38 +226,55 @@ impl AddressSpace {
         self.private.len()
     }
 
-    /// Unmaps every private page but the one at `keep` and hands them over
-    /// (their frames are the caller's now). The page tables stay.
-    pub fn take_private(&mut self, keep: u64) -> Vec<TakenPage> {
-        let kept: Vec<(u64, u64)> = self.private.iter().copied().filter(|&(vaddr, _)| vaddr == keep).collect();
-        let taken = core::mem::replace(&mut self.private, kept);
+    /// Unmaps up to `limit` private pages other than the one at `keep` and
+    /// hands them over (their frames are the caller's now). The page tables
+    /// stay.
+    ///
+    /// The `invlpg` of each unmapping is all the TLB needs: the kernel uses
+    /// no PCIDs and maps no user page global, so another space's entries
+    /// for these pages went with its last CR3 load.
+    pub fn take_private(&mut self, keep: u64, limit: usize) -> Vec<TakenPage> {
+        let private = core::mem::take(&mut self.private);
         let (mut mapper, _) = self.parts();
-        let mut pages = Vec::with_capacity(taken.len());
-        for (vaddr, frame) in taken.into_iter().filter(|&(vaddr, _)| vaddr != keep) {
+        let mut pages = Vec::with_capacity(private.len().min(limit));
+        let mut kept = Vec::new();
+        for (vaddr, frame) in private {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
             let flags = match mapper.translate(page.start_address()) {
-                TranslateResult::Mapped { flags, .. } => flags.bits(),
-                _ => continue,
+                TranslateResult::Mapped { flags, .. } if vaddr != keep && pages.len() < limit => flags.bits(),
+                _ => {
+                    kept.push((vaddr, frame));
+                    continue;
+                }
             };
-            if let Ok((_, flush)) = mapper.unmap(page) {
-                flush.flush();
+            match mapper.unmap(page) {
+                Ok((_, flush)) => {
+                    flush.flush();
+                    pages.push(TakenPage { vaddr, frame, flags });
+                }
+                Err(_) => kept.push((vaddr, frame)),
             }
-            pages.push(TakenPage { vaddr, frame, flags });
         }
+        self.private = kept;
         pages
     }
 
     /// Maps a page [`AddressSpace::take_private`] took back in, in a frame
     /// of the caller's (now the space's) holding its contents. Its page
     /// tables are still there, so this takes no other frame.
-    pub fn restore_private(&mut self, frames: &mut FrameAllocator, page: TakenPage) -> Result<(), MapError> {
+    ///
+    /// # Safety
+    ///
+    /// `page.frame` must be a frame of RAM the caller owns and hands over
+    /// (mapped nowhere else), and `page.flags` flags `take_private` gave.
+    pub unsafe fn restore_private(&mut self, frames: &mut FrameAllocator, page: TakenPage) -> Result<(), MapError> {
         let flags = Flags::from_bits_truncate(page.flags);
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
         let target = PhysFrame::containing_address(PhysAddr::new(page.frame));
         let at = Page::<Size4KiB>::containing_address(VirtAddr::new(page.vaddr));
         let (mut mapper, owned) = self.parts();
-        // SAFETY: the frame is the caller's alone and holds this page's
-        // contents; the flags are the ones the page had.
+        // SAFETY: the caller hands over a frame of its own and the flags the
+        // page had, so no VM gains access to memory not its own.
         match unsafe { mapper.map_to_with_table_flags(at, target, flags, parents, &mut Frames { frames, owned }) } {
             Ok(flush) => {
                 flush.flush();

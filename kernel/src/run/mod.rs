@@ -114,8 +114,9 @@ pub struct Kernel {
 }
 
 /// Frames a hypercall may need: the pages of its largest buffer
-/// ([`DISK_IO_MAX`] bytes, not page aligned) and their page tables.
-const HYPERCALL_FRAMES: u64 = (DISK_IO_MAX as u64).div_ceil(4096) + 1 + 3;
+/// ([`DISK_IO_MAX`] bytes, not page aligned) and the page tables under
+/// them (a PT on each side of a boundary, a PD and a PDPT across a GiB).
+const HYPERCALL_FRAMES: u64 = (DISK_IO_MAX as u64).div_ceil(4096) + 1 + 5;
 
 impl Kernel {
     /// A kernel with no VMs yet.
@@ -477,7 +478,7 @@ impl Kernel {
                     // never fails for want of memory while VMs could be
                     // swapped out.
                     if self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES {
-                        self.reclaim(HYPERCALL_FRAMES, id);
+                        self.reclaim_idle(HYPERCALL_FRAMES);
                         let Some(again) = self.vms[id as usize].as_mut() else { return };
                         vm = again;
                     }
@@ -532,13 +533,15 @@ impl Kernel {
                         address: (vector == VECTOR_PAGE_FAULT).then(Cr2::read_raw),
                     };
                     if !vm.resolve_fault(&mut self.frames, &fault) {
-                        // Out of frames: swap idle VMs out and run the
-                        // faulting instruction again.
-                        if vm.out_of_memory && self.reclaim(self.watermarks.high, id) {
+                        // Out of frames: swap VMs out and, if that freed any,
+                        // run the faulting instruction again.
+                        if vm.out_of_memory {
+                            self.reclaim(self.watermarks.high, id);
                             let Some(again) = self.vms[id as usize].as_mut() else { return };
                             vm = again;
-                            vm.out_of_memory = false;
-                            continue;
+                            if self.frames.available() > 0 {
+                                continue;
+                            }
                         }
                         let Some(vm) = self.vms[id as usize].as_ref() else { return };
                         kprintln!("denali: {}", vm.describe(&fault));

@@ -11,12 +11,17 @@ use crate::kprintln;
 use crate::mem::space::TakenPage;
 use crate::sched::VmId;
 use crate::swap::SwappedPage;
-use crate::vm::{State, fault_status};
+use crate::vm::{State, Vm, fault_status};
+use alloc::boxed::Box;
 use denali_abi::layout::INFO_PAGE;
 
 /// Exit status of a VM that could not be swapped back in: as one that
 /// found no free frame for a page (a page fault's).
 const SWAP_IN_FAILED_STATUS: i32 = fault_status(14);
+
+/// Turns a swapped-out VM may wait for room while others run before it
+/// pushes a VM in memory out to make room (so no VM is kept out forever).
+const MAX_DEFERRALS: u32 = 8;
 
 impl Kernel {
     /// Notes that VM `id` has just gone idle (a candidate for swapping out).
@@ -37,8 +42,12 @@ impl Kernel {
 
     /// Swaps idle VMs out, oldest idle first, until `wanted` frames are
     /// free. False if it could not free that many.
-    fn reclaim_idle(&mut self, wanted: u64) -> bool {
+    pub(super) fn reclaim_idle(&mut self, wanted: u64) -> bool {
         while self.frames.available() < wanted {
+            // A full area frees nothing: leave the queue as it is.
+            if self.swap.as_ref().is_none_or(|swap| swap.free_slots() == 0) {
+                return false;
+            }
             let vms = &self.vms;
             let Some(victim) = self.idle.pop_oldest(|id, stamp| is_swappable(vms, id, stamp)) else { return false };
             self.swap_out(victim);
@@ -53,9 +62,6 @@ impl Kernel {
     /// longest for its next turn). False if it could not free that many
     /// (no swap area, nobody left to swap out, a full area).
     pub(super) fn reclaim(&mut self, wanted: u64, keep: VmId) -> bool {
-        if self.swap.is_none() {
-            return false;
-        }
         if self.reclaim_idle(wanted) {
             return true;
         }
@@ -75,31 +81,36 @@ impl Kernel {
         }
     }
 
-    /// Writes VM `id`'s private pages to the swap area and frees their
-    /// frames. A page the disk refuses stays resident. False if nothing
-    /// was written.
+    /// Writes as many of VM `id`'s private pages as the swap area has room
+    /// for and frees their frames. False if none was written.
     fn swap_out(&mut self, id: VmId) -> bool {
         let (Some(swap), Some(disk), Some(vm)) =
             (self.swap.as_mut(), self.disk.as_mut(), self.vms[id as usize].as_mut())
         else {
             return false;
         };
-        if swap.free_slots() < vm.space.private_pages() as u64 {
-            return false;
-        }
-        let mut written = 0;
-        let pages = vm.space.take_private(INFO_PAGE);
+        let room = usize::try_from(swap.free_slots()).unwrap_or(usize::MAX);
+        let pages = vm.space.take_private(INFO_PAGE, room);
         vm.swapped.reserve_exact(pages.len());
+        let (mut written, mut lost) = (0, false);
         for page in pages {
-            let slot = swap.alloc().expect("free slots were counted");
-            if disk.write_frame(swap.sector(slot), page.frame).is_ok() {
+            let slot = swap.alloc().expect("no more pages than free slots were taken");
+            // SAFETY: the frame was just unmapped from the VM and is ours
+            // until it is freed below; nothing writes it meanwhile.
+            if unsafe { disk.write_frame(swap.sector(slot), page.frame) }.is_ok() {
                 self.frames.free(page.frame);
                 vm.swapped.push(SwappedPage { vaddr: page.vaddr, flags: page.flags, slot });
                 written += 1;
-            } else {
-                swap.free(slot);
-                // Its page tables are still there: this takes no frame.
-                let _ = vm.space.restore_private(&mut self.frames, page);
+                continue;
+            }
+            // The disk refused the page: put it back where it was (its page
+            // tables are still there, so this needs no frame).
+            swap.free(slot);
+            // SAFETY: the frame is the one take_private handed over for this
+            // page, with its flags.
+            if unsafe { vm.space.restore_private(&mut self.frames, page) }.is_err() {
+                self.frames.free(page.frame);
+                lost = true;
             }
         }
         if written > 0 {
@@ -107,24 +118,32 @@ impl Kernel {
             vm.stats.pages_swapped_out += written;
             vm.stats.resident_pages -= written;
         }
+        if lost {
+            kprintln!("denali: vm {id} ({}) lost a page the disk refused to take; stopping it", vm.name);
+            self.finish(id, SWAP_IN_FAILED_STATUS);
+        }
         written > 0
     }
 
     /// Reads VM `id`'s swapped pages back in, swapping idle VMs out for
-    /// room. Without room, it waits for another turn if other VMs in memory
-    /// can run meanwhile. A VM that cannot come back (no memory even then,
-    /// or the disk fails) is stopped with that reason. True if it is
-    /// resident and can run now.
+    /// room. Without room, it waits for another turn (a few at most) if
+    /// other VMs in memory can run meanwhile. A VM that cannot come back
+    /// (no memory even then, or the disk fails) is stopped with that
+    /// reason. True if it is resident and can run now.
     pub(super) fn swap_in(&mut self, id: VmId) -> bool {
         let Some(count) = self.vms[id as usize].as_ref().map(|vm| vm.swapped.len() as u64) else { return false };
         if count == 0 {
             return true;
         }
-        // Room from idle VMs; failing that, a swapped-out VM waits its next
-        // turn while others in memory run on (they will go idle or exit),
-        // rather than pushing one of them out: that way lies thrashing.
+        // Room from idle VMs; failing that, wait a turn while VMs in memory
+        // run on (they will go idle or exit) rather than push one of them
+        // out at once: that way lies thrashing.
         if !self.reclaim_idle(count + self.watermarks.low) && self.frames.available() < count {
-            if self.vms.iter().flatten().any(|vm| vm.id != id && vm.state == State::Runnable && vm.swapped.is_empty()) {
+            let others_can_run =
+                self.vms.iter().flatten().any(|vm| vm.id != id && vm.state == State::Runnable && vm.swapped.is_empty());
+            let vm = self.vms[id as usize].as_mut().expect("checked above");
+            if others_can_run && vm.deferrals < MAX_DEFERRALS {
+                vm.deferrals += 1;
                 self.sched.make_runnable(id);
                 return false;
             }
@@ -135,6 +154,7 @@ impl Kernel {
         else {
             return false;
         };
+        vm.deferrals = 0;
         let mut problem = None;
         while let Some(page) = vm.swapped.pop() {
             let Some(frame) = self.frames.alloc() else {
@@ -143,10 +163,13 @@ impl Kernel {
                 break;
             };
             let taken = TakenPage { vaddr: page.vaddr, frame, flags: page.flags };
-            if disk.read_frame(swap.sector(page.slot), frame).is_err() {
+            // SAFETY: the frame was just allocated: ours, mapped nowhere.
+            if unsafe { disk.read_frame(swap.sector(page.slot), frame) }.is_err() {
                 problem = Some("the disk failed");
-            } else if vm.space.restore_private(&mut self.frames, taken).is_err() {
-                problem = Some("its page tables refused the page");
+            // SAFETY: the frame holds the page's contents and is handed
+            // over with the flags take_private gave.
+            } else if unsafe { vm.space.restore_private(&mut self.frames, taken) }.is_err() {
+                problem = Some("its page could not be mapped again");
             }
             if problem.is_some() {
                 self.frames.free(frame);
@@ -173,7 +196,7 @@ impl Kernel {
 
 /// The resident VM other than `keep` that ran last, if one has pages to
 /// give.
-fn latest_resident(vms: &[Option<alloc::boxed::Box<crate::vm::Vm>>], keep: VmId) -> Option<VmId> {
+fn latest_resident(vms: &[Option<Box<Vm>>], keep: VmId) -> Option<VmId> {
     vms.iter()
         .flatten()
         .filter(|vm| vm.id != keep && vm.swapped.is_empty() && vm.space.private_pages() > 1)
@@ -183,7 +206,7 @@ fn latest_resident(vms: &[Option<alloc::boxed::Box<crate::vm::Vm>>], keep: VmId)
 
 /// Whether VM `id` is still as it was when it went idle with `stamp`, and
 /// has pages to swap out.
-fn is_swappable(vms: &[Option<alloc::boxed::Box<crate::vm::Vm>>], id: VmId, stamp: u64) -> bool {
+fn is_swappable(vms: &[Option<Box<Vm>>], id: VmId, stamp: u64) -> bool {
     vms.get(id as usize).and_then(Option::as_ref).is_some_and(|vm| {
         vm.state == State::Idle && vm.idle_stamp == stamp && vm.swapped.is_empty() && vm.space.private_pages() > 1
     })

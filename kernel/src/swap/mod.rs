@@ -14,8 +14,9 @@ use alloc::vec::Vec;
 use denali_abi::disk::SECTOR_SIZE;
 
 /// Kernel heap a slot in use can cost: its entry in a VM's swapped list
-/// and in the area's free list.
-pub const HEAP_PER_SLOT: usize = core::mem::size_of::<SwappedPage>() + core::mem::size_of::<u32>();
+/// and in the area's free list, and while the VM is being swapped out, the
+/// list of its pages taken (generously: kernel heap running dry is fatal).
+pub const HEAP_PER_SLOT: usize = 64;
 
 /// Sectors in one slot: a page.
 const SECTORS_PER_SLOT: u64 = FRAME_SIZE / SECTOR_SIZE as u64;
@@ -49,7 +50,7 @@ impl SwapArea {
     /// The slots that fit in sectors `[start, end)` (the first one
     /// page-aligned), or `None` if not one does.
     pub fn new(start: u64, end: u64) -> Option<SwapArea> {
-        let start = start.next_multiple_of(SECTORS_PER_SLOT);
+        let start = start.checked_next_multiple_of(SECTORS_PER_SLOT)?;
         let slots = u32::try_from(end.saturating_sub(start) / SECTORS_PER_SLOT).unwrap_or(u32::MAX);
         (slots > 0).then_some(SwapArea { start, slots, next: 0, freed: Vec::new() })
     }
@@ -167,6 +168,7 @@ mod tests {
         area.free(1);
         assert_eq!((area.free_slots(), area.alloc(), area.alloc()), (1, Some(1), None));
         assert!(SwapArea::new(8, 15).is_none());
+        assert!(SwapArea::new(u64::MAX - 2, u64::MAX).is_none());
     }
 
     #[test]

@@ -27,6 +27,7 @@ impl Vm {
     /// Handles a fault; returns true if the VM can go on (a first touch of a
     /// heap or stack page, or a first write to a copy-on-write data page).
     pub fn resolve_fault(&mut self, frames: &mut FrameAllocator, fault: &Fault) -> bool {
+        self.out_of_memory = false;
         let Some(addr) = fault.address else { return false };
         let error = fault.error_code;
         if error & PF_FETCH != 0 {

@@ -151,6 +151,7 @@ impl Loader<'_> {
                     swapped: Vec::new(),
                     idle_stamp: 0,
                     last_ran: 0,
+                    deferrals: 0,
                 };
                 self.write_info_page(&mut vm, args);
                 Ok(vm)

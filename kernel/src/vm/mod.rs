@@ -124,6 +124,8 @@ pub struct Vm {
     pub idle_stamp: u64,
     /// When it last started to run (global clock).
     pub last_ran: u64,
+    /// Turns it has waited, swapped out, for room to come back in.
+    pub deferrals: u32,
 }
 
 impl Vm {
