@@ -12,7 +12,7 @@
 //! (OVMF, for one, cannot run under the PVM flavour of KVM).
 
 use anyhow::{Context, Result};
-use denali_cli::bare_metal::{QemuBoot, build_images, qemu_command};
+use denali_cli::bare_metal::{QEMU_MEMORY, QemuBoot, build_images, qemu_command};
 use denali_cli::build::BuildOptions;
 use denali_cli::kernel;
 use std::io::{BufRead, BufReader, Write};
@@ -70,7 +70,7 @@ enum Said {
 /// Starts QEMU; time to the first line, then stops it. Gives up at the
 /// first error QEMU reports (after an internal error it waits forever).
 fn qemu_boot(boot: QemuBoot<'_>, accel: &str) -> Result<Duration> {
-    let mut qemu = qemu_command(boot, accel);
+    let mut qemu = qemu_command(boot, accel, QEMU_MEMORY);
     let start = Instant::now();
     let mut child = qemu.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("start QEMU")?;
     let (sender, said) = std::sync::mpsc::channel();
@@ -115,7 +115,7 @@ fn main() -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let service = denali_cli::new::new(scratch.path(), "hello", "hello")?;
     let options = BuildOptions { manifest_path: Some(service.join("Cargo.toml")), release: true, ..Default::default() };
-    let image = build_images(&options)?.remove(0).path;
+    let image = build_images(&options, None)?.remove(0).path;
     let bundle_path = image.with_extension("bundle");
     let bundle = std::fs::read(&bundle_path)?;
     let kernel = kernel::kernel_elf()?;

@@ -25,13 +25,17 @@ pub struct BareMetalImage {
     pub service: Service,
 }
 
-/// Builds the service and writes one disk image per binary.
-pub fn build_images(options: &BuildOptions) -> Result<Vec<BareMetalImage>> {
+/// Builds the service and writes one disk image per binary, with
+/// `instances` VMs of it when given (else as its `Denali.toml` says).
+pub fn build_images(options: &BuildOptions, instances: Option<u32>) -> Result<Vec<BareMetalImage>> {
     let built = build::build(options)?;
     let loader = std::fs::read(kernel::loader_efi()?).context("cannot read the UEFI loader")?;
     let kernel = std::fs::read(kernel::kernel_elf()?).context("cannot read the isolation kernel")?;
     let mut images = Vec::new();
-    for b in built {
+    for mut b in built {
+        if let Some(n) = instances {
+            b.manifest.instances = n;
+        }
         let service = Service {
             name: b.name.clone(),
             image: image::read_dvm(&b.dvm)?,
@@ -55,7 +59,7 @@ pub fn build_images(options: &BuildOptions) -> Result<Vec<BareMetalImage>> {
 pub fn run(options: &RunOptions) -> Result<i32> {
     let (image, disk) = match options.images.as_slice() {
         [] => {
-            let mut images = build_images(&options.build)?;
+            let mut images = build_images(&options.build, options.instances)?;
             if images.len() != 1 {
                 bail!("the package has several binaries: pick one with --bin NAME");
             }
@@ -74,7 +78,7 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         _ => bail!("--qemu boots one disk image at a time"),
     };
     check_image(&image)?;
-    boot(&image, disk.as_deref(), options.time_limit, &options.forwards)
+    boot(&image, disk.as_deref(), options)
 }
 
 /// Refuses what is not a Denali disk image before QEMU sees it.
@@ -117,16 +121,20 @@ pub enum QemuBoot<'a> {
     Pvh { kernel: &'a Path, bundle: &'a Path, machine: &'a str },
 }
 
+/// Memory QEMU's machine gets unless `--mem` says otherwise.
+pub const QEMU_MEMORY: u64 = 1 << 30;
+
 /// A QEMU command line for `boot` with acceleration `accel` (QEMU's
-/// `accel=` value): one CPU, 1 GiB, the console on stdout, the kernel's
-/// exit port, no network.
-pub fn qemu_command(boot: QemuBoot<'_>, accel: &str) -> Command {
+/// `accel=` value) and `memory` bytes of RAM: one CPU, the console on
+/// stdout, the kernel's exit port, no network.
+pub fn qemu_command(boot: QemuBoot<'_>, accel: &str, memory: u64) -> Command {
     let mut qemu = Command::new("qemu-system-x86_64");
     let machine = match boot {
         QemuBoot::Uefi(_) => "q35",
         QemuBoot::Pvh { machine, .. } => machine,
     };
-    qemu.args(["-machine", &format!("{machine},accel={accel}"), "-cpu", "max", "-m", "1G", "-smp", "1"])
+    let memory = format!("{}M", memory >> 20);
+    qemu.args(["-machine", &format!("{machine},accel={accel}"), "-cpu", "max", "-m", &memory, "-smp", "1"])
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-nodefaults"])
         .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
         .stdin(Stdio::null());
@@ -146,12 +154,13 @@ fn qemu_path(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
-fn boot(image: &Path, disk: Option<&Path>, time_limit: Option<Duration>, forwards: &[(u16, u16)]) -> Result<i32> {
+fn boot(image: &Path, disk: Option<&Path>, options: &RunOptions) -> Result<i32> {
+    let (time_limit, forwards) = (options.time_limit, &options.forwards);
     if !Path::new(OVMF).is_file() {
         bail!("QEMU's UEFI firmware is missing ({OVMF}): install the Debian package ovmf");
     }
     let accel = std::env::var("DENALI_QEMU_ACCEL").unwrap_or_else(|_| default_accel().into());
-    let mut qemu = qemu_command(QemuBoot::Uefi(image), &accel);
+    let mut qemu = qemu_command(QemuBoot::Uefi(image), &accel, options.memory.unwrap_or(QEMU_MEMORY));
     if let Some(disk) = disk {
         // The VMs' disk on the PCI bus, where the kernel looks for it.
         qemu.arg("-drive")

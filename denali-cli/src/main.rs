@@ -68,7 +68,8 @@ enum Command {
         images: Vec<PathBuf>,
         #[command(flatten)]
         build: BuildArgs,
-        /// Memory for the isolation kernel, in MiB.
+        /// Memory for the isolation kernel, in MiB (our monitor: 512 by
+        /// default; --qemu: the machine's, 1024 by default).
         #[arg(long, value_name = "MIB")]
         mem: Option<u64>,
         /// VMs to boot from each image (overrides `instances` in Denali.toml).
@@ -131,7 +132,7 @@ fn main() -> ExitCode {
                 eprintln!("     Created service `{name}` in {}", dir.display());
                 0
             }),
-        Command::Build { build, bare_metal: true } => denali_cli::bare_metal::build_images(&build.into())
+        Command::Build { build, bare_metal: true } => denali_cli::bare_metal::build_images(&build.into(), None)
             .map(|images| report_built(&images.into_iter().map(|i| i.path).collect::<Vec<_>>())),
         Command::Build { build, bare_metal: false } => {
             build::build(&build.into()).map(|built| report_built(&built.into_iter().map(|b| b.dvm).collect::<Vec<_>>()))

@@ -4,7 +4,7 @@
 
 mod support;
 
-use denali_cli::bare_metal::{QemuBoot, qemu_command};
+use denali_cli::bare_metal::{QEMU_MEMORY, QemuBoot, qemu_command};
 use std::time::Duration;
 use support::*;
 
@@ -96,7 +96,7 @@ fn the_kernel_boots_through_pvh_with_the_bundle_as_initrd() {
             require_kvm();
         }
         let boot = QemuBoot::Pvh { kernel: &kernel, bundle: &bundle, machine };
-        let out = run_with_timeout(qemu_command(boot, accel), Duration::from_secs(120));
+        let out = run_with_timeout(qemu_command(boot, accel, QEMU_MEMORY), Duration::from_secs(120));
         assert!(out.stdout.contains("Hello from Denali VM 0"), "{machine}, {accel}: {}\n{}", out.stdout, out.stderr);
         // isa-debug-exit: QEMU exits with (status << 1) | 1.
         assert_eq!(out.status, 1, "{machine}, {accel}: {}", out.stderr);
