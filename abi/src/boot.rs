@@ -159,6 +159,22 @@ pub struct BundleHeader {
     pub abi_version: u32,
     /// Number of entries.
     pub count: u32,
+    /// `BOOT_FLAG_VERBOSE` and `BOOT_FLAG_STATS` the run asks for, for
+    /// loaders that know nothing of the run (the UEFI loader, PVH): the
+    /// kernel takes them besides [`BootInfo::flags`]. See
+    /// [`set_run_flags`].
+    pub run_flags: u64,
+}
+
+/// The run flags a bundle may carry (see [`BundleHeader::run_flags`]).
+pub const BUNDLE_RUN_FLAGS: u64 = BOOT_FLAG_VERBOSE | BOOT_FLAG_STATS;
+
+/// Sets the run flags of a bundle [`build_bundle`] wrote (only those in
+/// [`BUNDLE_RUN_FLAGS`]).
+pub fn set_run_flags(bundle: &mut [u8], flags: u64) {
+    if let Some(field) = bundle.get_mut(16..24) {
+        field.copy_from_slice(&(flags & BUNDLE_RUN_FLAGS).to_le_bytes());
+    }
 }
 
 /// One image in a boot bundle, and how many VMs to start from it.
@@ -187,7 +203,7 @@ pub struct BundleEntry {
     pub disk_sectors: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BundleHeader>() == 16);
+const _: () = assert!(core::mem::size_of::<BundleHeader>() == 24);
 const _: () = assert!(core::mem::size_of::<BundleEntry>() == 88);
 
 /// Most images in one bundle.
@@ -198,6 +214,7 @@ pub const BUNDLE_MAX_ENTRIES: u32 = 4096;
 pub struct Bundle<'a> {
     bytes: &'a [u8],
     count: u32,
+    run_flags: u64,
 }
 
 /// Why a boot bundle was refused.
@@ -254,7 +271,7 @@ impl<'a> Bundle<'a> {
         if header.count == 0 || header.count > BUNDLE_MAX_ENTRIES {
             return Err(BundleError::BadCount(header.count));
         }
-        let bundle = Bundle { bytes, count: header.count };
+        let bundle = Bundle { bytes, count: header.count, run_flags: header.run_flags & BUNDLE_RUN_FLAGS };
         for i in 0..header.count {
             let entry = bundle.raw_entry(i).ok_or(BundleError::Truncated)?;
             let in_range = |offset: u64, len: u64| offset.checked_add(len).is_some_and(|end| end <= bytes.len() as u64);
@@ -278,6 +295,11 @@ impl<'a> Bundle<'a> {
     /// Number of entries.
     pub fn len(&self) -> u32 {
         self.count
+    }
+
+    /// The run flags it carries (within [`BUNDLE_RUN_FLAGS`]).
+    pub fn run_flags(&self) -> u64 {
+        self.run_flags
     }
 
     /// Whether there are no entries (never true for a parsed bundle).
@@ -341,6 +363,7 @@ pub fn build_bundle(entries: &[BundleSpec<'_>]) -> alloc::vec::Vec<u8> {
     out.extend_from_slice(&BUNDLE_MAGIC);
     out.extend_from_slice(&crate::ABI_VERSION.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+    out.extend_from_slice(&0u64.to_le_bytes());
     let mut offset = table_len as u64;
     for spec in entries {
         let name = cut(spec.name, BUNDLE_NAME_MAX);
@@ -400,7 +423,10 @@ mod tests {
         assert_eq!((e.name(), e.instances, img), ("two", 3, &b"defg"[..]));
         assert_eq!(bundle.args(1), Some(&b"--port 80"[..]));
         assert_eq!(bundle.args(0), Some(&b""[..]));
-        assert_eq!(e.disk_sectors, 0);
+        assert_eq!((e.disk_sectors, bundle.run_flags()), (0, 0));
+        let mut flagged = bytes.clone();
+        set_run_flags(&mut flagged, BOOT_FLAG_STATS | BOOT_FLAG_PCI);
+        assert_eq!(Bundle::parse(&flagged).unwrap().run_flags(), BOOT_FLAG_STATS);
         let with_disk = build_bundle(&[BundleSpec { disk_sectors: 2048, ..spec("d", 2, b"img", "") }]);
         assert_eq!(Bundle::parse(&with_disk).unwrap().entry(0).unwrap().0.disk_sectors, 2048);
     }

@@ -115,7 +115,7 @@ fn main() -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let service = denali_cli::new::new(scratch.path(), "hello", "hello")?;
     let options = BuildOptions { manifest_path: Some(service.join("Cargo.toml")), release: true, ..Default::default() };
-    let image = build_images(&options, None)?.remove(0).path;
+    let image = build_images(&options, Default::default())?.remove(0).path;
     let bundle_path = image.with_extension("bundle");
     let bundle = std::fs::read(&bundle_path)?;
     let kernel = kernel::kernel_elf()?;

@@ -8,6 +8,7 @@ use crate::build::{self, BuildOptions};
 use crate::run::{RunOptions, Service};
 use crate::{disk, image, kernel, vm_disk};
 use anyhow::{Context, Result, bail};
+use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, set_run_flags};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,15 +26,27 @@ pub struct BareMetalImage {
     pub service: Service,
 }
 
-/// Builds the service and writes one disk image per binary, with
-/// `instances` VMs of it when given (else as its `Denali.toml` says).
-pub fn build_images(options: &BuildOptions, instances: Option<u32>) -> Result<Vec<BareMetalImage>> {
+/// How a run wants the images it builds: VMs per image (else as the
+/// service's `Denali.toml` says), and the kernel's `--stats` and `-v`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImageRun {
+    /// VMs to boot from the image.
+    pub instances: Option<u32>,
+    /// Print per-VM accounting at the end.
+    pub stats: bool,
+    /// The kernel reports its own progress.
+    pub verbose: bool,
+}
+
+/// Builds the service and writes one disk image per binary, set up as
+/// `run` says.
+pub fn build_images(options: &BuildOptions, run: ImageRun) -> Result<Vec<BareMetalImage>> {
     let built = build::build(options)?;
     let loader = std::fs::read(kernel::loader_efi()?).context("cannot read the UEFI loader")?;
     let kernel = std::fs::read(kernel::kernel_elf()?).context("cannot read the isolation kernel")?;
     let mut images = Vec::new();
     for mut b in built {
-        if let Some(n) = instances {
+        if let Some(n) = run.instances {
             b.manifest.instances = n;
         }
         let service = Service {
@@ -42,7 +55,9 @@ pub fn build_images(options: &BuildOptions, instances: Option<u32>) -> Result<Ve
             manifest: b.manifest,
             disk_file: b.dvm.with_extension("disk"),
         };
-        let (bundle, _) = crate::run::bundle(std::slice::from_ref(&service))?;
+        let (mut bundle, _) = crate::run::bundle(std::slice::from_ref(&service))?;
+        let flags = if run.stats { BOOT_FLAG_STATS } else { 0 } | if run.verbose { BOOT_FLAG_VERBOSE } else { 0 };
+        set_run_flags(&mut bundle, flags);
         let path = b.dvm.with_extension("img");
         disk::write_image(&path, &loader, &kernel, &bundle)?;
         // The bundle alone, for loaders that take the kernel and an initrd
@@ -59,7 +74,8 @@ pub fn build_images(options: &BuildOptions, instances: Option<u32>) -> Result<Ve
 pub fn run(options: &RunOptions) -> Result<i32> {
     let (image, disk) = match options.images.as_slice() {
         [] => {
-            let mut images = build_images(&options.build, options.instances)?;
+            let run = ImageRun { instances: options.instances, stats: options.stats, verbose: options.build.verbose };
+            let mut images = build_images(&options.build, run)?;
             if images.len() != 1 {
                 bail!("the package has several binaries: pick one with --bin NAME");
             }
@@ -70,6 +86,11 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         // A prebuilt image's manifest is inside it: the disk is the one
         // named, which the kernel checks is large enough.
         [one] => {
+            if options.stats || options.instances.is_some() {
+                eprintln!(
+                    "warning: a prebuilt image boots as it was built: --stats and --instances apply to images `run --qemu` builds itself"
+                );
+            }
             let disk = options.disk.as_deref().map(|path| {
                 vm_disk::prepare(path, denali_abi::disk::FIRST_DATA_SECTOR, options.swap).map(|()| path.to_path_buf())
             });

@@ -132,8 +132,10 @@ fn main() -> ExitCode {
                 eprintln!("     Created service `{name}` in {}", dir.display());
                 0
             }),
-        Command::Build { build, bare_metal: true } => denali_cli::bare_metal::build_images(&build.into(), None)
-            .map(|images| report_built(&images.into_iter().map(|i| i.path).collect::<Vec<_>>())),
+        Command::Build { build, bare_metal: true } => {
+            denali_cli::bare_metal::build_images(&build.into(), Default::default())
+                .map(|images| report_built(&images.into_iter().map(|i| i.path).collect::<Vec<_>>()))
+        }
         Command::Build { build, bare_metal: false } => {
             build::build(&build.into()).map(|built| report_built(&built.into_iter().map(|b| b.dvm).collect::<Vec<_>>()))
         }

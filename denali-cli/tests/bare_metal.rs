@@ -34,8 +34,11 @@ fn the_services_exit_status_comes_back_from_qemu() {
     let dir = scratch();
     let main = "#![no_std]\n#![no_main]\n#[denali::main]\nfn main() {\n    denali::process::exit(7);\n}\n";
     let service = new_service(dir.path(), "seven", Some(main));
-    let out = denali(&service, &["run", "--qemu"]);
+    // --stats and --instances reach the kernel on bare metal too.
+    let out = denali(&service, &["run", "--qemu", "--stats", "--instances", "2"]);
     assert_eq!(out.status, 7, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("denali: per-VM accounting"), "{}", out.stdout);
+    assert!(out.stdout.contains("denali: 2 VMs: 0 exited with status 0, 2 did not"), "{}", out.stdout);
 }
 
 #[test]

@@ -78,17 +78,6 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
     let clock = Clock::start(info.tsc_khz, arch::rdtsc());
     let kernel_pml4 = Cr3::read().0.start_address().as_u64();
-    let verbose = info.flags & BOOT_FLAG_VERBOSE != 0;
-    if verbose {
-        kprintln!(
-            "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}",
-            (frames.total() * 4096) >> 20,
-            info.tsc_khz / 1000,
-            if protections.smep { "on" } else { "absent" },
-            if protections.smap { "on" } else { "absent" },
-        );
-    }
-
     // SAFETY: the loader placed the bundle at this physical range, which is
     // outside every usable region, so nothing else writes it.
     let bundle_bytes =
@@ -100,6 +89,20 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
             arch::exit(crate::run::REFUSED_STATUS);
         }
     };
+    // The loader's flags, and the run's where the loader knows nothing of
+    // the run (UEFI, PVH).
+    let flags = info.flags | bundle.run_flags();
+    let verbose = flags & BOOT_FLAG_VERBOSE != 0;
+    if verbose {
+        kprintln!(
+            "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}",
+            (frames.total() * 4096) >> 20,
+            info.tsc_khz / 1000,
+            if protections.smep { "on" } else { "absent" },
+            if protections.smap { "on" } else { "absent" },
+        );
+    }
+
     let (mut vm_count, mut wants_disk) = (0u32, false);
     for index in 0..bundle.len() {
         let (entry, _) = bundle.entry(index).expect("parsed bundle has this entry");
@@ -234,7 +237,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     if info.time_limit_ms != 0 {
         kernel.time_limit = Some(clock.ns_at(arch::rdtsc()) + info.time_limit_ms * 1_000_000);
     }
-    let status = kernel.run(info.flags & BOOT_FLAG_STATS != 0);
+    let status = kernel.run(flags & BOOT_FLAG_STATS != 0);
     arch::exit(status)
 }
 
