@@ -48,7 +48,8 @@ enum Command {
     New {
         /// The service's name (also its directory).
         name: String,
-        /// The template to start from: hello, http (a web server) or echo (TCP echo).
+        /// The template to start from: hello, http (a web server), echo (TCP
+        /// echo) or disk (counts its boots on its own disk).
         #[arg(long, default_value = "hello")]
         template: String,
     },

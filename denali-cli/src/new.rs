@@ -28,8 +28,15 @@ const ECHO: Template = &[
     ("Denali.toml", include_str!("../../templates/echo/Denali.toml")),
 ];
 
+const DISK: Template = &[
+    CARGO_TOML,
+    GITIGNORE,
+    ("src/main.rs", include_str!("../../templates/disk/src/main.rs")),
+    ("Denali.toml", include_str!("../../templates/disk/Denali.toml")),
+];
+
 /// Template names and their files.
-pub const TEMPLATES: &[(&str, Template)] = &[("hello", HELLO), ("http", HTTP), ("echo", ECHO)];
+pub const TEMPLATES: &[(&str, Template)] = &[("hello", HELLO), ("http", HTTP), ("echo", ECHO), ("disk", DISK)];
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();

@@ -70,6 +70,19 @@ fn each_vm_keeps_its_own_disk_across_runs() {
 }
 
 #[test]
+fn the_disk_template_counts_its_boots() {
+    let dir = scratch();
+    let service = new_from_template(dir.path(), "counter", "disk");
+    let _ = std::fs::remove_file(guest_target_dir().join("denali/debug/counter.disk"));
+    for boot in 1..=2 {
+        let out = run(&service, &[]);
+        assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+        let line = format!("VM 0 has booted {boot} time(s); its disk holds 1024 KiB");
+        assert!(out.stdout.contains(&line), "no `{line}` in\n{}", out.stdout);
+    }
+}
+
+#[test]
 fn the_disk_file_is_checked_before_anything_boots() {
     let dir = scratch();
     let service = disk_service(dir.path(), "diskfile");
