@@ -76,8 +76,8 @@ enum Command {
         /// VMs to boot from each image (overrides `instances` in Denali.toml).
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         instances: Option<i64>,
-        /// Print each VM's CPU time, resident memory, hypercalls and wake-ups
-        /// when the run ends.
+        /// Print each VM's CPU time, resident memory, hypercalls, wake-ups and
+        /// disk traffic, and what swapping did, when the run ends.
         #[arg(long)]
         stats: bool,
         /// Stop every VM still running after this many seconds (their status
