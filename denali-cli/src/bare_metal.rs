@@ -91,8 +91,12 @@ pub fn run(options: &RunOptions) -> Result<i32> {
                     "warning: a prebuilt image boots as it was built: --stats and --instances apply to images `run --qemu` builds itself"
                 );
             }
+            // The windows its VMs ask for are in its bundle: the swap area
+            // goes beyond them.
+            check_image(one)?;
             let disk = options.disk.as_deref().map(|path| {
-                vm_disk::prepare(path, denali_abi::disk::FIRST_DATA_SECTOR, options.swap).map(|()| path.to_path_buf())
+                let windows_end = vm_disk::windows_end_of_bundle(&disk::read_bundle(one)?)?;
+                vm_disk::prepare(path, windows_end, options.swap).map(|()| path.to_path_buf())
             });
             (one.clone(), disk.transpose()?)
         }

@@ -67,6 +67,20 @@ pub fn write_image(path: &Path, loader: &[u8], kernel: &[u8], bundle: &[u8]) -> 
     Ok(())
 }
 
+/// The boot bundle inside an image [`write_image`] wrote (for what its VMs
+/// ask of a run: their disk windows).
+pub fn read_bundle(path: &Path) -> Result<Vec<u8>> {
+    let read = |what: &str| format!("cannot read the disk image {} ({what})", path.display());
+    let file = File::open(path).with_context(|| read("open"))?;
+    let len = file.metadata().with_context(|| read("size"))?.len();
+    let partition = Slice { file, start: PARTITION_START, len: len.saturating_sub(PARTITION_START + MIB), pos: 0 };
+    let fs = fatfs::FileSystem::new(partition, fatfs::FsOptions::new()).with_context(|| read("FAT"))?;
+    let mut bundle = Vec::new();
+    let mut file = fs.root_dir().open_file(BUNDLE_PATH).with_context(|| read(BUNDLE_PATH))?;
+    file.read_to_end(&mut bundle).with_context(|| read(BUNDLE_PATH))?;
+    Ok(bundle)
+}
+
 /// The partition: a window of the disk file that fatfs reads and writes.
 struct Slice {
     file: File,
@@ -119,5 +133,21 @@ impl Seek for Slice {
             }
             _ => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek outside the partition")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_written_into_an_image_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.img");
+        write_image(&path, b"loader", b"kernel", b"the bundle").unwrap();
+        assert_eq!(read_bundle(&path).unwrap(), b"the bundle");
+        let foreign = dir.path().join("y.img");
+        std::fs::write(&foreign, vec![0u8; 4 << 20]).unwrap();
+        assert!(read_bundle(&foreign).unwrap_err().to_string().contains("cannot read the disk image"));
     }
 }

@@ -27,6 +27,15 @@ pub fn windows_end(services: &[Service]) -> u64 {
     sectors_needed(windows).unwrap_or(u64::MAX)
 }
 
+/// One past the last sector of the windows a boot bundle's VMs ask for.
+pub fn windows_end_of_bundle(bundle: &[u8]) -> Result<u64> {
+    let bundle = denali_abi::boot::Bundle::parse(bundle).context("the image's boot bundle is not valid")?;
+    let windows = (0..bundle.len())
+        .filter_map(|i| bundle.entry(i))
+        .flat_map(|(entry, _)| (0..entry.instances).map(move |_| entry.disk_sectors));
+    Ok(sectors_needed(windows).unwrap_or(u64::MAX))
+}
+
 /// The disk file a run of `services` uses, made ready with `swap` bytes of
 /// swap area: `explicit` (from `--disk`) or the first service's; `None`
 /// when no VM asks for a disk and there is no swap.
@@ -173,6 +182,22 @@ mod tests {
         // Fewer windows later leave the swap area past the old ones.
         prepare(&path, 100, 4096).unwrap();
         assert_eq!((label(&path).windows_end, label(&path).swap_start, label(&path).swap_sectors), (1500, 1504, 8));
+    }
+
+    #[test]
+    fn a_bundles_windows_end_after_every_vm_that_asks_for_one() {
+        use denali_abi::boot::{BundleSpec, build_bundle};
+        let spec = |name, instances, disk_sectors| BundleSpec {
+            name,
+            instances,
+            image: b"img",
+            args: "",
+            ipv4: denali_abi::net::Ipv4Config::DEFAULT,
+            disk_sectors,
+        };
+        let bundle = build_bundle(&[spec("a", 3, 512), spec("b", 2, 0), spec("c", 1, 8)]);
+        assert_eq!(windows_end_of_bundle(&bundle).unwrap(), FIRST_DATA_SECTOR + 3 * 512 + 8);
+        assert!(windows_end_of_bundle(b"junk").is_err());
     }
 
     #[test]

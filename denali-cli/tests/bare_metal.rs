@@ -138,11 +138,25 @@ fn the_disk_written_under_kvm_is_read_on_bare_metal_through_virtio_blk() {
         assert!(out.stdout.contains(&line), "no `{line}` in\n{}", out.stdout);
     }
 
-    // A prebuilt image and a disk too small for its VMs, or none at all:
-    // the kernel refuses the VMs with a sentence.
+    // A prebuilt image with a fresh disk and swap: the CLI reads the
+    // windows its VMs ask for from the image and puts the swap area beyond
+    // them (else the kernel would refuse to swap).
     let image = guest_target_dir().join("denali/debug/diskbm.img");
+    let fresh = dir.path().join("fresh.disk");
+    let args = ["run", "--qemu", image.to_str().unwrap(), "--disk", fresh.to_str().unwrap(), "--swap", "1"];
+    let out = denali(&service, &args);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("vm 1: disk of 262144 bytes, boot 1, data intact: true"), "{}", out.stdout);
+    assert!(!out.stdout.contains("overlaps"), "{}", out.stdout);
+
+    // A labelled disk too small for the VMs (no cargo denali would make
+    // one), or none at all: the kernel refuses the VMs with a sentence.
     let small = dir.path().join("small.disk");
-    let out = denali(&service, &["run", "--qemu", image.to_str().unwrap(), "--disk", small.to_str().unwrap()]);
+    std::fs::write(&small, denali_abi::disk::DiskLabel::EMPTY.to_sector()).unwrap();
+    let mut qemu = qemu_command(QemuBoot::Uefi(&image), "tcg", QEMU_MEMORY);
+    qemu.arg("-drive").arg(format!("format=raw,if=none,id=d,file={}", small.display()));
+    qemu.args(["-device", "virtio-blk-pci,drive=d"]);
+    let out = run_with_timeout(qemu, Duration::from_secs(120));
     assert!(
         out.stdout
             .contains("vm 0 (diskbm) refused: it asks for 256 KiB of disk and the machine's disk has no room left"),
