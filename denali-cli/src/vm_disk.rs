@@ -77,6 +77,16 @@ pub fn prepare(path: &Path, windows_end: u64, swap: u64) -> Result<()> {
     if !metadata.is_file() {
         bail!("{} is not a regular file: give --disk a file (it is made if missing)", path.display());
     }
+    // A run using the file holds its lock (our monitor takes it): its swap
+    // area must not be emptied under it.
+    // SAFETY: flock on a descriptor we own; it changes nothing but the lock,
+    // which goes when the file is closed at the end of this function.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "the disk file {} is in use by another run: wait for it to end, or name another file with --disk",
+            path.display()
+        );
+    }
     let old = if metadata.len() == 0 {
         DiskLabel::EMPTY
     } else {

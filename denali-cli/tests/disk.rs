@@ -104,6 +104,23 @@ fn the_disk_file_is_checked_before_anything_boots() {
     assert!(out.stderr.contains("notes.txt is not a Denali disk"), "{}", out.stderr);
     assert_eq!(std::fs::read_to_string(&notes).unwrap(), "my notes");
 
+    // A disk another run is using is refused, before anything is changed.
+    let sleeper = new_service(
+        dir.path(),
+        "disksleeper",
+        Some(
+            "#![no_std]\n#![no_main]\n#[denali::main]\nfn main() {\n    denali::println!(\"holding the disk\");\n    denali::time::sleep(denali::time::Duration::from_secs(30));\n}\n",
+        ),
+    );
+    std::fs::write(sleeper.join("Denali.toml"), MANIFEST).unwrap();
+    let shared = dir.path().join("shared.disk");
+    let mut holder = Background::start(&sleeper, &["--disk", shared.to_str().unwrap()]);
+    holder.wait_for("holding the disk", std::time::Duration::from_secs(300));
+    let out = run(&service, &["--disk", shared.to_str().unwrap()]);
+    assert_eq!(out.status, 1, "{}", out.stdout);
+    assert!(out.stderr.contains("shared.disk is in use by another run"), "{}", out.stderr);
+    drop(holder);
+
     // A service that asks for no disk is told so.
     let hello = new_service(dir.path(), "nodisk", None);
     let out = run(&hello, &["--disk", dir.path().join("x.disk").to_str().unwrap()]);
