@@ -102,7 +102,6 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         }
         _ => bail!("--qemu boots one disk image at a time"),
     };
-    check_image(&image)?;
     boot(&image, disk.as_deref(), options)
 }
 

@@ -28,23 +28,15 @@ pub fn capacity() -> u64 {
 /// Fills `buf` from the disk, starting `offset` bytes in.
 pub fn read_at(offset: u64, buf: &mut [u8]) -> Result<()> {
     check_range(offset, buf.len())?;
-    let (mut offset, mut done) = (offset, 0);
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        let (sector, within) = split(offset);
-        let moved = if within == 0 && rest.len() >= SECTOR_SIZE {
-            let len = whole_sectors(rest.len());
-            transfer(Hypercall::DiskRead, sector, rest.as_mut_ptr() as u64, len)?;
-            len
-        } else {
-            let mut bounce = [0u8; SECTOR_SIZE];
-            transfer(Hypercall::DiskRead, sector, bounce.as_mut_ptr() as u64, SECTOR_SIZE)?;
-            let len = rest.len().min(SECTOR_SIZE - within);
-            rest[..len].copy_from_slice(&bounce[within..within + len]);
-            len
+    for piece in pieces(offset, buf.len()) {
+        let part = &mut buf[piece.at..piece.at + piece.len];
+        let Some(within) = piece.within else {
+            transfer(Hypercall::DiskRead, piece.sector, part.as_mut_ptr() as u64, piece.len)?;
+            continue;
         };
-        done += moved;
-        offset += moved as u64;
+        let mut bounce = [0u8; SECTOR_SIZE];
+        transfer(Hypercall::DiskRead, piece.sector, bounce.as_mut_ptr() as u64, SECTOR_SIZE)?;
+        part.copy_from_slice(&bounce[within..within + piece.len]);
     }
     Ok(())
 }
@@ -52,37 +44,52 @@ pub fn read_at(offset: u64, buf: &mut [u8]) -> Result<()> {
 /// Writes all of `buf` to the disk, starting `offset` bytes in.
 pub fn write_at(offset: u64, buf: &[u8]) -> Result<()> {
     check_range(offset, buf.len())?;
-    let (mut offset, mut done) = (offset, 0);
-    while done < buf.len() {
-        let rest = &buf[done..];
-        let (sector, within) = split(offset);
-        let moved = if within == 0 && rest.len() >= SECTOR_SIZE {
-            let len = whole_sectors(rest.len());
-            transfer(Hypercall::DiskWrite, sector, rest.as_ptr() as u64, len)?;
-            len
-        } else {
-            // Part of a sector: keep the bytes around the ones written.
-            let mut bounce = [0u8; SECTOR_SIZE];
-            transfer(Hypercall::DiskRead, sector, bounce.as_mut_ptr() as u64, SECTOR_SIZE)?;
-            let len = rest.len().min(SECTOR_SIZE - within);
-            bounce[within..within + len].copy_from_slice(&rest[..len]);
-            transfer(Hypercall::DiskWrite, sector, bounce.as_ptr() as u64, SECTOR_SIZE)?;
-            len
+    for piece in pieces(offset, buf.len()) {
+        let part = &buf[piece.at..piece.at + piece.len];
+        let Some(within) = piece.within else {
+            transfer(Hypercall::DiskWrite, piece.sector, part.as_ptr() as u64, piece.len)?;
+            continue;
         };
-        done += moved;
-        offset += moved as u64;
+        // Part of a sector: keep the bytes around the ones written.
+        let mut bounce = [0u8; SECTOR_SIZE];
+        transfer(Hypercall::DiskRead, piece.sector, bounce.as_mut_ptr() as u64, SECTOR_SIZE)?;
+        bounce[within..within + piece.len].copy_from_slice(part);
+        transfer(Hypercall::DiskWrite, piece.sector, bounce.as_ptr() as u64, SECTOR_SIZE)?;
     }
     Ok(())
 }
 
-/// The sector holding byte `offset`, and where in it the byte is.
-fn split(offset: u64) -> (u64, usize) {
-    (offset / SECTOR_SIZE as u64, (offset % SECTOR_SIZE as u64) as usize)
+/// One transfer's worth of a byte range: whole sectors (at most one
+/// hypercall's), or part of a single sector.
+struct Piece {
+    /// First sector.
+    sector: u64,
+    /// Where in the caller's buffer the piece starts.
+    at: usize,
+    /// Bytes in the piece.
+    len: usize,
+    /// `None` for whole sectors; else the piece's offset in its sector.
+    within: Option<usize>,
 }
 
-/// The whole sectors at the start of `len` bytes, at most one transfer's.
-fn whole_sectors(len: usize) -> usize {
-    (len - len % SECTOR_SIZE).min(DISK_IO_MAX)
+/// The pieces of `len` bytes starting `offset` bytes into the disk.
+fn pieces(offset: u64, len: usize) -> impl Iterator<Item = Piece> {
+    let mut at = 0;
+    core::iter::from_fn(move || {
+        if at == len {
+            return None;
+        }
+        let here = offset + at as u64;
+        let (sector, within) = (here / SECTOR_SIZE as u64, (here % SECTOR_SIZE as u64) as usize);
+        let rest = len - at;
+        let piece = if within == 0 && rest >= SECTOR_SIZE {
+            Piece { sector, at, len: (rest - rest % SECTOR_SIZE).min(DISK_IO_MAX), within: None }
+        } else {
+            Piece { sector, at, len: rest.min(SECTOR_SIZE - within), within: Some(within) }
+        };
+        at += piece.len;
+        Some(piece)
+    })
 }
 
 fn check_range(offset: u64, len: usize) -> Result<()> {

@@ -76,18 +76,7 @@ impl Kernel {
         for (id, (stats, name)) in self.stats.iter().zip(&self.names).enumerate() {
             let status = self.statuses[id].map_or(String::from("-"), |s| alloc::format!("{s}"));
             row(&alloc::format!("{id}"), name, &status, stats);
-            total.cpu_ticks += stats.cpu_ticks;
-            total.resident_pages += stats.resident_pages;
-            total.shared_pages += stats.shared_pages;
-            total.hypercalls += stats.hypercalls;
-            total.wakeups += stats.wakeups;
-            total.frames_sent += stats.frames_sent;
-            total.frames_received += stats.frames_received;
-            total.frames_dropped += stats.frames_dropped;
-            total.disk_read_bytes += stats.disk_read_bytes;
-            total.disk_written_bytes += stats.disk_written_bytes;
-            total.swap_outs += stats.swap_outs;
-            total.pages_swapped_out += stats.pages_swapped_out;
+            total += stats;
         }
         row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
         let boot = self.boot;

@@ -199,7 +199,7 @@ impl Kernel {
 fn latest_resident(vms: &[Option<Box<Vm>>], keep: VmId) -> Option<VmId> {
     vms.iter()
         .flatten()
-        .filter(|vm| vm.id != keep && vm.swapped.is_empty() && vm.space.private_pages() > 1)
+        .filter(|vm| vm.id != keep && vm.has_pages_to_swap())
         .max_by_key(|vm| vm.last_ran)
         .map(|vm| vm.id)
 }
@@ -207,7 +207,7 @@ fn latest_resident(vms: &[Option<Box<Vm>>], keep: VmId) -> Option<VmId> {
 /// Whether VM `id` is still as it was when it went idle with `stamp`, and
 /// has pages to swap out.
 fn is_swappable(vms: &[Option<Box<Vm>>], id: VmId, stamp: u64) -> bool {
-    vms.get(id as usize).and_then(Option::as_ref).is_some_and(|vm| {
-        vm.state == State::Idle && vm.idle_stamp == stamp && vm.swapped.is_empty() && vm.space.private_pages() > 1
-    })
+    vms.get(id as usize)
+        .and_then(Option::as_ref)
+        .is_some_and(|vm| vm.state == State::Idle && vm.idle_stamp == stamp && vm.has_pages_to_swap())
 }

@@ -54,6 +54,24 @@ pub struct Stats {
     pub pages_swapped_out: u64,
 }
 
+impl core::ops::AddAssign<&Stats> for Stats {
+    /// Adds another VM's accounting (for totals).
+    fn add_assign(&mut self, other: &Stats) {
+        self.cpu_ticks += other.cpu_ticks;
+        self.hypercalls += other.hypercalls;
+        self.resident_pages += other.resident_pages;
+        self.shared_pages += other.shared_pages;
+        self.wakeups += other.wakeups;
+        self.frames_sent += other.frames_sent;
+        self.frames_received += other.frames_received;
+        self.frames_dropped += other.frames_dropped;
+        self.disk_read_bytes += other.disk_read_bytes;
+        self.disk_written_bytes += other.disk_written_bytes;
+        self.swap_outs += other.swap_outs;
+        self.pages_swapped_out += other.pages_swapped_out;
+    }
+}
+
 /// The exit status of a VM stopped by a fault: 128 + the vector, as a
 /// shell reports a process killed by a signal.
 pub const fn fault_status(vector: u64) -> i32 {
@@ -140,6 +158,12 @@ impl Vm {
     pub fn raise(&mut self, events: u64) {
         self.pending |= events;
         self.info_mut().pending_events = self.pending;
+    }
+
+    /// Whether it is resident and owns pages to swap out besides its info
+    /// page.
+    pub fn has_pages_to_swap(&self) -> bool {
+        self.swapped.is_empty() && self.space.private_pages() > 1
     }
 
     /// Takes the whole pending batch.
