@@ -135,6 +135,12 @@ fn default_accel() -> &'static str {
     if kvm && !Path::new("/sys/module/kvm_pvm").exists() { "kvm:tcg" } else { "tcg" }
 }
 
+/// The CPU model QEMU gets with KVM: everything the host offers but
+/// IA32_ARCH_CAPABILITIES (MSR 0x10a), which QEMU sets at start and the PVM
+/// flavour of KVM refuses on AMD hosts (QEMU then aborts). The kernel does
+/// not read that MSR, so nothing is lost on hosts that have it.
+const KVM_CPU: &str = "max,-arch-capabilities";
+
 /// How QEMU is to start the kernel.
 #[derive(Clone, Copy, Debug)]
 pub enum QemuBoot<'a> {
@@ -158,7 +164,8 @@ pub fn qemu_command(boot: QemuBoot<'_>, accel: &str, memory: u64) -> Command {
         QemuBoot::Pvh { machine, .. } => machine,
     };
     let memory = format!("{}M", memory >> 20);
-    qemu.args(["-machine", &format!("{machine},accel={accel}"), "-cpu", "max", "-m", &memory, "-smp", "1"])
+    let cpu = if accel.contains("kvm") { KVM_CPU } else { "max" };
+    qemu.args(["-machine", &format!("{machine},accel={accel}"), "-cpu", cpu, "-m", &memory, "-smp", "1"])
         .args(["-display", "none", "-serial", "stdio", "-monitor", "none", "-no-reboot", "-nodefaults"])
         .args(["-device", &format!("isa-debug-exit,iobase={EXIT_PORT},iosize=0x04")])
         .stdin(Stdio::null());

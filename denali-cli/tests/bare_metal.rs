@@ -92,12 +92,11 @@ fn the_kernel_boots_through_pvh_with_the_bundle_as_initrd() {
     let kernel = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/denali-kernel/x86_64-unknown-none/release/denali-kernel");
     let bundle = guest_target_dir().join("denali/debug/pvh.bundle");
-    // Emulated, and with KVM acceleration (which OVMF cannot use under
-    // this host's PVM flavour of KVM, but QEMU's PVH loader can).
-    for (machine, accel) in [("q35", "tcg"), ("q35", "kvm"), ("microvm", "kvm")] {
-        if accel == "kvm" {
-            require_kvm();
-        }
+    // Emulated only: what QEMU can do with KVM depends on the host (under
+    // PVM, QEMU's CPU models carry MSRs it refuses), so the KVM rows are
+    // `bench-boot`'s, not a test's.
+    for machine in ["q35", "microvm"] {
+        let accel = "tcg";
         let boot = QemuBoot::Pvh { kernel: &kernel, bundle: &bundle, machine };
         let out = run_with_timeout(qemu_command(boot, accel, QEMU_MEMORY), Duration::from_secs(120));
         assert!(out.stdout.contains("Hello from Denali VM 0"), "{machine}, {accel}: {}\n{}", out.stdout, out.stderr);
