@@ -7,7 +7,8 @@ use core::fmt::{self, Write};
 /// Writes bytes to the console, all of them.
 pub fn write_bytes(mut bytes: &[u8]) {
     while !bytes.is_empty() {
-        match call2(Hypercall::ConsoleWrite, bytes.as_ptr() as u64, bytes.len() as u64) {
+        // SAFETY: the kernel reads at most `bytes.len()` bytes at `bytes`.
+        match unsafe { call2(Hypercall::ConsoleWrite, bytes.as_ptr() as u64, bytes.len() as u64) } {
             Ok(0) | Err(_) => return,
             Ok(n) => bytes = &bytes[(n as usize).min(bytes.len())..],
         }

@@ -31,11 +31,11 @@ pub fn read_at(offset: u64, buf: &mut [u8]) -> Result<()> {
     for piece in pieces(offset, buf.len()) {
         let part = &mut buf[piece.at..piece.at + piece.len];
         let Some(within) = piece.within else {
-            transfer(Hypercall::DiskRead, piece.sector, part.as_mut_ptr() as u64, piece.len)?;
+            read_sectors(piece.sector, part)?;
             continue;
         };
         let mut bounce = [0u8; SECTOR_SIZE];
-        transfer(Hypercall::DiskRead, piece.sector, bounce.as_mut_ptr() as u64, SECTOR_SIZE)?;
+        read_sectors(piece.sector, &mut bounce)?;
         part.copy_from_slice(&bounce[within..within + piece.len]);
     }
     Ok(())
@@ -47,14 +47,14 @@ pub fn write_at(offset: u64, buf: &[u8]) -> Result<()> {
     for piece in pieces(offset, buf.len()) {
         let part = &buf[piece.at..piece.at + piece.len];
         let Some(within) = piece.within else {
-            transfer(Hypercall::DiskWrite, piece.sector, part.as_ptr() as u64, piece.len)?;
+            write_sectors(piece.sector, part)?;
             continue;
         };
         // Part of a sector: keep the bytes around the ones written.
         let mut bounce = [0u8; SECTOR_SIZE];
-        transfer(Hypercall::DiskRead, piece.sector, bounce.as_mut_ptr() as u64, SECTOR_SIZE)?;
+        read_sectors(piece.sector, &mut bounce)?;
         bounce[within..within + piece.len].copy_from_slice(part);
-        transfer(Hypercall::DiskWrite, piece.sector, bounce.as_ptr() as u64, SECTOR_SIZE)?;
+        write_sectors(piece.sector, &bounce)?;
     }
     Ok(())
 }
@@ -105,8 +105,22 @@ fn check_range(offset: u64, len: usize) -> Result<()> {
     }
 }
 
-fn transfer(call: Hypercall, sector: u64, addr: u64, len: usize) -> Result<()> {
-    match call3(call, sector, addr, len as u64) {
+/// Reads whole sectors from `sector` on into `buf`.
+fn read_sectors(sector: u64, buf: &mut [u8]) -> Result<()> {
+    // SAFETY: the kernel writes at most `buf.len()` bytes at `buf`, a slice
+    // borrowed mutably here.
+    decode(unsafe { call3(Hypercall::DiskRead, sector, buf.as_mut_ptr() as u64, buf.len() as u64) })
+}
+
+/// Writes `buf` (whole sectors) from `sector` on.
+fn write_sectors(sector: u64, buf: &[u8]) -> Result<()> {
+    // SAFETY: the kernel reads `buf.len()` bytes at `buf`, a live slice.
+    decode(unsafe { call3(Hypercall::DiskWrite, sector, buf.as_ptr() as u64, buf.len() as u64) })
+}
+
+/// A disk hypercall's result as an I/O result.
+fn decode(result: core::result::Result<u64, CallError>) -> Result<()> {
+    match result {
         Ok(_) => Ok(()),
         Err(CallError::Io) => Err(Error::new(ErrorKind::Other, "the machine's disk failed the transfer")),
         Err(CallError::BadAddress) => {

@@ -187,7 +187,8 @@ fn schedule() {
         match next {
             Ok(id) => return switch_to(id),
             Err(Some(due)) => {
-                let _ = call2(Hypercall::Alarm, due, 0);
+                // SAFETY: `alarm` takes no pointer.
+                let _ = unsafe { call2(Hypercall::Alarm, due, 0) };
                 wake_event_waiters(idle());
             }
             Err(None) if waiting_for_events => wake_event_waiters(idle()),

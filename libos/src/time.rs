@@ -64,7 +64,8 @@ impl core::ops::Sub<Instant> for Instant {
 /// bits (`denali_abi::hypercall::EVENT_*`). This parks the whole VM, every
 /// thread of it; threads should sleep or wait instead.
 pub fn idle() -> u64 {
-    let events = call2(Hypercall::Idle, 0, 0).unwrap_or(0);
+    // SAFETY: `idle` takes no pointer.
+    let events = unsafe { call2(Hypercall::Idle, 0, 0) }.unwrap_or(0);
     if events & denali_abi::hypercall::EVENT_NET_RX != 0 {
         crate::net::note_frames_arrived();
     }

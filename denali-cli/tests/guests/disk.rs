@@ -33,15 +33,18 @@ fn main() {
 
     let buf = [0u8; 512];
     let sectors = capacity / 512;
+    // SAFETY (every call below): each must be refused before the kernel
+    // touches `buf` (the test checks that it is); a transfer it accepted
+    // would be a kernel bug.
     let bad = [
-        ("past the end", call3(Hypercall::DiskRead, sectors, buf.as_ptr() as u64, 512)),
-        ("straddling the end", call3(Hypercall::DiskWrite, sectors - 1, buf.as_ptr() as u64, 1024)),
-        ("wrapping sector", call3(Hypercall::DiskRead, u64::MAX, buf.as_ptr() as u64, 512)),
-        ("ragged length", call3(Hypercall::DiskRead, 0, buf.as_ptr() as u64, 100)),
-        ("empty", call3(Hypercall::DiskRead, 0, buf.as_ptr() as u64, 0)),
-        ("too long", call3(Hypercall::DiskRead, 0, buf.as_ptr() as u64, (64 << 10) + 512)),
-        ("kernel buffer", call3(Hypercall::DiskRead, 0, 0xffff_8000_0000_0000, 512)),
-        ("null buffer", call3(Hypercall::DiskWrite, 0, 0, 512)),
+        ("past the end", unsafe { call3(Hypercall::DiskRead, sectors, buf.as_ptr() as u64, 512) }),
+        ("straddling the end", unsafe { call3(Hypercall::DiskWrite, sectors - 1, buf.as_ptr() as u64, 1024) }),
+        ("wrapping sector", unsafe { call3(Hypercall::DiskRead, u64::MAX, buf.as_ptr() as u64, 512) }),
+        ("ragged length", unsafe { call3(Hypercall::DiskRead, 0, buf.as_ptr() as u64, 100) }),
+        ("empty", unsafe { call3(Hypercall::DiskRead, 0, buf.as_ptr() as u64, 0) }),
+        ("too long", unsafe { call3(Hypercall::DiskRead, 0, buf.as_ptr() as u64, (64 << 10) + 512) }),
+        ("kernel buffer", unsafe { call3(Hypercall::DiskRead, 0, 0xffff_8000_0000_0000, 512) }),
+        ("null buffer", unsafe { call3(Hypercall::DiskWrite, 0, 0, 512) }),
     ];
     for (what, result) in bad {
         println!("vm {id} {what}: {result:?}");

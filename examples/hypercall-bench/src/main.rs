@@ -34,15 +34,18 @@ fn main() {
     let iterations: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
     if args.next() == Some("switch") {
         per_op("yield round (2 VMs)", iterations, || {
-            let _ = call2(Hypercall::Yield, 0, 0);
+            // SAFETY: `yield` takes no pointer.
+            let _ = unsafe { call2(Hypercall::Yield, 0, 0) };
         });
         return;
     }
     per_op("null hypercall", iterations, || {
-        core::hint::black_box(raw(u64::MAX, 0, 0));
+        // SAFETY: no such call: the kernel refuses it and touches nothing.
+        core::hint::black_box(unsafe { raw(u64::MAX, 0, 0) });
     });
     per_op("yield hypercall", iterations / 10, || {
-        let _ = call2(Hypercall::Yield, 0, 0);
+        // SAFETY: `yield` takes no pointer.
+        let _ = unsafe { call2(Hypercall::Yield, 0, 0) };
     });
     per_op("clock read (no hypercall)", iterations, || {
         core::hint::black_box(Instant::now());

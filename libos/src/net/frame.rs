@@ -10,13 +10,16 @@ pub use denali_abi::net::mac_of;
 /// VM's). A frame nobody on the segment can take is dropped silently, as
 /// on a real wire.
 pub fn send(frame: &[u8]) -> Result<(), Error> {
-    call2(Hypercall::NetSend, frame.as_ptr() as u64, frame.len() as u64).map(drop)
+    // SAFETY: the kernel reads `frame.len()` bytes at `frame`, a live slice.
+    unsafe { call2(Hypercall::NetSend, frame.as_ptr() as u64, frame.len() as u64) }.map(drop)
 }
 
 /// Takes the oldest received frame into `buf`, returning its length, or
 /// `Err(Error::WouldBlock)` when none has arrived.
 pub fn try_recv(buf: &mut [u8]) -> Result<usize, Error> {
-    call2(Hypercall::NetRecv, buf.as_mut_ptr() as u64, buf.len() as u64).map(|n| n as usize)
+    // SAFETY: the kernel writes at most `buf.len()` bytes at `buf`, a slice
+    // borrowed mutably here.
+    unsafe { call2(Hypercall::NetRecv, buf.as_mut_ptr() as u64, buf.len() as u64) }.map(|n| n as usize)
 }
 
 /// Waits for a frame (parking only the calling thread) and takes it.
