@@ -12,6 +12,8 @@ fn two_vms_exchange_frames_over_the_virtual_switch() {
     let out = run(&service, &["--instances", "2", "--timeout", "60"]);
     let text = &out.stdout;
     assert!(text.contains("vm0| forged source: Err(InvalidArgument)"), "{text}");
+    assert!(text.contains("vm0| forged ip source: Err(InvalidArgument)"), "{text}");
+    assert!(text.contains("vm0| not ip: Err(InvalidArgument)"), "{text}");
     assert!(text.contains("vm0| nobody there: Ok(())"), "{text}");
     assert!(text.contains("vm0| nothing yet: true"), "{text}");
     assert!(text.contains("vm0| pinger: 100 round trips"), "{text}");
@@ -31,5 +33,24 @@ fn one_vm_talks_tcp_and_udp_to_another_inside_the_kernel() {
     assert!(text.contains("vm0| server: echoed 65536 bytes"), "{text}");
     assert!(text.contains("vm1| client: tcp echo ok, 65536 bytes"), "{text}");
     assert!(text.contains("vm1| client: udp reply \"ping over udp\" from 10.0.2.15:9"), "{text}");
+    assert_eq!(out.status, 0, "{text}\n{}", out.stderr);
+}
+
+#[test]
+fn a_vm_cannot_intercept_or_forge_another_pairs_traffic() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "spoof", Some(include_str!("guests/spoof.rs")));
+    build(&service, "spoof");
+    let out = run(&service, &["--instances", "3", "--timeout", "120"]);
+    let text = &out.stdout;
+    assert!(text.contains("vm0| server: 20 datagrams, 20 from the client"), "{text}");
+    assert!(text.contains("vm1| client: 20 replies from the server"), "{text}");
+    assert!(text.contains("vm2| attacker: forged relay Err(InvalidArgument)"), "{text}");
+    let attacker = text.lines().find(|l| l.contains("poisoned ARP replies refused")).expect("the attacker's tally");
+    let numbers: Vec<u64> = attacker.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    // vm2| attacker: R of S poisoned ...; I datagrams intercepted, L relayed
+    let [_, refused, sent, intercepted, relayed] = numbers[..] else { panic!("{attacker}") };
+    assert!(sent > 10 && refused == sent, "{attacker}");
+    assert_eq!((intercepted, relayed), (0, 0), "{attacker}");
     assert_eq!(out.status, 0, "{text}\n{}", out.stderr);
 }

@@ -8,6 +8,7 @@ use crate::drivers::virtio_blk::Disk;
 use crate::drivers::virtio_net::Nic;
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
+use crate::mem::heap::CountingHeap;
 use crate::mem::phys;
 use crate::run::{BootReport, Kernel};
 use crate::time::Clock;
@@ -17,7 +18,6 @@ use denali_abi::boot::{
     BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
 };
 use denali_abi::disk::{FIRST_DATA_SECTOR, Window};
-use linked_list_allocator::LockedHeap;
 use virtio_drivers::transport::DeviceType;
 use x86_64::registers::control::Cr3;
 
@@ -30,7 +30,7 @@ const HEAP_PER_VM_EXTRA: usize = 192;
 const MIN_HEAP_SIZE: u64 = 8 << 20;
 
 /// Boots the kernel and never returns: the run ends through the exit device.
-pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
+pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     crate::console::CONSOLE.lock().init();
     // SAFETY: the loader placed a BootInfo at this physical address; it is
     // read once, by value, before anything can overwrite it.
@@ -62,7 +62,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     };
     // SAFETY: the loader reports this range as unused RAM, mapped by the
     // physmap; it becomes the heap and nothing else uses it.
-    unsafe { heap.lock().init(phys::to_virt(heap_start), heap_size as usize) };
+    unsafe { heap.init(phys::to_virt(heap_start), heap_size as usize) };
     let mut regions: Vec<(u64, u64)> = Vec::new();
     for region in usable {
         let (mut start, end) = (region.start.next_multiple_of(4096), region.end);
@@ -111,11 +111,21 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
     }
 
     let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
+    // A quarter of the heap parks frames for VMs: the global budget that
+    // no flood can exceed.
+    let frame_slots = (heap_size / 4 / denali_abi::hypercall::FRAME_MAX as u64) as u32;
+    match crate::net::Switch::with_budget(frame_slots) {
+        Ok(switch) => kernel.switch = switch,
+        Err(_) => {
+            kprintln!("denali: no kernel heap for the network's frames; give the run more memory (--mem)");
+            arch::exit(crate::run::REFUSED_STATUS);
+        }
+    }
     // Each VM's record is a heap allocation of its own, made as it is
     // loaded: check they all fit before making the first, so the heap never
     // runs dry halfway (an allocation failure would stop the kernel).
     let per_vm = (core::mem::size_of::<crate::vm::Vm>() + HEAP_PER_VM_EXTRA) as u64;
-    let fits = u64::from(vm_count).saturating_mul(per_vm) < heap.lock().free() as u64;
+    let fits = u64::from(vm_count).saturating_mul(per_vm) < heap.free() as u64;
     if !fits || kernel.reserve(vm_count as usize).is_err() {
         kprintln!(
             "denali: {vm_count} VMs do not fit in the kernel's {} MiB heap; boot fewer or give the run more memory (--mem)",
@@ -215,7 +225,7 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         if label.swap_sectors != 0 && label.swap_start < next_sector {
             kprintln!("denali: the disk's swap area overlaps the VMs' disk windows; nothing will be swapped");
         } else if label.swap_sectors != 0 {
-            let slots = (heap.lock().free() / 4 / crate::swap::HEAP_PER_SLOT) as u64;
+            let slots = (heap.free() / 4 / crate::swap::HEAP_PER_SLOT) as u64;
             let end =
                 label.swap_start.saturating_add(label.swap_sectors.min(slots.saturating_mul(8))).min(disk.sectors);
             kernel.swap = crate::swap::SwapArea::new(label.swap_start, end);
@@ -234,6 +244,9 @@ pub fn boot(boot_info_phys: u64, heap: &LockedHeap) -> ! {
         page_table_frames: kernel.frames.in_use() - frames_before - template_frames - made,
         image_frames: template_frames,
     };
+    kernel.heap = Some(heap);
+    heap.reset_peak();
+    kernel.heap_after_boot = heap.usage();
     if info.time_limit_ms != 0 {
         kernel.time_limit = Some(clock.ns_at(arch::rdtsc()) + info.time_limit_ms * 1_000_000);
     }

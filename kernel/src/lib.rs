@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+pub mod collections;
 pub mod mem;
 pub mod net;
 pub mod sched;

@@ -7,7 +7,7 @@ mod bare {
     use denali_kernel::{arch, boot, kprintln};
 
     #[global_allocator]
-    static HEAP: linked_list_allocator::LockedHeap = linked_list_allocator::LockedHeap::empty();
+    static HEAP: denali_kernel::mem::heap::CountingHeap = denali_kernel::mem::heap::CountingHeap::empty();
 
     /// Rust entry, called by `arch::x86_64::entry::_start` on the boot stack
     /// with the physical address of the `BootInfo`.

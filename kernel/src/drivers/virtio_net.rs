@@ -7,6 +7,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::AtomicBool;
+use denali_abi::hypercall::FRAME_MAX;
 use virtio_drivers::device::net::VirtIONetRaw;
 use virtio_drivers::transport::SomeTransport;
 
@@ -18,8 +19,6 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 const QUEUE_SIZE: usize = 64;
 /// Each receive buffer: a full frame and the virtio header.
 const RX_BUFFER_LEN: usize = 2048;
-/// `struct virtio_net_hdr_v1` (the longest header the device may use).
-const NET_HDR_LEN: usize = 12;
 
 /// A buffer the device owns until it hands it back (by token).
 type Buffer = Box<[u8]>;
@@ -27,7 +26,8 @@ type Buffer = Box<[u8]>;
 /// The NIC. Transmission does not wait for the device: frames are queued
 /// and their buffers reclaimed later, so when the device polls the
 /// transmit ring (suppressing notifications while traffic flows) sending
-/// costs no exit at all.
+/// costs no exit at all. Every buffer is allocated when the NIC starts:
+/// nothing on the frame path allocates.
 pub struct Nic {
     device: VirtIONetRaw<KernelHal, SomeTransport<'static>, QUEUE_SIZE>,
     /// Whether the NIC raises no interrupt the kernel takes (PCI without
@@ -37,6 +37,8 @@ pub struct Nic {
     rx: Vec<Option<Buffer>>,
     /// Transmit buffers in flight, by token.
     tx: Vec<Option<Buffer>>,
+    /// Transmit buffers not in flight.
+    tx_free: Vec<Buffer>,
     /// Frames sent.
     pub sent: u64,
     /// Frames received.
@@ -68,17 +70,19 @@ impl Nic {
 
     fn new(transport: SomeTransport<'static>, polled: bool) -> Result<Nic, &'static str> {
         let device = VirtIONetRaw::new(transport).map_err(|_| "the NIC refused to start")?;
+        let buffer = || alloc::vec![0u8; RX_BUFFER_LEN].into_boxed_slice();
         let mut nic = Nic {
             device,
             polled,
             rx: (0..QUEUE_SIZE).map(|_| None).collect(),
             tx: (0..QUEUE_SIZE).map(|_| None).collect(),
+            tx_free: (0..QUEUE_SIZE).map(|_| buffer()).collect(),
             sent: 0,
             received: 0,
             tx_dropped: 0,
         };
         for _ in 0..QUEUE_SIZE {
-            nic.post(alloc::vec![0u8; RX_BUFFER_LEN].into_boxed_slice())?;
+            nic.post(buffer())?;
         }
         nic.device.enable_interrupts();
         Ok(nic)
@@ -99,44 +103,67 @@ impl Nic {
             let Some(buffer) = self.tx.get_mut(usize::from(token)).and_then(Option::take) else { return };
             // SAFETY: the buffer is the one transmit_begin took with this token.
             let _ = unsafe { self.device.transmit_complete(token, &buffer) };
+            self.tx_free.push(buffer);
         }
     }
 
-    /// Queues one frame for sending; dropped (and counted) if the ring is
-    /// full, as a real NIC would.
+    /// Queues one frame (at most [`FRAME_MAX`] bytes) for sending; dropped
+    /// (and counted) if the ring is full, as a real NIC would.
     pub fn send(&mut self, frame: &[u8]) {
         self.reclaim();
-        let mut buffer = alloc::vec![0u8; NET_HDR_LEN + frame.len()].into_boxed_slice();
-        let Ok(header) = self.device.fill_buffer_header(&mut buffer) else { return };
-        buffer[header..header + frame.len()].copy_from_slice(frame);
-        let buffer_len = header + frame.len();
+        let Some(mut buffer) = self.tx_free.pop() else {
+            self.tx_dropped += 1;
+            return;
+        };
+        let Ok(header) = self.device.fill_buffer_header(&mut buffer) else {
+            self.tx_free.push(buffer);
+            return;
+        };
+        let end = header + frame.len().min(FRAME_MAX);
+        buffer[header..end].copy_from_slice(&frame[..end - header]);
         // SAFETY: the buffer is kept in `tx` under its token, untouched,
         // until the device returns that token (see reclaim).
-        match unsafe { self.device.transmit_begin(&buffer[..buffer_len]) } {
+        match unsafe { self.device.transmit_begin(&buffer[..end]) } {
             Ok(token) => {
                 self.tx[usize::from(token)] = Some(buffer);
                 self.sent += 1;
             }
-            Err(_) => self.tx_dropped += 1,
+            Err(_) => {
+                self.tx_free.push(buffer);
+                self.tx_dropped += 1;
+            }
         }
     }
 
-    /// Acknowledges the interrupt and takes every frame received.
-    pub fn receive_all(&mut self) -> Vec<Vec<u8>> {
+    /// Acknowledges the NIC's interrupt and takes back finished transmit
+    /// buffers; then [`Nic::receive_into`] takes what arrived.
+    pub fn acknowledge(&mut self) {
         if !self.polled {
             self.device.ack_interrupt();
         }
         self.reclaim();
-        let mut frames = Vec::new();
-        while let Some(token) = self.device.poll_receive() {
-            let Some(mut buffer) = self.rx.get_mut(usize::from(token)).and_then(Option::take) else { break };
+    }
+
+    /// Copies the next frame received into `out` and returns its length;
+    /// frames longer than `out` are dropped.
+    pub fn receive_into(&mut self, out: &mut [u8; FRAME_MAX]) -> Option<usize> {
+        loop {
+            let token = self.device.poll_receive()?;
+            let mut buffer = self.rx.get_mut(usize::from(token)).and_then(Option::take)?;
             // SAFETY: the buffer is the one receive_begin took with this token.
-            if let Ok((header, len)) = unsafe { self.device.receive_complete(token, &mut buffer) } {
-                frames.push(buffer[header..header + len].to_vec());
-            }
+            let received = unsafe { self.device.receive_complete(token, &mut buffer) };
+            let len = match received {
+                Ok((header, len)) if len <= FRAME_MAX => {
+                    out[..len].copy_from_slice(&buffer[header..header + len]);
+                    Some(len)
+                }
+                _ => None,
+            };
             let _ = self.post(buffer);
+            if let Some(len) = len {
+                self.received += 1;
+                return Some(len);
+            }
         }
-        self.received += frames.len() as u64;
-        frames
     }
 }

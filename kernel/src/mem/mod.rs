@@ -2,6 +2,7 @@
 //! the per-VM address spaces built from frames.
 
 pub mod frame;
+pub mod heap;
 
 #[cfg(target_os = "none")]
 pub mod phys;

@@ -138,6 +138,7 @@ impl AddressSpace {
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
         let target = PhysFrame::containing_address(PhysAddr::new(frame));
+        self.room_for_one()?;
         let (mut mapper, owned) = self.parts();
         // SAFETY: the frame is either fresh and exclusively this VM's, or a
         // shared image frame mapped without write access; either way no
@@ -167,6 +168,7 @@ impl AddressSpace {
         if !flags.contains(COPY_ON_WRITE) {
             return Ok(false);
         }
+        self.room_for_one()?;
         let copy = frames.alloc().ok_or(MapError::OutOfMemory)?;
         // SAFETY: `copy` is a fresh frame and `shared` a mapped image frame,
         // both whole frames in the physmap.
@@ -198,6 +200,14 @@ impl AddressSpace {
                 Err(MapError::OutOfMemory)
             }
         }
+    }
+
+    /// Makes room to note one more private page and the page tables a
+    /// mapping may add, so that mapping a page never fails halfway for
+    /// want of kernel heap (it fails as a page does for want of a frame).
+    fn room_for_one(&mut self) -> Result<(), MapError> {
+        self.private.try_reserve(1).map_err(|_| MapError::OutOfMemory)?;
+        self.tables.try_reserve(3).map_err(|_| MapError::OutOfMemory)
     }
 
     /// The physical frame behind the page holding `vaddr`, if it is mapped
@@ -236,8 +246,14 @@ impl AddressSpace {
     pub fn take_private(&mut self, keep: u64, limit: usize) -> Vec<TakenPage> {
         let private = core::mem::take(&mut self.private);
         let (mut mapper, _) = self.parts();
-        let mut pages = Vec::with_capacity(private.len().min(limit));
+        let mut pages = Vec::new();
         let mut kept = Vec::new();
+        if pages.try_reserve_exact(private.len().min(limit)).is_err() || kept.try_reserve_exact(private.len()).is_err()
+        {
+            // No heap to note them in: take nothing.
+            self.private = private;
+            return pages;
+        }
         for (vaddr, frame) in private {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
             let flags = match mapper.translate(page.start_address()) {
@@ -272,6 +288,7 @@ impl AddressSpace {
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
         let target = PhysFrame::containing_address(PhysAddr::new(page.frame));
         let at = Page::<Size4KiB>::containing_address(VirtAddr::new(page.vaddr));
+        self.room_for_one()?;
         let (mut mapper, owned) = self.parts();
         // SAFETY: the caller hands over a frame of its own and the flags the
         // page had, so no VM gains access to memory not its own.

@@ -8,7 +8,8 @@ use crate::drivers::virtio_blk::Disk;
 use crate::drivers::virtio_net::{INTERRUPTED, Nic};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
-use crate::net::{Action, Port, Switch, UPLINK_SENDER};
+use crate::mem::heap::{CountingHeap, HeapUse};
+use crate::net::{Delivered, Parked, Port, Switch};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::swap::{IdleQueue, SwapArea, Watermarks};
 use crate::time::Clock;
@@ -21,6 +22,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use denali_abi::disk::DISK_IO_MAX;
+use denali_abi::hypercall::FRAME_MAX;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP, HYPERCALL_VECTOR};
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
@@ -111,6 +113,10 @@ pub struct Kernel {
     pub watermarks: Watermarks,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
     loaded_root: PhysFrame,
+    /// The kernel heap, for `--stats`.
+    pub heap: Option<&'static CountingHeap>,
+    /// Heap use once every VM was made.
+    pub heap_after_boot: HeapUse,
 }
 
 /// Frames a hypercall may need: the pages of its largest buffer
@@ -147,6 +153,8 @@ impl Kernel {
             swap: None,
             idle: IdleQueue::default(),
             watermarks: Watermarks::for_total(frames_total),
+            heap: None,
+            heap_after_boot: HeapUse::default(),
         }
     }
 
@@ -158,6 +166,8 @@ impl Kernel {
         self.statuses.try_reserve_exact(count)?;
         self.names.try_reserve_exact(count)?;
         self.stats.try_reserve_exact(count)?;
+        self.switch.reserve(count)?;
+        self.idle.reserve(count)?;
         self.sched.reserve(count)
     }
 
@@ -295,21 +305,6 @@ impl Kernel {
         }
     }
 
-    /// Puts a frame in VM `to`'s receive ring (or drops it: a full ring, a
-    /// VM that is gone) and wakes the VM if it idles.
-    /// Does what the switch decided for a frame VM `sender` sent.
-    fn carry_out(&mut self, sender: VmId, action: Action) {
-        match action {
-            Action::ToVm(to, frame) => self.deliver(sender, to, frame),
-            Action::Reply(frame) => self.deliver(sender, sender, frame),
-            Action::ToUplink(frame) => self.transmit(&frame),
-            Action::Drop => {}
-        }
-    }
-
-    /// Takes what the NIC received into the switch: frames for VMs go to
-    /// their rings (waking them), ARP requests for VM addresses are
-    /// answered out of the NIC.
     /// Between two looks at a polled NIC: halts for up to
     /// [`NIC_POLL_NS`] (never past `limit`) where the timer can wake the
     /// CPU, else spins once.
@@ -323,34 +318,38 @@ impl Kernel {
         apic::set_deadline(0);
     }
 
-    /// Sends a frame out of the machine's NIC, if there is one.
-    fn transmit(&mut self, frame: &[u8]) {
-        if let Some(nic) = self.uplink.as_mut() {
-            nic.send(frame);
-        }
-    }
-
     /// Whether the NIC raises no interrupt, so the kernel polls it.
     fn nic_polled(&self) -> bool {
         self.uplink.as_ref().is_some_and(|nic| nic.polled)
     }
 
+    /// Takes what the NIC received into the switch: frames for VMs go to
+    /// their rings (waking them), ARP requests for VM addresses are
+    /// answered out of the NIC.
     fn poll_uplink(&mut self) {
         let Some(nic) = self.uplink.as_mut() else { return };
-        for frame in nic.receive_all() {
-            match self.switch.forward(Port::Uplink, frame) {
-                Ok(Action::ToVm(to, frame)) => self.deliver(UPLINK_SENDER, to, frame),
-                Ok(Action::Reply(frame)) => self.transmit(&frame),
-                _ => {}
+        nic.acknowledge();
+        let mut frame = [0u8; FRAME_MAX];
+        while let Some(len) = self.uplink.as_mut().and_then(|nic| nic.receive_into(&mut frame)) {
+            let nic = self.uplink.as_mut().expect("it just received");
+            if let Ok(delivered) = self.switch.send(Port::Uplink, &frame[..len], &mut |reply| nic.send(reply)) {
+                self.note_delivery(delivered);
             }
         }
     }
 
-    /// Puts a frame from `from` (a VM, or [`UPLINK_SENDER`]) in VM `to`'s
-    /// ring and wakes it; a full ring or share drops the frame.
-    fn deliver(&mut self, from: u32, to: VmId, frame: Vec<u8>) {
+    /// Accounts for a frame the switch took and wakes the VM it went to;
+    /// a frame dropped for a full ring (or pushed out of the fullest ring)
+    /// counts against the VM whose ring it was.
+    fn note_delivery(&mut self, delivered: Delivered) {
+        let Delivered::ToVm(to, parked) = delivered else { return };
+        if let Parked::Evicted(victim) = parked
+            && let Some(vm) = self.vms.get_mut(victim as usize).and_then(Option::as_mut)
+        {
+            vm.stats.frames_dropped += 1;
+        }
         let Some(vm) = self.vms.get_mut(to as usize).and_then(Option::as_mut) else { return };
-        if !vm.rx.push(from, frame) {
+        if parked == Parked::Dropped {
             vm.stats.frames_dropped += 1;
         } else {
             vm.stats.frames_received += 1;
@@ -488,7 +487,8 @@ impl Kernel {
                         sched: &mut self.sched,
                         prefix_console: prefix,
                         now,
-                        switch: &self.switch,
+                        switch: &mut self.switch,
+                        uplink: self.uplink.as_mut(),
                         disk: self.disk.as_mut(),
                     };
                     match hypercall::dispatch(vm, &mut env) {
@@ -500,10 +500,12 @@ impl Kernel {
                             return;
                         }
                         Outcome::Exit(status) => return self.finish(id, status),
-                        Outcome::Send(action) => {
-                            vm.context.rax = vm.context.rsi;
-                            vm.stats.frames_sent += 1;
-                            self.carry_out(id, action);
+                        Outcome::Sent(len, delivered) => {
+                            vm.context.rax = len;
+                            if delivered != Delivered::Dropped {
+                                vm.stats.frames_sent += 1;
+                            }
+                            self.note_delivery(delivered);
                             let Some(again) = self.vms[id as usize].as_mut() else { return };
                             vm = again;
                         }

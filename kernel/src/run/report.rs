@@ -112,6 +112,18 @@ impl Kernel {
                 u64::from(swap.slots()) - swap.free_slots()
             );
         }
+        if let Some(heap) = self.heap {
+            let (boot, now) = (self.heap_after_boot, heap.usage());
+            kprintln!(
+                "denali: kernel heap: {} KiB in use once the VMs were made, at most {} KiB while they ran, {} KiB at the end (of {} KiB); {} of {} frame slots in use at the end",
+                boot.used >> 10,
+                now.peak >> 10,
+                now.used >> 10,
+                now.size >> 10,
+                self.switch.parking.parked(),
+                self.switch.parking.capacity()
+            );
+        }
         // Every VM's frames went back: only the images' pages stay.
         kprintln!(
             "denali: frames in use after the run: {} ({} hold image pages)",

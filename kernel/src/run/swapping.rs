@@ -89,9 +89,13 @@ impl Kernel {
         else {
             return false;
         };
-        let room = usize::try_from(swap.free_slots()).unwrap_or(usize::MAX);
+        let room = usize::try_from(swap.free_slots()).unwrap_or(usize::MAX).min(vm.space.private_pages());
+        // The list of what went out is kernel heap: without room for it,
+        // nothing goes.
+        if vm.swapped.try_reserve_exact(room).is_err() {
+            return false;
+        }
         let pages = vm.space.take_private(INFO_PAGE, room);
-        vm.swapped.reserve_exact(pages.len());
         let (mut written, mut lost) = (0, false);
         for page in pages {
             let slot = swap.alloc().expect("no more pages than free slots were taken");

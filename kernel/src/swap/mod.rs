@@ -48,11 +48,15 @@ pub struct SwapArea {
 
 impl SwapArea {
     /// The slots that fit in sectors `[start, end)` (the first one
-    /// page-aligned), or `None` if not one does.
+    /// page-aligned), or `None` if not one does (or the kernel heap has no
+    /// room to keep track of them: the list of freed slots is sized now, so
+    /// freeing one never allocates).
     pub fn new(start: u64, end: u64) -> Option<SwapArea> {
         let start = start.checked_next_multiple_of(SECTORS_PER_SLOT)?;
         let slots = u32::try_from(end.saturating_sub(start) / SECTORS_PER_SLOT).unwrap_or(u32::MAX);
-        (slots > 0).then_some(SwapArea { start, slots, next: 0, freed: Vec::new() })
+        let mut freed = Vec::new();
+        freed.try_reserve_exact(slots as usize).ok()?;
+        (slots > 0).then_some(SwapArea { start, slots, next: 0, freed })
     }
 
     /// A free slot.
@@ -100,6 +104,13 @@ pub struct IdleQueue {
 }
 
 impl IdleQueue {
+    /// Makes room for the entries of `count` VMs: the kernel keeps at most
+    /// two per VM and a few more (see `run::swapping`), so pushing never
+    /// allocates.
+    pub fn reserve(&mut self, count: usize) -> Result<(), alloc::collections::TryReserveError> {
+        self.queue.try_reserve_exact((2 * count + 66).saturating_sub(self.queue.len()))
+    }
+
     /// Notes that `id` just went idle; returns the stamp it keeps.
     pub fn push(&mut self, id: VmId) -> u64 {
         self.next_stamp += 1;

@@ -4,10 +4,10 @@
 use super::{State, Vm};
 use crate::console;
 use crate::drivers::virtio_blk::Disk;
+use crate::drivers::virtio_net::Nic;
 use crate::mem::frame::FrameAllocator;
-use crate::net::{Action, Port, Switch};
+use crate::net::{Delivered, Port, Switch};
 use crate::sched::Scheduler;
-use alloc::vec::Vec;
 use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, Hypercall};
 
 /// What the kernel does with the VM after a hypercall.
@@ -21,10 +21,10 @@ pub enum Outcome {
     Yield,
     /// The VM is finished with this status.
     Exit(i32),
-    /// Return the frame's length in `rax`, keep running the VM, and carry
-    /// out the switch's decision for the frame it sent (the kernel does
-    /// that: it needs the other VM or the NIC).
-    Send(Action),
+    /// Return the frame's length (this value) in `rax` and keep running
+    /// the VM; the switch took the frame it sent as the second says (the
+    /// kernel wakes the VM it went to).
+    Sent(u64, Delivered),
 }
 
 /// Kernel services a hypercall may use.
@@ -38,7 +38,9 @@ pub struct Env<'a> {
     /// Current global-clock time.
     pub now: u64,
     /// The virtual Ethernet switch.
-    pub switch: &'a Switch,
+    pub switch: &'a mut Switch,
+    /// The machine's NIC, the switch's uplink.
+    pub uplink: Option<&'a mut Nic>,
     /// The machine's disk, if it has a labelled one.
     pub disk: Option<&'a mut Disk>,
 }
@@ -93,33 +95,34 @@ fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
     if len as usize > FRAME_MAX {
         return Outcome::Resume(Error::InvalidArgument.to_return());
     }
-    let mut frame = Vec::with_capacity(len as usize);
-    if let Err(e) = vm.read_guest(env.frames, addr, len, |bytes| frame.extend_from_slice(bytes)) {
+    let mut frame = [0u8; FRAME_MAX];
+    let frame = &mut frame[..len as usize];
+    if let Err(e) = vm.copy_from_guest(env.frames, addr, frame) {
         return Outcome::Resume(e.to_return());
     }
-    match env.switch.forward(Port::Vm(vm.id), frame) {
-        Ok(Action::Drop) => Outcome::Resume(len),
-        Ok(action) => Outcome::Send(action),
+    let uplink = &mut env.uplink;
+    let mut transmit = |frame: &[u8]| {
+        if let Some(nic) = uplink.as_deref_mut() {
+            nic.send(frame);
+        }
+    };
+    match env.switch.send(Port::Vm(vm.id), frame, &mut transmit) {
+        Ok(delivered) => Outcome::Sent(len, delivered),
         Err(_) => Outcome::Resume(Error::InvalidArgument.to_return()),
     }
 }
 
 fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: u64, cap: u64) -> Outcome {
-    let Some(len) = vm.rx.peek_len() else {
+    let parking = &mut env.switch.parking;
+    let Some(len) = parking.peek_len(vm.id) else {
         return Outcome::Resume(Error::WouldBlock.to_return());
     };
     if (len as u64) > cap {
         return Outcome::Resume(Error::InvalidArgument.to_return());
     }
-    let frame = vm.rx.pop().expect("peeked");
-    match vm.write_guest(env.frames, addr, &frame) {
-        Ok(()) => Outcome::Resume(len as u64),
-        Err(e) => {
-            // The VM's buffer was bad: the frame is lost to it, as a NIC's
-            // DMA into a bad buffer would be.
-            Outcome::Resume(e.to_return())
-        }
-    }
+    // A bad buffer loses the frame, as a NIC's DMA into one would.
+    let result = parking.pop(vm.id, |frame| vm.write_guest(env.frames, addr, frame)).expect("peeked");
+    Outcome::Resume(result.map_or_else(Error::to_return, |()| len as u64))
 }
 
 /// Which way a disk transfer goes.
@@ -142,13 +145,7 @@ fn disk_transfer(vm: &mut Vm, env: &mut Env<'_>, sector: u64, addr: u64, len: u6
     };
     let result = match direction {
         Direction::Write => disk
-            .write(at, len as usize, |buffer| {
-                let mut done = 0;
-                vm.read_guest(env.frames, addr, len, |bytes| {
-                    buffer[done..done + bytes.len()].copy_from_slice(bytes);
-                    done += bytes.len();
-                })
-            })
+            .write(at, len as usize, |buffer| vm.copy_from_guest(env.frames, addr, &mut buffer[..len as usize]))
             .map(|()| vm.stats.disk_written_bytes += len),
         Direction::Read => disk
             .read(at, len as usize)

@@ -12,7 +12,6 @@ use crate::arch::x86_64::trap::UserContext;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
 use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
-use crate::net::RxRing;
 use crate::sched::VmId;
 use crate::time::Clock;
 use alloc::string::String;
@@ -145,7 +144,6 @@ impl Loader<'_> {
                     stats: Stats { resident_pages: 1, shared_pages: template.pages.len() as u64, ..Stats::default() },
                     slice_left: crate::sched::TIME_SLICE_NS,
                     out_of_memory: false,
-                    rx: RxRing::default(),
                     ipv4,
                     disk,
                     swapped: Vec::new(),

@@ -88,6 +88,17 @@ impl Vm {
         })
     }
 
+    /// Copies `out.len()` bytes at flat address `addr` out of the VM into
+    /// `out`.
+    pub fn copy_from_guest(&mut self, frames: &mut FrameAllocator, addr: u64, out: &mut [u8]) -> Result<(), Error> {
+        self.for_each_page(frames, addr, out.len() as u64, false, |ptr, done, chunk| {
+            // SAFETY: `ptr` points into a frame mapped readable for this VM,
+            // reached through the physmap; the piece stays within that frame
+            // and within `out`.
+            unsafe { core::ptr::copy_nonoverlapping(ptr, out[done..].as_mut_ptr(), chunk) }
+        })
+    }
+
     /// Copies `bytes` into the VM at flat address `addr`, which must be
     /// writable by the VM (demand-zero pages are filled and copy-on-write
     /// pages copied on the way, as the VM's own write would).

@@ -10,7 +10,6 @@ use crate::arch::x86_64::cpu::FpuState;
 use crate::arch::x86_64::trap::UserContext;
 use crate::mem::phys;
 use crate::mem::space::AddressSpace;
-use crate::net::RxRing;
 use crate::sched::VmId;
 use alloc::string::String;
 use denali_abi::info::InfoPage;
@@ -130,8 +129,6 @@ pub struct Vm {
     pub slice_left: u64,
     /// Its last fault needed a frame and none was free.
     pub out_of_memory: bool,
-    /// Frames the virtual switch delivered and it has not taken yet.
-    pub rx: RxRing,
     /// Its IPv4 configuration (all zero: no address).
     pub ipv4: denali_abi::net::Ipv4Config,
     /// Its window of the machine's disk (no sectors: no disk).
