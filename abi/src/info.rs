@@ -55,9 +55,26 @@ pub struct InfoPage {
     pub disk_sectors: u64,
     /// The VM's arguments from the manifest, UTF-8.
     pub args: [u8; ARGS_MAX],
+    /// Where the kernel's state-restore code (see
+    /// [`crate::layout::STATE_SWITCH_PAGE`]) continues the VM: its `rip`,
+    /// `rax` and `rdx`, which that code needs for itself.
+    pub resume: ResumePoint,
 }
 
-const _: () = assert!(core::mem::size_of::<InfoPage>() == 128 + ARGS_MAX);
+/// The registers the state-restore code hands back last.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ResumePoint {
+    /// Where the VM continues.
+    pub rip: u64,
+    /// Its `rax`.
+    pub rax: u64,
+    /// Its `rdx`.
+    pub rdx: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<InfoPage>() == 128 + ARGS_MAX + 24);
+const _: () = assert!(core::mem::size_of::<InfoPage>() <= crate::layout::PAGE_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<InfoPage>() <= crate::layout::PAGE_SIZE as usize);
 const _: () = assert!(core::mem::offset_of!(InfoPage, pending_events) == 80);
 

@@ -33,7 +33,7 @@ pub mod net;
 
 /// Version of this interface. The kernel refuses images and boot bundles
 /// built for another version.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// FNV-1a, 64 bit: the content hash of images and a cheap checksum.
 ///

@@ -6,6 +6,7 @@ mod support;
 
 use denali_abi::boot::{BundleSpec, build_bundle};
 use denali_abi::net::Ipv4Config;
+use std::time::Duration;
 use support::*;
 
 const NULL_WRITE: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let p = core::hint::black_box(0usize) as *mut u64;\n    unsafe { p.write_volatile(0xdead) };\n}\n";
@@ -200,4 +201,41 @@ fn a_vm_that_exhausts_memory_is_stopped_and_the_others_run() {
     assert!(!text.contains("got 104857600 bytes"), "{text}");
     assert!(text.contains("vm1| survivor 1 of 2 done"), "{text}");
     assert_eq!(out.status, 142, "stderr: {}", out.stderr);
+}
+
+/// Checks the `registers` guest's report (see guests/registers.rs): the
+/// owner kept every register, the spy started from the initial state, and
+/// `sgdt` faulted where the CPU has UMIP.
+fn assert_registers_private(text: &str, spy: &str) {
+    for (vm, line) in [("vm0", "owner kept: "), ("vm1", "spy saw initial state: ")] {
+        let report = text.lines().find(|l| l.starts_with(&format!("{vm}| {line}"))).unwrap_or_else(|| panic!("{text}"));
+        assert!(!report.contains("NO"), "{report}\n{text}");
+        assert!(report.contains("x87 yes mxcsr yes") && report.contains("selectors yes"), "{report}");
+    }
+    if text.contains("vm2| umip: present") {
+        assert!(text.contains(&format!("vm 2 ({spy}) stopped: general protection fault")), "{text}");
+        assert!(!text.contains("umip: sgdt read"), "{text}");
+    }
+}
+
+#[test]
+fn a_vm_cannot_read_or_write_another_vms_registers() {
+    let dir = scratch();
+    let source = include_str!("guests/registers.rs");
+    let owner = build(&new_service(dir.path(), "regowner", Some(source)), "regowner");
+    let spy = build(&new_service(dir.path(), "regspy", Some(source)), "regspy");
+    let (owner, spy) = (owner.to_str().unwrap(), spy.to_str().unwrap());
+    let out = run(dir.path(), &[owner, spy, spy, "--timeout", "60"]);
+    assert_registers_private(&out.stdout, "regspy");
+}
+
+#[test]
+fn a_vm_cannot_read_or_write_another_vms_registers_on_bare_metal() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "regqemu", Some(include_str!("guests/registers.rs")));
+    std::fs::write(service.join("Denali.toml"), "instances = 3\n").unwrap();
+    let mut c = cargo_denali();
+    c.current_dir(&service).env("DENALI_QEMU_ACCEL", "tcg").args(["denali", "run", "--qemu", "--timeout", "300"]);
+    let out = run_with_timeout(c, Duration::from_secs(600));
+    assert_registers_private(&out.stdout, "regqemu");
 }

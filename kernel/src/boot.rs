@@ -2,6 +2,7 @@
 //! carves the kernel heap and the frame allocator out of usable memory,
 //! loads every image of the boot bundle into its own VM, and runs them.
 
+use crate::arch::x86_64::user_state::StateSwitch;
 use crate::arch::x86_64::{self as arch, apic, cpu, gdt, trap};
 use crate::drivers::pci;
 use crate::drivers::virtio_blk::Disk;
@@ -13,6 +14,7 @@ use crate::mem::phys;
 use crate::run::{BootReport, Kernel};
 use crate::time::Clock;
 use crate::vm::loader::Loader;
+use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::boot::{
     BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
@@ -71,7 +73,12 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
         }
         regions.push((start, end));
     }
-    let frames = FrameAllocator::new(regions);
+    let mut frames = FrameAllocator::new(regions);
+    let Some(switch_frame) = phys::alloc_zeroed(&mut frames) else {
+        kprintln!("denali: no memory for the kernel's state-switch page; give the run more memory (--mem)");
+        arch::exit_panic();
+    };
+    let state_switch = StateSwitch::new(switch_frame, protections.user, &selectors);
     if info.tsc_khz == 0 {
         kprintln!("denali: the boot loader did not report the TSC frequency");
         arch::exit_panic();
@@ -95,11 +102,14 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     let verbose = flags & BOOT_FLAG_VERBOSE != 0;
     if verbose {
         kprintln!(
-            "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}",
+            "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}, UMIP {}, {}, FSGSBASE {}",
             (frames.total() * 4096) >> 20,
             info.tsc_khz / 1000,
-            if protections.smep { "on" } else { "absent" },
-            if protections.smap { "on" } else { "absent" },
+            on_or_absent(protections.smep),
+            on_or_absent(protections.smap),
+            on_or_absent(protections.user.umip),
+            protections.user.xcr0.map_or(String::from("no XSAVE (FXSAVE)"), |x| alloc::format!("XSAVE, XCR0 {x:#x}")),
+            on_or_absent(protections.user.fsgsbase),
         );
     }
 
@@ -110,7 +120,7 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
         wants_disk |= entry.disk_sectors != 0;
     }
 
-    let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose);
+    let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose, state_switch);
     // A quarter of the heap parks frames for VMs: the global budget that
     // no flood can exceed.
     let frame_slots = (heap_size / 4 / denali_abi::hypercall::FRAME_MAX as u64) as u32;
@@ -161,7 +171,14 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     for index in 0..bundle.len() {
         let (entry, image) = bundle.entry(index).expect("parsed bundle has this entry");
         let args = bundle.args(index).unwrap_or_default();
-        let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
+        let mut loader = Loader {
+            frames: &mut kernel.frames,
+            kernel_pml4,
+            selectors: &selectors,
+            clock,
+            vm_count,
+            state_switch: &state_switch,
+        };
         let template = match loader.prepare(image) {
             Ok(template) => {
                 template_frames += template.frames();
@@ -206,7 +223,14 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
                 kernel.refuse(entry.name());
                 continue;
             }
-            let mut loader = Loader { frames: &mut kernel.frames, kernel_pml4, selectors: &selectors, clock, vm_count };
+            let mut loader = Loader {
+                frames: &mut kernel.frames,
+                kernel_pml4,
+                selectors: &selectors,
+                clock,
+                vm_count,
+                state_switch: &state_switch,
+            };
             match loader.instantiate(id, entry.name(), &template, args, ipv4, disk) {
                 Ok(vm) => kernel.admit(vm),
                 Err(e) => {
@@ -252,6 +276,10 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     }
     let status = kernel.run(flags & BOOT_FLAG_STATS != 0);
     arch::exit(status)
+}
+
+fn on_or_absent(on: bool) -> &'static str {
+    if on { "on" } else { "absent" }
 }
 
 /// Starts the VMs' disk: the virtio-mmio device the loader names, or the

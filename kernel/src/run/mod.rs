@@ -3,6 +3,7 @@
 //! every VM has exited.
 
 use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, enter_user};
+use crate::arch::x86_64::user_state::StateSwitch;
 use crate::arch::x86_64::{apic, rdtsc};
 use crate::drivers::virtio_blk::Disk;
 use crate::drivers::virtio_net::{INTERRUPTED, Nic};
@@ -84,8 +85,11 @@ pub struct Kernel {
     pub kernel_pml4: u64,
     /// VMs not yet exited.
     live: usize,
-    /// Whose FPU state is in the CPU.
-    fpu_owner: Option<VmId>,
+    /// Whose register state beyond the general registers is in the CPU
+    /// (see `arch::x86_64::user_state`).
+    state_owner: Option<VmId>,
+    /// The code that saves and restores that state, in every VM.
+    state_switch: StateSwitch,
     /// Report each VM's exit, not only faults.
     verbose: bool,
     /// Whether the APIC timer can take the CPU back from a VM.
@@ -126,7 +130,13 @@ const HYPERCALL_FRAMES: u64 = (DISK_IO_MAX as u64).div_ceil(4096) + 1 + 5;
 
 impl Kernel {
     /// A kernel with no VMs yet.
-    pub fn new(frames: FrameAllocator, clock: Clock, kernel_pml4: u64, verbose: bool) -> Self {
+    pub fn new(
+        frames: FrameAllocator,
+        clock: Clock,
+        kernel_pml4: u64,
+        verbose: bool,
+        state_switch: StateSwitch,
+    ) -> Self {
         let frames_total = frames.total();
         Kernel {
             frames,
@@ -139,7 +149,8 @@ impl Kernel {
             clock,
             kernel_pml4,
             live: 0,
-            fpu_owner: None,
+            state_owner: None,
+            state_switch,
             verbose,
             preemption: false,
             time_limit: None,
@@ -432,31 +443,67 @@ impl Kernel {
         }
     }
 
-    fn switch_fpu(&mut self, id: VmId) {
-        if self.fpu_owner == Some(id) {
-            return;
-        }
-        if let Some(prev) = self.fpu_owner.and_then(|p| self.vms[p as usize].as_mut()) {
-            prev.fpu.save();
-        }
-        if let Some(vm) = self.vms[id as usize].as_ref() {
-            vm.fpu.restore();
-        }
-        self.fpu_owner = Some(id);
-    }
-
-    fn run_vm(&mut self, id: VmId, prefix: bool) {
-        self.switch_fpu(id);
-        let Some(mut vm) = self.vms[id as usize].as_mut() else {
-            return;
-        };
-        let root = vm.space.root();
+    /// Loads `root` into CR3 unless it is there.
+    fn load_root(&mut self, root: PhysFrame) {
         if self.loaded_root != root {
-            // SAFETY: the VM's page tables share the kernel's slots, so the
-            // kernel keeps running after the switch.
+            // SAFETY: every VM's page tables share the kernel's slots, so
+            // the kernel keeps running after the switch.
             unsafe { Cr3::write(root, Cr3Flags::empty()) };
             self.loaded_root = root;
         }
+    }
+
+    /// Makes VM `id` the owner of the CPU's register state: saves the
+    /// previous owner's (in its own ring 3) and has `id` restore its own
+    /// on entry. Returns false if `id` is gone.
+    fn switch_user_state(&mut self, id: VmId) -> bool {
+        if self.state_owner == Some(id) {
+            return self.vms[id as usize].is_some();
+        }
+        self.save_user_state();
+        let switch = self.state_switch;
+        let Some(vm) = self.vms[id as usize].as_mut() else { return false };
+        let mut resume = *vm.resume_point();
+        switch.enter_through_restore(&mut vm.context, &mut resume);
+        *vm.resume_point() = resume;
+        self.state_owner = Some(id);
+        true
+    }
+
+    /// Saves the state owner's register state to its CPU state page, by
+    /// running its save routine in its address space; afterwards no VM's
+    /// state is in the CPU that another could read.
+    fn save_user_state(&mut self) {
+        let Some(owner) = self.state_owner.take() else { return };
+        let Some(vm) = self.vms[owner as usize].as_ref() else { return };
+        self.load_root(vm.space.root());
+        let mut context = self.state_switch.save_context();
+        let start = rdtsc();
+        // SAFETY: a ring-3 context (user selectors, IOPL 0, interrupts
+        // off) at the save routine, mapped in this space.
+        unsafe { enter_user(&mut context) };
+        let Some(vm) = self.vms[owner as usize].as_mut() else { return };
+        vm.stats.cpu_ticks += rdtsc() - start;
+        if !StateSwitch::saved(&context) {
+            // Its state page is gone or read-only: it cannot have happened
+            // without a kernel bug, and the VM cannot go on without it.
+            kprintln!(
+                "denali: vm {owner} ({}) stopped: its register state could not be saved (vector {} at {:#x})",
+                vm.name,
+                context.vector,
+                context.rip
+            );
+            self.finish(owner, fault_status(context.vector));
+        }
+    }
+
+    fn run_vm(&mut self, id: VmId, prefix: bool) {
+        if !self.switch_user_state(id) {
+            return;
+        }
+        let Some(vm) = self.vms[id as usize].as_ref() else { return };
+        self.load_root(vm.space.root());
+        let Some(mut vm) = self.vms[id as usize].as_mut() else { return };
         loop {
             if vm.context.rip >= vm.layout.mem_size {
                 // Cannot happen for a context the CPU saved; refuse anyway
@@ -564,8 +611,10 @@ impl Kernel {
         self.sched.remove(id);
         self.switch.detach(vm.ipv4.address, id);
         self.live -= 1;
-        if self.fpu_owner == Some(id) {
-            self.fpu_owner = None;
+        if self.state_owner == Some(id) {
+            // Its registers stay in the CPU until the next VM's restore
+            // replaces every one of them.
+            self.state_owner = None;
         }
         if self.loaded_root == vm.space.root() {
             let kernel_root = PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4));

@@ -124,9 +124,10 @@ impl Kernel {
                 self.switch.parking.capacity()
             );
         }
-        // Every VM's frames went back: only the images' pages stay.
+        // Every VM's frames went back: only the images' pages and the
+        // state-switch code stay.
         kprintln!(
-            "denali: frames in use after the run: {} ({} hold image pages)",
+            "denali: frames in use after the run: {} ({} hold image pages, 1 the state-switch code)",
             self.frames.in_use(),
             boot.image_frames
         );

@@ -84,6 +84,10 @@ impl Kernel {
     /// Writes as many of VM `id`'s private pages as the swap area has room
     /// for and frees their frames. False if none was written.
     fn swap_out(&mut self, id: VmId) -> bool {
+        if self.state_owner == Some(id) {
+            // Its registers go to its state page before the page goes.
+            self.save_user_state();
+        }
         let (Some(swap), Some(disk), Some(vm)) =
             (self.swap.as_mut(), self.disk.as_mut(), self.vms[id as usize].as_mut())
         else {

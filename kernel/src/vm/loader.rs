@@ -6,9 +6,9 @@
 //! pages are copied on first write.
 
 use super::{Layout, State, Stats, Vm};
-use crate::arch::x86_64::cpu::FpuState;
 use crate::arch::x86_64::gdt::Selectors;
 use crate::arch::x86_64::trap::UserContext;
+use crate::arch::x86_64::user_state::StateSwitch;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
 use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use denali_abi::disk::Window;
 use denali_abi::image::{Image, ImageError, SEG_EXEC, SEG_WRITE};
 use denali_abi::info::{ARGS_MAX, INFO_MAGIC};
-use denali_abi::layout::INFO_PAGE;
+use denali_abi::layout::{CPU_STATE_PAGE, INFO_PAGE, STATE_SWITCH_PAGE};
 use denali_abi::net::Ipv4Config;
 
 /// Why a VM could not be made.
@@ -73,6 +73,8 @@ pub struct Loader<'a> {
     pub clock: Clock,
     /// VMs in this boot.
     pub vm_count: u32,
+    /// The code that switches VMs' register state, mapped into each.
+    pub state_switch: &'a StateSwitch,
 }
 
 impl Template {
@@ -134,14 +136,17 @@ impl Loader<'_> {
                     name: String::from(name),
                     // Enter as if called: rsp + 8 is 16-byte aligned.
                     context: UserContext::new(self.selectors, template.entry, layout.stack.1 - 8),
-                    fpu: FpuState::initial(),
                     space,
                     info_frame,
                     layout,
                     state: State::Runnable,
                     pending: 0,
                     console_line_start: true,
-                    stats: Stats { resident_pages: 1, shared_pages: template.pages.len() as u64, ..Stats::default() },
+                    stats: Stats {
+                        resident_pages: 2,
+                        shared_pages: template.pages.len() as u64 + 1,
+                        ..Stats::default()
+                    },
                     slice_left: crate::sched::TIME_SLICE_NS,
                     out_of_memory: false,
                     ipv4,
@@ -161,9 +166,14 @@ impl Loader<'_> {
         }
     }
 
-    /// Maps the info page and the template's pages; returns the info frame.
+    /// Maps the info page, the CPU state page, the state-switch code and
+    /// the template's pages; returns the info frame.
     fn map(&mut self, space: &mut AddressSpace, template: &Template) -> Result<u64, LoadError> {
         let info_frame = space.map_zeroed(self.frames, INFO_PAGE, Rights { write: false, exec: false })?;
+        let state_frame = space.map_zeroed(self.frames, CPU_STATE_PAGE, Rights { write: true, exec: false })?;
+        self.state_switch.init_state_page(state_frame);
+        let code = Rights { write: false, exec: true };
+        space.map_frame(self.frames, STATE_SWITCH_PAGE, self.state_switch.frame, code, Backing::Shared)?;
         for page in &template.pages {
             let backing = if page.rights.write { Backing::CopyOnWrite } else { Backing::Shared };
             space.map_frame(self.frames, page.vaddr, page.frame, page.rights, backing)?;

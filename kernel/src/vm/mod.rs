@@ -6,7 +6,6 @@ pub mod hypercall;
 pub mod loader;
 pub mod memory;
 
-use crate::arch::x86_64::cpu::FpuState;
 use crate::arch::x86_64::trap::UserContext;
 use crate::mem::phys;
 use crate::mem::space::AddressSpace;
@@ -109,8 +108,6 @@ pub struct Vm {
     pub name: String,
     /// Saved registers.
     pub context: UserContext,
-    /// Saved FPU/SSE registers.
-    pub fpu: FpuState,
     /// Its page tables.
     pub space: AddressSpace,
     /// The frame behind its info page.
@@ -149,6 +146,11 @@ impl Vm {
         // SAFETY: the info frame belongs to this VM; the VM itself can only
         // read it, and it does not run while the kernel holds this borrow.
         unsafe { &mut *(phys::to_virt(self.info_frame) as *mut InfoPage) }
+    }
+
+    /// Where the state-restore code continues the VM (on its info page).
+    pub fn resume_point(&mut self) -> &mut denali_abi::info::ResumePoint {
+        &mut self.info_mut().resume
     }
 
     /// Adds event bits to the pending set (and the info page's copy).

@@ -31,6 +31,7 @@ pub mod pic;
 pub mod pvh;
 pub mod serial;
 pub mod trap;
+pub mod user_state;
 
 use denali_abi::boot::ports;
 use x86_64::instructions::port::Port;

@@ -247,6 +247,7 @@ pub fn init_idt(selectors: &Selectors) {
         let stubs = &*core::ptr::addr_of!(denali_trap_stubs);
         for (vector, gate) in idt.iter_mut().enumerate() {
             let addr = stubs[vector];
+            let user_gate = vector == usize::from(HYPERCALL_VECTOR);
             let ist = match vector {
                 8 => IST_DOUBLE_FAULT,
                 2 | 18 => IST_NMI,
@@ -256,7 +257,7 @@ pub fn init_idt(selectors: &Selectors) {
                 offset_low: addr as u16,
                 selector: selectors.kernel_code.0,
                 ist: ist as u8 + 1,
-                type_attr: if vector == HYPERCALL_VECTOR as usize { 0xee } else { 0x8e },
+                type_attr: if user_gate { 0xee } else { 0x8e },
                 offset_mid: (addr >> 16) as u16,
                 offset_high: (addr >> 32) as u32,
                 reserved: 0,
