@@ -2,7 +2,7 @@
 //! the trap; when nothing is runnable, wait for the next alarm; stop when
 //! every VM has exited.
 
-use crate::arch::x86_64::trap::{VECTOR_PAGE_FAULT, enter_user};
+use crate::arch::x86_64::trap::{UserContext, VECTOR_PAGE_FAULT, enter_user};
 use crate::arch::x86_64::user_state::StateSwitch;
 use crate::arch::x86_64::{apic, rdtsc};
 use crate::drivers::virtio_blk::Disk;
@@ -477,14 +477,12 @@ impl Kernel {
         let Some(owner) = self.state_owner.take() else { return };
         let Some(vm) = self.vms[owner as usize].as_ref() else { return };
         self.load_root(vm.space.root());
-        let mut context = self.state_switch.save_context();
+        let mut context = UserContext::default();
         let start = rdtsc();
-        // SAFETY: a ring-3 context (user selectors, IOPL 0, interrupts
-        // off) at the save routine, mapped in this space.
-        unsafe { enter_user(&mut context) };
+        let saved = self.state_switch.save(&mut context);
         let Some(vm) = self.vms[owner as usize].as_mut() else { return };
         vm.stats.cpu_ticks += rdtsc() - start;
-        if !StateSwitch::saved(&context) {
+        if !saved {
             // Its state page is gone or read-only: it cannot have happened
             // without a kernel bug, and the VM cannot go on without it.
             kprintln!(

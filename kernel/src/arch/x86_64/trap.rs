@@ -77,9 +77,38 @@ static mut DENALI_KERNEL_RSP: u64 = 0;
 // Where the running VM's registers are saved.
 #[unsafe(no_mangle)]
 static mut DENALI_CURRENT_CONTEXT: *mut UserContext = core::ptr::null_mut();
+// 1 while a VM's state-save routine runs (see `user_state`), 2 once it
+// ended at its `ud2`.
+#[unsafe(no_mangle)]
+static mut DENALI_SAVING_STATE: u8 = 0;
 unsafe extern "C" {
     fn denali_enter_user(context: *mut UserContext);
+    fn denali_enter_save(scratch: *mut UserContext, rip: u64, cs: u64, ss: u64);
     static denali_trap_stubs: [u64; 256];
+}
+
+/// Runs a VM's state-save routine at `rip` (ring 3, interrupts off) on the
+/// current page tables, by a short path: the routine needs no registers,
+/// and its `ud2` returns here without the general registers being saved.
+/// True if it ended there; otherwise it trapped some other way, and
+/// `scratch` holds what the trap path saved (the VM's own context is not
+/// touched either way).
+///
+/// # Safety
+///
+/// `cs` and `ss` must be the ring-3 selectors and `rip` the save routine
+/// mapped in the current address space.
+pub unsafe fn run_save_routine(scratch: &mut UserContext, rip: u64, cs: u64, ss: u64) -> bool {
+    // SAFETY: the caller's promise makes the iretq enter ring 3 at code
+    // that ends in `ud2` or traps; both return here, the first through
+    // denali_state_saved, the second through the common trap path into
+    // `scratch`. The kernel is single-threaded: nothing else reads the flag.
+    unsafe {
+        denali_enter_save(scratch, rip, cs, ss);
+        let saved = core::ptr::addr_of!(DENALI_SAVING_STATE).read() == 2;
+        core::ptr::addr_of_mut!(DENALI_SAVING_STATE).write(0);
+        saved
+    }
 }
 
 /// Runs the VM whose registers are in `context` until it traps; on return,
@@ -132,6 +161,39 @@ global_asm!(
     "    add rsp, 16",
     "    iretq",
     "",
+    // rdi: a scratch context for a trap other than the routine's ud2;
+    // rsi: the routine; rdx, rcx: user cs and ss.
+    ".global denali_enter_save",
+    "denali_enter_save:",
+    "    push rbx",
+    "    push rbp",
+    "    push r12",
+    "    push r13",
+    "    push r14",
+    "    push r15",
+    "    mov [rip + DENALI_KERNEL_RSP], rsp",
+    "    mov [rip + DENALI_CURRENT_CONTEXT], rdi",
+    "    mov byte ptr [rip + DENALI_SAVING_STATE], 1",
+    "    push rcx",
+    "    push 0",
+    "    push 2",
+    "    push rdx",
+    "    push rsi",
+    "    iretq",
+    "",
+    // The save routine's ud2 (vector 6 while DENALI_SAVING_STATE is 1):
+    // back to run_save_routine's caller at once.
+    "denali_state_saved:",
+    "    mov byte ptr [rip + DENALI_SAVING_STATE], 2",
+    "    mov rsp, [rip + DENALI_KERNEL_RSP]",
+    "    pop r15",
+    "    pop r14",
+    "    pop r13",
+    "    pop r12",
+    "    pop rbp",
+    "    pop rbx",
+    "    ret",
+    "",
     "denali_trap_common:",
     "    push rax",
     "    push rbx",
@@ -183,6 +245,10 @@ macro_rules! trap_stubs {
         global_asm!(
             $(
                 concat!(".balign 16\n", "denali_trap_stub_", $vector, ":"),
+                concat!(".if ", $vector, " == 6"),
+                "    cmp byte ptr [rip + DENALI_SAVING_STATE], 1",
+                "    je denali_state_saved",
+                ".endif",
                 concat!(
                     ".if ", $vector, " == 8 || (", $vector, " >= 10 && ", $vector, " <= 14) || ",
                     $vector, " == 17 || ", $vector, " == 21 || ", $vector, " == 29 || ", $vector, " == 30"

@@ -18,9 +18,9 @@
 //! - When a VM other than the one whose state is in the CPU is about to
 //!   run, the kernel first enters the previous owner at its save routine
 //!   (interrupts off, no register of the kernel's in it), which ends with
-//!   `ud2`: the invalid-opcode trap at that address brings the kernel
-//!   back (PVM delivers no `int n` from ring 3 but 3 and 4, and 4 is the
-//!   hypercall gate); then it enters the new VM at its restore
+//!   `ud2`: the invalid-opcode trap brings the kernel back by a short path
+//!   (`trap::run_save_routine`; PVM delivers no `int n` from ring 3 but 3
+//!   and 4, and 4 is the hypercall gate); then it enters the new VM at its restore
 //!   routine, with the VM's own registers but `rip`, `rax` and `rdx`, which
 //!   the routine takes from the VM's info page last, jumping to where the
 //!   VM was. The routine touches no flags and no stack.
@@ -35,9 +35,6 @@ use crate::mem::phys;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use denali_abi::info::ResumePoint;
 use denali_abi::layout::{CPU_STATE_PAGE, INFO_PAGE, STATE_SWITCH_PAGE};
-
-/// The vector that ends the save routine: the `ud2` at its end.
-const SAVED_VECTOR: u64 = 6;
 
 /// XSAVE components the routines save and restore: x87, SSE, AVX, MPX,
 /// the AVX-512 opmask and upper ZMM state, PKRU and APX, every user
@@ -262,10 +259,12 @@ impl StateSwitch {
         }
     }
 
-    /// A context that runs the save routine in the current address space:
-    /// no register of the kernel's in it, interrupts off.
-    pub fn save_context(&self) -> UserContext {
-        UserContext { rip: self.save, cs: self.user_code, ss: self.user_data, rflags: 0x2, ..Default::default() }
+    /// Runs the save routine of the VM whose page tables are loaded; true
+    /// if it saved the state. Otherwise `failure` holds how it trapped.
+    pub fn save(&self, failure: &mut UserContext) -> bool {
+        // SAFETY: the selectors are the ring-3 ones and the routine is
+        // mapped in every VM's space, the current one included.
+        unsafe { super::trap::run_save_routine(failure, self.save, self.user_code, self.user_data) }
     }
 
     /// Makes `context` enter through the restore routine, noting in
@@ -277,11 +276,6 @@ impl StateSwitch {
             *resume = ResumePoint { rip: context.rip, rax: context.rax, rdx: context.rdx };
         }
         context.rip = self.restore;
-    }
-
-    /// Whether a run of the save routine ended as it should: at its `ud2`.
-    pub fn saved(context: &UserContext) -> bool {
-        context.vector == SAVED_VECTOR && Self::contains(context.rip)
     }
 
     /// Whether `rip` is in the state-switch page.
