@@ -77,6 +77,9 @@ pub const BOOT_FLAG_STATS: u64 = 1 << 1;
 /// Boot flag: the machine has a PCI bus (bare metal, QEMU, clouds): the
 /// kernel looks there for a virtio-net NIC when `net_mmio` names none.
 pub const BOOT_FLAG_PCI: u64 = 1 << 2;
+/// Boot flag: the monitor takes whole console buffers on
+/// [`ports::CONSOLE`]; without it the kernel writes the UART byte by byte.
+pub const BOOT_FLAG_CONSOLE_PORT: u64 = 1 << 3;
 
 /// Virtual address at which all physical memory is mapped (the "physmap").
 /// The loader sets this mapping up before entering the kernel.
@@ -142,6 +145,11 @@ pub mod ports {
     /// (where no monitor claims the port, the write does nothing and the
     /// kernel waits by itself).
     pub const IDLE: u16 = 0x503;
+    /// Console device: a 32-bit write of the physical address of a
+    /// [`ConsoleRequest`](crate::console::ConsoleRequest) draws that
+    /// buffer on the console in one exit (only where the loader sets
+    /// [`BOOT_FLAG_CONSOLE_PORT`](super::BOOT_FLAG_CONSOLE_PORT)).
+    pub const CONSOLE: u16 = 0x504;
 }
 
 /// Magic at the start of a boot bundle.

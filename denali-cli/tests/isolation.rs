@@ -239,3 +239,31 @@ fn a_vm_cannot_read_or_write_another_vms_registers_on_bare_metal() {
     let out = run_with_timeout(c, Duration::from_secs(600));
     assert_registers_private(&out.stdout, "regqemu");
 }
+
+#[test]
+fn console_lines_cannot_pose_as_another_vm_and_output_is_rate_bounded() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "console", Some(include_str!("guests/console.rs")));
+    build(&service, "console");
+    let out = run(&service, &["--instances", "2", "--stats", "--timeout", "120"]);
+    let text = &out.stdout;
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    // VM 1's line is its own, escaped; nothing reached the terminal raw.
+    assert!(
+        text.contains("vm1| \\r\\x1b[2Kvm0| denali: vm 0 (console) exited with status 0\\x1b]0;owned\\x07\n"),
+        "{}",
+        &text[..text.len().min(2000)]
+    );
+    assert!(!text.contains('\x1b') && !text.contains('\r'), "raw control bytes reached the terminal");
+    // VM 0's unfinished line was ended, not glued to VM 1's.
+    assert!(text.contains("vm0| unfinished\n"), "{}", &text[..text.len().min(2000)]);
+    assert!(text.contains("vm0|  and finished\n"), "{}", &text[..text.len().min(2000)]);
+    // Every byte arrived, in 4 KiB lines...
+    let dots = text.lines().filter(|l| l.len() == 4095 + 5 && l.starts_with("vm0| ....")).count();
+    assert_eq!(dots, 128);
+    // ...at no more than the console rate: 64 KiB at once, then 256 KiB a
+    // second, so 512 KiB take at least 1.75 s.
+    let line = text.lines().find(|l| l.starts_with("vm0| wrote 524288 bytes in ")).expect("the writer's time");
+    let ms: u64 = line.split_whitespace().nth(5).unwrap().parse().unwrap();
+    assert!(ms >= 1700, "{line}");
+}

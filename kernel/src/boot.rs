@@ -17,7 +17,8 @@ use crate::vm::loader::Loader;
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::boot::{
-    BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
+    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle,
+    MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
 };
 use denali_abi::disk::{FIRST_DATA_SECTOR, Window};
 use virtio_drivers::transport::DeviceType;
@@ -40,6 +41,9 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     if info.magic != BOOT_MAGIC || info.abi_version != denali_abi::ABI_VERSION {
         kprintln!("denali: the boot loader speaks another ABI (magic {:#x}, version {})", info.magic, info.abi_version);
         arch::exit_panic();
+    }
+    if info.flags & BOOT_FLAG_CONSOLE_PORT != 0 {
+        crate::console::CONSOLE.lock().use_port();
     }
     arch::pic::disable();
     let selectors = gdt::init();

@@ -15,6 +15,7 @@ extern crate alloc;
 pub mod collections;
 pub mod mem;
 pub mod net;
+pub mod rate;
 pub mod sched;
 pub mod swap;
 pub mod time;

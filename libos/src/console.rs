@@ -1,14 +1,20 @@
 //! The console: `print!`, `println!` and their `e` twins. Output is
 //! buffered per call and written with as few hypercalls as possible.
 
-use crate::hypercall::{Hypercall, call2};
+use crate::hypercall::{Error, Hypercall, call2};
 use core::fmt::{self, Write};
 
-/// Writes bytes to the console, all of them.
+/// Writes bytes to the console, all of them. A VM over its console rate
+/// (the kernel bounds it) waits here, letting other VMs run, until the
+/// kernel takes more.
 pub fn write_bytes(mut bytes: &[u8]) {
     while !bytes.is_empty() {
         // SAFETY: the kernel reads at most `bytes.len()` bytes at `bytes`.
         match unsafe { call2(Hypercall::ConsoleWrite, bytes.as_ptr() as u64, bytes.len() as u64) } {
+            Err(Error::WouldBlock) => {
+                // SAFETY: `yield` takes no pointer.
+                let _ = unsafe { call2(Hypercall::Yield, 0, 0) };
+            }
             Ok(0) | Err(_) => return,
             Ok(n) => bytes = &bytes[(n as usize).min(bytes.len())..],
         }

@@ -6,7 +6,9 @@ use crate::disk::BlockDevice;
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
 use crate::net::{Backend, NET_MMIO_ADDR, NIC_MAC, NetConfig, NetDevice, Network, Notified, Tap, UserNet};
 use crate::{Config, Error};
-use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion};
+use denali_abi::boot::{
+    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion,
+};
 use denali_abi::boot::{NIC_VECTOR, VIRTIO_MMIO_SIZE};
 use kvm_bindings::kvm_msi;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment, kvm_userspace_memory_region};
@@ -26,7 +28,7 @@ pub struct Machine {
     // Kept alive for as long as the vCPU runs (the NIC raises interrupts
     // through it from its own thread).
     _vm: Arc<VmFd>,
-    _memory: GuestMemoryMmap,
+    memory: GuestMemoryMmap,
     vcpu: VcpuFd,
     /// The NIC, if the run has one.
     network: Option<Network>,
@@ -121,7 +123,9 @@ impl Machine {
             bundle_len: config.bundle.len() as u64,
             tsc_khz: u64::from(tsc_khz),
             regions,
-            flags: if config.verbose { BOOT_FLAG_VERBOSE } else { 0 } | if config.stats { BOOT_FLAG_STATS } else { 0 },
+            flags: BOOT_FLAG_CONSOLE_PORT
+                | if config.verbose { BOOT_FLAG_VERBOSE } else { 0 }
+                | if config.stats { BOOT_FLAG_STATS } else { 0 },
             time_limit_ms: config.time_limit.map_or(0, |t| t.as_millis().max(1) as u64),
             net_mmio: if backend.is_some() { NET_MMIO_ADDR } else { 0 },
             blk_mmio: if disk_file.is_some() { BLK_MMIO_ADDR } else { 0 },
@@ -147,7 +151,7 @@ impl Machine {
             }
             _ => None,
         };
-        let machine = Machine { _vm: vm, _memory: memory, vcpu, network, disk };
+        let machine = Machine { _vm: vm, memory, vcpu, network, disk };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
@@ -194,7 +198,7 @@ impl Machine {
 
     /// Runs the vCPU until the kernel writes the exit port.
     pub fn run(mut self, console: Box<dyn Write + Send>) -> Result<i32, Error> {
-        let mut bus = PortBus::new(console);
+        let mut bus = PortBus::new(console, self.memory.clone());
         let result = loop {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,

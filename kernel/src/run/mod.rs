@@ -123,6 +123,15 @@ pub struct Kernel {
     pub heap_after_boot: HeapUse,
 }
 
+/// What the run loop does once a trap is handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Next {
+    /// Enter the VM again.
+    Resume,
+    /// Leave it: it blocked, yielded, exited, faulted or was preempted.
+    Stop,
+}
+
 /// Frames a hypercall may need: the pages of its largest buffer
 /// ([`DISK_IO_MAX`] bytes, not page aligned) and the page tables under
 /// them (a PT on each side of a boundary, a PD and a PDPT across a GiB).
@@ -495,108 +504,135 @@ impl Kernel {
         }
     }
 
+    /// Runs VM `id` until it blocks, yields, exits, faults or is
+    /// preempted. Every tick spent in it or in the kernel on its behalf
+    /// (its hypercalls and page faults) is charged to it; the NIC's
+    /// interrupt, work for others, is not.
     fn run_vm(&mut self, id: VmId, prefix: bool) {
         if !self.switch_user_state(id) {
             return;
         }
         let Some(vm) = self.vms[id as usize].as_ref() else { return };
         self.load_root(vm.space.root());
-        let Some(mut vm) = self.vms[id as usize].as_mut() else { return };
         loop {
+            let Some(vm) = self.vms[id as usize].as_mut() else { return };
             if vm.context.rip >= vm.layout.mem_size {
                 // Cannot happen for a context the CPU saved; refuse anyway
                 // rather than iretq to an address outside the VM.
                 kprintln!("denali: vm {id} has an impossible rip {:#x}; stopping it", vm.context.rip);
                 return self.finish(id, fault_status(13));
             }
-            let start = rdtsc();
+            let entered = rdtsc();
             // SAFETY: the context was built by the loader with user selectors
             // and IOPL 0, or saved by the CPU on a trap from ring 3.
             unsafe { enter_user(&mut vm.context) };
-            vm.stats.cpu_ticks += rdtsc() - start;
-
-            match vm.context.vector {
-                HYPERCALL => {
-                    // A hypercall may touch up to 64 KiB of the VM's memory
-                    // for the first time: have frames for that free, so it
-                    // never fails for want of memory while VMs could be
-                    // swapped out.
-                    if self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES {
-                        self.reclaim_idle(HYPERCALL_FRAMES);
-                        let Some(again) = self.vms[id as usize].as_mut() else { return };
-                        vm = again;
-                    }
-                    let now = self.clock.ns_at(rdtsc());
-                    let mut env = Env {
-                        frames: &mut self.frames,
-                        sched: &mut self.sched,
-                        prefix_console: prefix,
-                        now,
-                        switch: &mut self.switch,
-                        uplink: self.uplink.as_mut(),
-                        disk: self.disk.as_mut(),
-                    };
-                    match hypercall::dispatch(vm, &mut env) {
-                        Outcome::Resume(value) => vm.context.rax = value,
-                        Outcome::Block => return self.note_idle(id),
-                        Outcome::Yield => {
-                            vm.context.rax = 0;
-                            self.sched.make_runnable(id);
-                            return;
-                        }
-                        Outcome::Exit(status) => return self.finish(id, status),
-                        Outcome::Sent(len, delivered) => {
-                            vm.context.rax = len;
-                            if delivered != Delivered::Dropped {
-                                vm.stats.frames_sent += 1;
-                            }
-                            self.note_delivery(delivered);
-                            let Some(again) = self.vms[id as usize].as_mut() else { return };
-                            vm = again;
-                        }
-                    }
+            let trapped = rdtsc();
+            vm.stats.cpu_ticks += trapped - entered;
+            let vector = vm.context.vector;
+            let next = match vector {
+                NIC => {
+                    apic::end_of_interrupt();
+                    self.poll_uplink();
+                    continue;
                 }
+                HYPERCALL => self.handle_hypercall(id, prefix),
                 TIMER => {
                     // The timer took the CPU back (run_slice requeues the
                     // VM); one wake-up event lets it recalibrate later.
                     apic::end_of_interrupt();
                     vm.raise(EVENT_WAKEUP);
                     self.preempted = true;
-                    return;
+                    Next::Stop
                 }
-                SPURIOUS => {}
-                vector if crate::arch::x86_64::pic::PIC_VECTORS.contains(&vector) => {}
-                NIC => {
-                    apic::end_of_interrupt();
-                    self.poll_uplink();
-                    let Some(again) = self.vms[id as usize].as_mut() else { return };
-                    vm = again;
-                }
-                vector => {
-                    let fault = Fault {
-                        vector,
-                        error_code: vm.context.error_code,
-                        rip: vm.context.rip,
-                        address: (vector == VECTOR_PAGE_FAULT).then(Cr2::read_raw),
-                    };
-                    if !vm.resolve_fault(&mut self.frames, &fault) {
-                        // Out of frames: swap VMs out and, if that freed any,
-                        // run the faulting instruction again.
-                        if vm.out_of_memory {
-                            self.reclaim(self.watermarks.high, id);
-                            let Some(again) = self.vms[id as usize].as_mut() else { return };
-                            vm = again;
-                            if self.frames.available() > 0 {
-                                continue;
-                            }
-                        }
-                        let Some(vm) = self.vms[id as usize].as_ref() else { return };
-                        kprintln!("denali: {}", vm.describe(&fault));
-                        return self.finish(id, fault_status(vector));
-                    }
-                }
+                SPURIOUS => Next::Resume,
+                vector if crate::arch::x86_64::pic::PIC_VECTORS.contains(&vector) => Next::Resume,
+                vector => self.handle_fault(id, vector),
+            };
+            self.charge(id, rdtsc() - trapped);
+            if next == Next::Stop {
+                return;
             }
         }
+    }
+
+    /// Adds `ticks` to VM `id`'s CPU time (also once it has exited).
+    fn charge(&mut self, id: VmId, ticks: u64) {
+        match self.vms[id as usize].as_mut() {
+            Some(vm) => vm.stats.cpu_ticks += ticks,
+            None => self.stats[id as usize].cpu_ticks += ticks,
+        }
+    }
+
+    /// Carries out the hypercall VM `id` made.
+    fn handle_hypercall(&mut self, id: VmId, prefix: bool) -> Next {
+        // A hypercall may touch up to 64 KiB of the VM's memory for the
+        // first time: have frames for that free, so it never fails for want
+        // of memory while VMs could be swapped out.
+        if self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES {
+            self.reclaim_idle(HYPERCALL_FRAMES);
+        }
+        let now = self.now();
+        let Some(vm) = self.vms[id as usize].as_mut() else { return Next::Stop };
+        let mut env = Env {
+            frames: &mut self.frames,
+            sched: &mut self.sched,
+            prefix_console: prefix,
+            now,
+            switch: &mut self.switch,
+            uplink: self.uplink.as_mut(),
+            disk: self.disk.as_mut(),
+        };
+        match hypercall::dispatch(vm, &mut env) {
+            Outcome::Resume(value) => vm.context.rax = value,
+            Outcome::Block => {
+                self.note_idle(id);
+                return Next::Stop;
+            }
+            Outcome::Yield => {
+                vm.context.rax = 0;
+                self.sched.make_runnable(id);
+                return Next::Stop;
+            }
+            Outcome::Exit(status) => {
+                self.finish(id, status);
+                return Next::Stop;
+            }
+            Outcome::Sent(len, delivered) => {
+                vm.context.rax = len;
+                if delivered != Delivered::Dropped {
+                    vm.stats.frames_sent += 1;
+                }
+                self.note_delivery(delivered);
+            }
+        }
+        Next::Resume
+    }
+
+    /// Resolves a CPU exception VM `id` took (a first touch, a first
+    /// write to a shared page), or stops the VM with a report.
+    fn handle_fault(&mut self, id: VmId, vector: u64) -> Next {
+        let Some(vm) = self.vms[id as usize].as_mut() else { return Next::Stop };
+        let fault = Fault {
+            vector,
+            error_code: vm.context.error_code,
+            rip: vm.context.rip,
+            address: (vector == VECTOR_PAGE_FAULT).then(Cr2::read_raw),
+        };
+        if vm.resolve_fault(&mut self.frames, &fault) {
+            return Next::Resume;
+        }
+        // Out of frames: swap VMs out and, if that freed any, run the
+        // faulting instruction again.
+        if vm.out_of_memory {
+            self.reclaim(self.watermarks.high, id);
+            if self.vms[id as usize].is_some() && self.frames.available() > 0 {
+                return Next::Resume;
+            }
+        }
+        let Some(vm) = self.vms[id as usize].as_ref() else { return Next::Stop };
+        kprintln!("denali: {}", vm.describe(&fault));
+        self.finish(id, fault_status(vector));
+        Next::Stop
     }
 
     /// Stops VM `id` with `status` and gives its memory back.

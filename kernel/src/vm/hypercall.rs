@@ -67,28 +67,24 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
     }
 }
 
+/// Console bytes a VM may write in one burst, and then per second: a VM
+/// printing more waits (`WouldBlock`), so none floods the console or the
+/// monitor. Each call costs the kernel one exit at most, whatever its size.
+pub const CONSOLE_BURST: u64 = 64 << 10;
+pub const CONSOLE_RATE: u64 = 256 << 10;
+
 fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
-    let len = len.min(CONSOLE_WRITE_MAX as u64);
-    let prefix = env.prefix_console;
-    let id = vm.id;
-    let mut line_start = vm.console_line_start;
-    let mut out = console::CONSOLE.lock();
-    let result = vm.read_guest(env.frames, addr, len, |bytes| {
-        for line in bytes.split_inclusive(|&b| b == b'\n') {
-            if prefix && line_start {
-                use core::fmt::Write as _;
-                let _ = write!(out, "vm{id}| ");
-            }
-            out.write_bytes(line);
-            line_start = line.ends_with(b"\n");
-        }
-    });
-    drop(out);
-    vm.console_line_start = line_start;
-    match result {
-        Ok(()) => Outcome::Resume(len),
-        Err(e) => Outcome::Resume(e.to_return()),
+    let wanted = len.min(CONSOLE_WRITE_MAX as u64);
+    let len = vm.console_budget.take(env.now, wanted, CONSOLE_RATE, CONSOLE_BURST);
+    if len == 0 && wanted > 0 {
+        return Outcome::Resume(Error::WouldBlock.to_return());
     }
+    let mut result = Ok(());
+    let (id, frames) = (vm.id, &mut *env.frames);
+    console::CONSOLE.lock().write_vm(id, env.prefix_console, |piece| {
+        result = vm.read_guest(frames, addr, len, |bytes| piece(bytes));
+    });
+    Outcome::Resume(result.map_or_else(Error::to_return, |()| len))
 }
 
 fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {

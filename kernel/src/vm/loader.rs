@@ -12,6 +12,7 @@ use crate::arch::x86_64::user_state::StateSwitch;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
 use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
+use crate::rate::TokenBucket;
 use crate::sched::VmId;
 use crate::time::Clock;
 use alloc::string::String;
@@ -141,7 +142,7 @@ impl Loader<'_> {
                     layout,
                     state: State::Runnable,
                     pending: 0,
-                    console_line_start: true,
+                    console_budget: TokenBucket::full(super::hypercall::CONSOLE_BURST, 0),
                     stats: Stats {
                         resident_pages: 2,
                         shared_pages: template.pages.len() as u64 + 1,

@@ -118,8 +118,8 @@ pub struct Vm {
     pub state: State,
     /// Events not yet delivered.
     pub pending: u64,
-    /// Whether its console output is at the start of a line.
-    pub console_line_start: bool,
+    /// What is left of its console output rate.
+    pub console_budget: crate::rate::TokenBucket,
     /// Accounting.
     pub stats: Stats,
     /// What is left of its time slice (a full slice after it used one up).
