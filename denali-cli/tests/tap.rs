@@ -4,63 +4,9 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::Duration;
+use support::netns::*;
 use support::*;
-
-/// A network namespace with a TAP device `dn0` at 10.0.2.2/24, removed
-/// (with the device) when dropped.
-struct Namespace(String);
-
-impl Namespace {
-    /// A namespace named for this process and `tag` (tests run at once).
-    fn new(tag: &str) -> Namespace {
-        let name = format!("denali-{tag}-{}", std::process::id());
-        let ns = Namespace(name.clone());
-        ip(&["netns", "add", &name]);
-        for args in [
-            &["tuntap", "add", "dev", "dn0", "mode", "tap"][..],
-            &["addr", "add", "10.0.2.2/24", "dev", "dn0"],
-            &["link", "set", "dn0", "up"],
-            &["link", "set", "lo", "up"],
-        ] {
-            ip(&[&["netns", "exec", &name, "ip"][..], args].concat());
-        }
-        ns
-    }
-
-    /// A command run inside the namespace.
-    fn command(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, program]);
-        c
-    }
-}
-
-impl Drop for Namespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
-        panic!("the TAP tests need `ip` (Debian package iproute2; scripts/setup installs it): {e}")
-    });
-    assert!(
-        out.status.success(),
-        "ip {} failed (the TAP tests need root to make a network namespace): {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// `cargo denali run ARGS` for `service` inside `ns`.
-fn run_in(ns: &Namespace, service: &std::path::Path, args: &[&str]) -> Command {
-    let mut c = ns.command(env!("CARGO_BIN_EXE_cargo-denali"));
-    c.env("CARGO_TARGET_DIR", guest_target_dir()).current_dir(service).args(["denali", "run"]).args(args);
-    c
-}
 
 #[test]
 fn a_hundred_instances_each_answer_at_their_own_address_on_a_tap_device() {

@@ -16,3 +16,8 @@ pub(crate) fn init() {
     // before any allocation.
     unsafe { HEAP.lock().init(info.heap_start as *mut u8, size) };
 }
+
+/// Heap bytes allocated now.
+pub(crate) fn used() -> usize {
+    HEAP.lock().used()
+}

@@ -50,6 +50,9 @@ struct Thread {
     /// When a sleeping or event-waiting thread wakes at the latest (its
     /// key in `sleepers`).
     deadline: Option<u64>,
+    /// How many threads had this slot before (a `JoinHandle` of one of
+    /// them sees its thread finished).
+    generation: u64,
 }
 
 struct Runtime {
@@ -60,6 +63,10 @@ struct Runtime {
     sleepers: BTreeMap<(u64, ThreadId), ()>,
     /// Finished threads whose stacks can go once we are off them.
     dead: Vec<ThreadId>,
+    /// Slots of finished threads, for the next ones spawned: a VM that
+    /// spawns a thread per connection keeps a table as large as its most
+    /// threads at once, not its most threads ever.
+    free: Vec<ThreadId>,
     /// Threads waiting for one of these event bits.
     event_waiters: Vec<(ThreadId, u64)>,
 }
@@ -84,12 +91,14 @@ fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
             state: State::Ready,
             entry: None,
             joiners: Vec::new(),
-            deadline: None
+            deadline: None,
+            generation: 0,
         }],
         current: 0,
         ready: VecDeque::new(),
         sleepers: BTreeMap::new(),
         dead: Vec::new(),
+        free: Vec::new(),
         event_waiters: Vec::new(),
     });
     f(rt)
@@ -224,9 +233,15 @@ fn switch_to(next: ThreadId) {
                 rt.dead.push(id);
             } else {
                 rt.threads[id].stack = None;
+                rt.free.push(id);
             }
         }
     });
+}
+
+/// Threads of this VM that have not finished, the main thread included.
+pub fn count() -> usize {
+    with(|rt| rt.threads.iter().filter(|t| !matches!(t.state, State::Finished)).count())
 }
 
 /// The running thread's id.
@@ -287,6 +302,7 @@ fn park(events: u64, due_ns: Option<u64>) {
 /// A handle to wait for a thread and take what it returned.
 pub struct JoinHandle<T> {
     id: ThreadId,
+    generation: u64,
     result: Rc<Cell<Option<T>>>,
 }
 
@@ -298,13 +314,19 @@ impl<T> JoinHandle<T> {
 
     /// Whether the thread has finished.
     pub fn is_finished(&self) -> bool {
-        with(|rt| matches!(rt.threads[self.id].state, State::Finished))
+        with(|rt| self.finished(rt))
+    }
+
+    /// Whether the thread has finished (its slot may hold another by now).
+    fn finished(&self, rt: &Runtime) -> bool {
+        let thread = &rt.threads[self.id];
+        thread.generation != self.generation || matches!(thread.state, State::Finished)
     }
 
     /// Waits for the thread to finish and returns its result.
     pub fn join(self) -> T {
         let finished = with(|rt| {
-            if matches!(rt.threads[self.id].state, State::Finished) {
+            if self.finished(rt) {
                 return true;
             }
             let current = rt.current;
@@ -341,18 +363,29 @@ where
     // which the thread table keeps alive until the thread has finished.
     unsafe { ((return_slot) as *mut u64).write(thread_start as *const () as u64) };
     let rsp = return_slot - 6 * 8;
-    let id = with(|rt| {
-        rt.threads.push(Thread {
+    let (id, generation) = with(|rt| {
+        let mut thread = Thread {
             rsp,
             stack: Some(stack),
             state: State::Ready,
             entry: Some(entry),
             joiners: Vec::new(),
             deadline: None,
-        });
-        let id = rt.threads.len() - 1;
+            generation: 0,
+        };
+        let id = match rt.free.pop() {
+            Some(id) => {
+                thread.generation = rt.threads[id].generation + 1;
+                rt.threads[id] = thread;
+                id
+            }
+            None => {
+                rt.threads.push(thread);
+                rt.threads.len() - 1
+            }
+        };
         rt.ready.push_back(id);
-        id
+        (id, rt.threads[id].generation)
     });
-    JoinHandle { id, result }
+    JoinHandle { id, generation, result }
 }

@@ -50,3 +50,9 @@ pub(crate) fn pending_events() -> u64 {
 pub fn memory_size() -> u64 {
     info().mem_size
 }
+
+/// Heap bytes this VM has allocated now (for watching a service's memory:
+/// it should not grow with the work it has done).
+pub fn heap_in_use() -> usize {
+    crate::heap::used()
+}

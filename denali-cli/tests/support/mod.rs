@@ -2,6 +2,9 @@
 //! build and run them with the real binary under real KVM, with a timeout.
 #![allow(dead_code)]
 
+pub mod load;
+pub mod netns;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -21,13 +21,10 @@ use alloc::collections::{BTreeMap, TryReserveError};
 use alloc::vec::Vec;
 use denali_abi::hypercall::{FRAME_MAX, FRAME_MIN};
 use denali_abi::net::{mac_of, vm_of};
-pub use parking::{Parked, RX_RING_FRAMES, RX_RING_PER_SENDER};
+pub use parking::{Parked, RX_RING_FRAMES, RX_RING_PER_SENDER, RX_RING_UPLINK, UPLINK_SENDER};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Ipv4Packet,
 };
-
-/// The sender id of frames from the uplink (VM ids are below 2^24).
-pub const UPLINK_SENDER: u32 = u32::MAX;
 
 /// Where a frame entered the switch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -25,6 +25,12 @@ pub const RX_RING_FRAMES: u16 = 256;
 /// Frames of one sender a ring holds: a flooding sender fills its share
 /// and is dropped from then on, leaving room for everyone else's.
 pub const RX_RING_PER_SENDER: u16 = RX_RING_FRAMES / 4;
+/// Frames from the uplink a ring holds: the uplink carries every client
+/// beyond the machine (a burst of a thousand connections arrives through
+/// it), so it may take three quarters, still leaving a quarter to VMs.
+pub const RX_RING_UPLINK: u16 = RX_RING_FRAMES / 4 * 3;
+/// The sender id of frames from the uplink (VM ids are below 2^24).
+pub const UPLINK_SENDER: u32 = u32::MAX;
 
 /// The end of a list.
 const NONE: u32 = u32::MAX;
@@ -124,11 +130,8 @@ impl Parking {
     /// in VM `to`'s ring, within the bounds above.
     pub fn park(&mut self, sender: u32, to: VmId, frame: &[u8]) -> Parked {
         let Some(ring) = self.rings.get(to as usize) else { return Parked::Dropped };
-        if ring.closed
-            || frame.len() > FRAME_MAX
-            || ring.len >= RX_RING_FRAMES
-            || held(ring, sender) >= RX_RING_PER_SENDER
-        {
+        let share = if sender == UPLINK_SENDER { RX_RING_UPLINK } else { RX_RING_PER_SENDER };
+        if ring.closed || frame.len() > FRAME_MAX || ring.len >= RX_RING_FRAMES || held(ring, sender) >= share {
             return Parked::Dropped;
         }
         // When the pool is full the longest ring pays, unless it is this one.
@@ -264,11 +267,19 @@ mod tests {
         assert_eq!(flooded, usize::from(RX_RING_PER_SENDER));
         // Everyone else still gets in.
         assert_eq!(p.park(1, 0, &[1; 60]), Parked::Queued);
-        assert_eq!(p.park(u32::MAX, 0, &[2; 60]), Parked::Queued);
+        assert_eq!(p.park(UPLINK_SENDER, 0, &[2; 60]), Parked::Queued);
         // Taking the flooder's frames gives its share back.
         p.pop(0, |_| ());
         assert_eq!(p.park(7, 0, &[0; 60]), Parked::Queued);
         assert_eq!(p.park(7, 0, &[0; 60]), Parked::Dropped);
+    }
+
+    #[test]
+    fn the_uplink_may_take_three_quarters_of_a_ring() {
+        let mut p = parking(1024, 1);
+        let taken = (0..1000).filter(|_| p.park(UPLINK_SENDER, 0, &[0; 60]) == Parked::Queued).count();
+        assert_eq!(taken, usize::from(RX_RING_UPLINK));
+        assert_eq!(p.park(1, 0, &[1; 60]), Parked::Queued, "a quarter stays for VMs");
     }
 
     #[test]

@@ -21,11 +21,13 @@
 //! thread; the VM idles when every thread waits.
 
 pub mod frame;
+mod listen;
 mod stack;
 mod tcp;
 mod udp;
 
 pub use core::net::{Ipv4Addr, SocketAddrV4};
+pub use listen::BACKLOG;
 pub use tcp::{Shutdown, TcpListener, TcpStream};
 pub use udp::UdpSocket;
 
@@ -49,6 +51,12 @@ pub(crate) fn frames_may_wait(seen: u64) -> bool {
 
 pub(crate) fn frames_arrived() -> u64 {
     FRAMES_ARRIVED.load(core::sync::atomic::Ordering::Relaxed)
+}
+
+/// Sockets the VM's TCP/IP stack holds now: listening, connected, and
+/// closed ones still saying goodbye (0 before the first socket).
+pub fn open_sockets() -> usize {
+    stack::with(|stack| stack.sockets.iter().count()).unwrap_or(0)
 }
 
 /// This VM's IPv4 address, if its manifest gave it one.

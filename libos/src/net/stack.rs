@@ -10,6 +10,7 @@
 extern crate alloc;
 
 use super::frame;
+use super::listen::{self, Listeners};
 use crate::io::{Error, ErrorKind, Result};
 use crate::time::Instant;
 use alloc::boxed::Box;
@@ -17,10 +18,14 @@ use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use denali_abi::hypercall::{EVENT_NET_RX, FRAME_MAX};
-use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant as NetInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+
+/// How long a closed stream may wait for its peer's answers before it is
+/// aborted and freed.
+const ORPHAN_TIMEOUT_SECS: u64 = 60;
 
 /// First port handed out for connections and unbound sockets.
 const EPHEMERAL_FIRST: u16 = 49_152;
@@ -32,6 +37,11 @@ struct Vnic {
     /// moves, reading the ring again would only cost a hypercall (every
     /// green thread polls the stack when it wakes).
     empty_at: Option<u64>,
+    /// Listening ports whose backlog is full: SYNs for them are dropped
+    /// here (see `listen`).
+    full: BTreeSet<u16>,
+    /// The destination port of the last TCP segment handed to smoltcp.
+    last_tcp_port: Option<u16>,
 }
 
 struct RxToken<'a>(&'a [u8]);
@@ -65,13 +75,20 @@ impl Device for Vnic {
         {
             return None;
         }
-        let arrived = super::frames_arrived();
-        match frame::try_recv(&mut self.rx) {
-            Ok(len) => Some((RxToken(&self.rx[..len]), TxToken)),
-            Err(_) => {
+        loop {
+            let arrived = super::frames_arrived();
+            let Ok(len) = frame::try_recv(&mut self.rx) else {
                 self.empty_at = Some(arrived);
-                None
+                return None;
+            };
+            self.last_tcp_port = None;
+            if let Some((port, syn)) = listen::tcp_destination(&self.rx[..len]) {
+                if syn && self.full.contains(&port) {
+                    continue;
+                }
+                self.last_tcp_port = Some(port);
             }
+            return Some((RxToken(&self.rx[..len]), TxToken));
         }
     }
 
@@ -100,6 +117,8 @@ pub(crate) struct Stack {
     /// Closed streams still finishing their goodbye, with the ephemeral
     /// port to give back once they are done.
     orphans: Vec<(SocketHandle, Option<u16>)>,
+    /// Listening ports and their backlogs.
+    listeners: Listeners,
     /// This VM's address.
     pub(crate) address: Ipv4Address,
 }
@@ -129,7 +148,7 @@ impl Stack {
         let mut iface_config = Config::new(HardwareAddress::Ethernet(mac));
         // SAFETY: rdtsc is allowed in ring 3 (the kernel leaves CR4.TSD clear).
         iface_config.random_seed = unsafe { core::arch::x86_64::_rdtsc() } ^ u64::from(info.vm_id) << 40;
-        let mut vnic = Vnic { rx: [0; FRAME_MAX], empty_at: None };
+        let mut vnic = Vnic { rx: [0; FRAME_MAX], empty_at: None, full: BTreeSet::new(), last_tcp_port: None };
         let mut iface = Interface::new(iface_config, &mut vnic, now());
         let address = Ipv4Address::from(config.address);
         iface.update_ip_addrs(|addrs| {
@@ -146,14 +165,23 @@ impl Stack {
             udp_ports: BTreeSet::new(),
             next_ephemeral: EPHEMERAL_FIRST,
             orphans: Vec::new(),
+            listeners: Listeners::default(),
             address,
         })
     }
 
-    /// Takes in what arrived, sends what is queued, runs timers, and lets
-    /// go of closed streams nobody holds.
+    /// Takes in what arrived, one packet at a time (a listener tops up its
+    /// listening sockets after each), sends what is queued, runs timers,
+    /// and lets go of closed streams nobody holds.
     pub(crate) fn poll(&mut self) {
-        self.iface.poll(now(), &mut self.vnic, &mut self.sockets);
+        let now = now();
+        self.iface.poll_maintenance(now);
+        while self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets) != PollIngressSingleResult::None {
+            if let Some(port) = self.vnic.last_tcp_port.take() {
+                self.refresh_listener(port);
+            }
+        }
+        while self.iface.poll_egress(now, &mut self.vnic, &mut self.sockets) != PollResult::None {}
         let sockets = &mut self.sockets;
         let tcp_ports = &mut self.tcp_ports;
         self.orphans.retain(|&(handle, port)| {
@@ -168,6 +196,34 @@ impl Stack {
             }
             !done
         });
+    }
+
+    /// Brings listening port `port` up to date (see `listen`).
+    fn refresh_listener(&mut self, port: u16) {
+        if self.listeners.refresh(port, &mut self.sockets) {
+            self.vnic.full.insert(port);
+        } else {
+            self.vnic.full.remove(&port);
+        }
+    }
+
+    /// Listens on `port` (already claimed) with a backlog.
+    pub(crate) fn listen(&mut self, port: u16) {
+        self.listeners.open(port, &mut self.sockets);
+    }
+
+    /// Stops listening on `port` and gives it back.
+    pub(crate) fn unlisten(&mut self, port: u16) {
+        self.listeners.close(port, &mut self.sockets);
+        self.vnic.full.remove(&port);
+        self.release_port(Protocol::Tcp, port);
+    }
+
+    /// The oldest connection on listening port `port` not yet accepted.
+    pub(crate) fn accept(&mut self, port: u16) -> Option<SocketHandle> {
+        let handle = self.listeners.accept(port)?;
+        self.refresh_listener(port);
+        Some(handle)
     }
 
     /// The smoltcp context, for `connect`.
@@ -208,6 +264,9 @@ impl Stack {
     /// Hands a closed stream's socket over to finish its goodbye; it is
     /// freed, with `port`, once done.
     pub(crate) fn orphan(&mut self, handle: SocketHandle, port: Option<u16>) {
+        // A peer that vanished must not pin the socket for ever.
+        let socket = self.sockets.get_mut::<smoltcp::socket::tcp::Socket>(handle);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(ORPHAN_TIMEOUT_SECS)));
         self.orphans.push((handle, port));
         self.poll();
     }

@@ -1,28 +1,17 @@
 //! TCP: [`TcpListener`] and [`TcpStream`], blocking and shaped like
 //! `std::net`'s, over smoltcp's TCP sockets.
 //!
-//! A listener keeps [`BACKLOG`] sockets listening on its port, so that many
-//! connections can be opening at once; `accept` hands out one that has
-//! connected and puts a fresh socket in its place.
+//! A listener queues connections that arrive before `accept`, up to
+//! [`BACKLOG`](super::BACKLOG) of them (see `listen`).
 
 extern crate alloc;
 
 use super::stack::{self, Protocol, Stack, block_on};
 use super::{Ipv4Addr, SocketAddrV4, ToSocketAddr};
 use crate::io::{self, Error, ErrorKind, Result};
-use alloc::vec;
-use alloc::vec::Vec;
 use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
+use smoltcp::socket::tcp::{Socket, State};
 use smoltcp::wire::{IpAddress, IpEndpoint};
-
-/// Sockets a listener keeps listening (connections that can be opening at
-/// once before the next `accept`).
-pub const BACKLOG: usize = 8;
-/// Each connection's receive buffer.
-const RX_BUFFER: usize = 8 * 1024;
-/// Each connection's send buffer.
-const TX_BUFFER: usize = 8 * 1024;
 
 /// Which halves of a connection [`TcpStream::shutdown`] closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,10 +24,6 @@ pub enum Shutdown {
     Both,
 }
 
-fn new_socket() -> Socket<'static> {
-    Socket::new(SocketBuffer::new(vec![0; RX_BUFFER]), SocketBuffer::new(vec![0; TX_BUFFER]))
-}
-
 fn v4(endpoint: IpEndpoint) -> SocketAddrV4 {
     let IpAddress::Ipv4(ip) = endpoint.addr;
     SocketAddrV4::new(Ipv4Addr::from(ip.octets()), endpoint.port)
@@ -47,7 +32,6 @@ fn v4(endpoint: IpEndpoint) -> SocketAddrV4 {
 /// A TCP socket listening for connections.
 pub struct TcpListener {
     port: u16,
-    listening: Vec<SocketHandle>,
 }
 
 impl TcpListener {
@@ -57,8 +41,8 @@ impl TcpListener {
         let addr = addr.to_socket_addr()?;
         stack::with(|stack| {
             let port = stack.bind(Protocol::Tcp, addr)?;
-            let listening = (0..BACKLOG).map(|_| listen(stack, port)).collect();
-            Ok(TcpListener { port, listening })
+            stack.listen(port);
+            Ok(TcpListener { port })
         })?
     }
 
@@ -70,41 +54,23 @@ impl TcpListener {
     /// Waits for a connection and returns it with the peer's address.
     pub fn accept(&mut self) -> Result<(TcpStream, SocketAddrV4)> {
         block_on(|stack| {
-            let index = self.listening.iter().position(|&handle| {
-                let socket = stack.sockets.get_mut::<Socket>(handle);
-                match socket.state() {
-                    State::Listen | State::SynReceived => false,
-                    // Reset before it was accepted: listen again.
-                    State::Closed => {
-                        let _ = socket.listen(self.port);
-                        false
-                    }
-                    _ => true,
-                }
-            })?;
-            let handle = self.listening[index];
-            self.listening[index] = listen(stack, self.port);
-            let socket = stack.sockets.get::<Socket>(handle);
-            let peer = v4(socket.remote_endpoint().expect("a connected socket has a peer"));
-            Some(Ok((TcpStream { handle, ephemeral_port: None, eof: false }, peer)))
+            loop {
+                let handle = stack.accept(self.port)?;
+                // A client that gave up while queued (reset, timed out)
+                // left nothing to accept.
+                let Some(peer) = stack.sockets.get::<Socket>(handle).remote_endpoint() else {
+                    stack.sockets.remove(handle);
+                    continue;
+                };
+                return Some(Ok((TcpStream { handle, ephemeral_port: None, eof: false }, v4(peer))));
+            }
         })
     }
 }
 
-fn listen(stack: &mut Stack, port: u16) -> SocketHandle {
-    let mut socket = new_socket();
-    socket.listen(port).expect("port is not 0 and the socket is new");
-    stack.sockets.add(socket)
-}
-
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        let _ = stack::with(|stack| {
-            for &handle in &self.listening {
-                stack.sockets.remove(handle);
-            }
-            stack.release_port(Protocol::Tcp, self.port);
-        });
+        let _ = stack::with(|stack| stack.unlisten(self.port));
     }
 }
 
@@ -126,7 +92,7 @@ impl TcpStream {
         }
         let (handle, port) = stack::with(|stack| -> Result<_> {
             let port = stack.claim_port(Protocol::Tcp, 0)?;
-            let mut socket = new_socket();
+            let mut socket = super::listen::new_socket();
             // Give up on a peer that never answers the handshake.
             socket.set_timeout(Some(smoltcp::time::Duration::from_secs(20)));
             let remote = IpEndpoint::new(IpAddress::Ipv4(addr.ip().octets().into()), addr.port());

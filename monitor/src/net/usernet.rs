@@ -3,6 +3,11 @@
 //! Each port forward listens on 127.0.0.1 of the real machine; a connection
 //! accepted there is opened again from the gateway to the VM's address and
 //! port, and bytes are copied both ways. No root, no TAP device.
+//!
+//! Many clients at once queue as they would at a real server: the host
+//! listener's backlog is the kernel's largest, and the gateway opens at
+//! most [`OPENING_MAX`] connections toward the VMs at a time, taking the
+//! next from the backlog as each one opens.
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
@@ -16,7 +21,11 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener, TcpStream};
 /// The gateway's Ethernet address (QEMU's user-mode network uses the same).
 pub const GATEWAY_MAC: [u8; 6] = [0x52, 0x55, 0x0a, 0x00, 0x02, 0x02];
 /// Each forwarded connection's buffers inside the gateway.
-const BUFFER: usize = 64 * 1024;
+const BUFFER: usize = 16 * 1024;
+/// Connections the gateway opens toward the VMs at once.
+pub const OPENING_MAX: usize = 32;
+/// The host listeners' backlog (Linux caps it at `somaxconn`).
+const HOST_BACKLOG: i32 = 4096;
 /// First port the gateway connects from.
 const EPHEMERAL_FIRST: u16 = 49_152;
 
@@ -110,6 +119,9 @@ impl UserNet {
             let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, forward.host_port))
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
                 .map_err(|e| (forward.host_port, e))?;
+            // SAFETY: listen() again on our own listening socket only
+            // changes its backlog.
+            unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), HOST_BACKLOG) };
             listeners.push((listener, *forward));
         }
         let mut wire = Wire::default();
@@ -163,13 +175,41 @@ impl UserNet {
         std::mem::take(&mut self.wire.to_guest)
     }
 
+    /// Connections still opening toward their VM.
+    fn opening(&self) -> usize {
+        self.connections
+            .iter()
+            .filter(|c| self.sockets.get::<tcp::Socket>(c.socket).state() == tcp::State::SynSent)
+            .count()
+    }
+
+    /// A port no connection of the gateway uses.
+    fn free_port(&mut self) -> Option<u16> {
+        let in_use: std::collections::HashSet<u16> = self
+            .connections
+            .iter()
+            .filter_map(|c| self.sockets.get::<tcp::Socket>(c.socket).local_endpoint().map(|e| e.port))
+            .collect();
+        for _ in EPHEMERAL_FIRST..=u16::MAX {
+            let port = self.next_port;
+            self.next_port = if port == u16::MAX { EPHEMERAL_FIRST } else { port + 1 };
+            if !in_use.contains(&port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
     fn accept(&mut self) {
-        for (listener, forward) in &self.listeners {
-            while let Ok((host, _)) = listener.accept() {
+        let mut room = OPENING_MAX.saturating_sub(self.opening());
+        for index in 0..self.listeners.len() {
+            while room > 0 {
+                let Ok((host, _)) = self.listeners[index].0.accept() else { break };
+                let forward = self.listeners[index].1;
                 let _ = host.set_nonblocking(true);
                 let _ = host.set_nodelay(true);
-                let port = self.next_port;
-                self.next_port = if port == u16::MAX { EPHEMERAL_FIRST } else { port + 1 };
+                let Some(port) = self.free_port() else { break };
+                room -= 1;
                 let mut socket =
                     tcp::Socket::new(tcp::SocketBuffer::new(vec![0; BUFFER]), tcp::SocketBuffer::new(vec![0; BUFFER]));
                 socket.set_nagle_enabled(false);

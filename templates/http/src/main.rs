@@ -72,15 +72,29 @@ fn serve(mut stream: TcpStream, page: &[u8]) {
     }
 }
 
+/// Every this many connections the server says what it holds, so a leak
+/// would show.
+const REPORT_EVERY: u64 = 1000;
+
 #[denali::main]
 fn main() {
     let page: &'static [u8] = page().leak().as_bytes();
     let mut listener = TcpListener::bind("0.0.0.0:80").expect("port 80 is free in a fresh VM");
     println!("http: serving {} bytes on {}", page.len(), listener.local_addr().expect("bound"));
+    let mut accepted: u64 = 0;
     loop {
         match listener.accept() {
             Ok((stream, _)) => drop(denali::thread::spawn(move || serve(stream, page))),
             Err(e) => println!("http: accept failed: {e}"),
+        }
+        accepted += 1;
+        if accepted % REPORT_EVERY == 0 {
+            println!(
+                "http: {accepted} connections accepted; now {} threads, {} sockets, {} KiB of heap",
+                denali::thread::count(),
+                denali::net::open_sockets(),
+                denali::vm::heap_in_use() >> 10
+            );
         }
     }
 }

@@ -1,0 +1,141 @@
+//! Listening sockets with a backlog, as a Linux listener has: connections
+//! that arrive before `accept` is called are queued, up to the backlog,
+//! and never reset.
+//!
+//! smoltcp answers a SYN only with a socket in the `Listen` state and
+//! resets it otherwise, and a socket takes one connection. So each
+//! listening port keeps a few sockets listening and, after every packet
+//! the stack takes in (it takes them one at a time for this), moves the
+//! ones that connected to the ready queue and puts fresh ones in their
+//! place. Once the backlog is full, SYNs for the port are dropped before
+//! smoltcp sees them (see `stack::Vnic`), so clients retry as they would against a full Linux
+//! backlog instead of being refused.
+
+extern crate alloc;
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec;
+use alloc::vec::Vec;
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+
+/// Connections a listener queues (connecting or connected, not yet
+/// accepted) before it drops new ones.
+pub const BACKLOG: usize = 1024;
+/// Sockets kept in the `Listen` state while the backlog has room: the
+/// stack tops them up after every packet it takes in, and a packet holds
+/// one SYN, so one would do; two leave slack.
+const LISTENING: usize = 2;
+/// Each connection's receive buffer.
+pub(crate) const RX_BUFFER: usize = 8 * 1024;
+/// Each connection's send buffer.
+pub(crate) const TX_BUFFER: usize = 8 * 1024;
+
+/// A fresh TCP socket with this VM's buffer sizes.
+pub(crate) fn new_socket() -> Socket<'static> {
+    Socket::new(SocketBuffer::new(vec![0; RX_BUFFER]), SocketBuffer::new(vec![0; TX_BUFFER]))
+}
+
+/// One listening port's sockets.
+#[derive(Default)]
+struct Port {
+    /// Listening, or in the middle of a handshake.
+    opening: Vec<SocketHandle>,
+    /// Connected, waiting for `accept`, oldest first.
+    ready: VecDeque<SocketHandle>,
+}
+
+impl Port {
+    fn queued(&self) -> usize {
+        self.opening.len() + self.ready.len()
+    }
+
+    fn listening(&self, sockets: &SocketSet<'static>) -> usize {
+        self.opening.iter().filter(|&&h| sockets.get::<Socket>(h).state() == State::Listen).count()
+    }
+}
+
+/// Every listening port of the VM.
+#[derive(Default)]
+pub(crate) struct Listeners {
+    ports: BTreeMap<u16, Port>,
+}
+
+impl Listeners {
+    /// Starts listening on `port`.
+    pub(crate) fn open(&mut self, port: u16, sockets: &mut SocketSet<'static>) {
+        let mut state = Port::default();
+        top_up(port, &mut state, sockets);
+        self.ports.insert(port, state);
+    }
+
+    /// Stops listening on `port`: connections not yet accepted are reset.
+    pub(crate) fn close(&mut self, port: u16, sockets: &mut SocketSet<'static>) {
+        if let Some(state) = self.ports.remove(&port) {
+            for handle in state.opening.into_iter().chain(state.ready) {
+                sockets.get_mut::<Socket>(handle).abort();
+                sockets.remove(handle);
+            }
+        }
+    }
+
+    /// Takes the oldest connection on `port` waiting for `accept` (the
+    /// caller refreshes the port: there is room in its backlog now).
+    pub(crate) fn accept(&mut self, port: u16) -> Option<SocketHandle> {
+        self.ports.get_mut(&port)?.ready.pop_front()
+    }
+
+    /// After the stack took in a packet for `port`: connected sockets move
+    /// to the ready queue, reset ones listen again, and the port has
+    /// sockets listening while its backlog has room. Returns whether the
+    /// backlog is full.
+    pub(crate) fn refresh(&mut self, port: u16, sockets: &mut SocketSet<'static>) -> bool {
+        let Some(state) = self.ports.get_mut(&port) else { return false };
+        {
+            let mut index = 0;
+            while index < state.opening.len() {
+                let socket = sockets.get_mut::<Socket>(state.opening[index]);
+                match socket.state() {
+                    State::Listen | State::SynReceived => index += 1,
+                    // Reset or timed out during the handshake: listen again.
+                    State::Closed => {
+                        let _ = socket.listen(port);
+                        index += 1;
+                    }
+                    _ => state.ready.push_back(state.opening.swap_remove(index)),
+                }
+            }
+        }
+        top_up(port, state, sockets);
+        state.queued() >= BACKLOG
+    }
+}
+
+/// Adds listening sockets to `state` up to [`LISTENING`], within the backlog.
+fn top_up(port: u16, state: &mut Port, sockets: &mut SocketSet<'static>) {
+    let mut listening = state.listening(sockets);
+    while listening < LISTENING && state.queued() < BACKLOG {
+        let mut socket = new_socket();
+        if socket.listen(port).is_err() {
+            return;
+        }
+        state.opening.push(sockets.add(socket));
+        listening += 1;
+    }
+}
+
+/// The destination port of a TCP segment in `frame`, and whether it is a
+/// SYN (without ACK): a connection being opened.
+pub(crate) fn tcp_destination(frame: &[u8]) -> Option<(u16, bool)> {
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp {
+        return None;
+    }
+    let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((tcp.dst_port(), tcp.syn() && !tcp.ack()))
+}
