@@ -6,8 +6,11 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The toolchain services and the kernel are built with.
-pub const TOOLCHAIN: &str = "nightly";
+/// The toolchain services and the kernel are built with: a pinned nightly,
+/// so a new nightly cannot break a build that worked (`-Zbuild-std` and
+/// JSON target specs are unstable). This is the one place it is named;
+/// `scripts/setup` reads it from here.
+pub const TOOLCHAIN: &str = "nightly-2026-05-20";
 
 /// A `cargo +nightly` command that inherits nothing from an outer cargo
 /// (a test run or `cargo run`) that would leak into the inner build.
@@ -38,15 +41,15 @@ pub fn check_nightly() -> Result<PathBuf> {
         .context("cannot run rustc: install Rust with rustup (https://rustup.rs)")?;
     if !output.status.success() {
         bail!(
-            "the nightly toolchain is not installed, and Denali services need it\n\
-             hint: run `rustup toolchain install nightly --component rust-src`"
+            "the {TOOLCHAIN} toolchain is not installed, and Denali services need it\n\
+             hint: run `rustup toolchain install {TOOLCHAIN} --profile minimal --component rust-src`"
         );
     }
     let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
     if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
         bail!(
-            "the nightly toolchain has no rust-src, which building for the Denali target needs\n\
-             hint: run `rustup component add rust-src --toolchain nightly`"
+            "the {TOOLCHAIN} toolchain has no rust-src, which building for the Denali target needs\n\
+             hint: run `rustup component add rust-src --toolchain {TOOLCHAIN}`"
         );
     }
     Ok(sysroot)
@@ -56,8 +59,8 @@ pub fn check_nightly() -> Result<PathBuf> {
 pub fn check_target(sysroot: &std::path::Path, target: &str) -> Result<()> {
     if !sysroot.join("lib/rustlib").join(target).is_dir() {
         bail!(
-            "the nightly toolchain lacks the {target} target Denali's kernel and loader are built for\n\
-             hint: run `rustup target add {target} --toolchain nightly` (scripts/setup does)"
+            "the {TOOLCHAIN} toolchain lacks the {target} target Denali's kernel and loader are built for\n\
+             hint: run `rustup target add {target} --toolchain {TOOLCHAIN}` (scripts/setup does)"
         );
     }
     Ok(())

@@ -47,8 +47,13 @@ fn a_missing_nightly_names_the_rustup_command() {
     cmd.current_dir(&service).env("RUSTUP_HOME", &empty_rustup).args(["denali", "build"]);
     let out = run_with_timeout(cmd, Duration::from_secs(60));
     assert_eq!(out.status, 1);
-    assert!(out.stderr.contains("the nightly toolchain is not installed"), "{}", out.stderr);
-    assert!(out.stderr.contains("rustup toolchain install nightly --component rust-src"), "{}", out.stderr);
+    let toolchain = denali_cli::toolchain::TOOLCHAIN;
+    assert!(out.stderr.contains(&format!("the {toolchain} toolchain is not installed")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!("rustup toolchain install {toolchain} --profile minimal --component rust-src")),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

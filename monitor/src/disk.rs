@@ -8,31 +8,29 @@
 //! each buffer, sector range, length) and a bad one is answered with an
 //! error status; the file is only ever read or written inside its size.
 
-use crate::virtio::{CONFIG_OFFSET, Event, MmioTransport, VIRTIO_F_VERSION_1, read_config};
+use crate::virtio::{COMMON_FEATURES, CONFIG_OFFSET, Event, MmioTransport, feature, read_config};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP, VIRTIO_BLK_T_FLUSH,
+    VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+};
+use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::QueueT;
 use virtio_queue::desc::split::Descriptor;
 use vm_memory::GuestMemoryMmap;
 
-/// Virtio device type of a block device.
-const DEVICE_ID_BLOCK: u32 = 2;
-/// Feature: the device takes flush requests.
-const VIRTIO_BLK_F_FLUSH: u64 = 1 << 9;
 /// Bytes in a sector.
 const SECTOR: u64 = 512;
 /// Longest transfer served in one request (the kernel asks for at most
 /// 64 KiB).
 const TRANSFER_MAX: usize = 1 << 20;
 
-const T_IN: u32 = 0;
-const T_OUT: u32 = 1;
-const T_FLUSH: u32 = 4;
-const T_GET_ID: u32 = 8;
-const S_OK: u8 = 0;
-const S_IOERR: u8 = 1;
-const S_UNSUPP: u8 = 2;
+/// Request status bytes.
+const S_OK: u8 = VIRTIO_BLK_S_OK as u8;
+const S_IOERR: u8 = VIRTIO_BLK_S_IOERR as u8;
+const S_UNSUPP: u8 = VIRTIO_BLK_S_UNSUPP as u8;
 
 /// The device's registers and the file behind it.
 pub struct BlockDevice {
@@ -48,9 +46,9 @@ impl BlockDevice {
     /// whole sectors) is the disk's.
     pub fn new(memory: GuestMemoryMmap, file: File) -> std::io::Result<Self> {
         let sectors = file.metadata()?.len() / SECTOR;
-        let features = VIRTIO_F_VERSION_1 | VIRTIO_BLK_F_FLUSH;
+        let features = COMMON_FEATURES | feature(VIRTIO_BLK_F_FLUSH);
         Ok(BlockDevice {
-            transport: MmioTransport::new(memory, DEVICE_ID_BLOCK, features, 1),
+            transport: MmioTransport::new(memory, VIRTIO_ID_BLOCK, features, 1),
             file,
             sectors,
             failed: 0,
@@ -121,7 +119,7 @@ fn serve_request(
             && sector.checked_add(len as u64 / SECTOR).is_some_and(|end| end <= sectors)
     };
     match kind {
-        T_IN if in_range(room) => {
+        VIRTIO_BLK_T_IN if in_range(room) => {
             let mut data = vec![0u8; room];
             match file.read_exact_at(&mut data, sector * SECTOR) {
                 Ok(()) => match writer.write_all(&data) {
@@ -131,13 +129,13 @@ fn serve_request(
                 Err(_) => (S_IOERR, 0),
             }
         }
-        T_OUT if in_range(reader.available_bytes()) => {
+        VIRTIO_BLK_T_OUT if in_range(reader.available_bytes()) => {
             let mut data = vec![0u8; reader.available_bytes()];
             let done = reader.read_exact(&mut data).and_then(|()| file.write_all_at(&data, sector * SECTOR));
             (if done.is_ok() { S_OK } else { S_IOERR }, 0)
         }
-        T_FLUSH => (if file.sync_data().is_ok() { S_OK } else { S_IOERR }, 0),
-        T_GET_ID => {
+        VIRTIO_BLK_T_FLUSH => (if file.sync_data().is_ok() { S_OK } else { S_IOERR }, 0),
+        VIRTIO_BLK_T_GET_ID => {
             let mut id = [0u8; 20];
             id[..11].copy_from_slice(b"denali-disk");
             let len = room.min(id.len());
@@ -146,7 +144,7 @@ fn serve_request(
                 Err(_) => (S_IOERR, 0),
             }
         }
-        T_IN | T_OUT => (S_IOERR, 0),
+        VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT => (S_IOERR, 0),
         _ => (S_UNSUPP, 0),
     }
 }
@@ -163,6 +161,7 @@ fn write_status(memory: &GuestMemoryMmap, descriptors: &[Descriptor], status: u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    use virtio_bindings::virtio_mmio::*;
     use vm_memory::{Bytes, GuestAddress};
 
     const DESC: u64 = 0x1000;
@@ -181,14 +180,19 @@ mod tests {
         let file = tempfile::NamedTempFile::new().unwrap();
         file.as_file().set_len(16 * SECTOR).unwrap();
         let mut device = BlockDevice::new(memory.clone(), file.reopen().unwrap()).unwrap();
-        let reg =
-            |device: &mut BlockDevice, offset: u64, value: u64| device.write(offset, &(value as u32).to_le_bytes());
-        reg(&mut device, 0x038, 8);
-        for (offset, addr) in [(0x080, DESC), (0x090, AVAIL), (0x0a0, USED)] {
+        let reg = |device: &mut BlockDevice, offset: u32, value: u64| {
+            device.write(offset.into(), &(value as u32).to_le_bytes())
+        };
+        reg(&mut device, VIRTIO_MMIO_QUEUE_NUM, 8);
+        for (offset, addr) in [
+            (VIRTIO_MMIO_QUEUE_DESC_LOW, DESC),
+            (VIRTIO_MMIO_QUEUE_AVAIL_LOW, AVAIL),
+            (VIRTIO_MMIO_QUEUE_USED_LOW, USED),
+        ] {
             reg(&mut device, offset, addr);
         }
-        reg(&mut device, 0x044, 1);
-        reg(&mut device, 0x070, 0xf);
+        reg(&mut device, VIRTIO_MMIO_QUEUE_READY, 1);
+        reg(&mut device, VIRTIO_MMIO_STATUS, 0xf);
         (device, memory, file)
     }
 
@@ -220,7 +224,7 @@ mod tests {
         }
         memory.write_obj(0u16, GuestAddress(AVAIL + 4 + 2 * u64::from(n % 8))).unwrap();
         memory.write_obj(n + 1, GuestAddress(AVAIL + 2)).unwrap();
-        device.write(0x050, &0u32.to_le_bytes());
+        device.write(VIRTIO_MMIO_QUEUE_NOTIFY.into(), &0u32.to_le_bytes());
         let used_len: u32 = memory.read_obj(GuestAddress(USED + 4 + 8 * u64::from(n % 8) + 4)).unwrap();
         (memory.read_obj(GuestAddress(STATUS)).unwrap(), used_len)
     }
@@ -232,15 +236,15 @@ mod tests {
         device.read(CONFIG_OFFSET, &mut capacity);
         assert_eq!(u64::from_le_bytes(capacity), 16);
         memory.write_slice(&[0xab; 1024], GuestAddress(DATA)).unwrap();
-        assert_eq!(request(&mut device, &memory, 0, T_OUT, 3, &[(DATA, 1024, 0)]), (S_OK, 1));
+        assert_eq!(request(&mut device, &memory, 0, VIRTIO_BLK_T_OUT, 3, &[(DATA, 1024, 0)]), (S_OK, 1));
         memory.write_slice(&[0; 1024], GuestAddress(DATA)).unwrap();
-        assert_eq!(request(&mut device, &memory, 1, T_IN, 3, &[(DATA, 1024, F_WRITE)]), (S_OK, 1025));
+        assert_eq!(request(&mut device, &memory, 1, VIRTIO_BLK_T_IN, 3, &[(DATA, 1024, F_WRITE)]), (S_OK, 1025));
         let mut back = [0u8; 1024];
         memory.read_slice(&mut back, GuestAddress(DATA)).unwrap();
         assert_eq!(back, [0xab; 1024]);
         let bytes = std::fs::read(file.path()).unwrap();
         assert!(bytes[3 * 512..5 * 512].iter().all(|&b| b == 0xab) && bytes[..3 * 512].iter().all(|&b| b == 0));
-        assert_eq!(request(&mut device, &memory, 2, T_FLUSH, 0, &[]), (S_OK, 1));
+        assert_eq!(request(&mut device, &memory, 2, VIRTIO_BLK_T_FLUSH, 0, &[]), (S_OK, 1));
         assert_eq!(device.failed, 0);
     }
 
@@ -253,10 +257,14 @@ mod tests {
         for (n, sector, len, addr) in
             [(0, 16, 512, DATA), (1, 15, 1024, DATA), (2, u64::MAX, 512, DATA), (3, 0, 100, DATA), (4, 0, 512, 1 << 40)]
         {
-            assert_eq!(request(&mut device, &memory, n, T_OUT, sector, &[(addr, len, 0)]).0, S_IOERR, "request {n}");
+            assert_eq!(
+                request(&mut device, &memory, n, VIRTIO_BLK_T_OUT, sector, &[(addr, len, 0)]).0,
+                S_IOERR,
+                "request {n}"
+            );
         }
         // A read into a buffer the device may not write.
-        assert_eq!(request(&mut device, &memory, 5, T_IN, 0, &[(DATA, 512, 0)]).0, S_IOERR);
+        assert_eq!(request(&mut device, &memory, 5, VIRTIO_BLK_T_IN, 0, &[(DATA, 512, 0)]).0, S_IOERR);
         // A kind of request the device does not know.
         assert_eq!(request(&mut device, &memory, 6, 99, 0, &[]).0, S_UNSUPP);
         assert_eq!(device.failed, 7);

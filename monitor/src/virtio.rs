@@ -8,21 +8,29 @@
 //! index and address the kernel writes is checked when a ring is walked,
 //! so a malformed one fails that request, never the monitor.
 
+use virtio_bindings::virtio_config::{VIRTIO_CONFIG_S_DRIVER_OK, VIRTIO_CONFIG_S_FAILED, VIRTIO_F_VERSION_1};
+use virtio_bindings::virtio_mmio::*;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
 
 /// Most descriptors a queue may have.
 pub const QUEUE_MAX: u16 = 256;
 /// Offset of the device-specific configuration space.
-pub const CONFIG_OFFSET: u64 = 0x100;
-/// Feature bit: the device speaks virtio 1.x.
-pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
-/// `InterruptStatus` bit: a queue was used.
-const INT_USED_RING: u32 = 1;
-/// `Status` bit: the driver is ready.
-const STATUS_DRIVER_OK: u32 = 0x4;
-/// `Status` bit: the driver has given up on the device.
-const STATUS_FAILED: u32 = 0x80;
+pub const CONFIG_OFFSET: u64 = VIRTIO_MMIO_CONFIG as u64;
+/// The magic value at register 0: "virt".
+const MAGIC: u32 = u32::from_le_bytes(*b"virt");
+/// The MMIO transport's version (virtio 1.x).
+const MMIO_VERSION: u32 = 2;
+/// Our vendor id: "DENL".
+const VENDOR: u32 = u32::from_le_bytes(*b"DENL");
+
+/// A feature bit (the spec numbers them) as a mask.
+pub const fn feature(bit: u32) -> u64 {
+    1 << bit
+}
+
+/// Features every device under our monitor offers.
+pub const COMMON_FEATURES: u64 = feature(VIRTIO_F_VERSION_1);
 
 /// A register write the device itself must act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,22 +76,22 @@ impl MmioTransport {
 
     /// A read of transport register `offset` (below [`CONFIG_OFFSET`]).
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
-        let value: u32 = match offset {
-            0x000 => 0x7472_6976, // "virt"
-            0x004 => 2,           // MMIO transport version
-            0x008 => self.device_id,
-            0x00c => 0x4c4e_4544, // "DENL"
-            0x010 => match self.device_features_sel {
+        let value: u32 = match u32::try_from(offset).unwrap_or(u32::MAX) {
+            VIRTIO_MMIO_MAGIC_VALUE => MAGIC,
+            VIRTIO_MMIO_VERSION => MMIO_VERSION,
+            VIRTIO_MMIO_DEVICE_ID => self.device_id,
+            VIRTIO_MMIO_VENDOR_ID => VENDOR,
+            VIRTIO_MMIO_DEVICE_FEATURES => match self.device_features_sel {
                 0 => self.features as u32,
                 1 => (self.features >> 32) as u32,
                 _ => 0,
             },
-            0x034 => self.selected().map_or(0, |_| u32::from(QUEUE_MAX)),
-            0x044 => self.selected().map_or(0, |q| u32::from(q.ready())),
-            0x060 => self.interrupt_status,
-            0x070 => self.status,
-            // Config generation (0x0fc: the configuration never changes)
-            // and everything else reads as zero.
+            VIRTIO_MMIO_QUEUE_NUM_MAX => self.selected().map_or(0, |_| u32::from(QUEUE_MAX)),
+            VIRTIO_MMIO_QUEUE_READY => self.selected().map_or(0, |q| u32::from(q.ready())),
+            VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt_status,
+            VIRTIO_MMIO_STATUS => self.status,
+            // The configuration generation (it never changes) and
+            // everything else reads as zero.
             _ => 0,
         };
         let bytes = value.to_le_bytes();
@@ -98,22 +106,24 @@ impl MmioTransport {
         let n = data.len().min(4);
         bytes[..n].copy_from_slice(&data[..n]);
         let value = u32::from_le_bytes(bytes);
-        match offset {
-            0x014 => self.device_features_sel = value,
-            0x020 => {
+        match u32::try_from(offset).unwrap_or(u32::MAX) {
+            VIRTIO_MMIO_DEVICE_FEATURES_SEL => self.device_features_sel = value,
+            VIRTIO_MMIO_DRIVER_FEATURES => {
                 let shift = 32 * u64::from(self.driver_features_sel.min(1));
                 if self.driver_features_sel < 2 {
                     self.driver_features =
                         (self.driver_features & !(0xffff_ffff << shift)) | (u64::from(value) << shift);
                 }
             }
-            0x024 => self.driver_features_sel = value,
-            0x030 => self.queue_sel = value,
-            0x038 => self.with_selected(|q| q.set_size(value.min(u32::from(QUEUE_MAX)) as u16)),
-            0x044 => self.with_selected(|q| q.set_ready(value == 1)),
-            0x050 => return ((value as usize) < self.queues.len()).then_some(Event::Notify(value)),
-            0x064 => self.interrupt_status &= !value,
-            0x070 => {
+            VIRTIO_MMIO_DRIVER_FEATURES_SEL => self.driver_features_sel = value,
+            VIRTIO_MMIO_QUEUE_SEL => self.queue_sel = value,
+            VIRTIO_MMIO_QUEUE_NUM => self.with_selected(|q| q.set_size(value.min(u32::from(QUEUE_MAX)) as u16)),
+            VIRTIO_MMIO_QUEUE_READY => self.with_selected(|q| q.set_ready(value == 1)),
+            VIRTIO_MMIO_QUEUE_NOTIFY => {
+                return ((value as usize) < self.queues.len()).then_some(Event::Notify(value));
+            }
+            VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt_status &= !value,
+            VIRTIO_MMIO_STATUS => {
                 self.status = value;
                 if value == 0 {
                     for q in &mut self.queues {
@@ -124,12 +134,12 @@ impl MmioTransport {
                     return Some(Event::Reset);
                 }
             }
-            0x080 => self.with_selected(|q| q.set_desc_table_address(Some(value), None)),
-            0x084 => self.with_selected(|q| q.set_desc_table_address(None, Some(value))),
-            0x090 => self.with_selected(|q| q.set_avail_ring_address(Some(value), None)),
-            0x094 => self.with_selected(|q| q.set_avail_ring_address(None, Some(value))),
-            0x0a0 => self.with_selected(|q| q.set_used_ring_address(Some(value), None)),
-            0x0a4 => self.with_selected(|q| q.set_used_ring_address(None, Some(value))),
+            VIRTIO_MMIO_QUEUE_DESC_LOW => self.with_selected(|q| q.set_desc_table_address(Some(value), None)),
+            VIRTIO_MMIO_QUEUE_DESC_HIGH => self.with_selected(|q| q.set_desc_table_address(None, Some(value))),
+            VIRTIO_MMIO_QUEUE_AVAIL_LOW => self.with_selected(|q| q.set_avail_ring_address(Some(value), None)),
+            VIRTIO_MMIO_QUEUE_AVAIL_HIGH => self.with_selected(|q| q.set_avail_ring_address(None, Some(value))),
+            VIRTIO_MMIO_QUEUE_USED_LOW => self.with_selected(|q| q.set_used_ring_address(Some(value), None)),
+            VIRTIO_MMIO_QUEUE_USED_HIGH => self.with_selected(|q| q.set_used_ring_address(None, Some(value))),
             _ => {}
         }
         None
@@ -148,14 +158,14 @@ impl MmioTransport {
     /// Queue `index`, if the driver has finished setting the device up and
     /// the queue's rings lie in guest memory: with the memory to walk it.
     pub fn usable_queue(&mut self, index: usize) -> Option<(&mut Queue, &GuestMemoryMmap)> {
-        let driver_ok = self.status & STATUS_DRIVER_OK != 0 && self.status & STATUS_FAILED == 0;
+        let driver_ok = self.status & VIRTIO_CONFIG_S_DRIVER_OK != 0 && self.status & VIRTIO_CONFIG_S_FAILED == 0;
         let queue = self.queues.get_mut(index)?;
         (driver_ok && queue.is_valid(&self.memory)).then_some((queue, &self.memory))
     }
 
     /// Marks a used-ring interrupt pending (the caller raises the line).
     pub fn set_used_interrupt(&mut self) {
-        self.interrupt_status |= INT_USED_RING;
+        self.interrupt_status |= VIRTIO_MMIO_INT_VRING;
     }
 }
 

@@ -12,9 +12,11 @@
 //! flows the network thread polls the transmit ring with the kernel's
 //! notifications switched off ([`NetDevice::set_polling`]).
 
-use crate::virtio::{CONFIG_OFFSET, Event, MmioTransport, VIRTIO_F_VERSION_1, read_config};
+use crate::virtio::{COMMON_FEATURES, CONFIG_OFFSET, Event, MmioTransport, feature, read_config};
 use std::collections::VecDeque;
 use std::io::{Read, Write};
+use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
+use virtio_bindings::virtio_net::VIRTIO_NET_F_MAC;
 use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
 
@@ -28,10 +30,6 @@ const NET_HDR_LEN: usize = 12;
 const FRAME_MAX: usize = 1514;
 /// Frames kept for the kernel while it has no receive buffers posted.
 const PENDING_MAX: usize = 256;
-
-/// Virtio device type of a network card.
-const DEVICE_ID_NET: u32 = 1;
-const VIRTIO_NET_F_MAC: u64 = 1 << 5;
 
 /// The device's registers and queues.
 pub struct NetDevice {
@@ -51,7 +49,7 @@ impl NetDevice {
     /// A device with address `mac` over `memory`, raising `irq`.
     pub fn new(memory: GuestMemoryMmap, mac: [u8; 6], irq: Box<dyn Fn() + Send>) -> Self {
         NetDevice {
-            transport: MmioTransport::new(memory, DEVICE_ID_NET, VIRTIO_F_VERSION_1 | VIRTIO_NET_F_MAC, 2),
+            transport: MmioTransport::new(memory, VIRTIO_ID_NET, COMMON_FEATURES | feature(VIRTIO_NET_F_MAC), 2),
             mac,
             pending: VecDeque::new(),
             irq,
