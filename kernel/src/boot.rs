@@ -1,9 +1,11 @@
 //! Boot: from the loader's `BootInfo` to a running kernel. Sets up the CPU,
 //! carves the kernel heap and the frame allocator out of usable memory,
-//! loads every image of the boot bundle into its own VM, and runs them.
+//! finds the machine's NIC and disk, assembles the kernel's core from those
+//! parts (`run::admission::KernelBuilder`), admits the boot bundle's VMs
+//! and runs them.
 
-use crate::arch::x86_64::user_state::StateSwitch;
-use crate::arch::x86_64::{self as arch, apic, cpu, gdt, trap};
+use crate::arch::x86_64::machine::Machine;
+use crate::arch::x86_64::{self as arch, apic, cpu, gdt, trap, user_state};
 use crate::drivers::pci;
 use crate::drivers::virtio_blk::Disk;
 use crate::drivers::virtio_net::Nic;
@@ -11,22 +13,20 @@ use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::heap::CountingHeap;
 use crate::mem::phys;
-use crate::run::{BootReport, Kernel};
+use crate::platform::{BlockDevice, NetDevice};
+use crate::run::REFUSED_STATUS;
+use crate::run::admission::{KernelBuilder, bundle_demands};
 use crate::time::Clock;
-use crate::vm::loader::Loader;
+use crate::vm::context::UserSelectors;
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::boot::{
     BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle,
     MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
 };
-use denali_abi::disk::{FIRST_DATA_SECTOR, Window};
 use virtio_drivers::transport::DeviceType;
 use x86_64::registers::control::Cr3;
-
-/// Heap bytes a VM takes besides its record: its name, its entries in the
-/// per-VM tables and the scheduler, and the allocator's overhead.
-const HEAP_PER_VM_EXTRA: usize = 192;
 
 /// Smallest kernel heap: the VM table, queues and per-VM bookkeeping (about
 /// 1 KiB a VM). It grows with memory, a sixteenth of it.
@@ -45,17 +45,91 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     if info.flags & BOOT_FLAG_CONSOLE_PORT != 0 {
         crate::console::CONSOLE.lock().use_port();
     }
+    if info.tsc_khz == 0 {
+        kprintln!("denali: the boot loader did not report the TSC frequency");
+        arch::exit_panic();
+    }
     arch::pic::disable();
     let selectors = gdt::init();
     trap::init_idt(&selectors);
     let protections = cpu::init();
+    let (heap_size, mut frames) = carve_memory(&info, heap);
+    let user = UserSelectors { code: u64::from(selectors.user_code.0), data: u64::from(selectors.user_data.0) };
+    let Some(switch_frame) = phys::alloc_zeroed(&mut frames) else {
+        kprintln!("denali: no memory for the kernel's state-switch page; give the run more memory (--mem)");
+        arch::exit_panic();
+    };
+    let state_switch = user_state::install(switch_frame, protections.user, user);
+    let clock = Clock::start(info.tsc_khz, arch::rdtsc());
+    let kernel_pml4 = Cr3::read().0.start_address().as_u64();
+    // SAFETY: the loader placed the bundle at this physical range, which is
+    // outside every usable region, so nothing else writes it.
+    let bundle_bytes =
+        unsafe { core::slice::from_raw_parts(phys::to_virt(info.bundle_addr), info.bundle_len as usize) };
+    let bundle = match Bundle::parse(bundle_bytes) {
+        Ok(bundle) => bundle,
+        Err(e) => {
+            kprintln!("denali: the boot bundle was refused: {e}");
+            arch::exit(REFUSED_STATUS);
+        }
+    };
+    // The loader's flags, and the run's where the loader knows nothing of
+    // the run (UEFI, PVH).
+    let flags = info.flags | bundle.run_flags();
+    let verbose = flags & BOOT_FLAG_VERBOSE != 0;
+    if verbose {
+        kprintln!(
+            "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}, UMIP {}, {}, FSGSBASE {}",
+            (frames.total() * 4096) >> 20,
+            info.tsc_khz / 1000,
+            on_or_absent(protections.smep),
+            on_or_absent(protections.smap),
+            on_or_absent(protections.user.umip),
+            protections.user.xcr0.map_or(String::from("no XSAVE (FXSAVE)"), |x| alloc::format!("XSAVE, XCR0 {x:#x}")),
+            on_or_absent(protections.user.fsgsbase),
+        );
+    }
 
+    let preemption = apic::init(&mut frames, kernel_pml4, info.tsc_khz);
+    if !preemption {
+        kprintln!("denali: this CPU's local APIC timer cannot be used; a VM that never yields will keep the CPU");
+    }
+    let uplink = start_uplink(&mut frames, kernel_pml4, &info);
+    // The disk our monitor names is ours; on a PCI machine only a disk
+    // with the Denali label is (a machine's other disks are none of the
+    // kernel's business, and are not worth a word unless a VM wanted one).
+    let (_, wants_disk) = bundle_demands(&bundle);
+    let disk = start_disk(&mut frames, kernel_pml4, &info, wants_disk || info.blk_mmio != 0);
+    let built = KernelBuilder::new(Machine { preemption, selectors: user }, frames, clock, kernel_pml4, state_switch)
+        .verbose(verbose)
+        // A quarter of the heap parks frames for VMs: the global budget
+        // that no flood can exceed.
+        .frame_budget((heap_size / 4 / denali_abi::hypercall::FRAME_MAX as u64) as u32)
+        .uplink(uplink.map(|nic| Box::new(nic) as Box<dyn NetDevice>))
+        .disk(disk.map(|disk| Box::new(disk) as Box<dyn BlockDevice>))
+        .build();
+    let mut kernel = match built.and_then(|mut kernel| kernel.admit_bundle(&bundle, heap.free()).map(|()| kernel)) {
+        Ok(kernel) => kernel,
+        Err(e) => {
+            kprintln!("denali: {e}");
+            arch::exit(REFUSED_STATUS);
+        }
+    };
+    kernel.heap = Some(heap);
+    heap.reset_peak();
+    kernel.heap_after_boot = heap.usage();
+    kernel.set_time_limit_ms(info.time_limit_ms);
+    let status = kernel.run(flags & BOOT_FLAG_STATS != 0);
+    arch::exit(status)
+}
+
+/// Gives the kernel heap the first usable region with room for it (a
+/// sixteenth of memory, at least [`MIN_HEAP_SIZE`]) and as much again, and
+/// every other usable byte to the frame allocator. Returns the heap's size.
+fn carve_memory(info: &BootInfo, heap: &CountingHeap) -> (u64, FrameAllocator) {
     let usable = info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS));
     let total: u64 = usable.clone().map(|r| r.end.saturating_sub(r.start)).sum();
     let heap_size = (total / 16).max(MIN_HEAP_SIZE).next_multiple_of(4096);
-    // The heap is the first region with room for it and as much again
-    // (found before anything is allocated); everything else goes to the
-    // frame allocator.
     let Some(heap_start) = usable
         .clone()
         .map(|r| r.start.next_multiple_of(4096))
@@ -77,209 +151,24 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
         }
         regions.push((start, end));
     }
-    let mut frames = FrameAllocator::new(regions);
-    let Some(switch_frame) = phys::alloc_zeroed(&mut frames) else {
-        kprintln!("denali: no memory for the kernel's state-switch page; give the run more memory (--mem)");
-        arch::exit_panic();
-    };
-    let state_switch = StateSwitch::new(switch_frame, protections.user, &selectors);
-    if info.tsc_khz == 0 {
-        kprintln!("denali: the boot loader did not report the TSC frequency");
-        arch::exit_panic();
-    }
-    let clock = Clock::start(info.tsc_khz, arch::rdtsc());
-    let kernel_pml4 = Cr3::read().0.start_address().as_u64();
-    // SAFETY: the loader placed the bundle at this physical range, which is
-    // outside every usable region, so nothing else writes it.
-    let bundle_bytes =
-        unsafe { core::slice::from_raw_parts(phys::to_virt(info.bundle_addr), info.bundle_len as usize) };
-    let bundle = match Bundle::parse(bundle_bytes) {
-        Ok(bundle) => bundle,
-        Err(e) => {
-            kprintln!("denali: the boot bundle was refused: {e}");
-            arch::exit(crate::run::REFUSED_STATUS);
-        }
-    };
-    // The loader's flags, and the run's where the loader knows nothing of
-    // the run (UEFI, PVH).
-    let flags = info.flags | bundle.run_flags();
-    let verbose = flags & BOOT_FLAG_VERBOSE != 0;
-    if verbose {
-        kprintln!(
-            "denali: isolation kernel up: {} MiB for VMs, TSC {} MHz, SMEP {}, SMAP {}, UMIP {}, {}, FSGSBASE {}",
-            (frames.total() * 4096) >> 20,
-            info.tsc_khz / 1000,
-            on_or_absent(protections.smep),
-            on_or_absent(protections.smap),
-            on_or_absent(protections.user.umip),
-            protections.user.xcr0.map_or(String::from("no XSAVE (FXSAVE)"), |x| alloc::format!("XSAVE, XCR0 {x:#x}")),
-            on_or_absent(protections.user.fsgsbase),
-        );
-    }
+    (heap_size, FrameAllocator::new(regions))
+}
 
-    let (mut vm_count, mut wants_disk) = (0u32, false);
-    for index in 0..bundle.len() {
-        let (entry, _) = bundle.entry(index).expect("parsed bundle has this entry");
-        vm_count = vm_count.saturating_add(entry.instances);
-        wants_disk |= entry.disk_sectors != 0;
-    }
-
-    let mut kernel = Kernel::new(frames, clock, kernel_pml4, verbose, state_switch);
-    // A quarter of the heap parks frames for VMs: the global budget that
-    // no flood can exceed.
-    let frame_slots = (heap_size / 4 / denali_abi::hypercall::FRAME_MAX as u64) as u32;
-    match crate::net::Switch::with_budget(frame_slots) {
-        Ok(switch) => kernel.switch = switch,
-        Err(_) => {
-            kprintln!("denali: no kernel heap for the network's frames; give the run more memory (--mem)");
-            arch::exit(crate::run::REFUSED_STATUS);
-        }
-    }
-    // Each VM's record is a heap allocation of its own, made as it is
-    // loaded: check they all fit before making the first, so the heap never
-    // runs dry halfway (an allocation failure would stop the kernel).
-    let per_vm = (core::mem::size_of::<crate::vm::Vm>() + HEAP_PER_VM_EXTRA) as u64;
-    let fits = u64::from(vm_count).saturating_mul(per_vm) < heap.free() as u64;
-    if !fits || kernel.reserve(vm_count as usize).is_err() {
-        kprintln!(
-            "denali: {vm_count} VMs do not fit in the kernel's {} MiB heap; boot fewer or give the run more memory (--mem)",
-            heap_size >> 20
-        );
-        arch::exit(crate::run::REFUSED_STATUS);
-    }
-    kernel.preemption = apic::init(&mut kernel.frames, kernel_pml4, info.tsc_khz);
+/// The machine's NIC: the virtio-mmio device the loader names, or the
+/// first virtio-net device on the PCI bus (its receive interrupt routed
+/// through MSI-X where it can be, else polled).
+fn start_uplink(frames: &mut FrameAllocator, kernel_pml4: u64, info: &BootInfo) -> Option<Nic> {
     if info.net_mmio != 0 {
-        kernel.uplink = start_nic(&mut kernel.frames, kernel_pml4, info.net_mmio);
-    } else if info.flags & BOOT_FLAG_PCI != 0 {
-        kernel.uplink =
-            pci::find_virtio(&mut kernel.frames, kernel_pml4, DeviceType::Network, 0).and_then(|(transport, route)| {
-                let mut nic = Nic::new_pci(transport)
-                    .map_err(|e| kprintln!("denali: {e}; the VMs can reach only each other"))
-                    .ok()?;
-                nic.polled = !route.route_receive_interrupt(denali_abi::boot::NIC_VECTOR, apic::id());
-                Some(nic)
-            });
+        return start_nic(frames, kernel_pml4, info.net_mmio);
     }
-    // The disk our monitor names is ours; on a PCI machine only a disk
-    // with the Denali label is (a machine's other disks are none of the
-    // kernel's business, and are not worth a word unless a VM wanted one).
-    kernel.disk = start_disk(&mut kernel.frames, kernel_pml4, &info, wants_disk || info.blk_mmio != 0);
-    let mut next_sector = FIRST_DATA_SECTOR;
-    kernel.switch.has_uplink = kernel.uplink.is_some();
-    if !kernel.preemption {
-        kprintln!("denali: this CPU's local APIC timer cannot be used; a VM that never yields will keep the CPU");
+    if info.flags & BOOT_FLAG_PCI == 0 {
+        return None;
     }
-    let load_started = arch::rdtsc();
-    let frames_before = kernel.frames.in_use();
-    let mut template_frames = 0;
-    for index in 0..bundle.len() {
-        let (entry, image) = bundle.entry(index).expect("parsed bundle has this entry");
-        let args = bundle.args(index).unwrap_or_default();
-        let mut loader = Loader {
-            frames: &mut kernel.frames,
-            kernel_pml4,
-            selectors: &selectors,
-            clock,
-            vm_count,
-            state_switch: &state_switch,
-        };
-        let template = match loader.prepare(image) {
-            Ok(template) => {
-                template_frames += template.frames();
-                template
-            }
-            Err(e) => {
-                kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
-                (0..entry.instances).for_each(|_| kernel.refuse(entry.name()));
-                next_sector = next_sector.saturating_add(u64::from(entry.instances).saturating_mul(entry.disk_sectors));
-                continue;
-            }
-        };
-        for instance in 0..entry.instances {
-            let id = kernel.vms.len() as u32;
-            let ipv4 = entry.ipv4.nth(instance).unwrap_or_default();
-            // Windows follow one another in boot order whether or not their
-            // VM starts, so a VM finds its data where it left it.
-            let disk = Window { start: next_sector, sectors: entry.disk_sectors };
-            next_sector = next_sector.saturating_add(entry.disk_sectors);
-            if ipv4.is_configured() && !kernel.switch.attach(ipv4.address, id) {
-                let [a, b, c, d] = ipv4.address;
-                kprintln!(
-                    "denali: vm {id} ({}) refused: another VM already has its address {a}.{b}.{c}.{d}",
-                    entry.name()
-                );
-                kernel.refuse(entry.name());
-                continue;
-            }
-            let disk_sectors = kernel.disk.as_ref().map_or(0, |d| d.sectors);
-            if disk.sectors != 0 && disk.start.saturating_add(disk.sectors) > disk_sectors {
-                kprintln!(
-                    "denali: vm {id} ({}) refused: it asks for {} KiB of disk and {}",
-                    entry.name(),
-                    disk.sectors / 2,
-                    if kernel.disk.is_some() {
-                        "the machine's disk has no room left for it"
-                    } else {
-                        "the machine has no Denali disk"
-                    }
-                );
-                kernel.switch.detach(ipv4.address, id);
-                kernel.refuse(entry.name());
-                continue;
-            }
-            let mut loader = Loader {
-                frames: &mut kernel.frames,
-                kernel_pml4,
-                selectors: &selectors,
-                clock,
-                vm_count,
-                state_switch: &state_switch,
-            };
-            match loader.instantiate(id, entry.name(), &template, args, ipv4, disk) {
-                Ok(vm) => kernel.admit(vm),
-                Err(e) => {
-                    kprintln!("denali: vm {id} ({}) could not be made: {e}", entry.name());
-                    kernel.switch.detach(ipv4.address, id);
-                    kernel.refuse(entry.name());
-                }
-            }
-        }
-    }
-    // The swap area is where the label says, if that is past every window
-    // of this boot, and as much of it as a quarter of the free kernel heap
-    // can keep track of.
-    if let Some(disk) = &kernel.disk {
-        let label = disk.label;
-        if label.swap_sectors != 0 && label.swap_start < next_sector {
-            kprintln!("denali: the disk's swap area overlaps the VMs' disk windows; nothing will be swapped");
-        } else if label.swap_sectors != 0 {
-            let slots = (heap.free() / 4 / crate::swap::HEAP_PER_SLOT) as u64;
-            let end =
-                label.swap_start.saturating_add(label.swap_sectors.min(slots.saturating_mul(8))).min(disk.sectors);
-            kernel.swap = crate::swap::SwapArea::new(label.swap_start, end);
-        }
-        if verbose {
-            let swap_mib = kernel.swap.as_ref().map_or(0, |s| u64::from(s.slots()) >> 8);
-            kprintln!("denali: disk: {} MiB, of which {swap_mib} MiB swap", disk.sectors >> 11);
-        }
-    }
-    let made = kernel.vms.iter().filter(|vm| vm.is_some()).count() as u64;
-    kernel.boot = BootReport {
-        vms: made,
-        ns: clock.ns_at(arch::rdtsc()) - clock.ns_at(load_started),
-        // Every frame the loading took that is neither an image page nor a
-        // VM's own info page: page tables.
-        page_table_frames: kernel.frames.in_use() - frames_before - template_frames - made,
-        image_frames: template_frames,
-    };
-    kernel.heap = Some(heap);
-    heap.reset_peak();
-    kernel.heap_after_boot = heap.usage();
-    if info.time_limit_ms != 0 {
-        kernel.time_limit = Some(clock.ns_at(arch::rdtsc()) + info.time_limit_ms * 1_000_000);
-    }
-    let status = kernel.run(flags & BOOT_FLAG_STATS != 0);
-    arch::exit(status)
+    let (transport, route) = pci::find_virtio(frames, kernel_pml4, DeviceType::Network, 0)?;
+    let mut nic =
+        Nic::new_pci(transport).map_err(|e| kprintln!("denali: {e}; the VMs can reach only each other")).ok()?;
+    nic.polled = !route.route_receive_interrupt(denali_abi::boot::NIC_VECTOR, apic::id());
+    Some(nic)
 }
 
 fn on_or_absent(on: bool) -> &'static str {

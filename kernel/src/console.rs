@@ -7,12 +7,34 @@
 //! port (the monitor draws it); elsewhere the kernel draws it on the UART
 //! itself, a byte per port write, which QEMU and real hardware take fast.
 
+#[cfg(target_os = "none")]
 use crate::arch::x86_64::serial::Serial;
 use crate::mem::phys;
-use denali_abi::boot::ports;
 use denali_abi::console::{CONSOLE_PIECES, CONSOLE_PREFIX, ConsolePiece, ConsoleRequest, KERNEL_WRITER, Lines, Writer};
 use spin::Mutex;
-use x86_64::instructions::port::Port;
+
+/// Host tests: the console keeps what it draws (there is no UART).
+#[cfg(not(target_os = "none"))]
+pub struct Serial(alloc::vec::Vec<u8>);
+
+#[cfg(not(target_os = "none"))]
+impl Serial {
+    const fn com1() -> Serial {
+        Serial(alloc::vec::Vec::new())
+    }
+
+    fn init(&mut self) {}
+
+    fn write_bytes(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+}
+
+/// Host tests: takes what the console drew so far.
+#[cfg(not(target_os = "none"))]
+pub fn take_host_output() -> alloc::vec::Vec<u8> {
+    core::mem::take(&mut CONSOLE.lock().serial.0)
+}
 
 /// The console every message goes through.
 pub static CONSOLE: Mutex<Console> = Mutex::new(Console::new());
@@ -120,11 +142,16 @@ impl Console {
 
     /// Hands the request to the monitor.
     fn send(&mut self) {
-        let addr = phys::kernel_virt_to_phys(&self.request as *const ConsoleRequest as u64);
-        // SAFETY: the console port only makes the monitor read the request
-        // and the memory it names; it writes nothing. The kernel image
-        // (and so the request) lies below 4 GiB.
-        unsafe { Port::<u32>::new(ports::CONSOLE).write(addr as u32) };
+        #[cfg(target_os = "none")]
+        {
+            let addr = phys::kernel_virt_to_phys(&self.request as *const ConsoleRequest as u64);
+            // SAFETY: the console port only makes the monitor read the
+            // request and the memory it names; it writes nothing. The kernel
+            // image (and so the request) lies below 4 GiB.
+            unsafe {
+                x86_64::instructions::port::Port::<u32>::new(denali_abi::boot::ports::CONSOLE).write(addr as u32)
+            };
+        }
     }
 }
 

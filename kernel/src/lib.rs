@@ -5,9 +5,12 @@
 //! domains, each with its own page tables over a flat address space, that
 //! reach the kernel only through the hypercalls of `denali-abi`.
 //!
-//! Policy that needs no hardware (the scheduler's queues, the frame
-//! allocator's bookkeeping) builds and is unit-tested on the host; the
-//! modules that touch registers build only for `x86_64-unknown-none`.
+//! The kernel is a core that builds and is unit-tested on the host (the run
+//! loop, hypercall dispatch, VM admission and the loader, page tables and
+//! guest memory, the scheduler, the virtual switch, swapping) over a small
+//! [`platform::Platform`] interface; `arch`, `boot` and `drivers`, which
+//! touch the hardware, build only for `x86_64-unknown-none`. The host tests
+//! run the core on a simulated machine (`testing`).
 #![cfg_attr(target_os = "none", no_std)]
 
 extern crate alloc;
@@ -15,6 +18,7 @@ extern crate alloc;
 pub mod collections;
 pub mod mem;
 pub mod net;
+pub mod platform;
 pub mod rate;
 pub mod sched;
 pub mod swap;
@@ -24,11 +28,17 @@ pub mod time;
 pub mod arch;
 #[cfg(target_os = "none")]
 pub mod boot;
-#[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod drivers;
-#[cfg(target_os = "none")]
 pub mod run;
-#[cfg(target_os = "none")]
 pub mod vm;
+
+#[cfg(test)]
+mod testing;
+
+/// The test binary's allocator counts what each thread holds (see
+/// `testing`).
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: testing::CountingAlloc = testing::CountingAlloc;

@@ -9,6 +9,7 @@
 
 use super::KernelHal;
 use crate::mem::phys;
+use crate::platform::BlockDevice;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -69,9 +70,27 @@ impl Disk {
         Ok(disk)
     }
 
+    /// Refuses what the device would (or what `virtio-drivers` asserts on):
+    /// an empty, ragged or too long transfer, a range past the end.
+    fn check(&self, sector: u64, len: usize) -> Result<(), Error> {
+        let count = (len / SECTOR_SIZE) as u64;
+        let fits = sector.checked_add(count).is_some_and(|end| end <= self.sectors);
+        (len != 0 && len <= DISK_IO_MAX && len.is_multiple_of(SECTOR_SIZE) && fits).then_some(()).ok_or(Error::Io)
+    }
+}
+
+impl BlockDevice for Disk {
+    fn sectors(&self) -> u64 {
+        self.sectors
+    }
+
+    fn label(&self) -> DiskLabel {
+        self.label
+    }
+
     /// Reads `len` bytes (whole sectors, at most [`DISK_IO_MAX`]) from
     /// `sector`; [`Error::Io`] if the device fails.
-    pub fn read(&mut self, sector: u64, len: usize) -> Result<&[u8], Error> {
+    fn read(&mut self, sector: u64, len: usize) -> Result<&[u8], Error> {
         self.check(sector, len)?;
         let buffer = &mut self.buffer[..len];
         self.device.read_blocks(sector as usize, buffer).map_err(|_| Error::Io)?;
@@ -80,11 +99,11 @@ impl Disk {
 
     /// Writes `len` bytes (whole sectors, at most [`DISK_IO_MAX`]) at
     /// `sector`, once `fill` has put them in the buffer it is given.
-    pub fn write(
+    fn write(
         &mut self,
         sector: u64,
         len: usize,
-        fill: impl FnOnce(&mut [u8]) -> Result<(), Error>,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), Error>,
     ) -> Result<(), Error> {
         self.check(sector, len)?;
         let buffer = &mut self.buffer[..len];
@@ -99,7 +118,7 @@ impl Disk {
     ///
     /// `frame` must be a frame of RAM the caller owns, which nothing writes
     /// until this returns (the transfer is complete by then).
-    pub unsafe fn write_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
+    unsafe fn write_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
         self.check(sector, FRAME_SIZE)?;
         // SAFETY: the caller's promise; the physmap maps all RAM.
         let bytes = unsafe { core::slice::from_raw_parts(phys::to_virt(frame), FRAME_SIZE) };
@@ -113,18 +132,10 @@ impl Disk {
     ///
     /// `frame` must be a frame of RAM the caller owns, mapped nowhere else
     /// and referenced by nothing while this runs.
-    pub unsafe fn read_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
+    unsafe fn read_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error> {
         self.check(sector, FRAME_SIZE)?;
         // SAFETY: the caller's promise; the physmap maps all RAM.
         let bytes = unsafe { core::slice::from_raw_parts_mut(phys::to_virt(frame), FRAME_SIZE) };
         self.device.read_blocks(sector as usize, bytes).map_err(|_| Error::Io)
-    }
-
-    /// Refuses what the device would (or what `virtio-drivers` asserts on):
-    /// an empty, ragged or too long transfer, a range past the end.
-    fn check(&self, sector: u64, len: usize) -> Result<(), Error> {
-        let count = (len / SECTOR_SIZE) as u64;
-        let fits = sector.checked_add(count).is_some_and(|end| end <= self.sectors);
-        (len != 0 && len <= DISK_IO_MAX && len.is_multiple_of(SECTOR_SIZE) && fits).then_some(()).ok_or(Error::Io)
     }
 }

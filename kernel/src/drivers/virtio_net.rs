@@ -3,6 +3,7 @@
 //! machine leave through it, and what it receives enters the switch.
 
 use super::KernelHal;
+use crate::platform::NetDevice;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
@@ -106,10 +107,16 @@ impl Nic {
             self.tx_free.push(buffer);
         }
     }
+}
+
+impl NetDevice for Nic {
+    fn polled(&self) -> bool {
+        self.polled
+    }
 
     /// Queues one frame (at most [`FRAME_MAX`] bytes) for sending; dropped
     /// (and counted) if the ring is full, as a real NIC would.
-    pub fn send(&mut self, frame: &[u8]) {
+    fn send(&mut self, frame: &[u8]) {
         self.reclaim();
         let Some(mut buffer) = self.tx_free.pop() else {
             self.tx_dropped += 1;
@@ -137,7 +144,7 @@ impl Nic {
 
     /// Acknowledges the NIC's interrupt and takes back finished transmit
     /// buffers; then [`Nic::receive_into`] takes what arrived.
-    pub fn acknowledge(&mut self) {
+    fn acknowledge(&mut self) {
         if !self.polled {
             self.device.ack_interrupt();
         }
@@ -146,7 +153,7 @@ impl Nic {
 
     /// Copies the next frame received into `out` and returns its length;
     /// frames longer than `out` are dropped.
-    pub fn receive_into(&mut self, out: &mut [u8; FRAME_MAX]) -> Option<usize> {
+    fn receive_into(&mut self, out: &mut [u8; FRAME_MAX]) -> Option<usize> {
         loop {
             let token = self.device.poll_receive()?;
             let mut buffer = self.rx.get_mut(usize::from(token)).and_then(Option::take)?;
@@ -165,5 +172,9 @@ impl Nic {
                 return Some(len);
             }
         }
+    }
+
+    fn counters(&self) -> (u64, u64, u64) {
+        (self.sent, self.received, self.tx_dropped)
     }
 }

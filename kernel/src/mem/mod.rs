@@ -3,8 +3,5 @@
 
 pub mod frame;
 pub mod heap;
-
-#[cfg(target_os = "none")]
 pub mod phys;
-#[cfg(target_os = "none")]
 pub mod space;

@@ -1,26 +1,53 @@
-//! The physmap: every physical frame at `PHYS_OFFSET + address`. The only
-//! place a physical address becomes a kernel pointer.
+//! The physmap: every physical frame at a fixed offset in the kernel's
+//! address space. The only place a physical address becomes a kernel
+//! pointer.
+//!
+//! On the machine the offset is `PHYS_OFFSET` (the loader maps all memory
+//! there). The kernel's host tests give "physical memory" of their own, a
+//! buffer of the test process, by moving the offset to it
+//! ([`use_host_memory`]); everything above (page tables, VM memory, the
+//! frame pool) then runs unchanged.
 
 use super::frame::{FRAME_SIZE, FrameAllocator};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use denali_abi::boot::{KERNEL_BASE, PHYS_OFFSET};
+use x86_64::structures::paging::mapper::MapperFlush;
 use x86_64::structures::paging::{FrameAllocator as PagingFrameAllocator, PhysFrame, Size4KiB};
 use x86_64::{PhysAddr, VirtAddr};
 
+/// Where physical address 0 is in the kernel's address space.
+static PHYSMAP: AtomicU64 = AtomicU64::new(PHYS_OFFSET);
+
+/// Host tests: physical address 0 is at `base` from now on.
+#[cfg(not(target_os = "none"))]
+pub fn use_host_memory(base: *mut u8) {
+    PHYSMAP.store(base as u64, Ordering::Relaxed);
+}
+
 /// Kernel pointer to physical address `phys`.
 pub fn to_virt(phys: u64) -> *mut u8 {
-    (PHYS_OFFSET + phys) as *mut u8
+    (PHYSMAP.load(Ordering::Relaxed) + phys) as *mut u8
 }
 
 /// The kernel's virtual address for a physical one.
 pub fn virt_addr(phys: u64) -> VirtAddr {
-    VirtAddr::new(PHYS_OFFSET + phys)
+    VirtAddr::new(PHYSMAP.load(Ordering::Relaxed) + phys)
 }
 
 /// The physical address of a kernel pointer: into the physmap (the heap,
 /// frames) or into the kernel image (statics, the kernel stack).
 pub fn kernel_virt_to_phys(virt: u64) -> u64 {
-    if virt >= KERNEL_BASE { virt - KERNEL_BASE } else { virt - PHYS_OFFSET }
+    if virt >= KERNEL_BASE { virt - KERNEL_BASE } else { virt - PHYSMAP.load(Ordering::Relaxed) }
+}
+
+/// Drops the TLB entry a page-table change made stale (`invlpg`; nothing
+/// in host tests, which have no TLB of their own).
+pub fn flush_tlb(flush: MapperFlush<Size4KiB>) {
+    #[cfg(target_os = "none")]
+    flush.flush();
+    #[cfg(not(target_os = "none"))]
+    flush.ignore();
 }
 
 /// Maps device registers at physical `phys..phys + len` (outside RAM) into
@@ -42,7 +69,7 @@ pub fn map_mmio(frames: &mut FrameAllocator, kernel_pml4: u64, phys: u64, len: u
         // SAFETY: the range is device memory no other mapping aliases, and
         // mapping it changes nothing the kernel already uses.
         match unsafe { mapper.map_to(page, frame, flags, &mut table_frames) } {
-            Ok(flush) => flush.flush(),
+            Ok(flush) => flush_tlb(flush),
             // Inside a huge page of the physmap: already reachable.
             Err(x86_64::structures::paging::mapper::MapToError::ParentEntryHugePage) => {}
             Err(_) => return None,

@@ -147,7 +147,7 @@ impl AddressSpace {
             unsafe { mapper.map_to_with_table_flags(page, target, flags, parents, &mut Frames { frames, owned }) };
         match result {
             Ok(flush) => {
-                flush.flush();
+                phys::flush_tlb(flush);
                 if backing == Backing::Private {
                     self.private.push((vaddr, frame));
                 }
@@ -184,14 +184,14 @@ impl AddressSpace {
         let target = PhysFrame::containing_address(PhysAddr::new(copy));
         let (mut mapper, owned) = self.parts();
         if let Ok((_, flush)) = mapper.unmap(page) {
-            flush.flush();
+            phys::flush_tlb(flush);
         }
         let parents = Flags::PRESENT | Flags::WRITABLE | Flags::USER_ACCESSIBLE;
         // SAFETY: the page was just unmapped and `copy` is this VM's alone.
         match unsafe { mapper.map_to_with_table_flags(page, target, new_flags, parents, &mut Frames { frames, owned }) }
         {
             Ok(flush) => {
-                flush.flush();
+                phys::flush_tlb(flush);
                 self.private.push((page.start_address().as_u64(), copy));
                 Ok(true)
             }
@@ -265,7 +265,7 @@ impl AddressSpace {
             };
             match mapper.unmap(page) {
                 Ok((_, flush)) => {
-                    flush.flush();
+                    phys::flush_tlb(flush);
                     pages.push(TakenPage { vaddr, frame, flags });
                 }
                 Err(_) => kept.push((vaddr, frame)),
@@ -294,7 +294,7 @@ impl AddressSpace {
         // page had, so no VM gains access to memory not its own.
         match unsafe { mapper.map_to_with_table_flags(at, target, flags, parents, &mut Frames { frames, owned }) } {
             Ok(flush) => {
-                flush.flush();
+                phys::flush_tlb(flush);
                 self.private.push((page.vaddr, page.frame));
                 Ok(())
             }

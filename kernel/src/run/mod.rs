@@ -2,40 +2,35 @@
 //! the trap; when nothing is runnable, wait for the next alarm; stop when
 //! every VM has exited.
 
-use crate::arch::x86_64::trap::{UserContext, VECTOR_PAGE_FAULT, enter_user};
-use crate::arch::x86_64::user_state::StateSwitch;
-use crate::arch::x86_64::{apic, rdtsc};
-use crate::drivers::virtio_blk::Disk;
-use crate::drivers::virtio_net::{INTERRUPTED, Nic};
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::heap::{CountingHeap, HeapUse};
 use crate::net::{Delivered, Parked, Port, Switch};
+use crate::platform::vectors::{HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
+use crate::platform::{BlockDevice, NetDevice, Platform};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::swap::{IdleQueue, SwapArea, Watermarks};
 use crate::time::Clock;
+use crate::vm::context::UserContext;
 use crate::vm::fault::Fault;
 use crate::vm::hypercall::{self, Env, Outcome};
+use crate::vm::state_switch::StateSwitch;
 use crate::vm::{State, Stats, Vm, fault_status};
 use alloc::boxed::Box;
 use alloc::collections::TryReserveError;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
 use denali_abi::disk::DISK_IO_MAX;
 use denali_abi::hypercall::FRAME_MAX;
-use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP, HYPERCALL_VECTOR};
+use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP};
 use x86_64::PhysAddr;
-use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
 use x86_64::structures::paging::PhysFrame;
 
+pub mod admission;
 mod report;
 mod swapping;
-
-const HYPERCALL: u64 = HYPERCALL_VECTOR as u64;
-const TIMER: u64 = apic::TIMER_VECTOR;
-const SPURIOUS: u64 = apic::SPURIOUS_VECTOR;
-const NIC: u64 = denali_abi::boot::NIC_VECTOR as u64;
+#[cfg(test)]
+mod tests;
 
 /// Exit status of VMs still running when the boot's time limit passes (as
 /// `timeout(1)` reports).
@@ -64,7 +59,9 @@ pub struct BootReport {
 }
 
 /// Every VM of this boot and the state to run them.
-pub struct Kernel {
+pub struct Kernel<P: Platform> {
+    /// The machine: CPU, timer, address spaces.
+    pub platform: P,
     /// Physical memory.
     pub frames: FrameAllocator,
     /// Run queue and alarms.
@@ -92,8 +89,6 @@ pub struct Kernel {
     state_switch: StateSwitch,
     /// Report each VM's exit, not only faults.
     verbose: bool,
-    /// Whether the APIC timer can take the CPU back from a VM.
-    pub preemption: bool,
     /// Global-clock time at which the boot ends, if any.
     pub time_limit: Option<u64>,
     /// Whether the last `run_vm` ended because the timer fired.
@@ -106,9 +101,9 @@ pub struct Kernel {
     /// The virtual Ethernet switch.
     pub switch: Switch,
     /// The machine's NIC, the switch's uplink.
-    pub uplink: Option<Nic>,
+    pub uplink: Option<Box<dyn NetDevice>>,
     /// The machine's disk, holding the VMs' windows and the swap area.
-    pub disk: Option<Disk>,
+    pub disk: Option<Box<dyn BlockDevice>>,
     /// The swap area, if the disk has room for one.
     pub swap: Option<SwapArea>,
     /// Idle VMs, oldest first: who to swap out.
@@ -137,9 +132,10 @@ enum Next {
 /// them (a PT on each side of a boundary, a PD and a PDPT across a GiB).
 const HYPERCALL_FRAMES: u64 = (DISK_IO_MAX as u64).div_ceil(4096) + 1 + 5;
 
-impl Kernel {
+impl<P: Platform> Kernel<P> {
     /// A kernel with no VMs yet.
     pub fn new(
+        platform: P,
         frames: FrameAllocator,
         clock: Clock,
         kernel_pml4: u64,
@@ -148,6 +144,7 @@ impl Kernel {
     ) -> Self {
         let frames_total = frames.total();
         Kernel {
+            platform,
             frames,
             sched: Scheduler::new(),
             vms: Vec::new(),
@@ -161,7 +158,6 @@ impl Kernel {
             state_owner: None,
             state_switch,
             verbose,
-            preemption: false,
             time_limit: None,
             preempted: false,
             slice_end: None,
@@ -210,8 +206,13 @@ impl Kernel {
         self.statuses.push(Some(REFUSED_STATUS));
     }
 
+    /// Ends the run `ms` milliseconds from now (0: never).
+    pub fn set_time_limit_ms(&mut self, ms: u64) {
+        self.time_limit = (ms != 0).then(|| self.now() + ms * 1_000_000);
+    }
+
     fn now(&self) -> u64 {
-        self.clock.ns_at(rdtsc())
+        self.clock.ns_at(self.platform.rdtsc())
     }
 
     /// Runs every VM to completion and returns the boot's status: 0 if all
@@ -226,7 +227,7 @@ impl Kernel {
                 break;
             }
             self.fire_alarms();
-            if INTERRUPTED.swap(false, Ordering::Relaxed) || self.nic_polled() {
+            if self.platform.take_nic_interrupt() || self.nic_polled() {
                 self.poll_uplink();
             }
             if let Some(id) = self.sched.pick_next() {
@@ -243,7 +244,7 @@ impl Kernel {
                         self.nap(u64::MAX);
                     }
                 }
-                None if self.uplink.is_some() && self.preemption => crate::arch::x86_64::halt_until_interrupt(),
+                None if self.uplink.is_some() && self.platform.has_timer() => self.platform.halt_until_interrupt(),
                 None => {
                     kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
                     break;
@@ -307,7 +308,7 @@ impl Kernel {
         self.run_vm(id, prefix);
         self.slice_end = None;
         if self.armed.take().is_some() {
-            apic::set_deadline(0);
+            self.platform.set_deadline(0);
         }
         let used = self.now() - started;
         match self.vms[id as usize].as_mut() {
@@ -328,19 +329,19 @@ impl Kernel {
     /// Between two looks at a polled NIC: halts for up to
     /// [`NIC_POLL_NS`] (never past `limit`) where the timer can wake the
     /// CPU, else spins once.
-    fn nap(&self, limit: u64) {
-        if !self.preemption {
+    fn nap(&mut self, limit: u64) {
+        if !self.platform.has_timer() {
             return core::hint::spin_loop();
         }
         let until = self.now().saturating_add(NIC_POLL_NS).min(limit);
-        apic::set_deadline(self.clock.tsc_at(until).max(1));
-        crate::arch::x86_64::halt_until_interrupt();
-        apic::set_deadline(0);
+        self.platform.set_deadline(self.clock.tsc_at(until).max(1));
+        self.platform.halt_until_interrupt();
+        self.platform.set_deadline(0);
     }
 
     /// Whether the NIC raises no interrupt, so the kernel polls it.
     fn nic_polled(&self) -> bool {
-        self.uplink.as_ref().is_some_and(|nic| nic.polled)
+        self.uplink.as_ref().is_some_and(|nic| nic.polled())
     }
 
     /// Takes what the NIC received into the switch: frames for VMs go to
@@ -398,8 +399,8 @@ impl Kernel {
     /// Arms the APIC timer for `deadline` unless it is already armed for
     /// an earlier one (while a VM runs; without the timer, nothing).
     fn arm(&mut self, deadline: u64) {
-        if self.preemption && self.armed.is_none_or(|armed| deadline < armed) {
-            apic::set_deadline(self.clock.tsc_at(deadline).max(1));
+        if self.platform.has_timer() && self.armed.is_none_or(|armed| deadline < armed) {
+            self.platform.set_deadline(self.clock.tsc_at(deadline).max(1));
             self.armed = Some(deadline);
         }
     }
@@ -423,7 +424,7 @@ impl Kernel {
     fn wait_until(&mut self, deadline: u64) {
         let target = self.clock.tsc_at(deadline);
         if self.nic_polled() {
-            while rdtsc() < target && !self.sched.has_runnable() {
+            while self.platform.rdtsc() < target && !self.sched.has_runnable() {
                 self.poll_uplink();
                 self.nap(deadline);
             }
@@ -431,23 +432,23 @@ impl Kernel {
         }
         let now = self.now();
         if deadline > now + IDLE_THRESHOLD_NS {
-            if self.preemption {
+            if self.platform.has_timer() {
                 // A far deadline may fire early (the xAPIC's count is 32
                 // bits): halt again until it is close.
                 loop {
-                    apic::set_deadline(target.max(1));
-                    crate::arch::x86_64::halt_until_interrupt();
-                    apic::set_deadline(0);
-                    if INTERRUPTED.load(Ordering::Relaxed) || self.now() + IDLE_THRESHOLD_NS >= deadline {
+                    self.platform.set_deadline(target.max(1));
+                    self.platform.halt_until_interrupt();
+                    self.platform.set_deadline(0);
+                    if self.platform.nic_interrupted() || self.now() + IDLE_THRESHOLD_NS >= deadline {
                         break;
                     }
                 }
             } else {
                 let micros = ((deadline - now) / 1000).min(u64::from(u32::MAX)) as u32;
-                crate::arch::x86_64::idle_for(micros);
+                self.platform.idle_for(micros);
             }
         }
-        while rdtsc() < target && !INTERRUPTED.load(Ordering::Relaxed) {
+        while self.platform.rdtsc() < target && !self.platform.nic_interrupted() {
             core::hint::spin_loop();
         }
     }
@@ -455,9 +456,7 @@ impl Kernel {
     /// Loads `root` into CR3 unless it is there.
     fn load_root(&mut self, root: PhysFrame) {
         if self.loaded_root != root {
-            // SAFETY: every VM's page tables share the kernel's slots, so
-            // the kernel keeps running after the switch.
-            unsafe { Cr3::write(root, Cr3Flags::empty()) };
+            self.platform.load_address_space(root);
             self.loaded_root = root;
         }
     }
@@ -487,10 +486,11 @@ impl Kernel {
         let Some(vm) = self.vms[owner as usize].as_ref() else { return };
         self.load_root(vm.space.root());
         let mut context = UserContext::default();
-        let start = rdtsc();
-        let saved = self.state_switch.save(&mut context);
+        let start = self.platform.rdtsc();
+        let saved = self.platform.run_save_routine(self.state_switch.save_entry(), &mut context);
+        let ticks = self.platform.rdtsc() - start;
         let Some(vm) = self.vms[owner as usize].as_mut() else { return };
-        vm.stats.cpu_ticks += rdtsc() - start;
+        vm.stats.cpu_ticks += ticks;
         if !saved {
             // Its state page is gone or read-only: it cannot have happened
             // without a kernel bug, and the VM cannot go on without it.
@@ -522,16 +522,17 @@ impl Kernel {
                 kprintln!("denali: vm {id} has an impossible rip {:#x}; stopping it", vm.context.rip);
                 return self.finish(id, fault_status(13));
             }
-            let entered = rdtsc();
+            let entered = self.platform.rdtsc();
             // SAFETY: the context was built by the loader with user selectors
-            // and IOPL 0, or saved by the CPU on a trap from ring 3.
-            unsafe { enter_user(&mut vm.context) };
-            let trapped = rdtsc();
+            // and IOPL 0, or saved by the CPU on a trap from ring 3, and this
+            // VM's page tables are loaded.
+            unsafe { self.platform.enter_user(&mut vm.context) };
+            let trapped = self.platform.rdtsc();
             vm.stats.cpu_ticks += trapped - entered;
             let vector = vm.context.vector;
             let next = match vector {
                 NIC => {
-                    apic::end_of_interrupt();
+                    self.platform.end_of_interrupt();
                     self.poll_uplink();
                     continue;
                 }
@@ -539,16 +540,16 @@ impl Kernel {
                 TIMER => {
                     // The timer took the CPU back (run_slice requeues the
                     // VM); one wake-up event lets it recalibrate later.
-                    apic::end_of_interrupt();
+                    self.platform.end_of_interrupt();
                     vm.raise(EVENT_WAKEUP);
                     self.preempted = true;
                     Next::Stop
                 }
                 SPURIOUS => Next::Resume,
-                vector if crate::arch::x86_64::pic::PIC_VECTORS.contains(&vector) => Next::Resume,
+                vector if PIC.contains(&vector) => Next::Resume,
                 vector => self.handle_fault(id, vector),
             };
-            self.charge(id, rdtsc() - trapped);
+            self.charge(id, self.platform.rdtsc() - trapped);
             if next == Next::Stop {
                 return;
             }
@@ -579,8 +580,8 @@ impl Kernel {
             prefix_console: prefix,
             now,
             switch: &mut self.switch,
-            uplink: self.uplink.as_mut(),
-            disk: self.disk.as_mut(),
+            uplink: self.uplink.as_deref_mut(),
+            disk: self.disk.as_deref_mut(),
         };
         match hypercall::dispatch(vm, &mut env) {
             Outcome::Resume(value) => vm.context.rax = value,
@@ -616,7 +617,7 @@ impl Kernel {
             vector,
             error_code: vm.context.error_code,
             rip: vm.context.rip,
-            address: (vector == VECTOR_PAGE_FAULT).then(Cr2::read_raw),
+            address: (vector == PAGE_FAULT).then(|| self.platform.fault_address()),
         };
         if vm.resolve_fault(&mut self.frames, &fault) {
             return Next::Resume;
@@ -651,11 +652,9 @@ impl Kernel {
             self.state_owner = None;
         }
         if self.loaded_root == vm.space.root() {
-            let kernel_root = PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4));
-            // SAFETY: the kernel's own tables map everything the kernel uses;
-            // leave the VM's tables before freeing them.
-            unsafe { Cr3::write(kernel_root, Cr3Flags::empty()) };
-            self.loaded_root = kernel_root;
+            // Leave the VM's tables before freeing them (the kernel's own
+            // map everything the kernel uses).
+            self.load_root(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)));
         }
         if let Some(swap) = self.swap.as_mut() {
             vm.swapped.iter().for_each(|page| swap.free(page.slot));

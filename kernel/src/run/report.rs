@@ -3,13 +3,14 @@
 
 use super::Kernel;
 use crate::kprintln;
+use crate::platform::Platform;
 use crate::vm::{Stats, Vm};
 use alloc::string::String;
 
 /// Most failed VMs named one by one without `-v`.
 const MAX_NAMED: usize = 20;
 
-impl Kernel {
+impl<P: Platform> Kernel<P> {
     /// Names every VM that failed (every VM, when verbose) and, when several
     /// ran, ends with one summary line.
     pub(super) fn print_exits(&self, several: bool) {
@@ -90,8 +91,7 @@ impl Kernel {
             core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>()
         );
         if total.frames_sent + total.frames_received + total.frames_dropped != 0 || self.uplink.is_some() {
-            let (out, into, lost) =
-                self.uplink.as_ref().map_or((0, 0, 0), |nic| (nic.sent, nic.received, nic.tx_dropped));
+            let (out, into, lost) = self.uplink.as_ref().map_or((0, 0, 0), |nic| nic.counters());
             kprintln!(
                 "denali: network: VMs sent {} frames and received {}; {} dropped at full receive rings; the NIC sent {} ({} dropped at a full ring) and received {}",
                 total.frames_sent,

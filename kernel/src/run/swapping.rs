@@ -9,6 +9,7 @@
 use super::Kernel;
 use crate::kprintln;
 use crate::mem::space::TakenPage;
+use crate::platform::Platform;
 use crate::sched::VmId;
 use crate::swap::SwappedPage;
 use crate::vm::{State, Vm, fault_status};
@@ -23,7 +24,7 @@ const SWAP_IN_FAILED_STATUS: i32 = fault_status(14);
 /// pushes a VM in memory out to make room (so no VM is kept out forever).
 const MAX_DEFERRALS: u32 = 8;
 
-impl Kernel {
+impl<P: Platform> Kernel<P> {
     /// Notes that VM `id` has just gone idle (a candidate for swapping out).
     pub(super) fn note_idle(&mut self, id: VmId) {
         if self.swap.is_none() {

@@ -94,7 +94,7 @@ impl fmt::Display for FaultReport<'_> {
             self.vm.name,
             vector_name(vector)
         )?;
-        if crate::arch::x86_64::user_state::StateSwitch::contains(rip) {
+        if super::state_switch::StateSwitch::contains(rip) {
             write!(f, " in the kernel's register-restore code (the VM's CPU state page holds an invalid state)")?;
         } else if vector == 13 {
             write!(f, " (a privileged instruction or a non-canonical address)")?;

@@ -3,10 +3,9 @@
 
 use super::{State, Vm};
 use crate::console;
-use crate::drivers::virtio_blk::Disk;
-use crate::drivers::virtio_net::Nic;
 use crate::mem::frame::FrameAllocator;
 use crate::net::{Delivered, Port, Switch};
+use crate::platform::{BlockDevice, NetDevice};
 use crate::sched::Scheduler;
 use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, Hypercall};
 
@@ -40,9 +39,9 @@ pub struct Env<'a> {
     /// The virtual Ethernet switch.
     pub switch: &'a mut Switch,
     /// The machine's NIC, the switch's uplink.
-    pub uplink: Option<&'a mut Nic>,
+    pub uplink: Option<&'a mut (dyn NetDevice + 'static)>,
     /// The machine's disk, if it has a labelled one.
-    pub disk: Option<&'a mut Disk>,
+    pub disk: Option<&'a mut (dyn BlockDevice + 'static)>,
 }
 
 /// Decodes and runs the hypercall in the VM's saved registers.
@@ -139,13 +138,14 @@ fn disk_transfer(vm: &mut Vm, env: &mut Env<'_>, sector: u64, addr: u64, len: u6
     let Some(disk) = env.disk.as_deref_mut() else {
         return Outcome::Resume(Error::Io.to_return());
     };
+    let frames = &mut *env.frames;
     let result = match direction {
         Direction::Write => disk
-            .write(at, len as usize, |buffer| vm.copy_from_guest(env.frames, addr, &mut buffer[..len as usize]))
+            .write(at, len as usize, &mut |buffer| vm.copy_from_guest(frames, addr, &mut buffer[..len as usize]))
             .map(|()| vm.stats.disk_written_bytes += len),
         Direction::Read => disk
             .read(at, len as usize)
-            .and_then(|data| vm.write_guest(env.frames, addr, data))
+            .and_then(|data| vm.write_guest(frames, addr, data))
             .map(|()| vm.stats.disk_read_bytes += len),
     };
     Outcome::Resume(result.map_or_else(Error::to_return, |()| len))

@@ -5,10 +5,9 @@
 //! and stack pages appear zeroed on first touch (`Vm::populate`), data
 //! pages are copied on first write.
 
+use super::context::{UserContext, UserSelectors};
+use super::state_switch::StateSwitch;
 use super::{Layout, State, Stats, Vm};
-use crate::arch::x86_64::gdt::Selectors;
-use crate::arch::x86_64::trap::UserContext;
-use crate::arch::x86_64::user_state::StateSwitch;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
 use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
@@ -69,7 +68,7 @@ pub struct Loader<'a> {
     /// The kernel's PML4, whose kernel slots every VM shares.
     pub kernel_pml4: u64,
     /// Segment selectors for ring 3.
-    pub selectors: &'a Selectors,
+    pub selectors: UserSelectors,
     /// The global clock.
     pub clock: Clock,
     /// VMs in this boot.

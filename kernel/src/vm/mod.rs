@@ -1,16 +1,18 @@
 //! The Denali VM: a ring-3 domain with its registers, its address space,
 //! its pending events and its accounting.
 
+pub mod context;
 pub mod fault;
 pub mod hypercall;
 pub mod loader;
 pub mod memory;
+pub mod state_switch;
 
-use crate::arch::x86_64::trap::UserContext;
 use crate::mem::phys;
 use crate::mem::space::AddressSpace;
 use crate::sched::VmId;
 use alloc::string::String;
+use context::UserContext;
 use denali_abi::info::InfoPage;
 
 /// Where a VM is in its life.

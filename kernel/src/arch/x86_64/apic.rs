@@ -15,9 +15,9 @@ use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use x86_64::registers::model_specific::Msr;
 
 /// Vector of the timer interrupt.
-pub const TIMER_VECTOR: u64 = 32;
+pub const TIMER_VECTOR: u64 = crate::platform::vectors::TIMER;
 /// Vector the APIC uses for spurious interrupts (ignored, never EOId).
-pub const SPURIOUS_VECTOR: u64 = 0xff;
+pub const SPURIOUS_VECTOR: u64 = crate::platform::vectors::SPURIOUS;
 
 const IA32_APIC_BASE: u32 = 0x1b;
 const IA32_TSC_DEADLINE: u32 = 0x6e0;

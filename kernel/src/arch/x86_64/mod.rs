@@ -27,6 +27,7 @@ pub mod apic;
 pub mod cpu;
 pub mod entry;
 pub mod gdt;
+pub mod machine;
 pub mod pic;
 pub mod pvh;
 pub mod serial;

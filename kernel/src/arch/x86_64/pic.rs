@@ -7,7 +7,7 @@
 use x86_64::instructions::port::Port;
 
 /// Where the PICs' sixteen lines are moved to.
-pub const PIC_VECTORS: core::ops::RangeInclusive<u64> = 0xe0..=0xef;
+pub const PIC_VECTORS: core::ops::RangeInclusive<u64> = crate::platform::vectors::PIC;
 
 /// Remaps both PICs away from the exception vectors and masks every line.
 pub fn disable() {

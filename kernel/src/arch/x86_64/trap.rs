@@ -13,63 +13,13 @@
 //! trap there is a kernel bug and ends the run with a report.
 
 use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_TRAP, Selectors};
+pub use crate::vm::context::UserContext;
 use core::arch::global_asm;
 use denali_abi::hypercall::HYPERCALL_VECTOR;
-
-/// Page-fault vector.
-pub const VECTOR_PAGE_FAULT: u64 = 14;
-
-/// A VM's registers while it is not running, laid out exactly as the trap
-/// stubs push them (lowest address first).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UserContext {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    /// Trap vector.
-    pub vector: u64,
-    /// The CPU's error code for the trap, or 0.
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
 
 const CONTEXT_WORDS: usize = core::mem::size_of::<UserContext>() / 8;
 const _: () = assert!(CONTEXT_WORDS == 22);
 const CS_OFFSET: usize = core::mem::offset_of!(UserContext, cs);
-
-/// RFLAGS for a VM: interrupts on (so the kernel can preempt it), IOPL 0.
-pub const USER_RFLAGS: u64 = 0x202;
-
-impl UserContext {
-    /// A fresh context starting at `rip` with stack `rsp`.
-    pub fn new(selectors: &Selectors, rip: u64, rsp: u64) -> Self {
-        UserContext {
-            rip,
-            rsp,
-            cs: u64::from(selectors.user_code.0),
-            ss: u64::from(selectors.user_data.0),
-            rflags: USER_RFLAGS,
-            ..Default::default()
-        }
-    }
-}
 
 // Kernel stack pointer saved by enter_user, restored when the VM traps.
 #[unsafe(no_mangle)]

@@ -29,9 +29,9 @@
 //! VMs that do not, this costs one extra kernel entry per switch, and a
 //! page per VM.
 
-use super::gdt::Selectors;
-use super::trap::UserContext;
 use crate::mem::phys;
+use crate::vm::context::UserSelectors;
+pub use crate::vm::state_switch::StateSwitch;
 use core::arch::x86_64::{__cpuid, __cpuid_count};
 use denali_abi::info::ResumePoint;
 use denali_abi::layout::{CPU_STATE_PAGE, INFO_PAGE, STATE_SWITCH_PAGE};
@@ -206,18 +206,6 @@ impl Features {
     }
 }
 
-/// The state-switch page, ready to map into every VM, and where its
-/// routines start.
-#[derive(Clone, Copy, Debug)]
-pub struct StateSwitch {
-    /// The frame holding the routines.
-    pub frame: u64,
-    save: u64,
-    restore: u64,
-    user_code: u64,
-    user_data: u64,
-}
-
 /// Flat address of routine `symbol` once the page is mapped.
 fn in_page(symbol: &u8) -> u64 {
     // SAFETY: both are symbols of the same assembled block.
@@ -225,76 +213,29 @@ fn in_page(symbol: &u8) -> u64 {
     STATE_SWITCH_PAGE + (symbol as *const u8 as u64 - start)
 }
 
-impl StateSwitch {
-    /// Copies the routines into `frame` (a fresh frame the kernel keeps for
-    /// good) and picks the variants for `features`.
-    pub fn new(frame: u64, features: Features, selectors: &Selectors) -> StateSwitch {
-        // SAFETY: the block lies between its two symbols, in the kernel's
-        // read-only data; the assert keeps it within one page.
-        let code = unsafe {
-            let start = &denali_state_switch_start as *const u8;
-            let len = (&denali_state_switch_end as *const u8).offset_from(start) as usize;
-            assert!(len <= 4096, "the state-switch routines outgrew their page");
-            core::slice::from_raw_parts(start, len)
-        };
-        // SAFETY: `frame` is a whole frame the caller handed over, reached
-        // through the physmap; the code is at most a page.
-        unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), phys::to_virt(frame), code.len()) };
-        // SAFETY: taking the address of assembled symbols.
-        let (save, restore) = unsafe {
-            match (features.xcr0.is_some(), features.fsgsbase) {
-                (true, true) => (in_page(&denali_save_xsave_bases), in_page(&denali_restore_xsave_bases)),
-                (true, false) => (in_page(&denali_save_xsave), in_page(&denali_restore_xsave)),
-                // Without XSAVE there is no FSGSBASE worth saving either
-                // (no such CPU exists); FXSAVE covers x87 and SSE.
-                (false, _) => (in_page(&denali_save_fxsave), in_page(&denali_restore_fxsave)),
-            }
-        };
-        StateSwitch {
-            frame,
-            save,
-            restore,
-            user_code: u64::from(selectors.user_code.0),
-            user_data: u64::from(selectors.user_data.0),
+/// Copies the routines into `frame` (a fresh frame the kernel keeps for
+/// good) and picks the variants for `features`.
+pub fn install(frame: u64, features: Features, selectors: UserSelectors) -> StateSwitch {
+    // SAFETY: the block lies between its two symbols, in the kernel's
+    // read-only data; the assert keeps it within one page.
+    let code = unsafe {
+        let start = &denali_state_switch_start as *const u8;
+        let len = (&denali_state_switch_end as *const u8).offset_from(start) as usize;
+        assert!(len <= 4096, "the state-switch routines outgrew their page");
+        core::slice::from_raw_parts(start, len)
+    };
+    // SAFETY: `frame` is a whole frame the caller handed over, reached
+    // through the physmap; the code is at most a page.
+    unsafe { core::ptr::copy_nonoverlapping(code.as_ptr(), phys::to_virt(frame), code.len()) };
+    // SAFETY: taking the address of assembled symbols.
+    let (save, restore) = unsafe {
+        match (features.xcr0.is_some(), features.fsgsbase) {
+            (true, true) => (in_page(&denali_save_xsave_bases), in_page(&denali_restore_xsave_bases)),
+            (true, false) => (in_page(&denali_save_xsave), in_page(&denali_restore_xsave)),
+            // Without XSAVE there is no FSGSBASE worth saving either (no
+            // such CPU exists); FXSAVE covers x87 and SSE.
+            (false, _) => (in_page(&denali_save_fxsave), in_page(&denali_restore_fxsave)),
         }
-    }
-
-    /// Runs the save routine of the VM whose page tables are loaded; true
-    /// if it saved the state. Otherwise `failure` holds how it trapped.
-    pub fn save(&self, failure: &mut UserContext) -> bool {
-        // SAFETY: the selectors are the ring-3 ones and the routine is
-        // mapped in every VM's space, the current one included.
-        unsafe { super::trap::run_save_routine(failure, self.save, self.user_code, self.user_data) }
-    }
-
-    /// Makes `context` enter through the restore routine, noting in
-    /// `resume` where it really continues. A VM stopped inside the page
-    /// (an interrupt in the middle of the routine) starts it again: its
-    /// resume point is still the one noted when it entered.
-    pub fn enter_through_restore(&self, context: &mut UserContext, resume: &mut ResumePoint) {
-        if !Self::contains(context.rip) {
-            *resume = ResumePoint { rip: context.rip, rax: context.rax, rdx: context.rdx };
-        }
-        context.rip = self.restore;
-    }
-
-    /// Whether `rip` is in the state-switch page.
-    pub fn contains(rip: u64) -> bool {
-        (STATE_SWITCH_PAGE..STATE_SWITCH_PAGE + 4096).contains(&rip)
-    }
-
-    /// Fills a fresh VM's CPU state page (zeroed, reached through the
-    /// physmap at `frame`) with the state after reset: x87 initialised and
-    /// every SSE exception masked; with XSAVE, every component in its
-    /// initial configuration.
-    pub fn init_state_page(&self, frame: u64) {
-        let page = phys::to_virt(frame);
-        // SAFETY: the frame is the VM's fresh state page, a whole frame;
-        // FCW at offset 0 and MXCSR at 24 in the legacy area that both
-        // formats share (XSTATE_BV stays 0: all else initial).
-        unsafe {
-            page.cast::<u16>().write(0x037f);
-            page.add(24).cast::<u32>().write(0x1f80);
-        }
-    }
+    };
+    StateSwitch::new(frame, save, restore, selectors)
 }

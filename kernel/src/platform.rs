@@ -1,0 +1,121 @@
+//! The small interface between the kernel's core (the run loop, hypercall
+//! dispatch, VM admission, swapping: everything in `run`, `vm`, `sched`,
+//! `net` and `swap`, built and unit-tested on the host) and the machine it
+//! runs on.
+//!
+//! `arch::x86_64::Machine` implements [`Platform`] with the real
+//! instructions (the APIC timer, `hlt`, CR3, `iretq` into ring 3); the host
+//! tests implement it with a simulated CPU whose "VMs" are closures. The
+//! machine's NIC and disk sit behind [`NetDevice`] and [`BlockDevice`]
+//! (virtio drivers on the machine, in-memory ones in tests).
+
+use crate::vm::context::UserContext;
+use denali_abi::disk::DiskLabel;
+use denali_abi::hypercall::{Error, FRAME_MAX};
+use x86_64::structures::paging::PhysFrame;
+
+/// The trap vectors the core tells apart.
+pub mod vectors {
+    /// `int 4`: a hypercall (see `denali_abi::hypercall::HYPERCALL_VECTOR`).
+    pub const HYPERCALL: u64 = denali_abi::hypercall::HYPERCALL_VECTOR as u64;
+    /// Invalid opcode: also how the state-save routine ends.
+    pub const INVALID_OPCODE: u64 = 6;
+    /// Page fault.
+    pub const PAGE_FAULT: u64 = 14;
+    /// The local APIC timer.
+    pub const TIMER: u64 = 32;
+    /// The NIC's receive interrupt (MSI).
+    pub const NIC: u64 = denali_abi::boot::NIC_VECTOR as u64;
+    /// The legacy PICs' vectors (remapped out of the way, masked).
+    pub const PIC: core::ops::RangeInclusive<u64> = 0xe0..=0xef;
+    /// The local APIC's spurious-interrupt vector.
+    pub const SPURIOUS: u64 = 0xff;
+}
+
+/// What the core needs from the CPU and the machine around it.
+pub trait Platform {
+    /// The time-stamp counter.
+    fn rdtsc(&self) -> u64;
+    /// Whether a preemption timer exists (else a VM that never yields
+    /// keeps the CPU).
+    fn has_timer(&self) -> bool;
+    /// Arms the preemption timer to fire at TSC value `tsc` (0 disarms).
+    fn set_deadline(&mut self, tsc: u64);
+    /// Acknowledges the interrupt being handled.
+    fn end_of_interrupt(&mut self);
+    /// Halts until an interrupt arrives.
+    fn halt_until_interrupt(&mut self);
+    /// Asks the monitor (if any) to park the CPU for up to `micros`.
+    fn idle_for(&mut self, micros: u32);
+    /// Whether the NIC interrupted the halted kernel and nobody has taken
+    /// what it received since.
+    fn nic_interrupted(&self) -> bool;
+    /// [`Platform::nic_interrupted`], and clears it: the caller takes
+    /// what the NIC received.
+    fn take_nic_interrupt(&mut self) -> bool;
+    /// Makes `root` the page tables in use.
+    fn load_address_space(&mut self, root: PhysFrame);
+    /// Runs the ring-3 context in the loaded address space until it traps;
+    /// on return `context` holds its registers and `context.vector` the
+    /// trap.
+    ///
+    /// # Safety
+    ///
+    /// `context` must describe ring-3 code (user selectors, IOPL 0) of the
+    /// VM whose page tables are loaded.
+    unsafe fn enter_user(&mut self, context: &mut UserContext);
+    /// Runs the state-save routine at `rip` in the loaded address space
+    /// (ring 3, interrupts off); true if it ended at its `ud2`, else
+    /// `failure` holds how it trapped.
+    fn run_save_routine(&mut self, rip: u64, failure: &mut UserContext) -> bool;
+    /// The address of the last page fault.
+    fn fault_address(&self) -> u64;
+}
+
+/// The machine's NIC: the virtual switch's uplink.
+pub trait NetDevice {
+    /// Whether it raises no interrupt the kernel takes, so the run loop
+    /// polls it.
+    fn polled(&self) -> bool;
+    /// Queues one frame for sending (dropped, and counted, when full).
+    fn send(&mut self, frame: &[u8]);
+    /// Acknowledges its interrupt; then [`NetDevice::receive_into`] takes
+    /// what arrived.
+    fn acknowledge(&mut self);
+    /// Copies the next frame received into `out`; its length.
+    fn receive_into(&mut self, out: &mut [u8; FRAME_MAX]) -> Option<usize>;
+    /// Frames sent, frames received, frames dropped at a full ring.
+    fn counters(&self) -> (u64, u64, u64);
+}
+
+/// The machine's disk, holding the VMs' windows and the swap area.
+pub trait BlockDevice {
+    /// Its size in sectors.
+    fn sectors(&self) -> u64;
+    /// Its Denali label.
+    fn label(&self) -> DiskLabel;
+    /// Reads `len` bytes (whole sectors, at most `DISK_IO_MAX`) from
+    /// `sector`; the data is valid until the next call.
+    fn read(&mut self, sector: u64, len: usize) -> Result<&[u8], Error>;
+    /// Writes `len` bytes from `sector`, which `fill` puts in the buffer
+    /// it is handed.
+    fn write(
+        &mut self,
+        sector: u64,
+        len: usize,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), Error>,
+    ) -> Result<(), Error>;
+    /// Writes the 4 KiB frame at physical `frame` from `sector`.
+    ///
+    /// # Safety
+    ///
+    /// `frame` must be a frame of RAM nothing writes meanwhile.
+    unsafe fn write_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error>;
+    /// Reads 4 KiB from `sector` into the frame at physical `frame`.
+    ///
+    /// # Safety
+    ///
+    /// `frame` must be a frame of RAM the caller owns, mapped nowhere a VM
+    /// could see it half-written.
+    unsafe fn read_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error>;
+}

@@ -1,0 +1,292 @@
+//! A simulated machine for the kernel core's host tests: "physical memory"
+//! is a buffer of the test process (the physmap is moved onto it), the CPU
+//! is a [`Sim`] whose VMs are programs (closures that act as the VM's code
+//! between two traps, reading and writing the VM's memory through its own
+//! page tables), and the heap counts what each test thread allocates, so a
+//! test can tell whether anything a VM did made the kernel's memory grow.
+//!
+//! Everything above the [`Platform`] is the kernel's own code: admission,
+//! the loader, page tables, the run loop, hypercall dispatch, the switch.
+
+use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
+use crate::mem::phys;
+use crate::platform::{Platform, vectors};
+use crate::run::Kernel;
+use crate::run::admission::KernelBuilder;
+use crate::time::Clock;
+use crate::vm::context::{UserContext, UserSelectors};
+use crate::vm::state_switch::StateSwitch;
+use denali_abi::boot::{Bundle, BundleSpec, build_bundle};
+use denali_abi::image::{SEG_EXEC, SEG_READ, SegmentSpec, build_image};
+use denali_abi::info::InfoPage;
+use denali_abi::layout::IMAGE_BASE;
+use denali_abi::layout::INFO_PAGE;
+use denali_abi::net::Ipv4Config;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use x86_64::VirtAddr;
+use x86_64::structures::paging::mapper::TranslateResult;
+use x86_64::structures::paging::{OffsetPageTable, PageTable, PageTableFlags, PhysFrame, Translate};
+
+/// The global allocator of the kernel's test binary: the system's, with
+/// the bytes each thread has allocated and not freed counted.
+pub struct CountingAlloc;
+
+thread_local! {
+    static NET_BYTES: Cell<isize> = const { Cell::new(0) };
+}
+
+// SAFETY: every call goes to the system allocator unchanged; the counter
+// only observes.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        NET_BYTES.with(|n| n.set(n.get() + layout.size() as isize));
+        // SAFETY: the caller's promise about `layout`, passed on.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        NET_BYTES.with(|n| n.set(n.get() - layout.size() as isize));
+        // SAFETY: `ptr` came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+/// Bytes this thread has allocated and not freed.
+pub fn heap_in_use_by_this_thread() -> isize {
+    NET_BYTES.with(Cell::get)
+}
+
+/// All host "physical memory" (never touched pages cost nothing).
+const HOST_MEMORY: u64 = 4 << 30;
+/// Where the next test's region starts.
+static NEXT_REGION: AtomicU64 = AtomicU64::new(FRAME_SIZE);
+
+/// `mib` MiB of host physical memory for one test, as a frame allocator
+/// (every test gets its own range; the physmap is shared).
+pub fn frames(mib: u64) -> FrameAllocator {
+    static BASE: OnceLock<usize> = OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let layout = Layout::from_size_align(HOST_MEMORY as usize, FRAME_SIZE as usize).expect("a layout");
+        // SAFETY: a non-zero size; the memory is never freed (it is the
+        // machine's RAM for the whole test run).
+        let base = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!base.is_null(), "no host memory for the simulated machine");
+        phys::use_host_memory(base);
+        base as usize
+    });
+    let _ = base;
+    let start = NEXT_REGION.fetch_add(mib << 20, Ordering::Relaxed);
+    assert!(start + (mib << 20) <= HOST_MEMORY, "the simulated machine's memory is used up");
+    FrameAllocator::new([(start, start + (mib << 20))])
+}
+
+/// What a VM's program did when it stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trap {
+    /// A hypercall, with the number and arguments it put in the registers.
+    Hypercall,
+    /// It touched `addr` (writing, or not) and the page is not mapped
+    /// that way.
+    PageFault { addr: u64, write: bool },
+}
+
+/// A VM's code: runs from the VM's registers to its next trap.
+pub type Program = Box<dyn FnMut(&mut Guest, &mut UserContext) -> Trap>;
+
+/// A VM's view of its own flat memory, through its page tables.
+pub struct Guest {
+    root: PhysFrame,
+}
+
+impl Guest {
+    fn translate(&self, addr: u64, write: bool) -> Result<*mut u8, Trap> {
+        // SAFETY: the root is a page table of the running VM, in the host
+        // physical memory the physmap points at; only read here.
+        let tables = unsafe {
+            OffsetPageTable::new(
+                &mut *(phys::to_virt(self.root.start_address().as_u64()) as *mut PageTable),
+                phys::virt_addr(0),
+            )
+        };
+        let fault = Trap::PageFault { addr, write };
+        let Ok(virt) = VirtAddr::try_new(addr) else { return Err(fault) };
+        match tables.translate(virt) {
+            TranslateResult::Mapped { frame, offset, flags } => {
+                let allowed = flags.contains(PageTableFlags::USER_ACCESSIBLE)
+                    && (!write || flags.contains(PageTableFlags::WRITABLE));
+                if !allowed {
+                    return Err(fault);
+                }
+                Ok(phys::to_virt(frame.start_address().as_u64() + offset))
+            }
+            _ => Err(fault),
+        }
+    }
+
+    /// Writes `bytes` at `addr` as the VM's own stores would (a page
+    /// fault if a page is not mapped writable).
+    pub fn write(&mut self, addr: u64, bytes: &[u8]) -> Result<(), Trap> {
+        let mut done = 0;
+        while done < bytes.len() {
+            let at = addr + done as u64;
+            let chunk = ((FRAME_SIZE - at % FRAME_SIZE) as usize).min(bytes.len() - done);
+            let ptr = self.translate(at, true)?;
+            // SAFETY: the page is mapped writable for the VM, in host
+            // memory, and the chunk stays within it.
+            unsafe { core::ptr::copy_nonoverlapping(bytes[done..].as_ptr(), ptr, chunk) };
+            done += chunk;
+        }
+        Ok(())
+    }
+
+    /// Reads the info page.
+    pub fn info(&self) -> InfoPage {
+        let ptr = self.translate(INFO_PAGE, false).expect("every VM has its info page");
+        // SAFETY: the info page is mapped, a whole page, holding an InfoPage.
+        unsafe { (ptr as *const InfoPage).read() }
+    }
+}
+
+/// The simulated CPU: a TSC that moves a microsecond a look, a timer, and
+/// the VMs' programs, by the page tables they run on.
+pub struct Sim {
+    tsc: Cell<u64>,
+    deadline: u64,
+    cr2: u64,
+    root: Option<PhysFrame>,
+    programs: Vec<(PhysFrame, Program)>,
+    /// Times the state-save routine ran.
+    pub saves: u64,
+}
+
+/// The simulated TSC's frequency: 1 GHz (1 ns a tick).
+pub const TSC_KHZ: u64 = 1_000_000;
+/// How far the TSC moves each time it is read.
+const TICKS_PER_LOOK: u64 = 1_000;
+
+impl Sim {
+    fn new() -> Sim {
+        Sim { tsc: Cell::new(0), deadline: 0, cr2: 0, root: None, programs: Vec::new(), saves: 0 }
+    }
+}
+
+impl Platform for Sim {
+    fn rdtsc(&self) -> u64 {
+        self.tsc.set(self.tsc.get() + TICKS_PER_LOOK);
+        self.tsc.get()
+    }
+
+    fn has_timer(&self) -> bool {
+        true
+    }
+
+    fn set_deadline(&mut self, tsc: u64) {
+        self.deadline = tsc;
+    }
+
+    fn end_of_interrupt(&mut self) {}
+
+    fn halt_until_interrupt(&mut self) {
+        // The timer is the only interrupt: time jumps to it.
+        if self.deadline > self.tsc.get() {
+            self.tsc.set(self.deadline);
+        }
+    }
+
+    fn idle_for(&mut self, micros: u32) {
+        self.tsc.set(self.tsc.get() + u64::from(micros) * 1000);
+    }
+
+    fn nic_interrupted(&self) -> bool {
+        false
+    }
+
+    fn take_nic_interrupt(&mut self) -> bool {
+        false
+    }
+
+    fn load_address_space(&mut self, root: PhysFrame) {
+        self.root = Some(root);
+    }
+
+    unsafe fn enter_user(&mut self, context: &mut UserContext) {
+        let root = self.root.expect("a VM's tables are loaded before it runs");
+        let mut guest = Guest { root };
+        // Entering through the state-restore routine: it hands back the
+        // registers noted on the info page.
+        if StateSwitch::contains(context.rip) {
+            let resume = guest.info().resume;
+            (context.rip, context.rax, context.rdx) = (resume.rip, resume.rax, resume.rdx);
+        }
+        let (_, program) = self.programs.iter_mut().find(|(r, _)| *r == root).expect("a program for this VM");
+        match program(&mut guest, context) {
+            Trap::Hypercall => context.vector = vectors::HYPERCALL,
+            Trap::PageFault { addr, write } => {
+                let present = guest.translate(addr, false).is_ok();
+                context.vector = vectors::PAGE_FAULT;
+                context.error_code = u64::from(present) | if write { 2 } else { 0 } | 4;
+                self.cr2 = addr;
+            }
+        }
+    }
+
+    fn run_save_routine(&mut self, _rip: u64, _failure: &mut UserContext) -> bool {
+        self.saves += 1;
+        true
+    }
+
+    fn fault_address(&self) -> u64 {
+        self.cr2
+    }
+}
+
+/// A minimal image: one page of "code" (the programs stand in for it).
+pub fn image() -> Vec<u8> {
+    let code = [0xf4u8; 16];
+    let text = SegmentSpec { vaddr: IMAGE_BASE, mem_size: 0x1000, flags: SEG_READ | SEG_EXEC, data: &code };
+    build_image(IMAGE_BASE, 4 << 20, 64 << 10, &[text])
+}
+
+/// A kernel on a [`Sim`] with `mib` MiB of memory, a pool of `frame_slots`
+/// frames, and `vms` VMs of [`image`] at consecutive addresses from
+/// 10.0.2.15, each running the program `program(id)` makes.
+pub fn kernel(mib: u64, frame_slots: u32, vms: u32, mut program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
+    let mut frames = frames(mib);
+    let kernel_pml4 = phys::alloc_zeroed(&mut frames).expect("a frame for the kernel's tables");
+    let switch_frame = phys::alloc_zeroed(&mut frames).expect("a frame for the state-switch code");
+    let selectors = UserSelectors { code: 0x23, data: 0x1b };
+    let state_switch = StateSwitch::new(switch_frame, 0x3000, 0x3080, selectors);
+    let mut kernel = KernelBuilder::new(Sim::new(), frames, Clock::start(TSC_KHZ, 0), kernel_pml4, state_switch)
+        .frame_budget(frame_slots)
+        .build()
+        .expect("a kernel");
+    let image = image();
+    let spec =
+        BundleSpec { name: "sim", instances: vms, image: &image, args: "", ipv4: Ipv4Config::DEFAULT, disk_sectors: 0 };
+    let bundle = build_bundle(&[spec]);
+    kernel.admit_bundle(&Bundle::parse(&bundle).expect("a valid bundle"), 64 << 20).expect("room for the VMs");
+    for id in 0..vms {
+        let root = kernel.vms[id as usize].as_ref().expect("every VM was made").space.root();
+        kernel.platform.programs.push((root, program(id)));
+    }
+    kernel
+}
+
+/// One hypercall a program makes: number and up to three arguments.
+pub type Call = (u64, u64, u64, u64);
+
+/// A program that makes the hypercalls `next` gives (each one after the
+/// previous returned, with its result), then exits with status 0.
+pub fn calls(mut next: impl FnMut(&mut Guest, Option<u64>) -> Option<Call> + 'static) -> Program {
+    let mut started = false;
+    Box::new(move |guest, context| {
+        let result = started.then_some(context.rax);
+        started = true;
+        let (number, a0, a1, a2) = next(guest, result).unwrap_or((0, 0, 0, 0));
+        (context.rax, context.rdi, context.rsi, context.rdx) = (number, a0, a1, a2);
+        Trap::Hypercall
+    })
+}
