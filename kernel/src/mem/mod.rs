@@ -2,6 +2,7 @@
 //! the per-VM address spaces built from frames.
 
 pub mod frame;
+pub mod guest;
 pub mod heap;
 pub mod phys;
 pub mod space;

@@ -2,11 +2,12 @@
 //! memory with user rights and whose upper half is the kernel's, shared and
 //! supervisor-only.
 //!
-//! Flat addresses are `u64`s below `mem_size`; the only way from one to a
-//! kernel pointer is [`AddressSpace::frame_of`], which checks the page is
-//! mapped with user rights (and writable, when asked).
+//! Flat addresses are [`GuestAddr`]s; the only way from one to a frame (and
+//! so a kernel pointer) is [`AddressSpace::frame_of`], which checks the page
+//! is mapped with user rights (and writable, when asked).
 
 use super::frame::{FRAME_SIZE, FrameAllocator};
+use super::guest::GuestAddr;
 use super::phys::{self, Frames};
 use alloc::vec::Vec;
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
@@ -108,7 +109,12 @@ impl AddressSpace {
 
     /// Maps a fresh zeroed frame at flat address `vaddr` (page aligned) and
     /// returns the frame.
-    pub fn map_zeroed(&mut self, frames: &mut FrameAllocator, vaddr: u64, rights: Rights) -> Result<u64, MapError> {
+    pub fn map_zeroed(
+        &mut self,
+        frames: &mut FrameAllocator,
+        vaddr: GuestAddr,
+        rights: Rights,
+    ) -> Result<u64, MapError> {
         let frame = phys::alloc_zeroed(frames).ok_or(MapError::OutOfMemory)?;
         self.map_frame(frames, vaddr, frame, rights, Backing::Private).inspect_err(|_| frames.free(frame))?;
         Ok(frame)
@@ -121,11 +127,12 @@ impl AddressSpace {
     pub fn map_frame(
         &mut self,
         frames: &mut FrameAllocator,
-        vaddr: u64,
+        vaddr: GuestAddr,
         frame: u64,
         rights: Rights,
         backing: Backing,
     ) -> Result<(), MapError> {
+        let vaddr = vaddr.as_u64();
         let mut flags = Flags::PRESENT | Flags::USER_ACCESSIBLE;
         match backing {
             Backing::Private if rights.write => flags |= Flags::WRITABLE,
@@ -160,8 +167,8 @@ impl AddressSpace {
 
     /// Gives the VM its own writable copy of the copy-on-write page holding
     /// `vaddr`. Returns false if that page is not copy-on-write.
-    pub fn break_cow(&mut self, frames: &mut FrameAllocator, vaddr: u64) -> Result<bool, MapError> {
-        let Ok(addr) = VirtAddr::try_new(vaddr) else { return Ok(false) };
+    pub fn break_cow(&mut self, frames: &mut FrameAllocator, vaddr: GuestAddr) -> Result<bool, MapError> {
+        let Ok(addr) = VirtAddr::try_new(vaddr.as_u64()) else { return Ok(false) };
         let TranslateResult::Mapped { frame: shared, flags, .. } = self.parts().0.translate(addr) else {
             return Ok(false);
         };
@@ -212,8 +219,8 @@ impl AddressSpace {
 
     /// The physical frame behind the page holding `vaddr`, if it is mapped
     /// for the VM (and writable by it, when `write`).
-    pub fn frame_of(&mut self, vaddr: u64, write: bool) -> Option<u64> {
-        let addr = VirtAddr::try_new(vaddr).ok()?;
+    pub fn frame_of(&mut self, vaddr: GuestAddr, write: bool) -> Option<u64> {
+        let addr = VirtAddr::try_new(vaddr.as_u64()).ok()?;
         match self.parts().0.translate(addr) {
             TranslateResult::Mapped { frame, flags, .. } => {
                 let allowed = flags.contains(Flags::USER_ACCESSIBLE) && (!write || flags.contains(Flags::WRITABLE));
@@ -243,7 +250,8 @@ impl AddressSpace {
     /// The `invlpg` of each unmapping is all the TLB needs: the kernel uses
     /// no PCIDs and maps no user page global, so another space's entries
     /// for these pages went with its last CR3 load.
-    pub fn take_private(&mut self, keep: u64, limit: usize) -> Vec<TakenPage> {
+    pub fn take_private(&mut self, keep: GuestAddr, limit: usize) -> Vec<TakenPage> {
+        let keep = keep.as_u64();
         let private = core::mem::take(&mut self.private);
         let (mut mapper, _) = self.parts();
         let mut pages = Vec::new();

@@ -4,6 +4,7 @@
 
 use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
+use crate::mem::guest::GuestAddr;
 use crate::mem::heap::{CountingHeap, HeapUse};
 use crate::net::{Delivered, Parked, Port, Switch};
 use crate::platform::vectors::{HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
@@ -617,7 +618,7 @@ impl<P: Platform> Kernel<P> {
             vector,
             error_code: vm.context.error_code,
             rip: vm.context.rip,
-            address: (vector == PAGE_FAULT).then(|| self.platform.fault_address()),
+            address: (vector == PAGE_FAULT).then(|| GuestAddr::new(self.platform.fault_address())),
         };
         if vm.resolve_fault(&mut self.frames, &fault) {
             return Next::Resume;

@@ -8,6 +8,7 @@
 
 use super::Kernel;
 use crate::kprintln;
+use crate::mem::guest::GuestAddr;
 use crate::mem::space::TakenPage;
 use crate::platform::Platform;
 use crate::sched::VmId;
@@ -100,7 +101,7 @@ impl<P: Platform> Kernel<P> {
         if vm.swapped.try_reserve_exact(room).is_err() {
             return false;
         }
-        let pages = vm.space.take_private(INFO_PAGE, room);
+        let pages = vm.space.take_private(GuestAddr::new(INFO_PAGE), room);
         let (mut written, mut lost) = (0, false);
         for page in pages {
             let slot = swap.alloc().expect("no more pages than free slots were taken");

@@ -3,6 +3,7 @@
 
 use super::Vm;
 use crate::mem::frame::FrameAllocator;
+use crate::mem::guest::GuestAddr;
 use core::fmt;
 use denali_abi::layout::PAGE_SIZE;
 
@@ -16,7 +17,7 @@ pub struct Fault {
     /// Where the VM was.
     pub rip: u64,
     /// The faulting address (page faults only).
-    pub address: Option<u64>,
+    pub address: Option<GuestAddr>,
 }
 
 const PF_PRESENT: u64 = 1;
@@ -99,7 +100,7 @@ impl fmt::Display for FaultReport<'_> {
         } else if vector == 13 {
             write!(f, " (a privileged instruction or a non-canonical address)")?;
         }
-        let Some(addr) = address else {
+        let Some(addr) = address.map(GuestAddr::as_u64) else {
             return write!(f, ", error code {error_code:#x}");
         };
         let access = if error_code & PF_FETCH != 0 {

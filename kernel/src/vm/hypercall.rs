@@ -4,6 +4,7 @@
 use super::{State, Vm};
 use crate::console;
 use crate::mem::frame::FrameAllocator;
+use crate::mem::guest::GuestAddr;
 use crate::net::{Delivered, Port, Switch};
 use crate::platform::{BlockDevice, NetDevice};
 use crate::sched::Scheduler;
@@ -53,16 +54,18 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
         Ok(call) => call,
         Err(e) => return Outcome::Resume(e.to_return()),
     };
+    // Pointer arguments are flat addresses of this VM, checked on use.
+    let (p0, p1) = (GuestAddr::new(a0), GuestAddr::new(a1));
     match call {
         Hypercall::Exit => Outcome::Exit(a0 as i32),
-        Hypercall::ConsoleWrite => console_write(vm, env, a0, a1),
+        Hypercall::ConsoleWrite => console_write(vm, env, p0, a1),
         Hypercall::Idle => idle(vm),
         Hypercall::Alarm => alarm(vm, env, a0),
         Hypercall::Yield => Outcome::Yield,
-        Hypercall::NetSend => net_send(vm, env, a0, a1),
-        Hypercall::NetRecv => net_recv(vm, env, a0, a1),
-        Hypercall::DiskRead => disk_transfer(vm, env, a0, a1, a2, Direction::Read),
-        Hypercall::DiskWrite => disk_transfer(vm, env, a0, a1, a2, Direction::Write),
+        Hypercall::NetSend => net_send(vm, env, p0, a1),
+        Hypercall::NetRecv => net_recv(vm, env, p0, a1),
+        Hypercall::DiskRead => disk_transfer(vm, env, a0, p1, a2, Direction::Read),
+        Hypercall::DiskWrite => disk_transfer(vm, env, a0, p1, a2, Direction::Write),
     }
 }
 
@@ -72,7 +75,7 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
 pub const CONSOLE_BURST: u64 = 64 << 10;
 pub const CONSOLE_RATE: u64 = 256 << 10;
 
-fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
+fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcome {
     let wanted = len.min(CONSOLE_WRITE_MAX as u64);
     let len = vm.console_budget.take(env.now, wanted, CONSOLE_RATE, CONSOLE_BURST);
     if len == 0 && wanted > 0 {
@@ -86,7 +89,7 @@ fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome
     Outcome::Resume(result.map_or_else(Error::to_return, |()| len))
 }
 
-fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
+fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcome {
     if len as usize > FRAME_MAX {
         return Outcome::Resume(Error::InvalidArgument.to_return());
     }
@@ -107,7 +110,7 @@ fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: u64, len: u64) -> Outcome {
     }
 }
 
-fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: u64, cap: u64) -> Outcome {
+fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Outcome {
     let parking = &mut env.switch.parking;
     let Some(len) = parking.peek_len(vm.id) else {
         return Outcome::Resume(Error::WouldBlock.to_return());
@@ -130,7 +133,14 @@ enum Direction {
 /// `disk_read` and `disk_write`: the range must lie in the VM's window and
 /// the buffer in its memory; the data passes through the disk's transfer
 /// buffer (the device's DMA never sees VM memory).
-fn disk_transfer(vm: &mut Vm, env: &mut Env<'_>, sector: u64, addr: u64, len: u64, direction: Direction) -> Outcome {
+fn disk_transfer(
+    vm: &mut Vm,
+    env: &mut Env<'_>,
+    sector: u64,
+    addr: GuestAddr,
+    len: u64,
+    direction: Direction,
+) -> Outcome {
     let Some(at) = vm.disk.locate(sector, len) else {
         return Outcome::Resume(Error::InvalidArgument.to_return());
     };

@@ -9,6 +9,7 @@ use super::context::{UserContext, UserSelectors};
 use super::state_switch::StateSwitch;
 use super::{Layout, State, Stats, Vm};
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
+use crate::mem::guest::GuestAddr;
 use crate::mem::phys;
 use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
 use crate::rate::TokenBucket;
@@ -169,14 +170,22 @@ impl Loader<'_> {
     /// Maps the info page, the CPU state page, the state-switch code and
     /// the template's pages; returns the info frame.
     fn map(&mut self, space: &mut AddressSpace, template: &Template) -> Result<u64, LoadError> {
-        let info_frame = space.map_zeroed(self.frames, INFO_PAGE, Rights { write: false, exec: false })?;
-        let state_frame = space.map_zeroed(self.frames, CPU_STATE_PAGE, Rights { write: true, exec: false })?;
+        let info_frame =
+            space.map_zeroed(self.frames, GuestAddr::new(INFO_PAGE), Rights { write: false, exec: false })?;
+        let state_frame =
+            space.map_zeroed(self.frames, GuestAddr::new(CPU_STATE_PAGE), Rights { write: true, exec: false })?;
         self.state_switch.init_state_page(state_frame);
         let code = Rights { write: false, exec: true };
-        space.map_frame(self.frames, STATE_SWITCH_PAGE, self.state_switch.frame, code, Backing::Shared)?;
+        space.map_frame(
+            self.frames,
+            GuestAddr::new(STATE_SWITCH_PAGE),
+            self.state_switch.frame,
+            code,
+            Backing::Shared,
+        )?;
         for page in &template.pages {
             let backing = if page.rights.write { Backing::CopyOnWrite } else { Backing::Shared };
-            space.map_frame(self.frames, page.vaddr, page.frame, page.rights, backing)?;
+            space.map_frame(self.frames, GuestAddr::new(page.vaddr), page.frame, page.rights, backing)?;
         }
         Ok(info_frame)
     }

@@ -4,6 +4,7 @@
 
 use super::Vm;
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
+use crate::mem::guest::GuestAddr;
 use crate::mem::phys;
 use crate::mem::space::{MapError, Rights};
 use denali_abi::hypercall::Error;
@@ -12,12 +13,11 @@ impl Vm {
     /// Maps a zero page for a first touch of a heap or stack address.
     /// Returns false if `addr` is not in a demand-zero region or memory ran
     /// out (then `out_of_memory` says so).
-    pub fn populate(&mut self, frames: &mut FrameAllocator, addr: u64) -> bool {
-        if !self.layout.is_demand_zero(addr) {
+    pub fn populate(&mut self, frames: &mut FrameAllocator, addr: GuestAddr) -> bool {
+        if !self.layout.is_demand_zero(addr.as_u64()) {
             return false;
         }
-        let page = addr & !(FRAME_SIZE - 1);
-        match self.space.map_zeroed(frames, page, Rights { write: true, exec: false }) {
+        match self.space.map_zeroed(frames, addr.page(), Rights { write: true, exec: false }) {
             Ok(_) => {
                 self.stats.resident_pages += 1;
                 true
@@ -37,13 +37,13 @@ impl Vm {
     fn for_each_page(
         &mut self,
         frames: &mut FrameAllocator,
-        addr: u64,
+        addr: GuestAddr,
         len: u64,
         write: bool,
         mut visit: impl FnMut(*mut u8, usize, usize),
     ) -> Result<(), Error> {
         let end = addr.checked_add(len).ok_or(Error::BadAddress)?;
-        if end > self.layout.mem_size {
+        if end.as_u64() > self.layout.mem_size {
             return Err(Error::BadAddress);
         }
         let mut cursor = addr;
@@ -64,10 +64,10 @@ impl Vm {
                     self.space.frame_of(cursor, write).ok_or(Error::BadAddress)?
                 }
             };
-            let offset = cursor % FRAME_SIZE;
-            let chunk = (FRAME_SIZE - offset).min(end - cursor);
-            visit(phys::to_virt(frame + offset), (cursor - addr) as usize, chunk as usize);
-            cursor += chunk;
+            let offset = cursor.page_offset();
+            let chunk = (FRAME_SIZE - offset).min(end.as_u64() - cursor.as_u64());
+            visit(phys::to_virt(frame + offset), (cursor.as_u64() - addr.as_u64()) as usize, chunk as usize);
+            cursor = GuestAddr::new(cursor.as_u64() + chunk);
         }
         Ok(())
     }
@@ -77,7 +77,7 @@ impl Vm {
     pub fn read_guest(
         &mut self,
         frames: &mut FrameAllocator,
-        addr: u64,
+        addr: GuestAddr,
         len: u64,
         mut sink: impl FnMut(&[u8]),
     ) -> Result<(), Error> {
@@ -90,7 +90,12 @@ impl Vm {
 
     /// Copies `out.len()` bytes at flat address `addr` out of the VM into
     /// `out`.
-    pub fn copy_from_guest(&mut self, frames: &mut FrameAllocator, addr: u64, out: &mut [u8]) -> Result<(), Error> {
+    pub fn copy_from_guest(
+        &mut self,
+        frames: &mut FrameAllocator,
+        addr: GuestAddr,
+        out: &mut [u8],
+    ) -> Result<(), Error> {
         self.for_each_page(frames, addr, out.len() as u64, false, |ptr, done, chunk| {
             // SAFETY: `ptr` points into a frame mapped readable for this VM,
             // reached through the physmap; the piece stays within that frame
@@ -102,7 +107,7 @@ impl Vm {
     /// Copies `bytes` into the VM at flat address `addr`, which must be
     /// writable by the VM (demand-zero pages are filled and copy-on-write
     /// pages copied on the way, as the VM's own write would).
-    pub fn write_guest(&mut self, frames: &mut FrameAllocator, addr: u64, bytes: &[u8]) -> Result<(), Error> {
+    pub fn write_guest(&mut self, frames: &mut FrameAllocator, addr: GuestAddr, bytes: &[u8]) -> Result<(), Error> {
         self.for_each_page(frames, addr, bytes.len() as u64, true, |ptr, done, chunk| {
             // SAFETY: `ptr` points into a frame mapped writable for this VM,
             // reached through the physmap; the copy stays within that frame.
