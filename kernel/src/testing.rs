@@ -36,13 +36,18 @@ pub struct CountingAlloc;
 
 thread_local! {
     static NET_BYTES: Cell<isize> = const { Cell::new(0) };
+    static PEAK_BYTES: Cell<isize> = const { Cell::new(0) };
 }
 
 // SAFETY: every call goes to the system allocator unchanged; the counter
 // only observes.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        NET_BYTES.with(|n| n.set(n.get() + layout.size() as isize));
+        let now = NET_BYTES.with(|n| {
+            n.set(n.get() + layout.size() as isize);
+            n.get()
+        });
+        PEAK_BYTES.with(|p| p.set(p.get().max(now)));
         // SAFETY: the caller's promise about `layout`, passed on.
         unsafe { System.alloc(layout) }
     }
@@ -57,6 +62,18 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// Bytes this thread has allocated and not freed.
 pub fn heap_in_use_by_this_thread() -> isize {
     NET_BYTES.with(Cell::get)
+}
+
+/// Starts counting this thread's peak afresh; returns what it holds now.
+pub fn reset_heap_peak() -> isize {
+    let now = heap_in_use_by_this_thread();
+    PEAK_BYTES.with(|p| p.set(now));
+    now
+}
+
+/// The most bytes this thread held at once since [`reset_heap_peak`].
+pub fn heap_peak_of_this_thread() -> isize {
+    PEAK_BYTES.with(Cell::get)
 }
 
 /// All host "physical memory" (never touched pages cost nothing).

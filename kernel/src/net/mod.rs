@@ -443,6 +443,28 @@ mod tests {
     }
 
     #[test]
+    fn a_flood_from_the_wire_to_idle_vms_stays_within_the_pool() {
+        // 6,400 frames over the uplink to 100 VMs that never read.
+        let mut switch = Switch::with_budget(1000).unwrap();
+        switch.reserve(100).unwrap();
+        for vm in 0..100 {
+            assert!(switch.attach([10, 0, 3, vm as u8], vm));
+        }
+        let mut queued = 0;
+        for n in 0..6400u32 {
+            let to = n % 100;
+            let f = ipv4(mac_of(to), HOST_MAC, [10, 0, 2, 2], [10, 0, 3, to as u8]);
+            if let Ok(Delivered::ToVm(_, Parked::Queued | Parked::Evicted(_))) =
+                switch.send(Port::Uplink, &f, &mut |_| ())
+            {
+                queued += 1;
+            }
+        }
+        assert_eq!(switch.parking.parked(), 1000, "the pool is full, never more");
+        assert!(queued >= 1000);
+    }
+
+    #[test]
     fn detaching_a_vm_frees_its_parked_frames() {
         let mut switch = switch();
         let f = ipv4(mac_of(1), mac_of(0), CLIENT, SERVER);
