@@ -11,13 +11,6 @@ use support::load::{LoadReport, http_load, read_response};
 use support::netns::*;
 use support::*;
 
-/// The tests here load the machine's two cores: they take turns.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 const CLIENTS: usize = 1000;
 const REQUESTS_EACH: usize = 2;
 const PAGE: usize = 2048;

@@ -4,17 +4,8 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use support::*;
-
-/// The tests here measure time and CPU use, so they take turns rather than
-/// compete for the machine's two cores.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn take_turn() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 const SLEEPY: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, sleep};\n\n#[denali::main]\nfn main() {\n    denali::println!(\"sleeping\");\n    sleep(Duration::from_secs(10));\n}\n";
 

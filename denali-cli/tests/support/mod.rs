@@ -31,6 +31,13 @@ pub fn require_kvm() {
     }
 }
 
+/// Tests that load the machine's two cores (or measure time and CPU use)
+/// take turns rather than compete: each holds this while it runs.
+pub fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// What a finished command left behind.
 #[derive(Debug)]
 pub struct Outcome {
