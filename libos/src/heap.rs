@@ -21,3 +21,8 @@ pub(crate) fn init() {
 pub(crate) fn used() -> usize {
     HEAP.lock().used()
 }
+
+/// Heap bytes free now.
+pub(crate) fn free() -> usize {
+    HEAP.lock().free()
+}

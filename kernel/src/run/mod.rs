@@ -119,6 +119,17 @@ pub struct Kernel<P: Platform> {
     pub heap_after_boot: HeapUse,
 }
 
+/// Times the state-save routine is run when interrupts keep cutting it off.
+const SAVE_ATTEMPTS: u32 = 4;
+
+/// The non-maskable interrupt's vector.
+const NMI: u64 = 2;
+
+/// Whether `vector` is an interrupt (not an exception the code raised).
+fn is_interrupt(vector: u64) -> bool {
+    matches!(vector, NMI | TIMER | NIC | SPURIOUS) || PIC.contains(&vector)
+}
+
 /// What the run loop does once a trap is handled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Next {
@@ -201,6 +212,8 @@ impl<P: Platform> Kernel<P> {
 
     /// Records an id whose image was refused.
     pub fn refuse(&mut self, name: &str) {
+        // Nothing is parked for an id no VM has.
+        self.switch.parking.close(self.vms.len() as VmId);
         self.names.push(String::from(name));
         self.stats.push(Stats::default());
         self.vms.push(None);
@@ -485,10 +498,28 @@ impl<P: Platform> Kernel<P> {
     fn save_user_state(&mut self) {
         let Some(owner) = self.state_owner.take() else { return };
         let Some(vm) = self.vms[owner as usize].as_ref() else { return };
+        if StateSwitch::contains(vm.context.rip) {
+            // Stopped inside its restore routine (an interrupt): the CPU may
+            // still hold the previous owner's state, and the VM's own is
+            // all in its page (the routine only reads it). Nothing to save,
+            // and saving would copy the other VM's registers into its page.
+            return;
+        }
         self.load_root(vm.space.root());
         let mut context = UserContext::default();
         let start = self.platform.rdtsc();
-        let saved = self.platform.run_save_routine(self.state_switch.save_entry(), &mut context);
+        // An interrupt or NMI arriving meanwhile is no fault of the VM's:
+        // run the routine again (it has no side effects but the save).
+        let mut saved = false;
+        for _ in 0..SAVE_ATTEMPTS {
+            saved = self.platform.run_save_routine(self.state_switch.save_entry(), &mut context);
+            if saved || !is_interrupt(context.vector) {
+                break;
+            }
+            if context.vector != NMI {
+                self.platform.end_of_interrupt();
+            }
+        }
         let ticks = self.platform.rdtsc() - start;
         let Some(vm) = self.vms[owner as usize].as_mut() else { return };
         vm.stats.cpu_ticks += ticks;

@@ -140,3 +140,19 @@ fn hostile_hypercall_arguments_fail_for_that_vm_alone() {
     let got: Vec<_> = results.borrow().clone();
     assert_eq!(got, expected.iter().map(|&e| Err(e)).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_vm_stopped_inside_its_restore_routine_is_not_saved_over() {
+    let mut kernel = kernel(16, 64, 2, |_| calls(|_, _| None));
+    // VM 0 owns the CPU's register state but was interrupted inside the
+    // restore routine: its page holds its state, the CPU may not.
+    kernel.state_owner = Some(0);
+    kernel.vms[0].as_mut().unwrap().context.rip = denali_abi::layout::STATE_SWITCH_PAGE + 0x10;
+    kernel.save_user_state();
+    assert_eq!(kernel.platform.saves, 0, "the save routine would have copied another VM's registers");
+    assert_eq!(kernel.state_owner, None);
+    // Stopped anywhere else, it is saved.
+    kernel.state_owner = Some(1);
+    kernel.save_user_state();
+    assert_eq!(kernel.platform.saves, 1);
+}

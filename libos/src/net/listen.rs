@@ -27,6 +27,14 @@ pub const BACKLOG: usize = 1024;
 /// stack tops them up after every packet it takes in, and a packet holds
 /// one SYN, so one would do; two leave slack.
 const LISTENING: usize = 2;
+/// How long a connection may take to finish its handshake before its
+/// socket listens again (a client that vanished, or a SYN flood, cannot
+/// hold the backlog).
+const HANDSHAKE_TIMEOUT_SECS: u64 = 20;
+/// Heap the VM keeps free: no new listening socket (16 KiB of buffers
+/// each) is made below it, and SYNs are dropped as if the backlog were
+/// full, so a flood of connections cannot exhaust the VM's memory.
+const HEAP_RESERVE: usize = 256 << 10;
 /// Each connection's receive buffer.
 pub(crate) const RX_BUFFER: usize = 8 * 1024;
 /// Each connection's send buffer.
@@ -70,14 +78,15 @@ impl Listeners {
         self.ports.insert(port, state);
     }
 
-    /// Stops listening on `port`: connections not yet accepted are reset.
-    pub(crate) fn close(&mut self, port: u16, sockets: &mut SocketSet<'static>) {
-        if let Some(state) = self.ports.remove(&port) {
-            for handle in state.opening.into_iter().chain(state.ready) {
-                sockets.get_mut::<Socket>(handle).abort();
-                sockets.remove(handle);
-            }
+    /// Stops listening on `port`: connections not yet accepted are reset
+    /// (aborted; the caller frees each socket once its reset is sent).
+    pub(crate) fn close(&mut self, port: u16, sockets: &mut SocketSet<'static>) -> Vec<SocketHandle> {
+        let Some(state) = self.ports.remove(&port) else { return Vec::new() };
+        let handles: Vec<SocketHandle> = state.opening.into_iter().chain(state.ready).collect();
+        for &handle in &handles {
+            sockets.get_mut::<Socket>(handle).abort();
         }
+        handles
     }
 
     /// Takes the oldest connection on `port` waiting for `accept` (the
@@ -103,23 +112,27 @@ impl Listeners {
                         let _ = socket.listen(port);
                         index += 1;
                     }
-                    _ => state.ready.push_back(state.opening.swap_remove(index)),
+                    _ => {
+                        socket.set_timeout(None);
+                        state.ready.push_back(state.opening.swap_remove(index));
+                    }
                 }
             }
         }
         top_up(port, state, sockets);
-        state.queued() >= BACKLOG
+        state.queued() >= BACKLOG || state.listening(sockets) == 0
     }
 }
 
 /// Adds listening sockets to `state` up to [`LISTENING`], within the backlog.
 fn top_up(port: u16, state: &mut Port, sockets: &mut SocketSet<'static>) {
     let mut listening = state.listening(sockets);
-    while listening < LISTENING && state.queued() < BACKLOG {
+    while listening < LISTENING && state.queued() < BACKLOG && crate::heap::free() > HEAP_RESERVE {
         let mut socket = new_socket();
         if socket.listen(port).is_err() {
             return;
         }
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(HANDSHAKE_TIMEOUT_SECS)));
         state.opening.push(sockets.add(socket));
         listening += 1;
     }

@@ -182,6 +182,13 @@ impl Stack {
             }
         }
         while self.iface.poll_egress(now, &mut self.vnic, &mut self.sockets) != PollResult::None {}
+        // A full backlog drops SYNs before smoltcp sees them, so no packet
+        // would refresh it: look again as handshakes time out and memory
+        // frees.
+        let full: Vec<u16> = self.vnic.full.iter().copied().collect();
+        for port in full {
+            self.refresh_listener(port);
+        }
         let sockets = &mut self.sockets;
         let tcp_ports = &mut self.tcp_ports;
         self.orphans.retain(|&(handle, port)| {
@@ -214,7 +221,10 @@ impl Stack {
 
     /// Stops listening on `port` and gives it back.
     pub(crate) fn unlisten(&mut self, port: u16) {
-        self.listeners.close(port, &mut self.sockets);
+        for handle in self.listeners.close(port, &mut self.sockets) {
+            // Freed once its reset is out.
+            self.orphans.push((handle, None));
+        }
         self.vnic.full.remove(&port);
         self.release_port(Protocol::Tcp, port);
     }

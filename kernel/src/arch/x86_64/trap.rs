@@ -40,6 +40,9 @@ unsafe extern "C" {
 /// Runs a VM's state-save routine at `rip` (ring 3, interrupts off) on the
 /// current page tables, by a short path: the routine needs no registers,
 /// and its `ud2` returns here without the general registers being saved.
+/// The kernel's general registers are still in the CPU while it runs; no
+/// code of the VM's runs then, and every way out of the routine (its `ud2`
+/// or any trap) comes back to the kernel, so none of them is observable.
 /// True if it ended there; otherwise it trapped some other way, and
 /// `scratch` holds what the trap path saved (the VM's own context is not
 /// touched either way).

@@ -187,7 +187,9 @@ unsafe extern "C" {
 pub struct Features {
     /// XSAVE is on (CR4.OSXSAVE), with this XCR0.
     pub xcr0: Option<u64>,
-    /// FSGSBASE is on: ring 3 sets its FS and GS bases itself.
+    /// FSGSBASE is on: ring 3 sets its FS and GS bases itself. Only with
+    /// XSAVE (the FXSAVE routines do not switch the bases; no real CPU has
+    /// one without the other, a virtual one might).
     pub fsgsbase: bool,
     /// UMIP is on: `sgdt`, `sidt` and friends fault in ring 3.
     pub umip: bool,
@@ -202,7 +204,8 @@ impl Features {
             let supported = __cpuid_count(0xd, 0);
             (u64::from(supported.edx) << 32 | u64::from(supported.eax)) & XCR0_WANTED
         });
-        Features { xcr0, fsgsbase: leaf7.ebx & 1 != 0, umip: leaf7.ecx & 1 << 2 != 0 }
+        // Bases are switched only by the XSAVE routines.
+        Features { xcr0, fsgsbase: xcr0.is_some() && leaf7.ebx & 1 != 0, umip: leaf7.ecx & 1 << 2 != 0 }
     }
 }
 
