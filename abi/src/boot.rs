@@ -54,9 +54,13 @@ pub struct BootInfo {
     /// a PCI machine the kernel then looks for a virtio-blk device there).
     /// The kernel polls it: it raises no interrupt.
     pub blk_mmio: u64,
+    /// Wall-clock time when the loader handed over, in ns since the Unix
+    /// epoch; 0 if the loader does not know (the kernel then reads the
+    /// machine's real-time clock if it has one).
+    pub unix_time_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 72 + 16 * MAX_MEM_REGIONS);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 80 + 16 * MAX_MEM_REGIONS);
 
 /// Size of a virtio-mmio register page ([`BootInfo::net_mmio`],
 /// [`BootInfo::blk_mmio`]).

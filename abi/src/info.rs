@@ -7,8 +7,13 @@
 
 /// Magic value in [`InfoPage::magic`].
 pub const INFO_MAGIC: u64 = u64::from_le_bytes(*b"DNLINFO1");
-/// Longest argument string the manifest can hand a VM.
+/// Longest command line (see [`CommandLine`]) a VM's info page holds.
 pub const ARGS_MAX: usize = 1024;
+
+/// [`InfoPage::features`] bit: the kernel switches the FS and GS base
+/// registers with the rest of a VM's state, so `wrfsbase`/`wrgsbase` work
+/// in ring 3 and their values are the VM's own (thread-local storage).
+pub const FEATURE_FS_GS_BASE: u32 = 1 << 0;
 
 /// The info page, at [`crate::layout::INFO_PAGE`] in every VM.
 #[repr(C)]
@@ -22,8 +27,9 @@ pub struct InfoPage {
     pub vm_id: u32,
     /// How many VMs this boot started.
     pub vm_count: u32,
-    /// Reserved, zero.
-    pub reserved: u32,
+    /// `FEATURE_*` bits: what the kernel does for this VM beyond the
+    /// baseline architecture.
+    pub features: u32,
     /// Size of the flat address space: addresses `[0, mem_size)`.
     pub mem_size: u64,
     /// First heap byte (page aligned, just past the image).
@@ -53,12 +59,15 @@ pub struct InfoPage {
     pub reserved3: u32,
     /// Sectors in the VM's disk window (0: no disk); see [`crate::disk`].
     pub disk_sectors: u64,
-    /// The VM's arguments from the manifest, UTF-8.
+    /// The VM's command line (see [`CommandLine`]), UTF-8.
     pub args: [u8; ARGS_MAX],
     /// Where the kernel's state-restore code (see
     /// [`crate::layout::STATE_SWITCH_PAGE`]) continues the VM: its `rip`,
     /// `rax` and `rdx`, which that code needs for itself.
     pub resume: ResumePoint,
+    /// Wall-clock time at global-clock zero, in ns since the Unix epoch
+    /// (0: the machine did not say; wall-clock time then counts from 1970).
+    pub unix_ns_at_boot: u64,
 }
 
 /// The registers the state-restore code hands back last.
@@ -73,7 +82,7 @@ pub struct ResumePoint {
     pub rdx: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<InfoPage>() == 128 + ARGS_MAX + 24);
+const _: () = assert!(core::mem::size_of::<InfoPage>() == 128 + ARGS_MAX + 24 + 8);
 const _: () = assert!(core::mem::size_of::<InfoPage>() <= crate::layout::PAGE_SIZE as usize);
 const _: () = assert!(core::mem::size_of::<InfoPage>() <= crate::layout::PAGE_SIZE as usize);
 const _: () = assert!(core::mem::offset_of!(InfoPage, pending_events) == 80);
@@ -117,5 +126,102 @@ mod tests {
         assert!((ns as i64 - 1_000_000_000).abs() <= 1, "{ns}");
         let tsc = InfoPage::ns_to_tsc(ns, 1000, mult);
         assert!((tsc as i64 - (1000 + khz * 1000) as i64).abs() <= 3);
+    }
+}
+
+/// The command line on a VM's info page: the manifest's `args` string,
+/// then, for a service that wants them, a NUL, its program name, and a NUL
+/// before each `KEY=VALUE` of its environment:
+/// `args [\0 program (\0 KEY=VALUE)*]`. The kernel copies it unread; the
+/// CLI writes it ([`CommandLine::encode`]) and the libOS reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandLine<'a> {
+    /// The manifest's `args`, as one string.
+    pub args: &'a [u8],
+    /// The program's name (`argv[0]`), empty if none was given.
+    pub program: &'a [u8],
+    /// The environment: NUL-separated `KEY=VALUE` entries.
+    env: &'a [u8],
+}
+
+impl<'a> CommandLine<'a> {
+    /// Splits a command line as the info page holds it.
+    pub fn parse(bytes: &'a [u8]) -> Self {
+        let mut parts = bytes.splitn(3, |&b| b == 0);
+        let args = parts.next().unwrap_or_default();
+        let program = parts.next().unwrap_or_default();
+        let env = parts.next().unwrap_or_default();
+        CommandLine { args, program, env }
+    }
+
+    /// The environment's `KEY=VALUE` entries, in order.
+    pub fn env(&self) -> impl Iterator<Item = &'a [u8]> {
+        self.env.split(|&b| b == 0).filter(|entry| !entry.is_empty())
+    }
+
+    /// Writes `args`, `program` and `env` into `out`; `None` if a part
+    /// holds a NUL or the whole would not fit in [`ARGS_MAX`] bytes.
+    pub fn encode<'e>(
+        args: &str,
+        program: &str,
+        env: impl IntoIterator<Item = (&'e str, &'e str)>,
+        out: &mut [u8; ARGS_MAX],
+    ) -> Option<usize> {
+        let mut len = 0;
+        let mut put = |bytes: &[u8]| -> Option<()> {
+            let end = len + bytes.len();
+            out.get_mut(len..end)?.copy_from_slice(bytes);
+            len = end;
+            Some(())
+        };
+        let clean = |s: &str| (!s.as_bytes().contains(&0)).then_some(());
+        clean(args)?;
+        clean(program)?;
+        put(args.as_bytes())?;
+        put(b"\0")?;
+        put(program.as_bytes())?;
+        for (key, value) in env {
+            clean(key)?;
+            clean(value)?;
+            if key.is_empty() || key.contains('=') {
+                return None;
+            }
+            put(b"\0")?;
+            put(key.as_bytes())?;
+            put(b"=")?;
+            put(value.as_bytes())?;
+        }
+        Some(len)
+    }
+}
+
+#[cfg(test)]
+mod command_line_tests {
+    use super::*;
+
+    #[test]
+    fn a_command_line_round_trips() {
+        let mut out = [0u8; ARGS_MAX];
+        let len = CommandLine::encode("--port 80", "web", [("RUST_LOG", "info"), ("A", "b=c")], &mut out).unwrap();
+        let line = CommandLine::parse(&out[..len]);
+        assert_eq!(line.args, b"--port 80");
+        assert_eq!(line.program, b"web");
+        assert_eq!(line.env().collect::<alloc::vec::Vec<_>>(), [&b"RUST_LOG=info"[..], b"A=b=c"]);
+    }
+
+    #[test]
+    fn a_plain_args_string_is_a_command_line_without_program_or_env() {
+        let line = CommandLine::parse(b"--fast");
+        assert_eq!((line.args, line.program, line.env().count()), (&b"--fast"[..], &b""[..], 0));
+    }
+
+    #[test]
+    fn what_cannot_be_encoded_is_refused() {
+        let mut out = [0u8; ARGS_MAX];
+        assert_eq!(CommandLine::encode("a\0b", "p", [], &mut out), None);
+        assert_eq!(CommandLine::encode("", "p", [("K=", "v")], &mut out), None);
+        assert_eq!(CommandLine::encode("", "p", [("", "v")], &mut out), None);
+        let long = "x".repeat(ARGS_MAX);
+        assert_eq!(CommandLine::encode(&long, "p", [], &mut out), None);
     }
 }

@@ -3,7 +3,10 @@
 //! ```toml
 //! instances = 100        # VMs to boot from the image (default 1)
 //! memory = "4 MiB"       # each VM's flat address space (default 4 MiB)
-//! args = "--verbose"     # handed to every VM on its info page
+//! args = "--verbose"     # handed to every VM on its info page (std: `env::args` after the name)
+//!
+//! [env]
+//! RUST_LOG = "info"      # a std service's `std::env::var`s
 //!
 //! [network]
 //! ip = "10.0.2.15/24"    # the first instance's address; instance i takes the i-th after it
@@ -17,10 +20,11 @@
 //! that names the key.
 
 use anyhow::{Context, Result, bail};
-use denali_abi::info::ARGS_MAX;
+use denali_abi::info::{ARGS_MAX, CommandLine};
 use denali_abi::layout::{DEFAULT_MEM_SIZE, MAX_MEM_SIZE, MIN_MEM_SIZE, PAGE_SIZE};
 use denali_abi::net::Ipv4Config;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -36,6 +40,7 @@ struct Raw {
     instances: Option<i64>,
     memory: Option<Size>,
     args: Option<String>,
+    env: Option<BTreeMap<String, String>>,
     network: Option<RawNetwork>,
     disk: Option<RawDisk>,
 }
@@ -67,8 +72,12 @@ pub struct Manifest {
     pub instances: u32,
     /// Flat address space of each VM, in bytes.
     pub memory: u64,
+    /// Whether `memory` came from the manifest (not the default).
+    pub memory_set: bool,
     /// Arguments for every VM.
     pub args: String,
+    /// Environment variables for every VM (`[env]`).
+    pub env: BTreeMap<String, String>,
     /// The first VM's IPv4 configuration, if the manifest sets one (the
     /// runner picks an unused range of the default network otherwise).
     pub network: Option<Ipv4Config>,
@@ -81,7 +90,15 @@ pub const MAX_DISK_SIZE: u64 = 64 << 30;
 
 impl Default for Manifest {
     fn default() -> Self {
-        Manifest { instances: 1, memory: DEFAULT_MEM_SIZE, args: String::new(), network: None, disk: 0 }
+        Manifest {
+            instances: 1,
+            memory: DEFAULT_MEM_SIZE,
+            memory_set: false,
+            args: String::new(),
+            env: BTreeMap::new(),
+            network: None,
+            disk: 0,
+        }
     }
 }
 
@@ -105,12 +122,19 @@ impl Manifest {
         }
         if let Some(size) = raw.memory {
             manifest.memory = parse_memory(&size)?;
+            manifest.memory_set = true;
         }
         if let Some(args) = raw.args {
             if args.len() > ARGS_MAX {
                 bail!("`args` is {} bytes long; at most {ARGS_MAX} fit on a VM's info page", args.len());
             }
             manifest.args = args;
+        }
+        if let Some(env) = raw.env {
+            manifest.env = env;
+            // Checked with a placeholder name: the real one only changes
+            // the length, which `command_line` checks again.
+            manifest.command_line("")?;
         }
         if let Some(network) = raw.network {
             let config = parse_network(&network)?;
@@ -121,6 +145,43 @@ impl Manifest {
             manifest.disk = parse_disk(&disk.size)?;
         }
         Ok(manifest)
+    }
+}
+
+/// Flat memory of a std service whose manifest does not say: std gives
+/// each thread a 1 MiB stack, and only the pages a VM touches cost memory.
+pub const STD_DEFAULT_MEM_SIZE: u64 = 64 << 20;
+
+impl Manifest {
+    /// The flat memory a binary of `kind` gets.
+    pub fn memory_for(&self, kind: crate::build::Kind) -> u64 {
+        match kind {
+            crate::build::Kind::Std if !self.memory_set => STD_DEFAULT_MEM_SIZE,
+            _ => self.memory,
+        }
+    }
+
+    /// The command line on a VM's info page: the arguments, the program's
+    /// name and the environment (see [`CommandLine`]).
+    pub fn command_line(&self, program: &str) -> Result<String> {
+        if let Some(key) = self.env.keys().find(|k| k.is_empty() || k.contains(['=', '\0'])) {
+            bail!("the [env] key {key:?} is not a variable name: use one without `=`");
+        }
+        if self.args.contains('\0') || self.env.values().any(|v| v.contains('\0')) {
+            bail!("`args` and [env] values cannot hold a NUL byte");
+        }
+        let mut out = [0u8; ARGS_MAX];
+        let pairs = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        let Some(len) = CommandLine::encode(&self.args, program, pairs, &mut out) else {
+            let wanted = self.args.len()
+                + 1
+                + program.len()
+                + self.env.iter().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+            bail!(
+                "`args`, the program name and [env] come to {wanted} bytes; at most {ARGS_MAX} fit on a VM's info page: shorten them"
+            );
+        };
+        Ok(String::from_utf8(out[..len].to_vec()).expect("encoded from UTF-8 strings"))
     }
 }
 
@@ -243,7 +304,9 @@ mod tests {
     #[test]
     fn a_full_manifest_parses() {
         let m = Manifest::parse("instances = 3\nmemory = \"8 MiB\"\nargs = \"--fast\"\n").unwrap();
-        assert_eq!(m, Manifest { instances: 3, memory: 8 << 20, args: "--fast".into(), network: None, disk: 0 });
+        let expected =
+            Manifest { instances: 3, memory: 8 << 20, memory_set: true, args: "--fast".into(), ..Default::default() };
+        assert_eq!(m, expected);
         let m =
             Manifest::parse("instances = 4\n[network]\nip = \"192.168.7.20/24\"\ngateway = \"192.168.7.1\"\n").unwrap();
         let net = m.network.unwrap();
@@ -286,5 +349,23 @@ mod tests {
         }
         let long = format!("args = \"{}\"", "x".repeat(ARGS_MAX + 1));
         assert!(Manifest::parse(&long).unwrap_err().to_string().contains("`args` is 1025 bytes long"));
+    }
+
+    #[test]
+    fn env_reaches_the_command_line() {
+        let m = Manifest::parse("args = \"-v\"\n[env]\nRUST_LOG = \"info\"\nGREETING = \"hi there\"\n").unwrap();
+        let line = m.command_line("api").unwrap();
+        let parsed = CommandLine::parse(line.as_bytes());
+        assert_eq!((parsed.args, parsed.program), (&b"-v"[..], &b"api"[..]));
+        assert_eq!(parsed.env().collect::<Vec<_>>(), [&b"GREETING=hi there"[..], b"RUST_LOG=info"]);
+    }
+
+    #[test]
+    fn bad_env_is_refused_with_a_sentence() {
+        let err = Manifest::parse("[env]\n\"A=B\" = \"x\"\n").unwrap_err().to_string();
+        assert!(err.contains("is not a variable name"), "{err}");
+        let long = format!("[env]\nBIG = \"{}\"\n", "x".repeat(ARGS_MAX));
+        let err = Manifest::parse(&long).unwrap_err().to_string();
+        assert!(err.contains("at most 1024 fit"), "{err}");
     }
 }

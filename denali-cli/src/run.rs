@@ -156,14 +156,16 @@ fn assign_networks(services: &[Service]) -> Result<Vec<Ipv4Config>> {
 /// The boot bundle for `services`, and each service's first address.
 pub fn bundle(services: &[Service]) -> Result<(Vec<u8>, Vec<Ipv4Config>)> {
     let networks = assign_networks(services)?;
+    let command_lines = services.iter().map(|s| s.manifest.command_line(&s.name)).collect::<Result<Vec<String>>>()?;
     let entries: Vec<BundleSpec<'_>> = services
         .iter()
         .zip(&networks)
-        .map(|(s, &ipv4)| BundleSpec {
+        .zip(&command_lines)
+        .map(|((s, &ipv4), command_line)| BundleSpec {
             name: &s.name,
             instances: s.manifest.instances,
             image: &s.image,
-            args: &s.manifest.args,
+            args: command_line,
             ipv4,
             disk_sectors: s.manifest.disk / denali_abi::disk::SECTOR_SIZE as u64,
         })

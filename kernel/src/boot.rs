@@ -60,7 +60,7 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
         arch::exit_panic();
     };
     let state_switch = user_state::install(switch_frame, protections.user, user);
-    let clock = Clock::start(info.tsc_khz, arch::rdtsc());
+    let clock = Clock::start(info.tsc_khz, arch::rdtsc()).with_wall_clock(wall_clock(&info));
     let kernel_pml4 = Cr3::read().0.start_address().as_u64();
     // SAFETY: the loader placed the bundle at this physical range, which is
     // outside every usable region, so nothing else writes it.
@@ -220,5 +220,14 @@ fn start_nic(frames: &mut FrameAllocator, kernel_pml4: u64, mmio: u64) -> Option
             kprintln!("denali: {e}; the VMs can reach only each other");
             None
         }
+    }
+}
+
+/// Wall-clock time now, ns since the Unix epoch: the loader's word, or on
+/// a PC machine the real-time clock; 0 if neither knows.
+fn wall_clock(info: &BootInfo) -> u64 {
+    match info.unix_time_ns {
+        0 if info.flags & BOOT_FLAG_PCI != 0 => arch::rtc::now().map_or(0, |time| time.unix_ns()),
+        known => known,
     }
 }

@@ -1,7 +1,7 @@
 //! Who this VM is: its id, how many VMs booted with it, its arguments, all
 //! read from the info page the kernel maps read-only.
 
-use denali_abi::info::{INFO_MAGIC, InfoPage};
+use denali_abi::info::{CommandLine, INFO_MAGIC, InfoPage};
 use denali_abi::layout::INFO_PAGE;
 
 /// The info page.
@@ -26,9 +26,14 @@ pub fn count() -> u32 {
 
 /// This VM's arguments from its manifest ("" when it has none).
 pub fn args() -> &'static str {
+    core::str::from_utf8(command_line().args).unwrap_or("")
+}
+
+/// This VM's whole command line: arguments, program name, environment.
+pub(crate) fn command_line() -> CommandLine<'static> {
     let info = info();
     let len = (info.args_len as usize).min(info.args.len());
-    core::str::from_utf8(&info.args[..len]).unwrap_or("")
+    CommandLine::parse(&info.args[..len])
 }
 
 /// This VM's Ethernet address on the virtual segment.

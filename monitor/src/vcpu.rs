@@ -129,6 +129,9 @@ impl Machine {
             time_limit_ms: config.time_limit.map_or(0, |t| t.as_millis().max(1) as u64),
             net_mmio: if backend.is_some() { NET_MMIO_ADDR } else { 0 },
             blk_mmio: if disk_file.is_some() { BLK_MMIO_ADDR } else { 0 },
+            unix_time_ns: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_nanos() as u64),
         };
         // SAFETY: BootInfo is a #[repr(C)] struct of integers with no padding
         // (its size is asserted in denali-abi), so viewing it as bytes is sound.

@@ -19,7 +19,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::disk::Window;
 use denali_abi::image::{Image, ImageError, SEG_EXEC, SEG_WRITE};
-use denali_abi::info::{ARGS_MAX, INFO_MAGIC};
+use denali_abi::info::{ARGS_MAX, FEATURE_FS_GS_BASE, INFO_MAGIC};
 use denali_abi::layout::{CPU_STATE_PAGE, INFO_PAGE, STATE_SWITCH_PAGE};
 use denali_abi::net::Ipv4Config;
 
@@ -193,6 +193,7 @@ impl Loader<'_> {
     fn write_info_page(&self, vm: &mut Vm, args: &[u8]) {
         let layout = vm.layout;
         let (id, count, clock, ipv4, disk_sectors) = (vm.id, self.vm_count, self.clock, vm.ipv4, vm.disk.sectors);
+        let features = if self.state_switch.switches_bases() { FEATURE_FS_GS_BASE } else { 0 };
         let info = vm.info_mut();
         info.magic = INFO_MAGIC;
         info.abi_version = denali_abi::ABI_VERSION;
@@ -205,6 +206,8 @@ impl Loader<'_> {
         info.tsc_khz = clock.tsc_khz;
         info.tsc_mult = clock.tsc_mult;
         info.tsc_base = clock.tsc_base;
+        info.unix_ns_at_boot = clock.unix_ns_at_boot;
+        info.features = features;
         let args = &args[..args.len().min(ARGS_MAX)];
         info.args[..args.len()].copy_from_slice(args);
         info.args_len = args.len() as u32;

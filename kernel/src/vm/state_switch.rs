@@ -18,13 +18,25 @@ pub struct StateSwitch {
     save: u64,
     restore: u64,
     selectors: UserSelectors,
+    bases: bool,
 }
 
 impl StateSwitch {
     /// The page whose routines start at flat addresses `save` and
     /// `restore`, in `frame`; VMs run them with `selectors`.
     pub fn new(frame: u64, save: u64, restore: u64, selectors: UserSelectors) -> StateSwitch {
-        StateSwitch { frame, save, restore, selectors }
+        StateSwitch { frame, save, restore, selectors, bases: false }
+    }
+
+    /// The same page, whose routines also switch the FS and GS bases.
+    pub fn switching_bases(self) -> StateSwitch {
+        StateSwitch { bases: true, ..self }
+    }
+
+    /// Whether the routines switch the FS and GS bases, so a VM may set
+    /// them (`FEATURE_FS_GS_BASE` on its info page).
+    pub fn switches_bases(&self) -> bool {
+        self.bases
     }
 
     /// Where the save routine starts.

@@ -30,6 +30,7 @@ pub mod gdt;
 pub mod machine;
 pub mod pic;
 pub mod pvh;
+pub mod rtc;
 pub mod serial;
 pub mod trap;
 pub mod user_state;

@@ -169,6 +169,7 @@ static mut BOOT_INFO: BootInfo = BootInfo {
     time_limit_ms: 0,
     net_mmio: 0,
     blk_mmio: 0,
+    unix_time_ns: 0,
 };
 
 unsafe extern "C" {
@@ -194,6 +195,7 @@ extern "C" fn pvh_boot_info(start_info: u64) -> u64 {
         time_limit_ms: 0,
         net_mmio: 0,
         blk_mmio: 0,
+        unix_time_ns: 0,
     };
     let low = (0, 1 << 20);
     let kernel = (KERNEL_PHYS_LOAD, phys::kernel_virt_to_phys(core::ptr::addr_of!(__kernel_end) as u64));

@@ -240,5 +240,6 @@ pub fn install(frame: u64, features: Features, selectors: UserSelectors) -> Stat
             (false, _) => (in_page(&denali_save_fxsave), in_page(&denali_restore_fxsave)),
         }
     };
-    StateSwitch::new(frame, save, restore, selectors)
+    let switch = StateSwitch::new(frame, save, restore, selectors);
+    if features.xcr0.is_some() && features.fsgsbase { switch.switching_bases() } else { switch }
 }
