@@ -12,6 +12,7 @@ PHDRS {
     text PT_LOAD FLAGS(5);
     rodata PT_LOAD FLAGS(4);
     data PT_LOAD FLAGS(6);
+    tls PT_TLS FLAGS(4);
 }
 
 SECTIONS {
@@ -22,6 +23,11 @@ SECTIONS {
     .eh_frame_hdr : { *(.eh_frame_hdr) } :rodata
     .eh_frame : { KEEP(*(.eh_frame)) } :rodata
     . = ALIGN(4096);
+    /* Thread-local storage (std services): the initial image every thread's
+       block is copied from; the libOS reads its bounds from these symbols. */
+    .tdata : { __denali_tls_start = .; *(.tdata .tdata.*) __denali_tdata_end = .; } :data :tls
+    .tbss : { *(.tbss .tbss.*) *(.tcommon) __denali_tls_end = .; } :data :tls
+    __denali_tls_align = MAX(ALIGNOF(.tdata), ALIGNOF(.tbss));
     .data : { *(.data .data.*) *(.got .got.*) } :data
     .bss : { *(.bss .bss.*) *(COMMON) } :data
     /DISCARD/ : { *(.comment) *(.note .note.*) }

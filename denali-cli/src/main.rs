@@ -49,7 +49,8 @@ enum Command {
         /// The service's name (also its directory).
         name: String,
         /// The template to start from: hello, http (a web server), echo (TCP
-        /// echo) or disk (counts its boots on its own disk).
+        /// echo), disk (counts its boots on its own disk) or std (an
+        /// ordinary Rust program using the standard library).
         #[arg(long, default_value = "hello")]
         template: String,
     },

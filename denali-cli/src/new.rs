@@ -35,8 +35,16 @@ const DISK: Template = &[
     ("Denali.toml", include_str!("../../templates/disk/Denali.toml")),
 ];
 
+const STD: Template = &[
+    CARGO_TOML,
+    GITIGNORE,
+    ("src/main.rs", include_str!("../../templates/std/src/main.rs")),
+    ("Denali.toml", include_str!("../../templates/std/Denali.toml")),
+];
+
 /// Template names and their files.
-pub const TEMPLATES: &[(&str, Template)] = &[("hello", HELLO), ("http", HTTP), ("echo", ECHO), ("disk", DISK)];
+pub const TEMPLATES: &[(&str, Template)] =
+    &[("hello", HELLO), ("http", HTTP), ("echo", ECHO), ("disk", DISK), ("std", STD)];
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();

@@ -15,9 +15,15 @@ pub fn libos() -> PathBuf {
     repo_root().join("libos")
 }
 
-/// The service target spec.
+/// The target spec of `#![no_std]` services.
 pub fn target_spec() -> PathBuf {
     repo_root().join("target-specs").join("x86_64-denali.json")
+}
+
+/// The target spec of `std` services: std's Hermit platform layer, which
+/// the `denali` crate provides.
+pub fn std_target_spec() -> PathBuf {
+    repo_root().join("target-specs").join("x86_64-denali-std.json")
 }
 
 /// The isolation kernel's crate.

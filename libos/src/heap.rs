@@ -5,7 +5,7 @@
 use linked_list_allocator::LockedHeap;
 
 #[global_allocator]
-static HEAP: LockedHeap = LockedHeap::empty();
+pub(crate) static HEAP: LockedHeap = LockedHeap::empty();
 
 /// Hands the heap range from the info page to the allocator. Called once.
 pub(crate) fn init() {

@@ -32,7 +32,10 @@ pub mod time;
 pub mod vm;
 
 mod heap;
+#[cfg(target_os = "hermit")]
+mod hermit;
 mod rt;
+mod tls;
 
 /// Marks the function the service starts in (see the crate docs).
 pub use denali_macros::main;

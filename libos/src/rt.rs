@@ -1,7 +1,9 @@
 //! Start-up and the panic handler.
 
+#[cfg(not(target_os = "hermit"))]
 use crate::{println, process};
 
+#[cfg(not(target_os = "hermit"))]
 unsafe extern "Rust" {
     // Defined by #[denali::main].
     fn __denali_main();
@@ -13,12 +15,19 @@ unsafe extern "Rust" {
 #[unsafe(link_section = ".text._start")]
 extern "C" fn _start() -> ! {
     crate::heap::init();
-    // SAFETY: #[denali::main] defines __denali_main as a safe fn().
-    unsafe { __denali_main() };
-    process::exit(0)
+    #[cfg(target_os = "hermit")]
+    crate::hermit::start();
+    #[cfg(not(target_os = "hermit"))]
+    {
+        // SAFETY: #[denali::main] defines __denali_main as a safe fn().
+        unsafe { __denali_main() };
+        process::exit(0)
+    }
 }
 
 /// Panics print where and why, as `std` does, and exit with status 101.
+/// (A std service has std's own.)
+#[cfg(not(target_os = "hermit"))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("{info}");

@@ -35,6 +35,9 @@ enum State {
     Sleeping,
     Joining,
     WaitingForEvent,
+    /// Waiting on a key (a futex address) until `unpark` or its deadline.
+    #[cfg_attr(not(target_os = "hermit"), allow(dead_code))]
+    Parked,
     Finished,
 }
 
@@ -53,6 +56,32 @@ struct Thread {
     /// How many threads had this slot before (a `JoinHandle` of one of
     /// them sees its thread finished).
     generation: u64,
+    /// The FS base this thread runs with (its thread-local storage), 0 for
+    /// none; and the block it points into.
+    fs_base: u64,
+    tls: Option<Box<[u8]>>,
+    /// The key a `Parked` thread waits on, and whether its wait ended by
+    /// its deadline rather than `unpark`.
+    parked_on: Option<usize>,
+    timed_out: bool,
+}
+
+impl Thread {
+    fn new(rsp: u64, stack: Option<Box<[core::mem::MaybeUninit<u8>]>>, entry: Option<Box<dyn FnOnce()>>) -> Self {
+        Thread {
+            rsp,
+            stack,
+            state: State::Ready,
+            entry,
+            joiners: Vec::new(),
+            deadline: None,
+            generation: 0,
+            fs_base: 0,
+            tls: None,
+            parked_on: None,
+            timed_out: false,
+        }
+    }
 }
 
 struct Runtime {
@@ -69,6 +98,8 @@ struct Runtime {
     free: Vec<ThreadId>,
     /// Threads waiting for one of these event bits.
     event_waiters: Vec<(ThreadId, u64)>,
+    /// Parked threads by key, in the order they parked.
+    parked: BTreeMap<usize, VecDeque<ThreadId>>,
 }
 
 /// The runtime of this VM's threads. A VM has one CPU and the kernel never
@@ -85,21 +116,14 @@ static RUNTIME: Local = Local(RefCell::new(None));
 fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
     let mut slot = RUNTIME.0.borrow_mut();
     let rt = slot.get_or_insert_with(|| Runtime {
-        threads: alloc::vec![Thread {
-            rsp: 0,
-            stack: None,
-            state: State::Ready,
-            entry: None,
-            joiners: Vec::new(),
-            deadline: None,
-            generation: 0,
-        }],
+        threads: alloc::vec![Thread::new(0, None, None)],
         current: 0,
         ready: VecDeque::new(),
         sleepers: BTreeMap::new(),
         dead: Vec::new(),
         free: Vec::new(),
         event_waiters: Vec::new(),
+        parked: BTreeMap::new(),
     });
     f(rt)
 }
@@ -184,6 +208,10 @@ fn schedule() {
                 rt.sleepers.remove(&(due, id));
                 rt.threads[id].deadline = None;
                 rt.event_waiters.retain(|&(waiter, _)| waiter != id);
+                if let Some(key) = rt.threads[id].parked_on.take() {
+                    rt.unlist_parked(key, id);
+                    rt.threads[id].timed_out = true;
+                }
                 rt.threads[id].state = State::Ready;
                 rt.ready.push_back(id);
             }
@@ -206,6 +234,18 @@ fn schedule() {
     }
 }
 
+impl Runtime {
+    /// Takes `id` off the list of threads parked on `key`.
+    fn unlist_parked(&mut self, key: usize, id: ThreadId) {
+        if let Some(queue) = self.parked.get_mut(&key) {
+            queue.retain(|&waiter| waiter != id);
+            if queue.is_empty() {
+                self.parked.remove(&key);
+            }
+        }
+    }
+}
+
 /// Switches from the current thread to `next` (which may be itself).
 fn switch_to(next: ThreadId) {
     let switch = with(|rt| {
@@ -215,9 +255,12 @@ fn switch_to(next: ThreadId) {
         }
         rt.current = next;
         let from: *mut u64 = &mut rt.threads[current].rsp;
-        Some((from, rt.threads[next].rsp))
+        Some((from, rt.threads[next].rsp, rt.threads[next].fs_base))
     });
-    if let Some((from, to)) = switch {
+    if let Some((from, to, fs_base)) = switch {
+        if fs_base != 0 {
+            crate::tls::set_fs_base(fs_base);
+        }
         // SAFETY: `from` points into the runtime's thread table, which is
         // not moved while a switch is in flight (no thread is spawned
         // between here and the save); `to` was saved by switch_stacks or
@@ -233,6 +276,7 @@ fn switch_to(next: ThreadId) {
                 rt.dead.push(id);
             } else {
                 rt.threads[id].stack = None;
+                rt.threads[id].tls = None;
                 rt.free.push(id);
             }
         }
@@ -299,6 +343,60 @@ fn park(events: u64, due_ns: Option<u64>) {
     schedule();
 }
 
+/// How a wait on a key ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // used by std's platform layer
+pub(crate) enum Wake {
+    /// Another thread called [`unpark`] on the key.
+    Unparked,
+    /// The deadline came first.
+    TimedOut,
+}
+
+/// Parks the running thread on `key` until [`unpark`] wakes it or
+/// global-clock time `due_ns` comes (the futexes under std's locks).
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // used by std's platform layer
+pub(crate) fn park_on(key: usize, due_ns: Option<u64>) -> Wake {
+    with(|rt| {
+        let current = rt.current;
+        let thread = &mut rt.threads[current];
+        thread.state = State::Parked;
+        thread.parked_on = Some(key);
+        thread.timed_out = false;
+        if let Some(due) = due_ns {
+            thread.deadline = Some(due);
+            rt.sleepers.insert((due, current), ());
+        }
+        rt.parked.entry(key).or_default().push_back(current);
+    });
+    schedule();
+    with(|rt| if rt.threads[rt.current].timed_out { Wake::TimedOut } else { Wake::Unparked })
+}
+
+/// Makes ready up to `count` threads parked on `key`, first parked first;
+/// returns how many.
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // used by std's platform layer
+pub(crate) fn unpark(key: usize, count: usize) -> usize {
+    with(|rt| {
+        let mut woken = 0;
+        while woken < count {
+            let Some(id) = rt.parked.get_mut(&key).and_then(VecDeque::pop_front) else { break };
+            let thread = &mut rt.threads[id];
+            thread.parked_on = None;
+            if let Some(due) = thread.deadline.take() {
+                rt.sleepers.remove(&(due, id));
+            }
+            rt.threads[id].state = State::Ready;
+            rt.ready.push_back(id);
+            woken += 1;
+        }
+        if rt.parked.get(&key).is_some_and(VecDeque::is_empty) {
+            rt.parked.remove(&key);
+        }
+        woken
+    })
+}
+
 /// A handle to wait for a thread and take what it returned.
 pub struct JoinHandle<T> {
     id: ThreadId,
@@ -325,20 +423,33 @@ impl<T> JoinHandle<T> {
 
     /// Waits for the thread to finish and returns its result.
     pub fn join(self) -> T {
-        let finished = with(|rt| {
-            if self.finished(rt) {
-                return true;
-            }
-            let current = rt.current;
-            rt.threads[current].state = State::Joining;
-            rt.threads[self.id].joiners.push(current);
-            false
-        });
-        if !finished {
-            schedule();
-        }
+        join_raw(self.id, self.generation);
         self.result.take().expect("a finished thread left its result")
     }
+}
+
+/// Waits until the thread in slot `id`, generation `generation`, has
+/// finished.
+pub(crate) fn join_raw(id: ThreadId, generation: u64) {
+    let finished = with(|rt| {
+        let thread = &rt.threads[id];
+        if thread.generation != generation || matches!(thread.state, State::Finished) {
+            return true;
+        }
+        let current = rt.current;
+        rt.threads[current].state = State::Joining;
+        rt.threads[id].joiners.push(current);
+        false
+    });
+    if !finished {
+        schedule();
+    }
+}
+
+/// Whether slot `id` holds a thread of `generation` (finished or not).
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // used by std's platform layer
+pub(crate) fn exists(id: ThreadId, generation: u64) -> bool {
+    with(|rt| rt.threads.get(id).is_some_and(|t| t.generation == generation))
 }
 
 /// Starts `f` on a new green thread; it first runs when the caller next
@@ -351,28 +462,42 @@ where
     let result = Rc::new(Cell::new(None));
     let slot = result.clone();
     let entry: Box<dyn FnOnce()> = Box::new(move || slot.set(Some(f())));
+    let (id, generation) = spawn_raw(entry, STACK_SIZE).expect("no memory for a thread's stack");
+    JoinHandle { id, generation, result }
+}
+
+/// Starts `entry` on a new green thread with a stack of `stack_size` bytes
+/// (and its own thread-local storage, if the image has any); returns its
+/// slot and generation, or `None` if the heap has no room for them.
+pub(crate) fn spawn_raw(entry: Box<dyn FnOnce()>, stack_size: usize) -> Option<(ThreadId, u64)> {
+    let stack_size = stack_size.max(4096).next_multiple_of(16);
     // Not zeroed: a stack is written before it is read, and untouched
     // pages of a fresh allocation are never faulted in (each first touch
     // costs the kernel a page fault).
-    let mut stack = Box::<[u8]>::new_uninit_slice(STACK_SIZE);
+    let mut stack = Vec::new();
+    stack.try_reserve_exact(stack_size).ok()?;
+    // SAFETY: the capacity is reserved; MaybeUninit bytes need no
+    // initialisation.
+    unsafe { stack.set_len(stack_size) };
+    let mut stack: Box<[core::mem::MaybeUninit<u8>]> = stack.into_boxed_slice();
+    let tls = crate::tls::new_block();
+    if tls.is_none() && crate::tls::wanted() {
+        return None;
+    }
     // The first switch pops six registers and returns into thread_start with
     // the stack as a call would leave it (16-byte aligned before the call).
-    let top = (stack.as_mut_ptr() as u64 + STACK_SIZE as u64) & !15;
+    let top = (stack.as_mut_ptr() as u64 + stack_size as u64) & !15;
     let return_slot = top - 16;
     // SAFETY: `return_slot` and the 48 bytes below it lie inside `stack`,
     // which the thread table keeps alive until the thread has finished.
     unsafe { ((return_slot) as *mut u64).write(thread_start as *const () as u64) };
     let rsp = return_slot - 6 * 8;
-    let (id, generation) = with(|rt| {
-        let mut thread = Thread {
-            rsp,
-            stack: Some(stack),
-            state: State::Ready,
-            entry: Some(entry),
-            joiners: Vec::new(),
-            deadline: None,
-            generation: 0,
-        };
+    Some(with(|rt| {
+        let mut thread = Thread::new(rsp, Some(stack), Some(entry));
+        if let Some((block, fs_base)) = tls {
+            thread.tls = Some(block);
+            thread.fs_base = fs_base;
+        }
         let id = match rt.free.pop() {
             Some(id) => {
                 thread.generation = rt.threads[id].generation + 1;
@@ -386,6 +511,19 @@ where
         };
         rt.ready.push_back(id);
         (id, rt.threads[id].generation)
+    }))
+}
+
+/// Gives the running thread (at start-up, the main thread) its own
+/// thread-local storage; false if the heap has no room.
+#[cfg(target_os = "hermit")]
+pub(crate) fn give_main_thread_tls() -> bool {
+    let Some((block, fs_base)) = crate::tls::new_block() else { return !crate::tls::wanted() };
+    crate::tls::set_fs_base(fs_base);
+    with(|rt| {
+        let current = rt.current;
+        rt.threads[current].tls = Some(block);
+        rt.threads[current].fs_base = fs_base;
     });
-    JoinHandle { id, generation, result }
+    true
 }

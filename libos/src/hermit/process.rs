@@ -1,0 +1,48 @@
+//! The process: exit, abort, ids, errno, how many CPUs.
+
+use super::entry::PANICKED;
+use core::sync::atomic::Ordering;
+
+/// What `abort` exits with: a panicking program's 101, or the 134 a shell
+/// reports for SIGABRT.
+const PANIC_STATUS: i32 = 101;
+const ABORT_STATUS: i32 = 134;
+
+#[unsafe(no_mangle)]
+extern "C" fn sys_exit(status: i32) -> ! {
+    crate::process::exit(status)
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn sys_abort() -> ! {
+    crate::process::exit(if PANICKED.load(Ordering::Relaxed) { PANIC_STATUS } else { ABORT_STATUS })
+}
+
+/// The VM's id: one "process" per VM.
+#[unsafe(no_mangle)]
+extern "C" fn sys_getpid() -> i32 {
+    crate::vm::id() as i32
+}
+
+/// No call here sets a global errno (each returns its error), so there is
+/// never one to report.
+#[unsafe(no_mangle)]
+extern "C" fn sys_get_errno() -> i32 {
+    0
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn sys_errno() -> i32 {
+    0
+}
+
+/// A Denali VM has one virtual CPU; its threads take turns on it.
+#[unsafe(no_mangle)]
+extern "C" fn sys_available_parallelism() -> usize {
+    1
+}
+
+#[unsafe(no_mangle)]
+extern "C" fn sys_get_processor_count() -> usize {
+    1
+}
