@@ -175,7 +175,7 @@ extern "C" fn thread_start() -> ! {
 }
 
 /// Makes ready every thread waiting for one of the bits in `events`.
-fn wake_event_waiters(events: u64) {
+pub(crate) fn wake_event_waiters(events: u64) {
     with(|rt| {
         let (woken, waiting): (Vec<_>, Vec<_>) = rt.event_waiters.drain(..).partition(|(_, mask)| mask & events != 0);
         rt.event_waiters = waiting;

@@ -1,7 +1,8 @@
-//! File descriptors 0-2: standard output and error go to the VM's console;
-//! standard input is empty (a VM has no terminal).
+//! Reading, writing and closing descriptors: 0-2 are the console (standard
+//! output and error go to it; standard input is empty: a VM has no
+//! terminal), the rest are sockets.
 
-use super::fail;
+use super::{fail, fd, socket};
 use hermit_abi::{EBADF, EINVAL, iovec};
 
 const STDIN: i32 = 0;
@@ -20,8 +21,15 @@ unsafe extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
             }
             len as isize
         }
-        _ => fail(EBADF) as isize,
+        STDIN => fail(EBADF) as isize,
+        _ if buf.is_null() && len != 0 => fail(hermit_abi::EFAULT) as isize,
+        // SAFETY: the caller's contract.
+        _ => sized(socket::write(fd, if len == 0 { &[] } else { unsafe { core::slice::from_raw_parts(buf, len) } })),
     }
+}
+
+fn sized(result: Result<usize, i32>) -> isize {
+    result.map_or_else(|e| fail(e) as isize, |n| n as isize)
 }
 
 /// # Safety
@@ -48,27 +56,43 @@ unsafe extern "C" fn sys_writev(fd: i32, iov: *const iovec, count: usize) -> isi
 /// # Safety
 /// `buf` points to `len` writable bytes.
 #[unsafe(no_mangle)]
-unsafe extern "C" fn sys_read(fd: i32, _buf: *mut u8, _len: usize) -> isize {
+unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
     match fd {
         STDIN => 0,
-        _ => fail(EBADF) as isize,
+        STDOUT | STDERR => fail(EBADF) as isize,
+        _ if buf.is_null() && len != 0 => fail(hermit_abi::EFAULT) as isize,
+        // SAFETY: the caller's contract.
+        _ => sized(socket::read(
+            fd,
+            if len == 0 { &mut [] } else { unsafe { core::slice::from_raw_parts_mut(buf, len) } },
+        )),
     }
 }
 
 /// # Safety
-/// `iov` points to `count` `iovec`s.
+/// `iov` points to `count` `iovec`s, each naming writable bytes.
 #[unsafe(no_mangle)]
-unsafe extern "C" fn sys_readv(fd: i32, _iov: *const iovec, _count: usize) -> isize {
-    match fd {
-        STDIN => 0,
-        _ => fail(EBADF) as isize,
+unsafe extern "C" fn sys_readv(fd: i32, iov: *const iovec, count: usize) -> isize {
+    if count > hermit_abi::IOV_MAX {
+        return fail(EINVAL) as isize;
     }
+    // One read, into the first buffer that has room: a read returns what
+    // is there, and a short read is allowed.
+    for i in 0..count {
+        // SAFETY: the caller's contract.
+        let v = unsafe { iov.add(i).read() };
+        if v.iov_len != 0 {
+            // SAFETY: the caller's contract.
+            return unsafe { sys_read(fd, v.iov_base.cast(), v.iov_len) };
+        }
+    }
+    0
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn sys_close(fd: i32) -> i32 {
     match fd {
         STDIN | STDOUT | STDERR => 0,
-        _ => fail(EBADF),
+        _ => fd::remove(fd).map_or_else(fail, |()| 0),
     }
 }

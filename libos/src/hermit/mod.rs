@@ -9,9 +9,11 @@
 
 mod entropy;
 mod entry;
+mod fd;
 mod io;
 mod memory;
 mod process;
+mod socket;
 mod thread;
 mod time;
 

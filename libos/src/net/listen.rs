@@ -89,6 +89,12 @@ impl Listeners {
         handles
     }
 
+    /// Whether `port` has a connection waiting for `accept`.
+    #[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+    pub(crate) fn has_pending(&self, port: u16) -> bool {
+        self.ports.get(&port).is_some_and(|p| !p.ready.is_empty())
+    }
+
     /// Takes the oldest connection on `port` waiting for `accept` (the
     /// caller refreshes the port: there is room in its backlog now).
     pub(crate) fn accept(&mut self, port: u16) -> Option<SocketHandle> {

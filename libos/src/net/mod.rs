@@ -22,9 +22,9 @@
 
 pub mod frame;
 mod listen;
-mod stack;
-mod tcp;
-mod udp;
+pub(crate) mod stack;
+pub(crate) mod tcp;
+pub(crate) mod udp;
 
 pub use core::net::{Ipv4Addr, SocketAddrV4};
 pub use listen::BACKLOG;

@@ -6,6 +6,10 @@
 //! received) and after (sending what the operation queued), so no
 //! background thread is needed. A waiting thread sleeps until a frame
 //! arrives or smoltcp's next timer (a retransmission, a delayed ACK) is due.
+//!
+//! Traffic to `127.0.0.0/8` and to the VM's own address stays inside the
+//! VM, as on Linux: the device hands such frames (and the ARP requests
+//! that precede them) straight back to the stack instead of the NIC.
 
 extern crate alloc;
 
@@ -14,14 +18,16 @@ use super::listen::{self, Listeners};
 use crate::io::{Error, ErrorKind, Result};
 use crate::time::Instant;
 use alloc::boxed::Box;
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use denali_abi::hypercall::{EVENT_NET_RX, FRAME_MAX};
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant as NetInstant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address};
+use smoltcp::wire::{
+    ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, Ipv4Address, Ipv4Packet,
+};
 
 /// How long a closed stream may wait for its peer's answers before it is
 /// aborted and freed.
@@ -29,6 +35,54 @@ const ORPHAN_TIMEOUT_SECS: u64 = 60;
 
 /// First port handed out for connections and unbound sockets.
 const EPHEMERAL_FIRST: u16 = 49_152;
+
+/// Frames on their way from the VM back to itself; more are dropped, as a
+/// full queue would drop them (TCP sends them again).
+const LOOPBACK_FRAMES: usize = 64;
+
+/// The loopback network, `127.0.0.0/8`.
+const LOOPBACK: IpCidr = IpCidr::Ipv4(smoltcp::wire::Ipv4Cidr::new(Ipv4Address::new(127, 0, 0, 1), 8));
+
+/// Frames the VM sends to itself, and what makes a frame one.
+struct Loopback {
+    frames: VecDeque<Vec<u8>>,
+    /// Frames taken back in so far: threads waiting for the network are
+    /// woken when this moves, as a frame from the NIC would wake them.
+    delivered: u64,
+    address: Ipv4Address,
+    mac: EthernetAddress,
+}
+
+impl Loopback {
+    fn is_local(&self, ip: Ipv4Address) -> bool {
+        ip == self.address || LOOPBACK.contains_addr(&ip.into())
+    }
+
+    /// Takes `frame` if it is for this VM (an IPv4 packet to a local
+    /// address, or an ARP packet asking for or answering one); returns
+    /// whether it did.
+    fn take(&mut self, frame: &[u8]) -> bool {
+        let Ok(eth) = EthernetFrame::new_checked(frame) else { return false };
+        let local = match eth.ethertype() {
+            EthernetProtocol::Ipv4 => {
+                Ipv4Packet::new_checked(eth.payload()).is_ok_and(|ip| self.is_local(ip.dst_addr()))
+            }
+            EthernetProtocol::Arp => ArpPacket::new_checked(eth.payload()).is_ok_and(|arp| {
+                arp.target_protocol_addr().try_into().is_ok_and(|ip: [u8; 4]| self.is_local(ip.into()))
+            }),
+            _ => false,
+        };
+        if local && self.frames.len() < LOOPBACK_FRAMES {
+            let mut copy = frame.to_vec();
+            // Addressed to this VM's MAC, whatever smoltcp resolved.
+            if eth.ethertype() == EthernetProtocol::Ipv4 {
+                copy[..6].copy_from_slice(self.mac.as_bytes());
+            }
+            self.frames.push_back(copy);
+        }
+        local
+    }
+}
 
 /// The virtual NIC as a smoltcp device.
 struct Vnic {
@@ -42,10 +96,11 @@ struct Vnic {
     full: BTreeSet<u16>,
     /// The destination port of the last TCP segment handed to smoltcp.
     last_tcp_port: Option<u16>,
+    loopback: Loopback,
 }
 
 struct RxToken<'a>(&'a [u8]);
-struct TxToken;
+struct TxToken<'a>(&'a mut Loopback);
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -53,23 +108,48 @@ impl phy::RxToken for RxToken<'_> {
     }
 }
 
-impl phy::TxToken for TxToken {
+impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let mut buf = [0u8; FRAME_MAX];
         let len = len.min(FRAME_MAX);
         let result = f(&mut buf[..len]);
-        // The switch drops what nobody takes, as a wire would; a refused
-        // frame is smoltcp's bug, and TCP retransmits it anyway.
-        let _ = frame::send(&buf[..len]);
+        if !self.0.take(&buf[..len]) {
+            // The switch drops what nobody takes, as a wire would; a refused
+            // frame is smoltcp's bug, and TCP retransmits it anyway.
+            let _ = frame::send(&buf[..len]);
+        }
         result
+    }
+}
+
+impl Vnic {
+    /// Notes the TCP port of the frame now in `rx` (for the listeners);
+    /// false if it is a SYN for a port whose backlog is full.
+    fn admit(&mut self, len: usize) -> bool {
+        self.last_tcp_port = None;
+        if let Some((port, syn)) = listen::tcp_destination(&self.rx[..len]) {
+            if syn && self.full.contains(&port) {
+                return false;
+            }
+            self.last_tcp_port = Some(port);
+        }
+        true
     }
 }
 
 impl Device for Vnic {
     type RxToken<'a> = RxToken<'a>;
-    type TxToken<'a> = TxToken;
+    type TxToken<'a> = TxToken<'a>;
 
-    fn receive(&mut self, _now: NetInstant) -> Option<(RxToken<'_>, TxToken)> {
+    fn receive(&mut self, _now: NetInstant) -> Option<(RxToken<'_>, TxToken<'_>)> {
+        while let Some(looped) = self.loopback.frames.pop_front() {
+            self.loopback.delivered += 1;
+            let len = looped.len().min(FRAME_MAX);
+            self.rx[..len].copy_from_slice(&looped[..len]);
+            if self.admit(len) {
+                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.loopback)));
+            }
+        }
         if let Some(seen) = self.empty_at
             && !super::frames_may_wait(seen)
         {
@@ -81,19 +161,14 @@ impl Device for Vnic {
                 self.empty_at = Some(arrived);
                 return None;
             };
-            self.last_tcp_port = None;
-            if let Some((port, syn)) = listen::tcp_destination(&self.rx[..len]) {
-                if syn && self.full.contains(&port) {
-                    continue;
-                }
-                self.last_tcp_port = Some(port);
+            if self.admit(len) {
+                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.loopback)));
             }
-            return Some((RxToken(&self.rx[..len]), TxToken));
         }
     }
 
-    fn transmit(&mut self, _now: NetInstant) -> Option<TxToken> {
-        Some(TxToken)
+    fn transmit(&mut self, _now: NetInstant) -> Option<TxToken<'_>> {
+        Some(TxToken(&mut self.loopback))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -148,11 +223,14 @@ impl Stack {
         let mut iface_config = Config::new(HardwareAddress::Ethernet(mac));
         // SAFETY: rdtsc is allowed in ring 3 (the kernel leaves CR4.TSD clear).
         iface_config.random_seed = unsafe { core::arch::x86_64::_rdtsc() } ^ u64::from(info.vm_id) << 40;
-        let mut vnic = Vnic { rx: [0; FRAME_MAX], empty_at: None, full: BTreeSet::new(), last_tcp_port: None };
-        let mut iface = Interface::new(iface_config, &mut vnic, now());
         let address = Ipv4Address::from(config.address);
+        let loopback = Loopback { frames: VecDeque::new(), delivered: 0, address, mac };
+        let mut vnic =
+            Vnic { rx: [0; FRAME_MAX], empty_at: None, full: BTreeSet::new(), last_tcp_port: None, loopback };
+        let mut iface = Interface::new(iface_config, &mut vnic, now());
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(address.into(), config.prefix_len));
+            let _ = addrs.push(LOOPBACK);
         });
         if config.gateway != [0; 4] {
             let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(config.gateway));
@@ -176,12 +254,21 @@ impl Stack {
     pub(crate) fn poll(&mut self) {
         let now = now();
         self.iface.poll_maintenance(now);
-        while self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets) != PollIngressSingleResult::None {
-            if let Some(port) = self.vnic.last_tcp_port.take() {
-                self.refresh_listener(port);
+        // Frames the VM sends itself are taken in at once; a conversation
+        // with itself settles in a few rounds (bounded all the same).
+        for _ in 0..LOOPBACK_FRAMES {
+            while self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets)
+                != PollIngressSingleResult::None
+            {
+                if let Some(port) = self.vnic.last_tcp_port.take() {
+                    self.refresh_listener(port);
+                }
+            }
+            while self.iface.poll_egress(now, &mut self.vnic, &mut self.sockets) != PollResult::None {}
+            if self.vnic.loopback.frames.is_empty() {
+                break;
             }
         }
-        while self.iface.poll_egress(now, &mut self.vnic, &mut self.sockets) != PollResult::None {}
         // A full backlog drops SYNs before smoltcp sees them, so no packet
         // would refresh it: look again as handshakes time out and memory
         // frees.
@@ -227,6 +314,12 @@ impl Stack {
         }
         self.vnic.full.remove(&port);
         self.release_port(Protocol::Tcp, port);
+    }
+
+    /// Whether listening port `port` has a connection waiting for `accept`.
+    #[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+    pub(crate) fn has_pending(&self, port: u16) -> bool {
+        self.listeners.has_pending(port)
     }
 
     /// The oldest connection on listening port `port` not yet accepted.
@@ -281,11 +374,11 @@ impl Stack {
         self.poll();
     }
 
-    /// Binds `addr` (this VM's address or `0.0.0.0`; port 0 picks a free
-    /// one) for `protocol` and returns the port.
+    /// Binds `addr` (this VM's address, a loopback address or `0.0.0.0`;
+    /// port 0 picks a free one) for `protocol` and returns the port.
     pub(crate) fn bind(&mut self, protocol: Protocol, addr: core::net::SocketAddrV4) -> Result<u16> {
         let ip = *addr.ip();
-        if !ip.is_unspecified() && Ipv4Address::from(ip.octets()) != self.address {
+        if !ip.is_unspecified() && !self.vnic.loopback.is_local(Ipv4Address::from(ip.octets())) {
             return Err(Error::new(ErrorKind::AddrNotAvailable, "that address is not this VM's"));
         }
         self.claim_port(protocol, addr.port())
@@ -316,31 +409,81 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Stack) -> R) -> Result<R> {
     Ok(f(slot.as_mut().expect("made above")))
 }
 
+/// How long an operation may wait for its socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Wait {
+    /// Until it can be done.
+    Forever,
+    /// Until this global-clock time (ns), then `WouldBlock` (a timeout).
+    #[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+    Until(u64),
+    /// Not at all: `WouldBlock` if it cannot be done now (non-blocking).
+    Never,
+}
+
+impl Wait {
+    /// A wait of at most `timeout` from now (`None`: for ever).
+    #[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+    pub(crate) fn at_most(timeout: Option<core::time::Duration>) -> Wait {
+        match timeout {
+            None => Wait::Forever,
+            Some(t) => {
+                let ns = u64::try_from(t.as_nanos()).unwrap_or(u64::MAX);
+                Wait::Until(Instant::now().as_nanos_since_boot().saturating_add(ns))
+            }
+        }
+    }
+}
+
 /// Polls until `ready` has an answer, parking the calling thread between
 /// tries until a frame arrives or the stack's next timer is due. Every call
 /// is a scheduling point: the other ready threads run first, so one busy
 /// connection cannot starve the others.
-pub(crate) fn block_on<T>(mut ready: impl FnMut(&mut Stack) -> Option<Result<T>>) -> Result<T> {
-    crate::thread::yield_if_others_ready();
+pub(crate) fn block_on<T>(ready: impl FnMut(&mut Stack) -> Option<Result<T>>) -> Result<T> {
+    wait(Wait::Forever, ready)
+}
+
+/// As [`block_on`], waiting at most as long as `wait` says.
+pub(crate) fn wait<T>(wait: Wait, mut ready: impl FnMut(&mut Stack) -> Option<Result<T>>) -> Result<T> {
+    if wait != Wait::Never {
+        crate::thread::yield_if_others_ready();
+    }
     loop {
-        let (outcome, delay) = with(|stack| {
+        let (outcome, delay, looped) = with(|stack| {
+            let delivered = stack.vnic.loopback.delivered;
             stack.poll();
             let outcome = ready(stack);
             if outcome.is_some() {
                 // Send what the operation queued.
                 stack.poll();
             }
-            (outcome, stack.iface.poll_delay(now(), &stack.sockets))
+            let delay = stack.iface.poll_delay(now(), &stack.sockets);
+            (outcome, delay.map(|d| d.total_micros() * 1000), stack.vnic.loopback.delivered != delivered)
         })?;
+        if looped {
+            // Another thread of this VM may be waiting for what this one
+            // sent itself: no NIC event will come for it.
+            crate::thread::wake_event_waiters(EVENT_NET_RX);
+        }
         if let Some(outcome) = outcome {
             return outcome;
         }
-        match delay {
-            Some(delay) => {
-                let due = Instant::now().as_nanos_since_boot() + delay.total_micros() * 1000;
-                crate::thread::wait_for_event_until(EVENT_NET_RX, due);
-            }
+        let now = Instant::now().as_nanos_since_boot();
+        let due = delay.map(|d| now.saturating_add(d));
+        let due = match wait {
+            Wait::Never => return Err(would_block()),
+            Wait::Until(deadline) if now >= deadline => return Err(would_block()),
+            Wait::Until(deadline) => Some(due.map_or(deadline, |d| d.min(deadline))),
+            Wait::Forever => due,
+        };
+        match due {
+            Some(due) => crate::thread::wait_for_event_until(EVENT_NET_RX, due),
             None => crate::thread::wait_for_event(EVENT_NET_RX),
         }
     }
+}
+
+/// What an operation that cannot finish now, or in its time, returns.
+pub(crate) fn would_block() -> Error {
+    Error::new(ErrorKind::WouldBlock, "the operation would block, or its timeout passed")
 }

@@ -6,7 +6,7 @@
 
 extern crate alloc;
 
-use super::stack::{self, Protocol, Stack, block_on};
+use super::stack::{self, Protocol, Stack, Wait, block_on};
 use super::{Ipv4Addr, SocketAddrV4, ToSocketAddr};
 use crate::io::{self, Error, ErrorKind, Result};
 use smoltcp::iface::SocketHandle;
@@ -24,7 +24,7 @@ pub enum Shutdown {
     Both,
 }
 
-fn v4(endpoint: IpEndpoint) -> SocketAddrV4 {
+pub(crate) fn v4(endpoint: IpEndpoint) -> SocketAddrV4 {
     let IpAddress::Ipv4(ip) = endpoint.addr;
     SocketAddrV4::new(Ipv4Addr::from(ip.octets()), endpoint.port)
 }
@@ -38,12 +38,9 @@ impl TcpListener {
     /// Listens on `addr` (this VM's address or `0.0.0.0`; port 0 picks a
     /// free port).
     pub fn bind(addr: impl ToSocketAddr) -> Result<TcpListener> {
-        let addr = addr.to_socket_addr()?;
-        stack::with(|stack| {
-            let port = stack.bind(Protocol::Tcp, addr)?;
-            stack.listen(port);
-            Ok(TcpListener { port })
-        })?
+        let port = stack::with(|stack| stack.bind(Protocol::Tcp, addr.to_socket_addr()?))??;
+        listen(port)?;
+        Ok(TcpListener { port })
     }
 
     /// The address this listener is bound to.
@@ -53,25 +50,153 @@ impl TcpListener {
 
     /// Waits for a connection and returns it with the peer's address.
     pub fn accept(&mut self) -> Result<(TcpStream, SocketAddrV4)> {
-        block_on(|stack| {
-            loop {
-                let handle = stack.accept(self.port)?;
-                // A client that gave up while queued (reset, timed out)
-                // left nothing to accept.
-                let Some(peer) = stack.sockets.get::<Socket>(handle).remote_endpoint() else {
-                    stack.sockets.remove(handle);
-                    continue;
-                };
-                return Some(Ok((TcpStream { handle, ephemeral_port: None, eof: false }, v4(peer))));
-            }
-        })
+        let (handle, peer) = accept(self.port, Wait::Forever)?;
+        Ok((TcpStream { handle, ephemeral_port: None, eof: false }, peer))
     }
 }
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
-        let _ = stack::with(|stack| stack.unlisten(self.port));
+        unlisten(self.port);
     }
+}
+
+/// Listens on `port` (bound already) with a backlog.
+pub(crate) fn listen(port: u16) -> Result<()> {
+    stack::with(|stack| stack.listen(port))
+}
+
+/// Stops listening on `port` and gives the port back.
+pub(crate) fn unlisten(port: u16) {
+    let _ = stack::with(|stack| stack.unlisten(port));
+}
+
+/// Takes a connection from listening port `port`, waiting as `wait` says.
+pub(crate) fn accept(port: u16, wait: Wait) -> Result<(SocketHandle, SocketAddrV4)> {
+    stack::wait(wait, |stack| {
+        loop {
+            let handle = stack.accept(port)?;
+            // A client that gave up while queued (reset, timed out) left
+            // nothing to accept.
+            let Some(peer) = stack.sockets.get::<Socket>(handle).remote_endpoint() else {
+                stack.sockets.remove(handle);
+                continue;
+            };
+            return Some(Ok((handle, v4(peer))));
+        }
+    })
+}
+
+/// Whether listening port `port` has a connection to accept.
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+pub(crate) fn can_accept(stack: &Stack, port: u16) -> bool {
+    stack.has_pending(port)
+}
+
+/// Starts connecting to `addr` from a fresh ephemeral port; returns the
+/// socket and the port ([`finish_connect`] waits for the handshake).
+pub(crate) fn start_connect(addr: SocketAddrV4) -> Result<(SocketHandle, u16)> {
+    if addr.port() == 0 || addr.ip().is_unspecified() {
+        return Err(Error::new(ErrorKind::InvalidInput, "cannot connect to port 0 or to 0.0.0.0"));
+    }
+    stack::with(|stack| -> Result<_> {
+        let port = stack.claim_port(Protocol::Tcp, 0)?;
+        let mut socket = super::listen::new_socket();
+        // Give up on a peer that never answers the handshake.
+        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(20)));
+        let remote = IpEndpoint::new(IpAddress::Ipv4(addr.ip().octets().into()), addr.port());
+        if socket.connect(stack.context(), remote, port).is_err() {
+            stack.release_port(Protocol::Tcp, port);
+            return Err(Error::new(ErrorKind::AddrNotAvailable, "no route to that address from this VM"));
+        }
+        let handle = stack.sockets.add(socket);
+        stack.poll();
+        Ok((handle, port))
+    })?
+}
+
+/// Where a connection's handshake stands: `None` while it is under way.
+pub(crate) fn connect_outcome(stack: &mut Stack, handle: SocketHandle) -> Option<Result<()>> {
+    let socket = stack.sockets.get_mut::<Socket>(handle);
+    match socket.state() {
+        State::SynSent | State::SynReceived => None,
+        State::Closed => {
+            Some(Err(Error::new(ErrorKind::ConnectionRefused, "the connection was refused or never answered")))
+        }
+        _ => {
+            socket.set_timeout(None);
+            Some(Ok(()))
+        }
+    }
+}
+
+/// Waits, as `wait` says, for the handshake [`start_connect`] began.
+pub(crate) fn finish_connect(handle: SocketHandle, wait: Wait) -> Result<()> {
+    stack::wait(wait, |stack| connect_outcome(stack, handle))
+}
+
+/// Reads from connection `handle` into `buf` (0: the peer's end of
+/// stream), waiting as `wait` says; `peek` leaves the bytes queued.
+pub(crate) fn recv(handle: SocketHandle, buf: &mut [u8], wait: Wait, peek: bool) -> Result<usize> {
+    stack::wait(wait, |stack| {
+        let socket = stack.sockets.get_mut::<Socket>(handle);
+        if socket.can_recv() {
+            let got = if peek { socket.peek_slice(buf) } else { socket.recv_slice(buf) };
+            return Some(got.map_err(|_| reset()));
+        }
+        match socket.state() {
+            State::Closed => Some(Err(reset())),
+            _ if !socket.may_recv() => Some(Ok(0)),
+            _ => None,
+        }
+    })
+}
+
+/// Writes some of `buf` to connection `handle`, waiting as `wait` says.
+pub(crate) fn send(handle: SocketHandle, buf: &[u8], wait: Wait) -> Result<usize> {
+    stack::wait(wait, |stack| {
+        let socket = stack.sockets.get_mut::<Socket>(handle);
+        if socket.can_send() {
+            return Some(socket.send_slice(buf).map_err(|_| reset()));
+        }
+        match socket.state() {
+            State::Closed => Some(Err(reset())),
+            _ if !socket.may_send() => {
+                Some(Err(Error::new(ErrorKind::BrokenPipe, "this end of the connection was shut down")))
+            }
+            _ => None,
+        }
+    })
+}
+
+/// What a connection is ready for: (reading, writing, hung up).
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+pub(crate) fn readiness(stack: &mut Stack, handle: SocketHandle) -> (bool, bool, bool) {
+    let socket = stack.sockets.get::<Socket>(handle);
+    let closed = socket.state() == State::Closed;
+    (socket.can_recv() || !socket.may_recv(), socket.can_send() || closed, closed)
+}
+
+/// Ends this side's writing: the peer reads the end of the stream.
+pub(crate) fn shutdown_write(handle: SocketHandle) -> Result<()> {
+    block_on(|stack| {
+        stack.sockets.get_mut::<Socket>(handle).close();
+        Some(Ok(()))
+    })
+}
+
+/// Closes connection `handle` and frees it (with its ephemeral `port`)
+/// once its goodbye is done.
+pub(crate) fn close(handle: SocketHandle, port: Option<u16>) {
+    let _ = stack::with(|stack| {
+        stack.sockets.get_mut::<Socket>(handle).close();
+        stack.orphan(handle, port);
+    });
+}
+
+/// Runs `f` on connection `handle`'s smoltcp socket.
+pub(crate) fn with_socket<R>(handle: SocketHandle, f: impl FnOnce(&mut Socket<'static>) -> R) -> Result<R> {
+    stack::with(|stack| f(stack.sockets.get_mut::<Socket>(handle)))
 }
 
 /// A TCP connection.
@@ -86,41 +211,14 @@ pub struct TcpStream {
 impl TcpStream {
     /// Connects to `addr`, waiting until the connection is open.
     pub fn connect(addr: impl ToSocketAddr) -> Result<TcpStream> {
-        let addr = addr.to_socket_addr()?;
-        if addr.port() == 0 || addr.ip().is_unspecified() {
-            return Err(Error::new(ErrorKind::InvalidInput, "cannot connect to port 0 or to 0.0.0.0"));
-        }
-        let (handle, port) = stack::with(|stack| -> Result<_> {
-            let port = stack.claim_port(Protocol::Tcp, 0)?;
-            let mut socket = super::listen::new_socket();
-            // Give up on a peer that never answers the handshake.
-            socket.set_timeout(Some(smoltcp::time::Duration::from_secs(20)));
-            let remote = IpEndpoint::new(IpAddress::Ipv4(addr.ip().octets().into()), addr.port());
-            if socket.connect(stack.context(), remote, port).is_err() {
-                stack.release_port(Protocol::Tcp, port);
-                return Err(Error::new(ErrorKind::AddrNotAvailable, "no route to that address from this VM"));
-            }
-            Ok((stack.sockets.add(socket), port))
-        })??;
+        let (handle, port) = start_connect(addr.to_socket_addr()?)?;
         let stream = TcpStream { handle, ephemeral_port: Some(port), eof: false };
-        block_on(|stack| {
-            let socket = stack.sockets.get_mut::<Socket>(handle);
-            match socket.state() {
-                State::SynSent | State::SynReceived => None,
-                State::Closed => {
-                    Some(Err(Error::new(ErrorKind::ConnectionRefused, "the connection was refused or never answered")))
-                }
-                _ => {
-                    socket.set_timeout(None);
-                    Some(Ok(()))
-                }
-            }
-        })?;
+        finish_connect(handle, Wait::Forever)?;
         Ok(stream)
     }
 
     fn with_socket<R>(&self, f: impl FnOnce(&mut Socket<'static>) -> R) -> Result<R> {
-        stack::with(|stack| f(stack.sockets.get_mut::<Socket>(self.handle)))
+        with_socket(self.handle, f)
     }
 
     /// The peer's address.
@@ -143,10 +241,7 @@ impl TcpStream {
     /// Closes one or both halves of the connection.
     pub fn shutdown(&mut self, how: Shutdown) -> Result<()> {
         if how != Shutdown::Read {
-            block_on(|stack| {
-                stack.sockets.get_mut::<Socket>(self.handle).close();
-                Some(Ok(()))
-            })?;
+            shutdown_write(self.handle)?;
         }
         if how != Shutdown::Write {
             self.eof = true;
@@ -160,18 +255,7 @@ impl io::Read for TcpStream {
         if self.eof || buf.is_empty() {
             return Ok(0);
         }
-        let handle = self.handle;
-        let n = block_on(|stack| {
-            let socket = stack.sockets.get_mut::<Socket>(handle);
-            if socket.can_recv() {
-                return Some(socket.recv_slice(buf).map_err(|_| reset()));
-            }
-            match socket.state() {
-                State::Closed => Some(Err(reset())),
-                _ if !socket.may_recv() => Some(Ok(0)),
-                _ => None,
-            }
-        })?;
+        let n = recv(self.handle, buf, Wait::Forever, false)?;
         self.eof = n == 0;
         Ok(n)
     }
@@ -182,20 +266,7 @@ impl io::Write for TcpStream {
         if buf.is_empty() {
             return Ok(0);
         }
-        let handle = self.handle;
-        block_on(|stack| {
-            let socket = stack.sockets.get_mut::<Socket>(handle);
-            if socket.can_send() {
-                return Some(socket.send_slice(buf).map_err(|_| reset()));
-            }
-            match socket.state() {
-                State::Closed => Some(Err(reset())),
-                _ if !socket.may_send() => {
-                    Some(Err(Error::new(ErrorKind::BrokenPipe, "this end of the connection was shut down")))
-                }
-                _ => None,
-            }
-        })
+        send(self.handle, buf, Wait::Forever)
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -209,10 +280,6 @@ fn reset() -> Error {
 
 impl Drop for TcpStream {
     fn drop(&mut self) {
-        let (handle, port) = (self.handle, self.ephemeral_port);
-        let _ = stack::with(|stack| {
-            stack.sockets.get_mut::<Socket>(handle).close();
-            stack.orphan(handle, port);
-        });
+        close(self.handle, self.ephemeral_port);
     }
 }

@@ -1,8 +1,10 @@
-//! UDP: [`UdpSocket`], blocking and shaped like `std::net::UdpSocket`.
+//! UDP: [`UdpSocket`], blocking and shaped like `std::net::UdpSocket`, and
+//! the socket-level operations under it (which std's platform layer uses
+//! with its own waits).
 
 extern crate alloc;
 
-use super::stack::{self, Protocol, block_on};
+use super::stack::{self, Protocol, Stack, Wait};
 use super::{Ipv4Addr, SocketAddrV4, ToSocketAddr};
 use crate::io::{Error, ErrorKind, Result};
 use alloc::vec;
@@ -25,14 +27,8 @@ impl UdpSocket {
     /// Binds `addr` (this VM's address or `0.0.0.0`; port 0 picks a free
     /// port).
     pub fn bind(addr: impl ToSocketAddr) -> Result<UdpSocket> {
-        let addr = addr.to_socket_addr()?;
-        stack::with(|stack| {
-            let port = stack.bind(Protocol::Udp, addr)?;
-            let buffer = || PacketBuffer::new(vec![PacketMetadata::EMPTY; PACKETS], vec![0; BYTES]);
-            let mut socket = Socket::new(buffer(), buffer());
-            socket.bind(port).expect("port is not 0");
-            Ok(UdpSocket { handle: stack.sockets.add(socket), port })
-        })?
+        let (handle, port) = open(addr.to_socket_addr()?)?;
+        Ok(UdpSocket { handle, port })
     }
 
     /// The address this socket is bound to.
@@ -42,37 +38,71 @@ impl UdpSocket {
 
     /// Sends `buf` as one datagram to `addr`.
     pub fn send_to(&self, buf: &[u8], addr: impl ToSocketAddr) -> Result<usize> {
-        let addr = addr.to_socket_addr()?;
-        let remote = IpEndpoint::new(IpAddress::Ipv4(addr.ip().octets().into()), addr.port());
-        block_on(|stack| match stack.sockets.get_mut::<Socket>(self.handle).send_slice(buf, remote) {
-            Ok(()) => Some(Ok(buf.len())),
-            Err(SendError::BufferFull) if buf.len() <= BYTES => None,
-            Err(SendError::BufferFull) => Some(Err(Error::new(ErrorKind::InvalidInput, "the datagram is too long"))),
-            Err(SendError::Unaddressable) => {
-                Some(Err(Error::new(ErrorKind::InvalidInput, "cannot send to port 0 or to that address")))
-            }
-        })
+        send_to(self.handle, buf, addr.to_socket_addr()?, Wait::Forever)
     }
 
     /// Waits for a datagram, copies it into `buf` (cut to fit) and returns
     /// its length and sender.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddrV4)> {
-        block_on(|stack| {
-            let socket = stack.sockets.get_mut::<Socket>(self.handle);
-            let (data, meta) = socket.recv().ok()?;
-            let n = data.len().min(buf.len());
-            buf[..n].copy_from_slice(&data[..n]);
-            let IpAddress::Ipv4(ip) = meta.endpoint.addr;
-            Some(Ok((n, SocketAddrV4::new(Ipv4Addr::from(ip.octets()), meta.endpoint.port))))
-        })
+        recv_from(self.handle, buf, Wait::Forever, false)
     }
 }
 
 impl Drop for UdpSocket {
     fn drop(&mut self) {
-        let _ = stack::with(|stack| {
-            stack.sockets.remove(self.handle);
-            stack.release_port(Protocol::Udp, self.port);
-        });
+        close(self.handle, self.port);
     }
+}
+
+/// Binds a UDP socket to `addr`; returns it and its port.
+pub(crate) fn open(addr: SocketAddrV4) -> Result<(SocketHandle, u16)> {
+    stack::with(|stack| {
+        let port = stack.bind(Protocol::Udp, addr)?;
+        let buffer = || PacketBuffer::new(vec![PacketMetadata::EMPTY; PACKETS], vec![0; BYTES]);
+        let mut socket = Socket::new(buffer(), buffer());
+        socket.bind(port).expect("port is not 0");
+        Ok((stack.sockets.add(socket), port))
+    })?
+}
+
+/// Sends `buf` as one datagram from `handle` to `addr`, waiting for room
+/// as `wait` says.
+pub(crate) fn send_to(handle: SocketHandle, buf: &[u8], addr: SocketAddrV4, wait: Wait) -> Result<usize> {
+    let remote = IpEndpoint::new(IpAddress::Ipv4(addr.ip().octets().into()), addr.port());
+    stack::wait(wait, |stack| match stack.sockets.get_mut::<Socket>(handle).send_slice(buf, remote) {
+        Ok(()) => Some(Ok(buf.len())),
+        Err(SendError::BufferFull) if buf.len() <= BYTES => None,
+        Err(SendError::BufferFull) => Some(Err(Error::new(ErrorKind::InvalidInput, "the datagram is too long"))),
+        Err(SendError::Unaddressable) => {
+            Some(Err(Error::new(ErrorKind::InvalidInput, "cannot send to port 0 or to that address")))
+        }
+    })
+}
+
+/// Takes a datagram from `handle` into `buf` (cut to fit; `peek` leaves
+/// it queued), waiting as `wait` says; returns its length and sender.
+pub(crate) fn recv_from(handle: SocketHandle, buf: &mut [u8], wait: Wait, peek: bool) -> Result<(usize, SocketAddrV4)> {
+    stack::wait(wait, |stack| {
+        let socket = stack.sockets.get_mut::<Socket>(handle);
+        let (data, meta) = if peek { socket.peek().map(|(d, m)| (d, *m)).ok()? } else { socket.recv().ok()? };
+        let n = data.len().min(buf.len());
+        buf[..n].copy_from_slice(&data[..n]);
+        let IpAddress::Ipv4(ip) = meta.endpoint.addr;
+        Some(Ok((n, SocketAddrV4::new(Ipv4Addr::from(ip.octets()), meta.endpoint.port))))
+    })
+}
+
+/// What a UDP socket is ready for: (reading, writing).
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+pub(crate) fn readiness(stack: &mut Stack, handle: SocketHandle) -> (bool, bool) {
+    let socket = stack.sockets.get::<Socket>(handle);
+    (socket.can_recv(), socket.can_send())
+}
+
+/// Frees UDP socket `handle` and its `port`.
+pub(crate) fn close(handle: SocketHandle, port: u16) {
+    let _ = stack::with(|stack| {
+        stack.sockets.remove(handle);
+        stack.release_port(Protocol::Udp, port);
+    });
 }
