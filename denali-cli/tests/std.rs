@@ -109,3 +109,59 @@ fn std_works_inside_a_vm() {
         }
     }
 }
+
+/// The source of `tiny_http`'s own hello-world example, from the crate as
+/// crates.io ships it (cargo has fetched it for the service).
+fn tiny_http_example(service: &std::path::Path) -> String {
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .manifest_path(service.join("Cargo.toml"))
+        .exec()
+        .expect("cargo metadata of the service");
+    let package = metadata.packages.iter().find(|p| p.name.as_str() == "tiny_http").expect("tiny_http is a dependency");
+    let example = package.manifest_path.parent().expect("a crate directory").join("examples/hello-world.rs");
+    std::fs::read_to_string(&example).unwrap_or_else(|e| panic!("cannot read {example}: {e}"))
+}
+
+#[test]
+fn a_third_party_std_crate_serves_from_its_own_example_unchanged() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let service = new_service(dir.path(), "tiny", None);
+    let cargo_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
+    let cargo_toml = cargo_toml.replace("[dependencies]\n", "[dependencies]\ntiny_http = \"=0.12.0\"\n");
+    std::fs::write(service.join("Cargo.toml"), cargo_toml).unwrap();
+    std::fs::write(service.join("Denali.toml"), "memory = \"64 MiB\"\n").unwrap();
+    let example = tiny_http_example(&service);
+    assert!(example.contains("tiny_http::Server::http(\"0.0.0.0:9975\")"), "not the example expected:\n{example}");
+    std::fs::write(service.join("src/main.rs"), &example).unwrap();
+    build(&service, "tiny");
+
+    let port = free_port();
+    let mut server = Background::start(&service, &["-p", &format!("{port}:9975")]);
+    server.wait_for("Now listening on port 9975", Duration::from_secs(120));
+    let page = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!((page.status, page.stdout.as_str()), (0, "hello world"), "{}\n{}", page.stderr, server.output());
+
+    // 100 clients at once, two keep-alive requests each: all answered.
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+    let report = load::http_load(target, 100, 2, "hello world".len(), None);
+    assert!(report.failures.is_empty(), "{} ok; failures: {:?}\n{}", report.ok, report.failures, server.output());
+    assert_eq!(report.ok, 200);
+}
+
+#[test]
+fn a_thousand_std_vms_boot_and_exit_zero() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let hello = "use std::collections::HashMap;\n\nfn main() {\n    let id = std::thread::spawn(|| 6 * 7).join().unwrap();\n    let map: HashMap<&str, i32> = [(\"answer\", id)].into();\n    println!(\"std VM says {}\", map[\"answer\"]);\n}\n";
+    let service = new_service(dir.path(), "many", Some(hello));
+    // Release: under PVM a debug image's bigger page set makes each of the
+    // thousand VMs slower to make and run.
+    let mut c = cargo_denali();
+    c.current_dir(&service).args(["denali", "build", "--release"]);
+    let built = run_with_timeout(c, Duration::from_secs(600));
+    assert_eq!(built.status, 0, "cargo denali build --release failed:\n{}", built.stderr);
+    let out = run(&service, &["--release", "--instances", "1000", "--stats"]);
+    assert_eq!(out.status, 0, "stderr: {}", out.stderr);
+    assert_eq!(out.stdout.matches("std VM says 42").count(), 1000, "{}", out.stdout);
+}
