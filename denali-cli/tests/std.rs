@@ -165,3 +165,47 @@ fn a_thousand_std_vms_boot_and_exit_zero() {
     assert_eq!(out.status, 0, "stderr: {}", out.stderr);
     assert_eq!(out.stdout.matches("std VM says 42").count(), 1000, "{}", out.stdout);
 }
+
+#[test]
+fn tokio_runs_in_a_vm_on_both_runtimes() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "tok", Some(include_str!("guests/std_tokio.rs")));
+    let cargo_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
+    let tokio =
+        "tokio = { version = \"=1.54.1\", features = [\"rt\", \"rt-multi-thread\", \"time\", \"macros\", \"sync\"] }\n";
+    std::fs::write(
+        service.join("Cargo.toml"),
+        cargo_toml.replace("[dependencies]\n", &format!("[dependencies]\n{tokio}")),
+    )
+    .unwrap();
+    build(&service, "tok");
+    let out = run(&service, &[]);
+    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    for line in [
+        "current_thread: [0, 1, 4, 9, 16]",
+        "timeout fired: true",
+        "spawn_blocking: 42",
+        "multi_thread: [0, 1, 4, 9, 16]",
+        "multi_thread tasks sum 45",
+    ] {
+        assert!(out.stdout.contains(line), "missing `{line}` in:\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn mio_polls_sockets_and_wakers_in_a_vm() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "mioecho", Some(include_str!("guests/std_mio.rs")));
+    let cargo_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
+    let mio = "mio = { version = \"=1.2.5\", features = [\"os-poll\", \"net\"] }\n";
+    std::fs::write(
+        service.join("Cargo.toml"),
+        cargo_toml.replace("[dependencies]\n", &format!("[dependencies]\n{mio}")),
+    )
+    .unwrap();
+    build(&service, "mioecho");
+    let out = run(&service, &[]);
+    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("mio echoed 11 bytes; the client got \"through mio\""), "{}", out.stdout);
+    assert!(out.stdout.contains("woken by the waker: true"), "{}", out.stdout);
+}

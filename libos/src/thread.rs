@@ -64,6 +64,8 @@ struct Thread {
     /// its deadline rather than `unpark`.
     parked_on: Option<usize>,
     timed_out: bool,
+    /// The thread's `errno` (std services: the last failed call's error).
+    errno: i32,
 }
 
 impl Thread {
@@ -80,6 +82,7 @@ impl Thread {
             tls: None,
             parked_on: None,
             timed_out: false,
+            errno: 0,
         }
     }
 }
@@ -395,6 +398,21 @@ pub(crate) fn unpark(key: usize, count: usize) -> usize {
         }
         woken
     })
+}
+
+/// Notes `errno` as the running thread's last error.
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+pub(crate) fn set_errno(errno: i32) {
+    with(|rt| {
+        let current = rt.current;
+        rt.threads[current].errno = errno;
+    });
+}
+
+/// The running thread's last error.
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+pub(crate) fn errno() -> i32 {
+    with(|rt| rt.threads[rt.current].errno)
 }
 
 /// A handle to wait for a thread and take what it returned.

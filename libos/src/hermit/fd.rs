@@ -1,9 +1,11 @@
 //! The file-descriptor table of a std service. Descriptors 0-2 are the
-//! console (see `io`); from 3 on each names a socket, shared by the
-//! descriptors `dup` made from it and released when the last one closes.
+//! console (see `io`); from 3 on each names a socket or an event counter,
+//! shared by the descriptors `dup` made from it and released when the last
+//! one closes.
 
 extern crate alloc;
 
+use super::eventfd::EventFd;
 use super::socket::Socket;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -15,10 +17,17 @@ pub(super) const FIRST: i32 = 3;
 /// Most descriptors open at once: a bound on what the table can hold.
 const MAX_OPEN: usize = 16 * 1024;
 
-/// What a descriptor names.
+/// A socket, as descriptors share it.
 pub(super) type Entry = Rc<RefCell<Socket>>;
 
-struct Table(RefCell<Vec<Option<Entry>>>);
+/// What a descriptor names.
+#[derive(Clone)]
+pub(super) enum Object {
+    Socket(Entry),
+    Event(Rc<EventFd>),
+}
+
+struct Table(RefCell<Vec<Option<Object>>>);
 
 // SAFETY: a Denali VM is single-threaded at the hardware level: its green
 // threads run one at a time, and no borrow of the table is held across a
@@ -28,7 +37,7 @@ unsafe impl Sync for Table {}
 static TABLE: Table = Table(RefCell::new(Vec::new()));
 
 /// Gives `entry` the lowest free descriptor, or fails with `EMFILE`.
-pub(super) fn insert(entry: Entry) -> Result<i32, i32> {
+pub(super) fn insert(entry: Object) -> Result<i32, i32> {
     let mut table = TABLE.0.borrow_mut();
     let slot = match table.iter().position(Option::is_none) {
         Some(slot) => slot,
@@ -43,7 +52,7 @@ pub(super) fn insert(entry: Entry) -> Result<i32, i32> {
 }
 
 /// What descriptor `fd` names, or `EBADF`.
-pub(super) fn get(fd: i32) -> Result<Entry, i32> {
+pub(super) fn get(fd: i32) -> Result<Object, i32> {
     let slot = usize::try_from(fd - FIRST).map_err(|_| EBADF)?;
     TABLE.0.borrow().get(slot).cloned().flatten().ok_or(EBADF)
 }

@@ -9,6 +9,7 @@
 
 mod entropy;
 mod entry;
+mod eventfd;
 mod fd;
 mod io;
 mod memory;
@@ -19,7 +20,10 @@ mod time;
 
 pub(crate) use entry::start;
 
-/// A failure as std's platform layer wants it: the errno, negated.
-const fn fail(errno: i32) -> i32 {
+/// A failure as callers want it: std's platform layer reads the negated
+/// errno returned; code written against libc (mio) sees a negative result
+/// and reads the calling thread's `errno`, which this sets.
+fn fail(errno: i32) -> i32 {
+    crate::thread::set_errno(errno);
     -errno
 }

@@ -24,16 +24,15 @@ extern "C" fn sys_getpid() -> i32 {
     crate::vm::id() as i32
 }
 
-/// No call here sets a global errno (each returns its error), so there is
-/// never one to report.
+/// The calling thread's `errno`: the error of its last failed call.
 #[unsafe(no_mangle)]
 extern "C" fn sys_get_errno() -> i32 {
-    0
+    crate::thread::errno()
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn sys_errno() -> i32 {
-    0
+    crate::thread::errno()
 }
 
 /// A Denali VM has one virtual CPU; its threads take turns on it.

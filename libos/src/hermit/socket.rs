@@ -8,7 +8,7 @@
 //! reader and a writer on one connection, as std allows).
 
 use super::fail;
-use super::fd::{self, Entry};
+use super::fd::{self, Entry, Object};
 use crate::io::{Error, ErrorKind};
 use crate::net::stack::{self, Protocol, Wait};
 use crate::net::{tcp, udp};
@@ -165,8 +165,10 @@ unsafe fn write_addr(addr: SocketAddrV4, name: *mut sockaddr, len: *mut socklen_
 }
 
 fn socket_of(fd: i32) -> Result<Entry, i32> {
-    let entry = fd::get(fd)?;
-    Ok(entry)
+    match fd::get(fd)? {
+        Object::Socket(entry) => Ok(entry),
+        Object::Event(_) => Err(ENOTSOCK),
+    }
 }
 
 #[unsafe(no_mangle)]
@@ -193,7 +195,7 @@ extern "C" fn sys_socket(domain: i32, type_: i32, _protocol: i32) -> i32 {
         linger: linger::default(),
         ttl: 64,
     };
-    ret(fd::insert(Rc::new(RefCell::new(socket))))
+    ret(fd::insert(Object::Socket(Rc::new(RefCell::new(socket)))))
 }
 
 /// # Safety
@@ -264,7 +266,7 @@ unsafe extern "C" fn sys_accept(fd: i32, addr: *mut sockaddr, len: *mut socklen_
             linger: linger::default(),
             ttl: 64,
         };
-        Ok((fd::insert(Rc::new(RefCell::new(socket)))?, peer))
+        Ok((fd::insert(Object::Socket(Rc::new(RefCell::new(socket))))?, peer))
     });
     match accepted {
         Ok((new_fd, peer)) => {
@@ -383,14 +385,20 @@ fn transmit(entry: &Entry, buf: &[u8], to: Option<SocketAddrV4>) -> Result<usize
     }
 }
 
-/// Reads from socket descriptor `fd` (for `sys_read`).
+/// Reads from descriptor `fd` (for `sys_read`).
 pub(super) fn read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
-    receive(&socket_of(fd)?, buf, false).map(|(n, _)| n)
+    match fd::get(fd)? {
+        Object::Socket(entry) => receive(&entry, buf, false).map(|(n, _)| n),
+        Object::Event(event) => event.read(buf),
+    }
 }
 
-/// Writes to socket descriptor `fd` (for `sys_write`).
+/// Writes to descriptor `fd` (for `sys_write`).
 pub(super) fn write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
-    transmit(&socket_of(fd)?, buf, None)
+    match fd::get(fd)? {
+        Object::Socket(entry) => transmit(&entry, buf, None),
+        Object::Event(event) => event.write(buf),
+    }
 }
 
 /// # Safety
@@ -615,14 +623,20 @@ unsafe extern "C" fn sys_getsockopt(fd: i32, level: i32, name: i32, value: *mut 
 }
 
 /// Sets or clears non-blocking mode (`FIONBIO`, `fcntl(F_SETFL)`).
-pub(super) fn set_nonblocking(fd: i32, on: bool) -> Result<(), i32> {
-    socket_of(fd)?.borrow_mut().nonblocking = on;
+fn set_nonblocking(fd: i32, on: bool) -> Result<(), i32> {
+    match fd::get(fd)? {
+        Object::Socket(entry) => entry.borrow_mut().nonblocking = on,
+        Object::Event(event) => event.set_nonblocking(on),
+    }
     Ok(())
 }
 
 /// Whether `fd` is in non-blocking mode.
-pub(super) fn is_nonblocking(fd: i32) -> Result<bool, i32> {
-    Ok(socket_of(fd)?.borrow().nonblocking)
+fn is_nonblocking(fd: i32) -> Result<bool, i32> {
+    Ok(match fd::get(fd)? {
+        Object::Socket(entry) => entry.borrow().nonblocking,
+        Object::Event(event) => event.is_nonblocking(),
+    })
 }
 
 /// # Safety
@@ -646,15 +660,15 @@ extern "C" fn sys_fcntl(fd: i32, cmd: i32, arg: i32) -> i32 {
         F_GETFL => is_nonblocking(fd).map(|on| (if on { O_NONBLOCK } else { 0 }) | O_RDWR),
         F_SETFL => set_nonblocking(fd, arg & O_NONBLOCK != 0).map(|()| 0),
         // Nothing here is ever executed: close-on-exec holds trivially.
-        F_GETFD => socket_of(fd).map(|_| FD_CLOEXEC),
-        F_SETFD => socket_of(fd).map(|_| 0),
+        F_GETFD => fd::get(fd).map(|_| FD_CLOEXEC),
+        F_SETFD => fd::get(fd).map(|_| 0),
         _ => Err(EINVAL),
     })
 }
 
 #[unsafe(no_mangle)]
 extern "C" fn sys_dup(fd: i32) -> i32 {
-    ret(socket_of(fd).and_then(fd::insert))
+    ret(fd::get(fd).and_then(fd::insert))
 }
 
 /// What `fd` is ready for now, as `poll` bits (POLLNVAL if it is not
@@ -665,7 +679,8 @@ fn revents(stack: &mut stack::Stack, fd: i32, events: i16) -> i16 {
         1 | 2 => POLLOUT,
         _ => match fd::get(fd) {
             Err(_) => return POLLNVAL,
-            Ok(entry) => {
+            Ok(Object::Event(event)) => event.readiness(),
+            Ok(Object::Socket(entry)) => {
                 let mut socket = entry.borrow_mut();
                 match socket.state {
                     State::Fresh { .. } => POLLOUT | POLLHUP,
