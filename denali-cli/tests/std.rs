@@ -10,6 +10,27 @@ mod support;
 use std::time::Duration;
 use support::*;
 
+/// A service named `name` in `dir` whose main.rs is `source`, with
+/// `dependency` (a Cargo.toml line) added to its dependencies.
+fn guest(dir: &std::path::Path, name: &str, source: Option<&str>, dependency: Option<&str>) -> std::path::PathBuf {
+    let service = new_service(dir, name, source);
+    if let Some(dependency) = dependency {
+        let cargo_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
+        let cargo_toml = cargo_toml.replace("[dependencies]\n", &format!("[dependencies]\n{dependency}\n"));
+        std::fs::write(service.join("Cargo.toml"), cargo_toml).unwrap();
+    }
+    service
+}
+
+/// Builds and runs `service` (named `name`) and returns what it printed;
+/// it must exit 0.
+fn build_and_run(service: &std::path::Path, name: &str) -> String {
+    build(service, name);
+    let out = run(service, &[]);
+    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    out.stdout
+}
+
 #[test]
 fn the_std_template_serves_curl_through_a_port_forward() {
     let dir = scratch();
@@ -31,32 +52,30 @@ fn the_std_template_serves_curl_through_a_port_forward() {
 #[test]
 fn std_net_works_inside_a_vm() {
     let dir = scratch();
-    let service = new_service(dir.path(), "stdnet", Some(include_str!("guests/std_net.rs")));
+    let service = guest(dir.path(), "stdnet", Some(include_str!("guests/std_net.rs")), None);
     let manifest = "memory = \"256 MiB\"\n[network]\nip = \"10.0.2.15/24\"\ngateway = \"10.0.2.2\"\n";
     std::fs::write(service.join("Denali.toml"), manifest).unwrap();
-    build(&service, "stdnet");
-    let out = run(&service, &[]);
-    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
-    for line in [
-        "own address 10.0.2.15",
-        "listening on 0.0.0.0:7000",
-        "echo via 127.0.0.1:7000: olleh",
-        "echo via 10.0.2.15:7000: olleh",
-        "50 concurrent clients answered: true",
-        "nonblocking accept: Some(WouldBlock)",
-        "read timeout: Some(WouldBlock) after >= 50 ms: true",
-        "accepted the queued connection from 127.0.0.1: true",
-        "nonblocking read: Some(WouldBlock)",
-        "nodelay true",
-        "read after the peer closed: 0",
-        "refused: Some(ConnectionRefused)",
-        "connect_timeout: true",
-        "bind in use: Some(AddrInUse)",
-        "udp pingpong",
-        "udp timeout: Some(WouldBlock)",
-    ] {
-        assert!(out.stdout.contains(line), "missing `{line}` in:\n{}", out.stdout);
-    }
+    assert_has_lines(
+        &build_and_run(&service, "stdnet"),
+        &[
+            "own address 10.0.2.15",
+            "listening on 0.0.0.0:7000",
+            "echo via 127.0.0.1:7000: olleh",
+            "echo via 10.0.2.15:7000: olleh",
+            "50 concurrent clients answered: true",
+            "nonblocking accept: Some(WouldBlock)",
+            "read timeout: Some(WouldBlock) after >= 50 ms: true",
+            "accepted the queued connection from 127.0.0.1: true",
+            "nonblocking read: Some(WouldBlock)",
+            "nodelay true",
+            "read after the peer closed: 0",
+            "refused: Some(ConnectionRefused)",
+            "connect_timeout: true",
+            "bind in use: Some(AddrInUse)",
+            "udp pingpong",
+            "udp timeout: Some(WouldBlock)",
+        ],
+    );
 }
 
 /// Writes the guest's Denali.toml: `END` chooses how `main` ends.
@@ -69,30 +88,28 @@ fn manifest(service: &std::path::Path, end: &str) {
 #[test]
 fn std_works_inside_a_vm() {
     let dir = scratch();
-    let service = new_service(dir.path(), "stdplat", Some(include_str!("guests/std_platform.rs")));
+    let service = guest(dir.path(), "stdplat", Some(include_str!("guests/std_platform.rs")), None);
     manifest(&service, "ok");
-    build(&service, "stdplat");
-    let out = run(&service, &[]);
-    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
-    for line in [
-        "hello from std",
-        "to stderr",
-        r#"args ["--port", "80", "-v"]"#,
-        "argv0 stdplat",
-        r#"env GREETING=Ok("hello there")"#,
-        "env MISSING is_err=true",
-        "slept >= 30 ms: true",
-        "wall clock after 2025: true",
-        "hashmap 100 42",
-        "thread-locals [1, 2, 3, 4] main 0",
-        "mutex 8000",
-        "condvar notified, then timed out: true",
-        "rwlock 4 readers saw true",
-        "mpsc 30 sum 3135",
-        "sync_channel Ok(7) timeout true",
-    ] {
-        assert!(out.stdout.contains(line), "missing `{line}` in:\n{}", out.stdout);
-    }
+    assert_has_lines(
+        &build_and_run(&service, "stdplat"),
+        &[
+            "hello from std",
+            "to stderr",
+            r#"args ["--port", "80", "-v"]"#,
+            "argv0 stdplat",
+            r#"env GREETING=Ok("hello there")"#,
+            "env MISSING is_err=true",
+            "slept >= 30 ms: true",
+            "wall clock after 2025: true",
+            "hashmap 100 42",
+            "thread-locals [1, 2, 3, 4] main 0",
+            "mutex 8000",
+            "condvar notified, then timed out: true",
+            "rwlock 4 readers saw true",
+            "mpsc 30 sum 3135",
+            "sync_channel Ok(7) timeout true",
+        ],
+    );
 
     // How main ends is the run's status, as on Linux.
     for (end, status, says) in [
@@ -126,10 +143,7 @@ fn tiny_http_example(service: &std::path::Path) -> String {
 fn a_third_party_std_crate_serves_from_its_own_example_unchanged() {
     let _turn = take_turn();
     let dir = scratch();
-    let service = new_service(dir.path(), "tiny", None);
-    let cargo_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
-    let cargo_toml = cargo_toml.replace("[dependencies]\n", "[dependencies]\ntiny_http = \"=0.12.0\"\n");
-    std::fs::write(service.join("Cargo.toml"), cargo_toml).unwrap();
+    let service = guest(dir.path(), "tiny", None, Some("tiny_http = \"=0.12.0\""));
     std::fs::write(service.join("Denali.toml"), "memory = \"64 MiB\"\n").unwrap();
     let example = tiny_http_example(&service);
     assert!(example.contains("tiny_http::Server::http(\"0.0.0.0:9975\")"), "not the example expected:\n{example}");
@@ -169,43 +183,27 @@ fn a_thousand_std_vms_boot_and_exit_zero() {
 #[test]
 fn tokio_runs_in_a_vm_on_both_runtimes() {
     let dir = scratch();
-    let service = new_service(dir.path(), "tok", Some(include_str!("guests/std_tokio.rs")));
-    let cargo_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
-    let tokio =
-        "tokio = { version = \"=1.54.1\", features = [\"rt\", \"rt-multi-thread\", \"time\", \"macros\", \"sync\"] }\n";
-    std::fs::write(
-        service.join("Cargo.toml"),
-        cargo_toml.replace("[dependencies]\n", &format!("[dependencies]\n{tokio}")),
-    )
-    .unwrap();
-    build(&service, "tok");
-    let out = run(&service, &[]);
-    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
-    for line in [
-        "current_thread: [0, 1, 4, 9, 16]",
-        "timeout fired: true",
-        "spawn_blocking: 42",
-        "multi_thread: [0, 1, 4, 9, 16]",
-        "multi_thread tasks sum 45",
-    ] {
-        assert!(out.stdout.contains(line), "missing `{line}` in:\n{}", out.stdout);
-    }
+    let tokio = r#"tokio = { version = "=1.54.1", features = ["rt", "rt-multi-thread", "time", "macros", "sync"] }"#;
+    let service = guest(dir.path(), "tok", Some(include_str!("guests/std_tokio.rs")), Some(tokio));
+    assert_has_lines(
+        &build_and_run(&service, "tok"),
+        &[
+            "current_thread: [0, 1, 4, 9, 16]",
+            "timeout fired: true",
+            "spawn_blocking: 42",
+            "multi_thread: [0, 1, 4, 9, 16]",
+            "multi_thread tasks sum 45",
+        ],
+    );
 }
 
 #[test]
 fn mio_polls_sockets_and_wakers_in_a_vm() {
     let dir = scratch();
-    let service = new_service(dir.path(), "mioecho", Some(include_str!("guests/std_mio.rs")));
-    let cargo_toml = std::fs::read_to_string(service.join("Cargo.toml")).unwrap();
-    let mio = "mio = { version = \"=1.2.5\", features = [\"os-poll\", \"net\"] }\n";
-    std::fs::write(
-        service.join("Cargo.toml"),
-        cargo_toml.replace("[dependencies]\n", &format!("[dependencies]\n{mio}")),
-    )
-    .unwrap();
-    build(&service, "mioecho");
-    let out = run(&service, &[]);
-    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
-    assert!(out.stdout.contains("mio echoed 11 bytes; the client got \"through mio\""), "{}", out.stdout);
-    assert!(out.stdout.contains("woken by the waker: true"), "{}", out.stdout);
+    let mio = r#"mio = { version = "=1.2.5", features = ["os-poll", "net"] }"#;
+    let service = guest(dir.path(), "mioecho", Some(include_str!("guests/std_mio.rs")), Some(mio));
+    assert_has_lines(
+        &build_and_run(&service, "mioecho"),
+        &["mio echoed 11 bytes; the client got \"through mio\"", "woken by the waker: true"],
+    );
 }

@@ -76,6 +76,13 @@ pub fn run_with_timeout(mut cmd: Command, limit: Duration) -> Outcome {
     Outcome { status: status.code().unwrap_or(-1), stdout: out.join().unwrap(), stderr: err.join().unwrap() }
 }
 
+/// Fails unless `output` holds every one of `lines`.
+pub fn assert_has_lines(output: &str, lines: &[&str]) {
+    for line in lines {
+        assert!(output.contains(line), "missing `{line}` in:\n{output}");
+    }
+}
+
 /// A scratch directory for services.
 pub fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")

@@ -84,6 +84,29 @@ impl Drop for Socket {
 }
 
 impl Socket {
+    /// A blocking socket in `state` with every option at its default.
+    fn new(udp: bool, state: State) -> Socket {
+        Socket {
+            udp,
+            state,
+            bound_ip: Ipv4Addr::UNSPECIFIED,
+            nonblocking: false,
+            read_timeout: None,
+            write_timeout: None,
+            read_shut: false,
+            error: 0,
+            keepalive: 0,
+            broadcast: 0,
+            linger: linger::default(),
+            ttl: 64,
+        }
+    }
+
+    /// Gives the socket a descriptor.
+    fn open(self) -> Result<i32, i32> {
+        fd::insert(Object::Socket(Rc::new(RefCell::new(self))))
+    }
+
     fn wait_read(&self) -> Wait {
         if self.nonblocking { Wait::Never } else { Wait::at_most(self.read_timeout) }
     }
@@ -181,21 +204,9 @@ extern "C" fn sys_socket(domain: i32, type_: i32, _protocol: i32) -> i32 {
         SOCK_DGRAM => true,
         _ => return fail(EPROTONOSUPPORT),
     };
-    let socket = Socket {
-        udp,
-        state: State::Fresh { port: None },
-        bound_ip: Ipv4Addr::UNSPECIFIED,
-        nonblocking: type_ & SOCK_NONBLOCK != 0,
-        read_timeout: None,
-        write_timeout: None,
-        read_shut: false,
-        error: 0,
-        keepalive: 0,
-        broadcast: 0,
-        linger: linger::default(),
-        ttl: 64,
-    };
-    ret(fd::insert(Object::Socket(Rc::new(RefCell::new(socket)))))
+    let mut socket = Socket::new(udp, State::Fresh { port: None });
+    socket.nonblocking = type_ & SOCK_NONBLOCK != 0;
+    ret(socket.open())
 }
 
 /// # Safety
@@ -252,21 +263,7 @@ unsafe extern "C" fn sys_accept(fd: i32, addr: *mut sockaddr, len: *mut socklen_
             _ => return Err(EINVAL),
         };
         let (handle, peer) = tcp::accept(port, wait).map_err(errno)?;
-        let socket = Socket {
-            udp: false,
-            state: State::Connected { handle, ephemeral: None },
-            bound_ip: Ipv4Addr::UNSPECIFIED,
-            nonblocking: false,
-            read_timeout: None,
-            write_timeout: None,
-            read_shut: false,
-            error: 0,
-            keepalive: 0,
-            broadcast: 0,
-            linger: linger::default(),
-            ttl: 64,
-        };
-        Ok((fd::insert(Object::Socket(Rc::new(RefCell::new(socket))))?, peer))
+        Ok((Socket::new(false, State::Connected { handle, ephemeral: None }).open()?, peer))
     });
     match accepted {
         Ok((new_fd, peer)) => {
