@@ -20,21 +20,33 @@ fn read(register: u8) -> u8 {
     }
 }
 
-fn snapshot() -> [u8; 7] {
+/// Reads of the status register before giving up on an update that never
+/// ends (an update takes under 2 ms; a port with no RTC behind it reads
+/// 0xff, "updating", for ever).
+const UPDATE_POLLS: u32 = 100_000;
+
+/// The clock's registers, read between updates; `None` if it never stops
+/// updating.
+fn snapshot() -> Option<[u8; 7]> {
+    let mut polls = 0;
     while read(0x0a) & STATUS_A_UPDATING != 0 {
+        polls += 1;
+        if polls == UPDATE_POLLS {
+            return None;
+        }
         core::hint::spin_loop();
     }
-    [0x00, 0x02, 0x04, 0x07, 0x08, 0x09, 0x32].map(read)
+    Some([0x00, 0x02, 0x04, 0x07, 0x08, 0x09, 0x32].map(read))
 }
 
 /// The time the RTC shows (taken as UTC, as QEMU and most servers keep it),
-/// or `None` if it reads as nonsense.
+/// or `None` if there is none or it reads as nonsense.
 pub fn now() -> Option<CalendarTime> {
     // Read until two snapshots agree, so an update between registers
     // cannot tear the reading.
-    let mut raw = snapshot();
+    let mut raw = snapshot()?;
     for _ in 0..4 {
-        let again = snapshot();
+        let again = snapshot()?;
         if again == raw {
             break;
         }
