@@ -103,6 +103,7 @@ fn std_works_inside_a_vm() {
             "wall clock after 2025: true",
             "hashmap 100 42",
             "thread-locals [1, 2, 3, 4] main 0",
+            "70000 threads one after another: 7 checkpoints",
             "mutex 8000",
             "condvar notified, then timed out: true",
             "rwlock 4 readers saw true",

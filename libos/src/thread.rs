@@ -464,10 +464,10 @@ pub(crate) fn join_raw(id: ThreadId, generation: u64) {
     }
 }
 
-/// Whether slot `id` holds a thread of `generation` (finished or not).
+/// The generation of the thread slot `id` holds now (finished or not).
 #[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // used by std's platform layer
-pub(crate) fn exists(id: ThreadId, generation: u64) -> bool {
-    with(|rt| rt.threads.get(id).is_some_and(|t| t.generation == generation))
+pub(crate) fn generation(id: ThreadId) -> Option<u64> {
+    with(|rt| rt.threads.get(id).map(|t| t.generation))
 }
 
 /// Starts `f` on a new green thread; it first runs when the caller next

@@ -40,6 +40,10 @@ fn main() -> Result<(), String> {
     let locals: Vec<u32> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     println!("thread-locals {locals:?} main {}", COUNTER.with(|c| c.get()));
 
+    // One slot reused past the 16 bits its generation keeps in a thread id.
+    let reused = (0..70_000u32).map(|i| thread::spawn(move || i).join().unwrap()).filter(|&i| i % 10_000 == 0).count();
+    println!("70000 threads one after another: {reused} checkpoints");
+
     let counter = Arc::new(Mutex::new(0));
     let handles: Vec<_> = (0..8).map(|_| {
         let counter = Arc::clone(&counter);

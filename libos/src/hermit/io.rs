@@ -2,7 +2,7 @@
 //! output and error go to it; standard input is empty: a VM has no
 //! terminal), the rest are sockets.
 
-use super::{fail, fd, socket};
+use super::{fail, fd, ret_size, socket};
 use hermit_abi::{EBADF, EINVAL, iovec};
 
 const STDIN: i32 = 0;
@@ -24,12 +24,8 @@ unsafe extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
         STDIN => fail(EBADF) as isize,
         _ if buf.is_null() && len != 0 => fail(hermit_abi::EFAULT) as isize,
         // SAFETY: the caller's contract.
-        _ => sized(socket::write(fd, if len == 0 { &[] } else { unsafe { core::slice::from_raw_parts(buf, len) } })),
+        _ => ret_size(socket::write(fd, if len == 0 { &[] } else { unsafe { core::slice::from_raw_parts(buf, len) } })),
     }
-}
-
-fn sized(result: Result<usize, i32>) -> isize {
-    result.map_or_else(|e| fail(e) as isize, |n| n as isize)
 }
 
 /// # Safety
@@ -62,7 +58,7 @@ unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
         STDOUT | STDERR => fail(EBADF) as isize,
         _ if buf.is_null() && len != 0 => fail(hermit_abi::EFAULT) as isize,
         // SAFETY: the caller's contract.
-        _ => sized(socket::read(
+        _ => ret_size(socket::read(
             fd,
             if len == 0 { &mut [] } else { unsafe { core::slice::from_raw_parts_mut(buf, len) } },
         )),

@@ -27,3 +27,8 @@ fn fail(errno: i32) -> i32 {
     crate::thread::set_errno(errno);
     -errno
 }
+
+/// A byte count as callers want it: the count, or -errno (see [`fail`]).
+fn ret_size(result: Result<usize, i32>) -> isize {
+    result.map_or_else(|e| fail(e) as isize, |n| n as isize)
+}

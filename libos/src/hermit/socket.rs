@@ -7,8 +7,8 @@
 //! call waits, so another thread may use the same socket meanwhile (a
 //! reader and a writer on one connection, as std allows).
 
-use super::fail;
 use super::fd::{self, Entry, Object};
+use super::{fail, ret_size};
 use crate::io::{Error, ErrorKind};
 use crate::net::stack::{self, Protocol, Wait};
 use crate::net::{tcp, udp};
@@ -137,13 +137,6 @@ fn errno(e: Error) -> i32 {
 /// A result as std's platform layer wants it: the value, or -errno.
 fn ret(result: Result<i32, i32>) -> i32 {
     result.unwrap_or_else(fail)
-}
-
-fn ret_size(result: Result<usize, i32>) -> isize {
-    match result {
-        Ok(n) => n as isize,
-        Err(e) => fail(e) as isize,
-    }
 }
 
 /// Reads a `sockaddr_in` (the only family here) from the caller.
@@ -682,7 +675,7 @@ fn revents(stack: &mut stack::Stack, fd: i32, events: i16) -> i16 {
                 match socket.state {
                     State::Fresh { .. } => POLLOUT | POLLHUP,
                     State::Listening { port } => {
-                        if tcp::can_accept(stack, port) {
+                        if stack.has_pending(port) {
                             POLLIN
                         } else {
                             0

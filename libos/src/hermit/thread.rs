@@ -50,8 +50,13 @@ unsafe extern "C" fn sys_spawn(id: *mut Tid, func: extern "C" fn(usize), arg: us
 
 #[unsafe(no_mangle)]
 extern "C" fn sys_join(tid: Tid) -> i32 {
-    let (slot, generation) = ((tid & ((1 << SLOT_BITS) - 1)) as usize, u64::from(tid >> SLOT_BITS));
-    if slot == green::current() || !green::exists(slot, generation) {
+    let slot = (tid & ((1 << SLOT_BITS) - 1)) as usize;
+    // The id keeps the low bits of the generation: a slot reused more than
+    // 65,535 times (a thread per connection) still joins the right thread.
+    let Some(generation) = green::generation(slot).filter(|&g| g as u32 & 0xffff == tid >> SLOT_BITS) else {
+        return fail(ESRCH);
+    };
+    if slot == green::current() {
         return fail(ESRCH);
     }
     green::join_raw(slot, generation);

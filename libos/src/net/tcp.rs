@@ -87,12 +87,6 @@ pub(crate) fn accept(port: u16, wait: Wait) -> Result<(SocketHandle, SocketAddrV
     })
 }
 
-/// Whether listening port `port` has a connection to accept.
-#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
-pub(crate) fn can_accept(stack: &Stack, port: u16) -> bool {
-    stack.has_pending(port)
-}
-
 /// Starts connecting to `addr` from a fresh ephemeral port; returns the
 /// socket and the port ([`finish_connect`] waits for the handshake).
 pub(crate) fn start_connect(addr: SocketAddrV4) -> Result<(SocketHandle, u16)> {
