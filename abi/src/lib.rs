@@ -24,6 +24,7 @@
 extern crate alloc;
 
 pub mod boot;
+pub mod calendar;
 pub mod console;
 pub mod disk;
 pub mod hypercall;

@@ -1,7 +1,7 @@
 //! The CMOS real-time clock (ports 0x70/0x71), read once at boot on PC
 //! machines whose loader did not say what time it is (PVH, UEFI).
 
-use crate::time::CalendarTime;
+use denali_abi::calendar::CalendarTime;
 use x86_64::instructions::port::Port;
 
 const INDEX: u16 = 0x70;
