@@ -3,7 +3,8 @@
 //! provides (console, args and env, exit status, panics, clocks and sleep,
 //! threads, locks, channels, thread-locals, hashing), and one that
 //! exercises `std::net` inside the VM (loopback, blocking and non-blocking,
-//! timeouts, UDP), booted under KVM.
+//! timeouts, UDP), one that uses `std::fs` on the VM's disk across reboots,
+//! booted under KVM.
 
 mod support;
 
@@ -126,6 +127,63 @@ fn std_works_inside_a_vm() {
             assert!(out.stdout.contains(text), "END={end}: missing `{text}` in:\n{}", out.stdout);
         }
     }
+}
+
+#[test]
+fn std_fs_works_on_the_vms_disk_and_survives_a_reboot() {
+    let dir = scratch();
+    let service = guest(dir.path(), "stdfs", Some(include_str!("guests/std_fs.rs")), None);
+    std::fs::write(service.join("Denali.toml"), "memory = \"64 MiB\"\n[disk]\nsize = \"8 MiB\"\n").unwrap();
+    let kept = "[104, 69, 76, 76, 111, 0, 0, 0, 33]";
+    assert_has_lines(
+        &build_and_run(&service, "stdfs"),
+        &[
+            "boot 1",
+            r#"read "hello""#,
+            r#"appended "one\ntwo\nthree\n""#,
+            &format!("after seeks {kept}"),
+            "stream position 9",
+            "big file read back equal: true",
+            r#"listing ["a-long-file-name.json", "b.txt", "empty"]"#,
+            "empty listing []",
+            "metadata: file true dir false len 3",
+            "dir metadata: dir true",
+            "modified within a minute of now: true",
+            "relative path finds the same file: true",
+            "missing: Some(NotFound)",
+            "create_new on an existing file: Some(AlreadyExists)",
+            "create_dir twice: Some(AlreadyExists)",
+            "missing parent: Some(NotFound)",
+            "remove_dir of a full directory fails: true",
+            "write to a read-only open fails: true",
+            "removed: Some(NotFound)",
+            r#"listing after removals ["a-long-file-name.json"]"#,
+        ],
+    );
+
+    // The service boots again on the same disk and finds its files.
+    let out = run(&service, &[]);
+    assert_eq!(out.status, 0, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert_has_lines(
+        &out.stdout,
+        &[
+            "boot 2",
+            &format!("kept {kept}"),
+            r#"kept log "one\ntwo\nthree\n""#,
+            "kept big file equal: true",
+            r#"kept listing ["big.bin", "boots.txt", "data", "greeting.txt", "service-log.txt"]"#,
+        ],
+    );
+
+    // Without a disk, std::fs fails and the VM says what to add.
+    std::fs::write(service.join("Denali.toml"), "memory = \"64 MiB\"\n").unwrap();
+    let out = run(&service, &[]);
+    assert_eq!(out.status, 1, "stdout: {}\nstderr: {}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("std::fs needs a disk, and this VM has none: give it one with [disk]"),
+        "{}",
+        out.stdout
+    );
 }
 
 /// The source of `tiny_http`'s own hello-world example, from the crate as

@@ -1,11 +1,13 @@
 //! The file-descriptor table of a std service. Descriptors 0-2 are the
-//! console (see `io`); from 3 on each names a socket or an event counter,
+//! console (see `io`); from 3 on each names a socket, an event counter, a
+//! file or a directory,
 //! shared by the descriptors `dup` made from it and released when the last
 //! one closes.
 
 extern crate alloc;
 
 use super::eventfd::EventFd;
+use super::file::{OpenDir, OpenFile};
 use super::socket::Socket;
 use alloc::rc::Rc;
 use alloc::vec::Vec;
@@ -25,6 +27,8 @@ pub(super) type Entry = Rc<RefCell<Socket>>;
 pub(super) enum Object {
     Socket(Entry),
     Event(Rc<EventFd>),
+    File(Rc<OpenFile>),
+    Dir(Rc<OpenDir>),
 }
 
 struct Table(RefCell<Vec<Option<Object>>>);
@@ -63,7 +67,8 @@ pub(super) fn remove(fd: i32) -> Result<(), i32> {
     let slot = usize::try_from(fd - FIRST).map_err(|_| EBADF)?;
     let entry = TABLE.0.borrow_mut().get_mut(slot).and_then(Option::take).ok_or(EBADF)?;
     // Dropped outside the table's borrow: releasing a socket polls the
-    // network stack, which never reaches back into the table.
+    // network stack, and a file writes its directory entry; neither
+    // reaches back into the table.
     drop(entry);
     Ok(())
 }

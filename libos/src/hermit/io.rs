@@ -1,9 +1,11 @@
 //! Reading, writing and closing descriptors: 0-2 are the console (standard
 //! output and error go to it; standard input is empty: a VM has no
-//! terminal), the rest are sockets.
+//! terminal), the rest are what the table holds (sockets, event counters,
+//! files, directories).
 
-use super::{fail, fd, ret_size, socket};
-use hermit_abi::{EBADF, EINVAL, iovec};
+use super::fd::{self, Object};
+use super::{fail, ret_size, socket};
+use hermit_abi::{EBADF, EINVAL, EISDIR, iovec};
 
 const STDIN: i32 = 0;
 const STDOUT: i32 = 1;
@@ -24,7 +26,7 @@ unsafe extern "C" fn sys_write(fd: i32, buf: *const u8, len: usize) -> isize {
         STDIN => fail(EBADF) as isize,
         _ if buf.is_null() && len != 0 => fail(hermit_abi::EFAULT) as isize,
         // SAFETY: the caller's contract.
-        _ => ret_size(socket::write(fd, if len == 0 { &[] } else { unsafe { core::slice::from_raw_parts(buf, len) } })),
+        _ => ret_size(write(fd, if len == 0 { &[] } else { unsafe { core::slice::from_raw_parts(buf, len) } })),
     }
 }
 
@@ -58,10 +60,7 @@ unsafe extern "C" fn sys_read(fd: i32, buf: *mut u8, len: usize) -> isize {
         STDOUT | STDERR => fail(EBADF) as isize,
         _ if buf.is_null() && len != 0 => fail(hermit_abi::EFAULT) as isize,
         // SAFETY: the caller's contract.
-        _ => ret_size(socket::read(
-            fd,
-            if len == 0 { &mut [] } else { unsafe { core::slice::from_raw_parts_mut(buf, len) } },
-        )),
+        _ => ret_size(read(fd, if len == 0 { &mut [] } else { unsafe { core::slice::from_raw_parts_mut(buf, len) } })),
     }
 }
 
@@ -90,5 +89,25 @@ extern "C" fn sys_close(fd: i32) -> i32 {
     match fd {
         STDIN | STDOUT | STDERR => 0,
         _ => fd::remove(fd).map_or_else(fail, |()| 0),
+    }
+}
+
+/// Reads from descriptor `fd` (3 on).
+fn read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
+    match fd::get(fd)? {
+        Object::Socket(entry) => socket::receive(&entry, buf, false).map(|(n, _)| n),
+        Object::Event(event) => event.read(buf),
+        Object::File(file) => file.read(buf),
+        Object::Dir(_) => Err(EISDIR),
+    }
+}
+
+/// Writes to descriptor `fd` (3 on).
+fn write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
+    match fd::get(fd)? {
+        Object::Socket(entry) => socket::transmit(&entry, buf, None),
+        Object::Event(event) => event.write(buf),
+        Object::File(file) => file.write(buf),
+        Object::Dir(_) => Err(EISDIR),
     }
 }

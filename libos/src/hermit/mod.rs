@@ -11,12 +11,14 @@ mod entropy;
 mod entry;
 mod eventfd;
 mod fd;
+mod file;
 mod io;
 mod memory;
 mod process;
 mod socket;
 mod thread;
 mod time;
+mod volume;
 
 pub(crate) use entry::start;
 

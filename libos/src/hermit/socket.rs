@@ -183,7 +183,7 @@ unsafe fn write_addr(addr: SocketAddrV4, name: *mut sockaddr, len: *mut socklen_
 fn socket_of(fd: i32) -> Result<Entry, i32> {
     match fd::get(fd)? {
         Object::Socket(entry) => Ok(entry),
-        Object::Event(_) => Err(ENOTSOCK),
+        _ => Err(ENOTSOCK),
     }
 }
 
@@ -336,7 +336,7 @@ fn settle_connect(entry: &Entry, outcome: crate::io::Result<bool>) -> Result<(),
 
 /// Reads into `buf` from a connected TCP socket or a UDP one; returns the
 /// length and the sender.
-fn receive(entry: &Entry, buf: &mut [u8], peek: bool) -> Result<(usize, Option<SocketAddrV4>), i32> {
+pub(super) fn receive(entry: &Entry, buf: &mut [u8], peek: bool) -> Result<(usize, Option<SocketAddrV4>), i32> {
     let (state, wait, read_shut) = {
         let socket = entry.borrow();
         let state = match socket.state {
@@ -355,7 +355,7 @@ fn receive(entry: &Entry, buf: &mut [u8], peek: bool) -> Result<(usize, Option<S
 
 /// Writes `buf` to a connected TCP socket, or sends it as a datagram to
 /// `to` (or the UDP socket's peer).
-fn transmit(entry: &Entry, buf: &[u8], to: Option<SocketAddrV4>) -> Result<usize, i32> {
+pub(super) fn transmit(entry: &Entry, buf: &[u8], to: Option<SocketAddrV4>) -> Result<usize, i32> {
     if entry.borrow().udp && matches!(entry.borrow().state, State::Fresh { port: None }) {
         bind(entry, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))?;
     }
@@ -372,22 +372,6 @@ fn transmit(entry: &Entry, buf: &[u8], to: Option<SocketAddrV4>) -> Result<usize
             udp::send_to(handle, buf, to, wait).map_err(errno)
         }
         _ => Err(ENOTCONN),
-    }
-}
-
-/// Reads from descriptor `fd` (for `sys_read`).
-pub(super) fn read(fd: i32, buf: &mut [u8]) -> Result<usize, i32> {
-    match fd::get(fd)? {
-        Object::Socket(entry) => receive(&entry, buf, false).map(|(n, _)| n),
-        Object::Event(event) => event.read(buf),
-    }
-}
-
-/// Writes to descriptor `fd` (for `sys_write`).
-pub(super) fn write(fd: i32, buf: &[u8]) -> Result<usize, i32> {
-    match fd::get(fd)? {
-        Object::Socket(entry) => transmit(&entry, buf, None),
-        Object::Event(event) => event.write(buf),
     }
 }
 
@@ -617,6 +601,8 @@ fn set_nonblocking(fd: i32, on: bool) -> Result<(), i32> {
     match fd::get(fd)? {
         Object::Socket(entry) => entry.borrow_mut().nonblocking = on,
         Object::Event(event) => event.set_nonblocking(on),
+        // Files are always ready: a transfer never waits on the network.
+        Object::File(_) | Object::Dir(_) => {}
     }
     Ok(())
 }
@@ -626,6 +612,7 @@ fn is_nonblocking(fd: i32) -> Result<bool, i32> {
     Ok(match fd::get(fd)? {
         Object::Socket(entry) => entry.borrow().nonblocking,
         Object::Event(event) => event.is_nonblocking(),
+        Object::File(_) | Object::Dir(_) => false,
     })
 }
 
@@ -670,6 +657,8 @@ fn revents(stack: &mut stack::Stack, fd: i32, events: i16) -> i16 {
         _ => match fd::get(fd) {
             Err(_) => return POLLNVAL,
             Ok(Object::Event(event)) => event.readiness(),
+            Ok(Object::File(_)) => POLLIN | POLLOUT,
+            Ok(Object::Dir(_)) => POLLIN,
             Ok(Object::Socket(entry)) => {
                 let mut socket = entry.borrow_mut();
                 match socket.state {

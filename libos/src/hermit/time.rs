@@ -10,10 +10,9 @@ use hermit_abi::{CLOCK_MONOTONIC, CLOCK_REALTIME, EFAULT, EINVAL, clockid_t, tim
 /// `tp` is null or points to a writable `timespec`.
 #[unsafe(no_mangle)]
 unsafe extern "C" fn sys_clock_gettime(clock: clockid_t, tp: *mut timespec) -> i32 {
-    let since_boot = Instant::now().as_nanos_since_boot();
     let ns = match clock {
-        CLOCK_MONOTONIC => since_boot,
-        CLOCK_REALTIME => crate::vm::info().unix_ns_at_boot.saturating_add(since_boot),
+        CLOCK_MONOTONIC => Instant::now().as_nanos_since_boot(),
+        CLOCK_REALTIME => unix_ns(),
         _ => return fail(EINVAL),
     };
     if tp.is_null() {
@@ -23,6 +22,12 @@ unsafe extern "C" fn sys_clock_gettime(clock: clockid_t, tp: *mut timespec) -> i
     // SAFETY: the caller's contract.
     unsafe { tp.write(time) };
     0
+}
+
+/// Wall-clock time: nanoseconds since the Unix epoch (since boot, if the
+/// machine has no clock).
+pub(super) fn unix_ns() -> u64 {
+    crate::vm::info().unix_ns_at_boot.saturating_add(Instant::now().as_nanos_since_boot())
 }
 
 #[unsafe(no_mangle)]
