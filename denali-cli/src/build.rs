@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use cargo_metadata::{Message, MetadataCommand, Package, TargetKind};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::BufReader;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -194,6 +194,23 @@ fn compile(
     Ok(elves)
 }
 
+/// Keeps the service's `Denali.toml` beside its image as `<name>.toml`, so
+/// that the image run later on its own boots as it was configured (its
+/// env, args, disk and network); removes a stale one if there is none.
+fn keep_manifest(package_dir: &Path, dvm: &Path) -> Result<()> {
+    let (source, kept) = (package_dir.join(crate::manifest::FILE_NAME), dvm.with_extension("toml"));
+    match std::fs::copy(&source, &kept) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::remove_file(&kept) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", kept.display()))
+            }
+            _ => Ok(()),
+        },
+        Err(e) => Err(e).with_context(|| format!("cannot copy {} to {}", source.display(), kept.display())),
+    }
+}
+
 /// Builds the service and returns its images.
 pub fn build(options: &BuildOptions) -> Result<Vec<Built>> {
     let (package, target_dir) = service_package(options)?;
@@ -223,6 +240,7 @@ pub fn build(options: &BuildOptions) -> Result<Vec<Built>> {
         std::fs::write(&dvm, &bytes).with_context(|| format!("cannot write {}", dvm.display()))?;
         // Keep the ELF beside the image for symbolised fault reports.
         std::fs::copy(&elf, dvm.with_extension("elf")).with_context(|| format!("cannot copy {}", elf.display()))?;
+        keep_manifest(&package_dir, &dvm)?;
         built.push(Built { name, dvm, manifest: manifest.clone() });
     }
     Ok(built)

@@ -105,8 +105,12 @@ impl Default for Manifest {
 impl Manifest {
     /// Reads `Denali.toml` in `dir`, or the defaults if there is none.
     pub fn load(dir: &Path) -> Result<Self> {
-        let path = dir.join(FILE_NAME);
-        match std::fs::read_to_string(&path) {
+        Self::load_file(&dir.join(FILE_NAME))
+    }
+
+    /// Reads the manifest at `path`, or the defaults if there is none.
+    pub fn load_file(path: &Path) -> Result<Self> {
+        match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text).with_context(|| format!("{} is not valid", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),

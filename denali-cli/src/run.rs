@@ -98,7 +98,7 @@ pub struct Service {
 }
 
 /// The images to boot: built here (with their `Denali.toml`), or prebuilt
-/// (with the defaults).
+/// (with the `<name>.toml` the build kept beside each, else the defaults).
 fn services(options: &RunOptions) -> Result<Vec<Service>> {
     let images: Vec<(PathBuf, Manifest)> = if options.images.is_empty() {
         let built = build::build(&options.build)?;
@@ -108,7 +108,11 @@ fn services(options: &RunOptions) -> Result<Vec<Service>> {
         }
         built.into_iter().map(|b| (b.dvm, b.manifest)).collect()
     } else {
-        options.images.iter().map(|p| (p.clone(), Manifest::default())).collect()
+        let kept = |p: &PathBuf| {
+            let path = p.with_extension("toml");
+            Manifest::load_file(&path).with_context(|| format!("the manifest kept beside {} is not valid", p.display()))
+        };
+        options.images.iter().map(|p| Ok((p.clone(), kept(p)?))).collect::<Result<_>>()?
     };
     images
         .into_iter()
@@ -122,35 +126,74 @@ fn services(options: &RunOptions) -> Result<Vec<Service>> {
         .collect()
 }
 
-/// Each service's first address: its manifest's, or else the next unused
-/// range of the default network, so that several images never share one.
+/// Each service's first address: its manifest's, or else the next range
+/// of the default network that no other service has, so that several
+/// images never share one.
 fn assign_networks(services: &[Service]) -> Result<Vec<Ipv4Config>> {
-    let mut next_default = 0u32;
+    // Addresses the manifests name are taken first; default ranges go
+    // around them.
     let mut taken: Vec<(u32, u32, &str)> = Vec::new();
+    for service in services {
+        if let Some(network) = &service.manifest.network {
+            take(&mut taken, network, service)?;
+        }
+    }
+    let mut next_default = 0u32;
     let mut networks = Vec::new();
     for service in services {
-        let instances = service.manifest.instances;
         let network = match service.manifest.network {
             Some(network) => network,
             None => {
-                let network = Ipv4Config::DEFAULT.nth(next_default).unwrap_or(Ipv4Config::DEFAULT);
-                next_default = next_default.saturating_add(instances);
+                let free = free_default_range(&taken, &mut next_default, service.manifest.instances);
+                // None free: taking the start again says why.
+                let network = free.unwrap_or(Ipv4Config::DEFAULT);
+                take(&mut taken, &network, service)?;
                 network
             }
         };
-        crate::manifest::check_room(&network, instances).with_context(|| format!("cannot address {}", service.name))?;
-        let first = u32::from_be_bytes(network.address);
-        let last = first + (instances - 1);
-        if let Some((_, _, other)) = taken.iter().find(|(a, b, _)| first <= *b && *a <= last) {
-            bail!(
-                "{} and {other} would share IPv4 addresses: give one of them another `[network] ip` in its Denali.toml",
-                service.name
-            );
-        }
-        taken.push((first, last, &service.name));
         networks.push(network);
     }
     Ok(networks)
+}
+
+/// The first range of the default network, from address `*next` on, for
+/// `instances` VMs that no service in `taken` holds.
+fn free_default_range(taken: &[(u32, u32, &str)], next: &mut u32, instances: u32) -> Option<Ipv4Config> {
+    while let Some(candidate) = Ipv4Config::DEFAULT.nth(*next) {
+        *next = next.saturating_add(instances);
+        if overlap(taken, &candidate, instances).is_none() {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// The addresses `instances` VMs take from `network`.
+fn span(network: &Ipv4Config, instances: u32) -> (u32, u32) {
+    let first = u32::from_be_bytes(network.address);
+    (first, first + instances.saturating_sub(1))
+}
+
+/// The service already holding one of the addresses `instances` VMs would
+/// take from `network`.
+fn overlap<'a>(taken: &[(u32, u32, &'a str)], network: &Ipv4Config, instances: u32) -> Option<&'a str> {
+    let (first, last) = span(network, instances);
+    taken.iter().find(|(a, b, _)| first <= *b && *a <= last).map(|(_, _, name)| *name)
+}
+
+/// Takes `service`'s addresses from `network`, or says why they cannot be.
+fn take<'a>(taken: &mut Vec<(u32, u32, &'a str)>, network: &Ipv4Config, service: &'a Service) -> Result<()> {
+    let instances = service.manifest.instances;
+    crate::manifest::check_room(network, instances).with_context(|| format!("cannot address {}", service.name))?;
+    if let Some(other) = overlap(taken, network, instances) {
+        bail!(
+            "{} and {other} would share IPv4 addresses: give one of them another `[network] ip` in its Denali.toml",
+            service.name
+        );
+    }
+    let (first, last) = span(network, instances);
+    taken.push((first, last, &service.name));
+    Ok(())
 }
 
 /// The boot bundle for `services`, and each service's first address.
@@ -194,4 +237,36 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         config.mem_size = memory;
     }
     denali_monitor::run(&config, Box::new(std::io::stdout())).context("the run failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, instances: u32, network: Option<&str>) -> Service {
+        let mut text = format!("instances = {instances}\n");
+        if let Some(ip) = network {
+            text += &format!("[network]\nip = \"{ip}\"\ngateway = \"10.0.2.2\"\n");
+        }
+        let manifest = Manifest::parse(&text).unwrap();
+        Service { name: name.into(), image: Vec::new(), manifest, disk_file: PathBuf::new() }
+    }
+
+    fn first_addresses(services: &[Service]) -> Result<Vec<Ipv4Addr>> {
+        Ok(assign_networks(services)?.iter().map(|n| Ipv4Addr::from(n.address)).collect())
+    }
+
+    #[test]
+    fn default_addresses_go_around_the_ones_manifests_name() {
+        let services = [service("client", 1, None), service("web", 2, Some("10.0.2.15/24")), service("b", 1, None)];
+        let expected: Vec<Ipv4Addr> = ["10.0.2.17", "10.0.2.15", "10.0.2.18"].map(|a| a.parse().unwrap()).into();
+        assert_eq!(first_addresses(&services).unwrap(), expected);
+    }
+
+    #[test]
+    fn services_that_name_the_same_addresses_are_refused() {
+        let services = [service("a", 2, Some("10.0.2.15/24")), service("b", 1, Some("10.0.2.16/24"))];
+        let error = first_addresses(&services).unwrap_err().to_string();
+        assert!(error.contains("b and a would share IPv4 addresses"), "{error}");
+    }
 }

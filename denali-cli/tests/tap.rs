@@ -1,6 +1,7 @@
-//! The NIC on a TAP device: every instance answers at its own address. The
-//! test makes a network namespace of its own, so only addresses inside it
-//! are used and nothing on this machine's network changes.
+//! The NIC on a TAP device: every instance answers at its own address, and
+//! a std service talks to a no_std one. The test makes a network namespace
+//! of its own, so only addresses inside it are used and nothing on this
+//! machine's network changes.
 
 mod support;
 
@@ -51,4 +52,25 @@ fn attaching_a_tap_device_without_permission_is_refused_with_a_sentence() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn a_std_service_fetches_a_page_from_a_no_std_one_on_a_tap_device() {
+    let dir = scratch();
+    let server = build(&new_from_template(dir.path(), "nsweb", "http"), "nsweb");
+    let client_dir = new_service(dir.path(), "stdclient", Some(include_str!("guests/std_client.rs")));
+    let manifest = "memory = \"64 MiB\"\n[env]\nSERVER = \"10.0.2.15:80\"\n";
+    std::fs::write(client_dir.join("Denali.toml"), manifest).unwrap();
+    let client = build(&client_dir, "stdclient");
+    let ns = Namespace::new("stdtap");
+    let images = [server.to_str().unwrap(), client.to_str().unwrap()];
+    let mut vms = Background::spawn(run_in(&ns, &client_dir, &["--net", "tap=dn0", images[0], images[1]]));
+    // VM 1 (std) fetches from VM 0 (no_std); the host on the TAP device
+    // reaches VM 0 too.
+    vms.wait_for("std client: HTTP/1.1 200 OK, 2048 bytes, from VM 0: true", Duration::from_secs(300));
+    let mut curl = ns.command("curl");
+    curl.args(["--silent", "--show-error", "--max-time", "60", "http://10.0.2.15/"]);
+    let out = curl.output().expect("curl");
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.contains("<h1>Hello from Denali VM 0</h1>"), "{page}\n{}", vms.output());
 }
