@@ -42,9 +42,17 @@ const STD: Template = &[
     ("Denali.toml", include_str!("../../templates/std/Denali.toml")),
 ];
 
+/// axum on tokio: a Cargo.toml of its own (the web stack's crates).
+const AXUM: Template = &[
+    ("Cargo.toml", include_str!("../../templates/axum/Cargo.toml.in")),
+    GITIGNORE,
+    ("src/main.rs", include_str!("../../templates/axum/src/main.rs")),
+    ("Denali.toml", include_str!("../../templates/axum/Denali.toml")),
+];
+
 /// Template names and their files.
 pub const TEMPLATES: &[(&str, Template)] =
-    &[("hello", HELLO), ("http", HTTP), ("echo", ECHO), ("disk", DISK), ("std", STD)];
+    &[("hello", HELLO), ("http", HTTP), ("echo", ECHO), ("disk", DISK), ("std", STD), ("axum", AXUM)];
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();

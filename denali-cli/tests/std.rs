@@ -4,7 +4,7 @@
 //! threads, locks, channels, thread-locals, hashing), and one that
 //! exercises `std::net` inside the VM (loopback, blocking and non-blocking,
 //! timeouts, UDP), one that uses `std::fs` on the VM's disk across reboots,
-//! booted under KVM.
+//! and the axum template under load, booted under KVM.
 
 mod support;
 
@@ -218,6 +218,25 @@ fn a_third_party_std_crate_serves_from_its_own_example_unchanged() {
     // 100 clients at once, two keep-alive requests each: all answered.
     let target = format!("127.0.0.1:{port}").parse().unwrap();
     let report = load::http_load(target, 100, 2, "hello world".len(), None);
+    assert!(report.failures.is_empty(), "{} ok; failures: {:?}\n{}", report.ok, report.failures, server.output());
+    assert_eq!(report.ok, 200);
+}
+
+#[test]
+fn the_axum_template_serves_curl_and_a_hundred_concurrent_clients() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let service = new_from_template(dir.path(), "axumweb", "axum");
+    build(&service, "axumweb");
+    let port = free_port();
+    let mut server = Background::start(&service, &["-p", &format!("{port}:80")]);
+    server.wait_for("axumweb: listening on 0.0.0.0:80", Duration::from_secs(120));
+    let page = curl(&[&format!("http://127.0.0.1:{port}/")]);
+    assert_eq!((page.status, page.stdout.as_str()), (0, "Hello, World!"), "{}\n{}", page.stderr, server.output());
+
+    // 100 clients at once, two keep-alive requests each: all answered.
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+    let report = load::http_load(target, 100, 2, "Hello, World!".len(), None);
     assert!(report.failures.is_empty(), "{} ok; failures: {:?}\n{}", report.ok, report.failures, server.output());
     assert_eq!(report.ok, 200);
 }

@@ -34,6 +34,8 @@ pub mod vm;
 mod heap;
 #[cfg(target_os = "hermit")]
 mod hermit;
+#[cfg(target_os = "hermit")]
+pub use hermit::readiness;
 mod rt;
 mod tls;
 

@@ -15,6 +15,7 @@ mod file;
 mod io;
 mod memory;
 mod process;
+pub mod readiness;
 mod socket;
 mod thread;
 mod time;

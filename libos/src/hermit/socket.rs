@@ -650,7 +650,7 @@ extern "C" fn sys_dup(fd: i32) -> i32 {
 
 /// What `fd` is ready for now, as `poll` bits (POLLNVAL if it is not
 /// open); called with the stack in hand.
-fn revents(stack: &mut stack::Stack, fd: i32, events: i16) -> i16 {
+pub(super) fn revents(stack: &mut stack::Stack, fd: i32, events: i16) -> i16 {
     let ready = match fd {
         0 => POLLIN,
         1 | 2 => POLLOUT,
