@@ -63,7 +63,8 @@ impl CalendarTime {
         }
     }
 
-    /// Seconds since the Unix epoch.
+    /// Seconds since the Unix epoch (0 for a time before it, which only a
+    /// value built field by field, not by [`CalendarTime::new`], can be).
     pub fn unix_seconds(&self) -> u64 {
         let (month, day) = (u64::from(self.month), u64::from(self.day));
         let year = u64::from(self.year) - u64::from(month <= 2);
@@ -71,13 +72,13 @@ impl CalendarTime {
         let year_of_era = year % 400;
         let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
         let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-        let days = era * DAYS_PER_ERA + day_of_era - EPOCH_DAYS;
+        let days = (era * DAYS_PER_ERA + day_of_era).saturating_sub(EPOCH_DAYS);
         days * DAY + u64::from(self.hour) * 3600 + u64::from(self.minute) * 60 + u64::from(self.second)
     }
 
-    /// Nanoseconds since the Unix epoch.
+    /// Nanoseconds since the Unix epoch, up to `u64::MAX` (in 2554).
     pub fn unix_ns(&self) -> u64 {
-        self.unix_seconds() * 1_000_000_000
+        self.unix_seconds().saturating_mul(1_000_000_000)
     }
 }
 
@@ -93,6 +94,9 @@ mod tests {
         assert_eq!(at(2024, 2, 29, 12, 30, 15), 1_709_209_815);
         assert_eq!(at(2026, 12, 2, 13, 29, 18), 1_796_218_158);
         assert_eq!(CalendarTime::new(2026, 12, 2, 13, 29, 18).unwrap().unix_ns(), 1_796_218_158_000_000_000);
+        assert_eq!(CalendarTime::new(9999, 12, 31, 23, 59, 59).unwrap().unix_ns(), u64::MAX);
+        let before_the_epoch = CalendarTime { year: 1969, ..CalendarTime::new(1970, 1, 1, 0, 0, 0).unwrap() };
+        assert_eq!(before_the_epoch.unix_seconds(), 0);
     }
 
     #[test]

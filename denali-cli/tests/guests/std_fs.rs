@@ -82,6 +82,15 @@ fn first_boot() -> std::io::Result<()> {
     println!("remove_dir of a full directory fails: {}", fs::remove_dir("/data").is_err());
     println!("write to a read-only open fails: {}", File::open("/greeting.txt")?.write_all(b"x").is_err());
 
+    // One file, however it is spelled: open under one name, it cannot be
+    // removed under another (FAT would hand its clusters to the next file).
+    let held = File::open("/data/A-LONG-FILE-NAME.JSON")?;
+    let by_long = fs::remove_file("/data/a-long-file-name.json").is_err();
+    let by_short = fs::remove_file("/DATA/a-long~1.jso").is_err();
+    println!("open file kept under other names: {by_long} {by_short}");
+    println!("its short name reads it: {:?}", fs::read_to_string("/data/A-LONG~1.JSO")?);
+    drop(held);
+
     // Remove.
     fs::remove_file("/data/b.txt")?;
     println!("removed: {:?}", kind(fs::metadata("/data/b.txt")));

@@ -46,16 +46,18 @@ pub(super) struct OpenDir {
 struct Node {
     /// Its path from the root, as first opened.
     path: String,
+    /// Its key in [`OPEN`] (see [`Found::key`]).
+    key: String,
     file: RefCell<FatFile>,
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        OPEN.0.borrow_mut().remove(&key(&self.path));
+        OPEN.0.borrow_mut().remove(&self.key);
     }
 }
 
-/// The files open now, by [`key`].
+/// The files open now, by [`Found::key`].
 struct OpenNodes(RefCell<BTreeMap<String, Weak<Node>>>);
 
 // SAFETY: one green thread runs at a time in a VM, and no borrow of the
@@ -64,19 +66,14 @@ unsafe impl Sync for OpenNodes {}
 
 static OPEN: OpenNodes = OpenNodes(RefCell::new(BTreeMap::new()));
 
-/// FAT compares names without case: so do the keys of open files.
-fn key(path: &str) -> String {
-    path.to_lowercase()
+/// The open file known by `key`, if a descriptor has it.
+fn open_node(key: &str) -> Option<Rc<Node>> {
+    OPEN.0.borrow().get(key).and_then(Weak::upgrade)
 }
 
-/// The open file at `path`, if a descriptor has it.
-fn open_node(path: &str) -> Option<Rc<Node>> {
-    OPEN.0.borrow().get(&key(path)).and_then(Weak::upgrade)
-}
-
-fn share(path: String, file: FatFile) -> Rc<Node> {
-    let node = Rc::new(Node { path, file: RefCell::new(file) });
-    OPEN.0.borrow_mut().insert(key(&node.path), Rc::downgrade(&node));
+fn share(path: String, key: String, file: FatFile) -> Rc<Node> {
+    let node = Rc::new(Node { path, key, file: RefCell::new(file) });
+    OPEN.0.borrow_mut().insert(node.key.clone(), Rc::downgrade(&node));
     node
 }
 
@@ -120,37 +117,63 @@ fn not_a_dir(error: &FatError) -> i32 {
 }
 
 /// What a path names.
-enum Found {
-    Root,
-    Entry(FatEntry),
+struct Found {
+    /// The entry; `None` for the root.
+    entry: Option<FatEntry>,
+    /// One name for it however the path was spelled: the short (8.3) names
+    /// of its parts, each unique in its directory. A file reached by its
+    /// long name in another case, or by its short name, has the same key.
+    key: String,
 }
 
 impl Found {
     fn is_dir(&self) -> bool {
-        match self {
-            Found::Root => true,
-            Found::Entry(entry) => entry.is_dir(),
+        self.entry.as_ref().is_none_or(FatEntry::is_dir)
+    }
+
+    /// The directory it names (the caller has checked `is_dir`).
+    fn dir(&self) -> Result<FatDir, i32> {
+        match &self.entry {
+            None => Ok(volume::volume()?.root_dir()),
+            Some(entry) => Ok(entry.to_dir()),
         }
+    }
+
+    /// Its inode number: a hash of its key.
+    fn ino(&self) -> u64 {
+        denali_abi::fnv1a64(self.key.as_bytes())
     }
 }
 
+/// Walks `path` from the root, matching each part as the FAT crate does
+/// when it opens or removes one.
 fn find(path: &str) -> Result<Found, i32> {
-    if path.is_empty() {
-        volume::volume()?;
-        return Ok(Found::Root);
+    let mut found = Found { entry: None, key: String::new() };
+    volume::volume()?;
+    for part in path.split('/').filter(|part| !part.is_empty()) {
+        if !found.is_dir() {
+            return Err(ENOTDIR);
+        }
+        let entry = lookup(&found.dir()?, part)?;
+        found.key.push('/');
+        found.key.push_str(&entry.short_file_name());
+        found.entry = Some(entry);
     }
-    let (parent, name) = parent_of(path)?;
-    for entry in parent.iter() {
+    Ok(found)
+}
+
+/// The entry of `dir` called `name`: by its long name or its short one,
+/// without case (Unicode upper-case folding, as the crate compares).
+fn lookup(dir: &FatDir, name: &str) -> Result<FatEntry, i32> {
+    let fold = |s: &str| s.chars().flat_map(char::to_uppercase).collect::<String>();
+    let wanted = fold(name);
+    for entry in dir.iter() {
         let entry = entry.map_err(|e| volume::errno(&e))?;
-        if same_name(&entry.file_name(), name) {
-            return Ok(Found::Entry(entry));
+        if fold(&entry.file_name()) == wanted || fold(&entry.short_file_name()) == wanted {
+            return Ok(entry);
         }
     }
     Err(ENOENT)
-}
-
-fn same_name(a: &str, b: &str) -> bool {
-    a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
 }
 
 fn open(path: String, flags: i32) -> Result<super::fd::Object, i32> {
@@ -165,18 +188,19 @@ fn open(path: String, flags: i32) -> Result<super::fd::Object, i32> {
     let node = match find(&path) {
         Ok(_) if exclusive => return Err(EEXIST),
         Ok(found) if found.is_dir() => {
-            if writable {
+            if writable || flags & O_CREAT != 0 {
                 return Err(EISDIR);
             }
             return Ok(Object::Dir(Rc::new(OpenDir { path, listed: Cell::new(false) })));
         }
         Ok(_) if flags & O_DIRECTORY != 0 => return Err(ENOTDIR),
-        Ok(Found::Entry(entry)) => open_node(&path).unwrap_or_else(|| share(path, entry.to_file())),
-        Ok(Found::Root) => unreachable!("the root is a directory"),
+        Ok(Found { entry: Some(entry), key }) => open_node(&key).unwrap_or_else(|| share(path, key, entry.to_file())),
+        Ok(Found { entry: None, .. }) => unreachable!("the root is a directory"),
         Err(ENOENT) if flags & O_CREAT != 0 && flags & O_DIRECTORY == 0 && !path.is_empty() => {
             let (parent, name) = parent_of(&path)?;
             let file = parent.create_file(name).map_err(|e| volume::errno(&e))?;
-            share(path, file)
+            let key = find(&path)?.key;
+            share(path, key, file)
         }
         Err(e) => return Err(e),
     };
@@ -197,6 +221,10 @@ impl OpenFile {
         if !self.readable {
             return Err(EBADF);
         }
+        if self.offset.get() >= u64::from(u32::MAX) {
+            // Past the largest FAT file: nothing to read.
+            return Ok(0);
+        }
         let mut file = self.node.file.borrow_mut();
         let fat = |e: FatError| volume::errno(&e);
         // The crate stops a seek at the end: a read there returns 0.
@@ -212,6 +240,10 @@ impl OpenFile {
     pub(super) fn write(&self, buf: &[u8]) -> Result<usize, i32> {
         if !self.writable {
             return Err(EBADF);
+        }
+        if buf.is_empty() {
+            // As on Linux, writing nothing past the end does not extend.
+            return Ok(0);
         }
         let mut file = self.node.file.borrow_mut();
         let fat = |e: FatError| volume::errno(&e);
@@ -255,27 +287,24 @@ impl OpenDir {
         if self.listed.get() {
             return Ok(0);
         }
-        let mut names: Vec<(String, u8)> = Vec::new();
-        let dir = if self.path.is_empty() {
-            volume::volume()?.root_dir()
-        } else {
-            volume::volume()?.root_dir().open_dir(&self.path).map_err(|e| not_a_dir(&e))?
-        };
-        for entry in dir.iter() {
+        let mut names: Vec<(String, u64, u8)> = Vec::new();
+        let found = find(&self.path)?;
+        for entry in found.dir()?.iter() {
             let entry = entry.map_err(|e| volume::errno(&e))?;
             let name = entry.file_name();
             if name != "." && name != ".." {
-                names.push((name, if entry.is_dir() { DT_DIR } else { DT_REG }));
+                let ino = denali_abi::fnv1a64(alloc::format!("{}/{}", found.key, entry.short_file_name()).as_bytes());
+                names.push((name, ino, if entry.is_dir() { DT_DIR } else { DT_REG }));
             }
         }
         if names.is_empty() {
             // std's Hermit layer takes an empty listing for a failure, so an
             // empty directory lists what Linux's getdents always does.
-            names = alloc::vec![(String::from("."), DT_DIR), (String::from(".."), DT_DIR)];
+            names = alloc::vec![(String::from("."), found.ino(), DT_DIR), (String::from(".."), 0, DT_DIR)];
         }
         let mut used = 0;
-        for (i, (name, kind)) in names.iter().enumerate() {
-            used = put_dirent(buf, used, i as u64 + 1, name, *kind).ok_or(EINVAL)?;
+        for (name, ino, kind) in &names {
+            used = put_dirent(buf, used, *ino, name, *kind).ok_or(EINVAL)?;
         }
         self.listed.set(true);
         Ok(used)
@@ -306,11 +335,11 @@ fn attributes(path: &str) -> Result<stat, i32> {
     let volume = volume::volume()?;
     // SAFETY: `stat` is plain integers, for which zero is a value.
     let mut st: stat = unsafe { core::mem::zeroed() };
-    st.st_ino = denali_abi::fnv1a64(key(path).as_bytes());
+    st.st_ino = found.ino();
     st.st_nlink = 1;
     st.st_blksize = i64::from(volume.cluster_size());
     st.st_mode = if found.is_dir() { S_IFDIR | 0o755 } else { S_IFREG | 0o644 };
-    if let Found::Entry(entry) = &found {
+    if let Some(entry) = &found.entry {
         if entry.attributes().contains(lamfat::FileAttributes::READ_ONLY) {
             st.st_mode &= !0o222;
         }
@@ -435,12 +464,13 @@ unsafe extern "C" fn sys_mkdir(name: *const c_char, _mode: u32) -> i32 {
 /// Removes the file (`dir` false) or empty directory (`dir` true) at `name`.
 fn remove(name: *const c_char, dir: bool) -> i32 {
     let removed = resolve(name).and_then(|path| {
-        match find(&path)? {
-            Found::Root => return Err(if dir { EBUSY } else { EISDIR }),
-            Found::Entry(entry) if entry.is_dir() != dir => return Err(if dir { ENOTDIR } else { EISDIR }),
-            Found::Entry(_) => {}
+        let found = find(&path)?;
+        match &found.entry {
+            None => return Err(if dir { EBUSY } else { EISDIR }),
+            Some(entry) if entry.is_dir() != dir => return Err(if dir { ENOTDIR } else { EISDIR }),
+            Some(_) => {}
         }
-        if open_node(&path).is_some() {
+        if open_node(&found.key).is_some() {
             return Err(EBUSY);
         }
         let (parent, name) = parent_of(&path)?;

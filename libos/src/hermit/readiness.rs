@@ -42,8 +42,9 @@ unsafe impl Sync for Reactor {}
 static REACTOR: Reactor = Reactor { waiting: RefCell::new(Vec::new()), started: Cell::new(false) };
 
 /// Wakes `waker` once descriptor `fd` is ready as `interest` says (or has
-/// failed, or is closed). A later call for the same descriptor and
-/// interest replaces the waker, as a future polled again expects.
+/// failed, or is closed). Several tasks may wait on one descriptor (two
+/// accepting on one listener): each is woken. A task polled again with a
+/// waker that wakes it already is not added twice.
 pub fn wake_when_ready(fd: i32, interest: Interest, waker: &Waker) {
     let events = match interest {
         Interest::Readable => POLLIN,
@@ -51,9 +52,8 @@ pub fn wake_when_ready(fd: i32, interest: Interest, waker: &Waker) {
     };
     {
         let mut waiting = REACTOR.waiting.borrow_mut();
-        match waiting.iter_mut().find(|w| w.fd == fd && w.events == events) {
-            Some(entry) => entry.waker.clone_from(waker),
-            None => waiting.push(Waiting { fd, events, waker: waker.clone() }),
+        if !waiting.iter().any(|w| w.fd == fd && w.events == events && w.waker.will_wake(waker)) {
+            waiting.push(Waiting { fd, events, waker: waker.clone() });
         }
     }
     if !REACTOR.started.replace(true) {

@@ -137,6 +137,9 @@ impl lamfat::IoBase for Disk {
 impl lamfat::Read for Disk {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, Errno> {
         let len = transfer_len(self.position, buf.len());
+        if len == 0 {
+            return Ok(0);
+        }
         let at = self.position;
         let done = if let Some(whole) = whole_sectors(at, len) {
             disk::read_at(at, &mut buf[..whole]).map_err(|_| Errno(EIO))?;
@@ -156,10 +159,13 @@ impl lamfat::Read for Disk {
 impl lamfat::Write for Disk {
     fn write(&mut self, buf: &[u8]) -> Result<usize, Errno> {
         let len = transfer_len(self.position, buf.len());
+        if len == 0 {
+            return Ok(0);
+        }
         let at = self.position;
         let done = if let Some(whole) = whole_sectors(at, len) {
-            disk::write_at(at, &buf[..whole]).map_err(|_| Errno(EIO))?;
             self.cache.forget(at / SECTOR_SIZE as u64, whole / SECTOR_SIZE);
+            disk::write_at(at, &buf[..whole]).map_err(|_| Errno(EIO))?;
             whole
         } else {
             // Part of one sector: patch it in the cache, write it whole.
@@ -169,7 +175,11 @@ impl lamfat::Write for Disk {
             let sector = self.cache.sector(number)?;
             sector[within..within + part].copy_from_slice(&buf[..part]);
             let sector = *sector;
-            disk::write_at(number * SECTOR_SIZE as u64, &sector).map_err(|_| Errno(EIO))?;
+            if disk::write_at(number * SECTOR_SIZE as u64, &sector).is_err() {
+                // The cache must not keep what the disk did not take.
+                self.cache.forget(number, 1);
+                return Err(Errno(EIO));
+            }
             part
         };
         self.position += done as u64;
