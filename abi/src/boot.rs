@@ -154,6 +154,14 @@ pub mod ports {
     /// buffer on the console in one exit (only where the loader sets
     /// [`BOOT_FLAG_CONSOLE_PORT`](super::BOOT_FLAG_CONSOLE_PORT)).
     pub const CONSOLE: u16 = 0x504;
+    /// Progress device: while the kernel makes the bundle's VMs, a 32-bit
+    /// write of how many it has made so far (a few times a second, and
+    /// once at the end of a boot long enough to have reported before); the
+    /// monitor draws a progress bar. Unclaimed elsewhere.
+    pub const PROGRESS: u16 = 0x505;
+    /// Progress device, memory: a 32-bit write of the MiB of memory in use,
+    /// just before each write to [`PROGRESS`].
+    pub const PROGRESS_MEMORY: u16 = 0x506;
 }
 
 /// Magic at the start of a boot bundle.

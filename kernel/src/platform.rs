@@ -70,6 +70,9 @@ pub trait Platform {
     fn run_save_routine(&mut self, rip: u64, failure: &mut UserContext) -> bool;
     /// The address of the last page fault.
     fn fault_address(&self) -> u64;
+    /// Tells the monitor (if any) how many VMs the boot has made so far and
+    /// the MiB of memory in use, for its progress bar.
+    fn report_progress(&mut self, vms_made: u32, memory_mib: u32);
 }
 
 /// The machine's NIC: the virtual switch's uplink.
@@ -105,17 +108,21 @@ pub trait BlockDevice {
         len: usize,
         fill: &mut dyn FnMut(&mut [u8]) -> Result<(), Error>,
     ) -> Result<(), Error>;
-    /// Writes the 4 KiB frame at physical `frame` from `sector`.
+    /// The most frames one `write_frames` or `read_frames` moves.
+    fn frames_per_transfer(&self) -> usize;
+    /// Writes the 4 KiB frames at physical addresses `frames` to
+    /// consecutive pages from `sector`, in one request.
     ///
     /// # Safety
     ///
-    /// `frame` must be a frame of RAM nothing writes meanwhile.
-    unsafe fn write_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error>;
-    /// Reads 4 KiB from `sector` into the frame at physical `frame`.
+    /// Each frame must be RAM, listed once, that nothing writes meanwhile.
+    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), Error>;
+    /// Reads consecutive pages from `sector` into the frames at physical
+    /// addresses `frames`, in one request.
     ///
     /// # Safety
     ///
-    /// `frame` must be a frame of RAM the caller owns, mapped nowhere a VM
-    /// could see it half-written.
-    unsafe fn read_frame(&mut self, sector: u64, frame: u64) -> Result<(), Error>;
+    /// Each frame must be RAM the caller owns, listed once, mapped nowhere
+    /// a VM could see it half-written.
+    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), Error>;
 }

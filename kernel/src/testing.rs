@@ -171,28 +171,50 @@ impl Guest {
 /// the VMs' programs, by the page tables they run on.
 pub struct Sim {
     tsc: Cell<u64>,
+    /// How far the TSC moves each time it is read.
+    ticks_per_look: u64,
     deadline: u64,
     cr2: u64,
     root: Option<PhysFrame>,
     programs: Vec<(PhysFrame, Program)>,
     /// Times the state-save routine ran.
     pub saves: u64,
+    /// What the kernel reported of its boot's progress.
+    pub progress: Vec<(u32, u32)>,
 }
 
 /// The simulated TSC's frequency: 1 GHz (1 ns a tick).
 pub const TSC_KHZ: u64 = 1_000_000;
-/// How far the TSC moves each time it is read.
-const TICKS_PER_LOOK: u64 = 1_000;
-
 impl Sim {
-    fn new() -> Sim {
-        Sim { tsc: Cell::new(0), deadline: 0, cr2: 0, root: None, programs: Vec::new(), saves: 0 }
+    /// A CPU whose TSC moves a microsecond each time it is read.
+    pub fn new() -> Sim {
+        Sim::with_ticks_per_look(1_000)
+    }
+
+    /// A CPU whose TSC moves `ticks` each time it is read (a slow machine).
+    pub fn with_ticks_per_look(ticks: u64) -> Sim {
+        Sim {
+            tsc: Cell::new(0),
+            ticks_per_look: ticks,
+            deadline: 0,
+            cr2: 0,
+            root: None,
+            programs: Vec::new(),
+            saves: 0,
+            progress: Vec::new(),
+        }
+    }
+}
+
+impl Default for Sim {
+    fn default() -> Sim {
+        Sim::new()
     }
 }
 
 impl Platform for Sim {
     fn rdtsc(&self) -> u64 {
-        self.tsc.set(self.tsc.get() + TICKS_PER_LOOK);
+        self.tsc.set(self.tsc.get() + self.ticks_per_look);
         self.tsc.get()
     }
 
@@ -258,6 +280,10 @@ impl Platform for Sim {
     fn fault_address(&self) -> u64 {
         self.cr2
     }
+
+    fn report_progress(&mut self, vms_made: u32, memory_mib: u32) {
+        self.progress.push((vms_made, memory_mib));
+    }
 }
 
 /// A minimal image: one page of "code" (the programs stand in for it).
@@ -270,13 +296,24 @@ pub fn image() -> Vec<u8> {
 /// A kernel on a [`Sim`] with `mib` MiB of memory, a pool of `frame_slots`
 /// frames, and `vms` VMs of [`image`] at consecutive addresses from
 /// 10.0.2.15, each running the program `program(id)` makes.
-pub fn kernel(mib: u64, frame_slots: u32, vms: u32, mut program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
+pub fn kernel(mib: u64, frame_slots: u32, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
+    kernel_on(Sim::new(), mib, frame_slots, vms, program)
+}
+
+/// As [`kernel`], on the CPU `sim`.
+pub fn kernel_on(
+    sim: Sim,
+    mib: u64,
+    frame_slots: u32,
+    vms: u32,
+    mut program: impl FnMut(u32) -> Program,
+) -> Kernel<Sim> {
     let mut frames = frames(mib);
     let kernel_pml4 = phys::alloc_zeroed(&mut frames).expect("a frame for the kernel's tables");
     let switch_frame = phys::alloc_zeroed(&mut frames).expect("a frame for the state-switch code");
     let selectors = UserSelectors { code: 0x23, data: 0x1b };
     let state_switch = StateSwitch::new(switch_frame, 0x3000, 0x3080, selectors);
-    let mut kernel = KernelBuilder::new(Sim::new(), frames, Clock::start(TSC_KHZ, 0), kernel_pml4, state_switch)
+    let mut kernel = KernelBuilder::new(sim, frames, Clock::start(TSC_KHZ, 0), kernel_pml4, state_switch)
         .frame_budget(frame_slots)
         .build()
         .expect("a kernel");

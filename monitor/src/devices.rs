@@ -37,6 +37,14 @@ pub enum PortAction {
     Panic,
     /// The kernel has nothing to run for this long.
     Idle(std::time::Duration),
+    /// The kernel has made this many VMs and has this many MiB of memory
+    /// in use.
+    Progress {
+        /// VMs made (or refused) so far.
+        made: u32,
+        /// MiB of memory in use.
+        memory_mib: u32,
+    },
 }
 
 /// The terminal (or whatever the caller gave) and the state of its lines.
@@ -73,6 +81,8 @@ pub struct PortBus {
     serial: Serial<NoInterrupt, vm_superio::serial::NoEvents, KernelText>,
     screen: Arc<Mutex<Screen>>,
     memory: GuestMemoryMmap,
+    /// The last write to the progress device's memory port.
+    memory_mib: u32,
 }
 
 const SERIAL_PORTS: std::ops::Range<u16> = ports::SERIAL..ports::SERIAL + 8;
@@ -82,7 +92,7 @@ impl PortBus {
     /// console port names from `memory`.
     pub fn new(console: Box<dyn Write + Send>, memory: GuestMemoryMmap) -> Self {
         let screen = Arc::new(Mutex::new(Screen { lines: Lines::new(), out: console }));
-        PortBus { serial: Serial::new(NoInterrupt, KernelText(screen.clone())), screen, memory }
+        PortBus { serial: Serial::new(NoInterrupt, KernelText(screen.clone())), screen, memory, memory_mib: 0 }
     }
 
     /// A write of `data` to `port`.
@@ -101,6 +111,11 @@ impl PortBus {
             ports::EXIT => PortAction::Exit(le_u32(data) as i32),
             ports::PANIC => PortAction::Panic,
             ports::IDLE => PortAction::Idle(std::time::Duration::from_micros(u64::from(le_u32(data)))),
+            ports::PROGRESS_MEMORY => {
+                self.memory_mib = le_u32(data);
+                PortAction::Continue
+            }
+            ports::PROGRESS => PortAction::Progress { made: le_u32(data), memory_mib: self.memory_mib },
             _ => PortAction::Continue,
         }
     }
@@ -182,6 +197,11 @@ mod tests {
         let mut lsr = [0u8];
         bus.read(ports::SERIAL + 5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0);
+        assert_eq!(bus.write(ports::PROGRESS_MEMORY, &300u32.to_le_bytes()), PortAction::Continue);
+        assert_eq!(
+            bus.write(ports::PROGRESS, &1200u32.to_le_bytes()),
+            PortAction::Progress { made: 1200, memory_mib: 300 }
+        );
     }
 
     /// Puts `pieces` in guest memory with a request naming them; returns

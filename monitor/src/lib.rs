@@ -12,6 +12,7 @@ mod disk;
 mod error;
 mod layout;
 pub mod net;
+mod progress;
 mod vcpu;
 mod virtio;
 

@@ -5,6 +5,7 @@ use crate::devices::{PortAction, PortBus};
 use crate::disk::BlockDevice;
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
 use crate::net::{Backend, NET_MMIO_ADDR, NIC_MAC, NetConfig, NetDevice, Network, Notified, Tap, UserNet};
+use crate::progress::BootProgress;
 use crate::{Config, Error};
 use denali_abi::boot::{
     BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion,
@@ -34,6 +35,8 @@ pub struct Machine {
     network: Option<Network>,
     /// The VMs' disk, if the run has one.
     disk: Option<BlockDevice>,
+    /// The bar a long boot draws.
+    progress: BootProgress,
 }
 
 pub fn open_kvm() -> Result<Kvm, Error> {
@@ -154,7 +157,8 @@ impl Machine {
             }
             _ => None,
         };
-        let machine = Machine { _vm: vm, memory, vcpu, network, disk };
+        let progress = BootProgress::new(&config.bundle);
+        let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
@@ -217,6 +221,7 @@ impl Machine {
                     // here; the NIC's interrupts do not cut this sleep
                     // short (with the timer, `hlt` waits for either).
                     PortAction::Idle(duration) => std::thread::sleep(duration),
+                    PortAction::Progress { made, memory_mib } => self.progress.update(made, memory_mib),
                 },
                 VcpuExit::IoIn(port, data) => bus.read(port, data),
                 VcpuExit::MmioRead(addr, data) => match (nic_register(&self.network, addr), disk_register(addr)) {

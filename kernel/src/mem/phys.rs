@@ -50,6 +50,15 @@ pub fn flush_tlb(flush: MapperFlush<Size4KiB>) {
     flush.ignore();
 }
 
+/// Drops the TLB's entry for the page at `vaddr` in the loaded space, if
+/// it has one.
+pub fn flush_page(vaddr: u64) {
+    #[cfg(target_os = "none")]
+    x86_64::instructions::tlb::flush(VirtAddr::new_truncate(vaddr));
+    #[cfg(not(target_os = "none"))]
+    let _ = vaddr;
+}
+
 /// Maps device registers at physical `phys..phys + len` (outside RAM) into
 /// the physmap, uncached, and returns their kernel address. The page
 /// tables it adds live as long as the kernel; every VM's space shares them

@@ -11,6 +11,7 @@ use super::guest::GuestAddr;
 use super::phys::{self, Frames};
 use alloc::vec::Vec;
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
+use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{
     Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size4KiB, Translate,
 };
@@ -253,7 +254,6 @@ impl AddressSpace {
     pub fn take_private(&mut self, keep: GuestAddr, limit: usize) -> Vec<TakenPage> {
         let keep = keep.as_u64();
         let private = core::mem::take(&mut self.private);
-        let (mut mapper, _) = self.parts();
         let mut pages = Vec::new();
         let mut kept = Vec::new();
         if pages.try_reserve_exact(private.len().min(limit)).is_err() || kept.try_reserve_exact(private.len()).is_err()
@@ -263,24 +263,40 @@ impl AddressSpace {
             return pages;
         }
         for (vaddr, frame) in private {
-            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(vaddr));
-            let flags = match mapper.translate(page.start_address()) {
-                TranslateResult::Mapped { flags, .. } if vaddr != keep && pages.len() < limit => flags.bits(),
-                _ => {
-                    kept.push((vaddr, frame));
-                    continue;
-                }
+            let wanted = vaddr != keep && pages.len() < limit;
+            let entry = self.leaf(vaddr).filter(|entry| wanted && entry.flags().contains(Flags::PRESENT));
+            let Some(entry) = entry else {
+                kept.push((vaddr, frame));
+                continue;
             };
-            match mapper.unmap(page) {
-                Ok((_, flush)) => {
-                    phys::flush_tlb(flush);
-                    pages.push(TakenPage { vaddr, frame, flags });
-                }
-                Err(_) => kept.push((vaddr, frame)),
-            }
+            let flags = entry.flags().bits();
+            entry.set_unused();
+            phys::flush_page(vaddr);
+            pages.push(TakenPage { vaddr, frame, flags });
         }
         self.private = kept;
         pages
+    }
+
+    /// The last-level page-table entry for the page at `vaddr`, if the
+    /// tables above it exist: one walk, nothing allocated (swapping moves
+    /// tens of thousands of pages, each costing this where kernel code is
+    /// emulated).
+    fn leaf(&mut self, vaddr: u64) -> Option<&mut PageTableEntry> {
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::try_new(vaddr).ok()?);
+        // SAFETY: the PML4 is a frame this space owns, reached through the
+        // physmap; `&mut self` keeps every table of the space unshared.
+        let mut table = unsafe { &mut *(phys::to_virt(self.pml4) as *mut PageTable) };
+        for index in [page.p4_index(), page.p3_index(), page.p2_index()] {
+            let entry = &table[index];
+            if !entry.flags().contains(Flags::PRESENT) || entry.flags().contains(Flags::HUGE_PAGE) {
+                return None;
+            }
+            // SAFETY: a present entry above the last level of this space's
+            // lower half points to another of its tables, in the physmap.
+            table = unsafe { &mut *(phys::to_virt(entry.addr().as_u64()) as *mut PageTable) };
+        }
+        Some(&mut table[page.p1_index()])
     }
 
     /// Maps a page [`AddressSpace::take_private`] took back in, in a frame
@@ -297,6 +313,13 @@ impl AddressSpace {
         let target = PhysFrame::containing_address(PhysAddr::new(page.frame));
         let at = Page::<Size4KiB>::containing_address(VirtAddr::new(page.vaddr));
         self.room_for_one()?;
+        // Its table is normally still there: fill the entry in. (No TLB
+        // flush: a CPU caches no entry that was not present.)
+        if let Some(entry) = self.leaf(page.vaddr).filter(|entry| entry.is_unused()) {
+            entry.set_addr(target.start_address(), flags);
+            self.private.push((page.vaddr, page.frame));
+            return Ok(());
+        }
         let (mut mapper, owned) = self.parts();
         // SAFETY: the caller hands over a frame of its own and the flags the
         // page had, so no VM gains access to memory not its own.

@@ -25,6 +25,15 @@ use denali_abi::net::Ipv4Config;
 /// per-VM tables and the scheduler, and the allocator's overhead.
 const HEAP_PER_VM_EXTRA: usize = 256;
 
+/// How often a long boot tells the monitor how many VMs it has made.
+const PROGRESS_INTERVAL_NS: u64 = 250_000_000;
+
+/// When a boot last reported its progress, and whether it has at all.
+struct ProgressReports {
+    last_ns: u64,
+    any: bool,
+}
+
 /// Why a kernel could not be assembled, or a bundle admitted at all.
 #[derive(Debug)]
 pub enum BootError {
@@ -126,6 +135,7 @@ impl<P: Platform> Kernel<P> {
         let frames_before = self.frames.in_use();
         let mut template_frames = 0;
         let mut next_sector = FIRST_DATA_SECTOR;
+        let mut progress = ProgressReports { last_ns: started, any: false };
         for index in 0..bundle.len() {
             let Some((entry, image)) = bundle.entry(index) else { continue };
             let args = bundle.args(index).unwrap_or_default();
@@ -146,8 +156,10 @@ impl<P: Platform> Kernel<P> {
                 next_sector = next_sector.saturating_add(entry.disk_sectors);
                 let ipv4 = entry.ipv4.nth(instance).unwrap_or_default();
                 self.admit_one(&entry, &template, args, ipv4, disk, vms);
+                self.report_progress(&mut progress, false);
             }
         }
+        self.report_progress(&mut progress, true);
         self.set_up_swap(next_sector, heap_free);
         let made = self.vms.iter().filter(|vm| vm.is_some()).count() as u64;
         self.boot = BootReport {
@@ -159,6 +171,18 @@ impl<P: Platform> Kernel<P> {
             image_frames: template_frames,
         };
         Ok(())
+    }
+
+    /// Tells the platform how many VMs have been made (or refused) so far,
+    /// at most every [`PROGRESS_INTERVAL_NS`]; at the `end`, once more if
+    /// it was told before (a short boot says nothing).
+    fn report_progress(&mut self, progress: &mut ProgressReports, end: bool) {
+        let now = self.now();
+        if (end && progress.any) || (!end && now - progress.last_ns >= PROGRESS_INTERVAL_NS) {
+            let mib = (self.frames.in_use() * crate::mem::frame::FRAME_SIZE).div_ceil(1 << 20);
+            self.platform.report_progress(self.vms.len() as u32, u32::try_from(mib).unwrap_or(u32::MAX));
+            *progress = ProgressReports { last_ns: now, any: true };
+        }
     }
 
     /// A loader for this kernel's VMs (of `vms` in this boot).

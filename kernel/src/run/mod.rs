@@ -10,7 +10,7 @@ use crate::net::{Delivered, Parked, Port, Switch};
 use crate::platform::vectors::{HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
 use crate::platform::{BlockDevice, NetDevice, Platform};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
-use crate::swap::{IdleQueue, SwapArea, Watermarks};
+use crate::swap::{IdleQueue, SwapArea, SwapTime, Watermarks};
 use crate::time::Clock;
 use crate::vm::context::UserContext;
 use crate::vm::fault::Fault;
@@ -109,6 +109,8 @@ pub struct Kernel<P: Platform> {
     pub swap: Option<SwapArea>,
     /// Idle VMs, oldest first: who to swap out.
     idle: IdleQueue,
+    /// Where swapping's time went.
+    pub swap_time: SwapTime,
     /// When to swap.
     pub watermarks: Watermarks,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
@@ -180,6 +182,7 @@ impl<P: Platform> Kernel<P> {
             disk: None,
             swap: None,
             idle: IdleQueue::default(),
+            swap_time: SwapTime::default(),
             watermarks: Watermarks::for_total(frames_total),
             heap: None,
             heap_after_boot: HeapUse::default(),
@@ -689,7 +692,7 @@ impl<P: Platform> Kernel<P> {
             self.load_root(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)));
         }
         if let Some(swap) = self.swap.as_mut() {
-            vm.swapped.iter().for_each(|page| swap.free(page.slot));
+            vm.swapped.iter().for_each(|page| swap.free_run(page.slot, 1));
         }
         vm.space.destroy(&mut self.frames);
     }

@@ -104,10 +104,16 @@ impl<P: Platform> Kernel<P> {
         }
         if let Some(swap) = &self.swap {
             kprintln!(
-                "denali: swap: {} swap-outs ({} pages, {} KiB written); swap area {} MiB, {} pages in use at the end",
+                "denali: swap: {} swap-outs ({} pages, {} KiB written, {} ms), {} swap-ins ({} pages read, {} ms), in {} disk requests ({} ms waiting for the disk); swap area {} MiB, {} pages in use at the end",
                 total.swap_outs,
                 total.pages_swapped_out,
                 total.pages_swapped_out * 4,
+                self.swap_time.out_ns / 1_000_000,
+                total.swap_ins,
+                total.pages_swapped_in,
+                self.swap_time.in_ns / 1_000_000,
+                total.swap_requests,
+                self.swap_time.disk_ns / 1_000_000,
                 u64::from(swap.slots()) >> 8,
                 u64::from(swap.slots()) - swap.free_slots()
             );

@@ -12,7 +12,7 @@ use crate::mem::guest::GuestAddr;
 use crate::mem::space::TakenPage;
 use crate::platform::Platform;
 use crate::sched::VmId;
-use crate::swap::SwappedPage;
+use crate::swap::{FRAMES_PER_TRANSFER, SwappedPage};
 use crate::vm::{State, Vm, fault_status};
 use alloc::boxed::Box;
 use denali_abi::layout::INFO_PAGE;
@@ -84,8 +84,17 @@ impl<P: Platform> Kernel<P> {
     }
 
     /// Writes as many of VM `id`'s private pages as the swap area has room
-    /// for and frees their frames. False if none was written.
+    /// for and frees their frames: to runs of consecutive slots, a run a
+    /// request. False if none was written.
     fn swap_out(&mut self, id: VmId) -> bool {
+        let started = self.now();
+        let written = self.write_out(id);
+        self.swap_time.out_ns += self.now() - started;
+        written
+    }
+
+    /// [`Kernel::swap_out`]'s work.
+    fn write_out(&mut self, id: VmId) -> bool {
         if self.state_owner == Some(id) {
             // Its registers go to its state page before the page goes.
             self.save_user_state();
@@ -102,25 +111,42 @@ impl<P: Platform> Kernel<P> {
             return false;
         }
         let pages = vm.space.take_private(GuestAddr::new(INFO_PAGE), room);
+        let per_transfer = disk.frames_per_transfer().clamp(1, FRAMES_PER_TRANSFER);
         let (mut written, mut lost) = (0, false);
-        for page in pages {
-            let slot = swap.alloc().expect("no more pages than free slots were taken");
-            // SAFETY: the frame was just unmapped from the VM and is ours
-            // until it is freed below; nothing writes it meanwhile.
-            if unsafe { disk.write_frame(swap.sector(slot), page.frame) }.is_ok() {
-                self.frames.free(page.frame);
-                vm.swapped.push(SwappedPage { vaddr: page.vaddr, flags: page.flags, slot });
-                written += 1;
+        let mut rest = &pages[..];
+        while !rest.is_empty() {
+            let most = rest.len().min(per_transfer) as u32;
+            let (first, len) = swap.alloc_run(most).expect("no more pages than free slots were taken");
+            let (run, after) = rest.split_at(len as usize);
+            rest = after;
+            let mut frames = [0u64; FRAMES_PER_TRANSFER];
+            for (frame, page) in frames.iter_mut().zip(run) {
+                *frame = page.frame;
+            }
+            vm.stats.swap_requests += 1;
+            let asked = self.clock.ns_at(self.platform.rdtsc());
+            // SAFETY: the frames were just unmapped from the VM, each once,
+            // and are ours until they are freed below; nothing writes them.
+            let done = unsafe { disk.write_frames(swap.sector(first), &frames[..run.len()]) };
+            self.swap_time.disk_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
+            if done.is_ok() {
+                for (slot, page) in (first..).zip(run) {
+                    self.frames.free(page.frame);
+                    vm.swapped.push(SwappedPage { vaddr: page.vaddr, flags: page.flags, slot });
+                }
+                written += len as u64;
                 continue;
             }
-            // The disk refused the page: put it back where it was (its page
-            // tables are still there, so this needs no frame).
-            swap.free(slot);
-            // SAFETY: the frame is the one take_private handed over for this
-            // page, with its flags.
-            if unsafe { vm.space.restore_private(&mut self.frames, page) }.is_err() {
-                self.frames.free(page.frame);
-                lost = true;
+            // The disk refused the run: put its pages back where they were
+            // (their page tables are still there, so this needs no frame).
+            swap.free_run(first, len);
+            for &page in run {
+                // SAFETY: the frame is the one take_private handed over for
+                // this page, with its flags.
+                if unsafe { vm.space.restore_private(&mut self.frames, page) }.is_err() {
+                    self.frames.free(page.frame);
+                    lost = true;
+                }
             }
         }
         if written > 0 {
@@ -141,6 +167,14 @@ impl<P: Platform> Kernel<P> {
     /// (no memory even then, or the disk fails) is stopped with that
     /// reason. True if it is resident and can run now.
     pub(super) fn swap_in(&mut self, id: VmId) -> bool {
+        let started = self.now();
+        let resident = self.read_in(id);
+        self.swap_time.in_ns += self.now() - started;
+        resident
+    }
+
+    /// [`Kernel::swap_in`]'s work.
+    fn read_in(&mut self, id: VmId) -> bool {
         let Some(count) = self.vms[id as usize].as_ref().map(|vm| vm.swapped.len() as u64) else { return false };
         if count == 0 {
             return true;
@@ -165,29 +199,62 @@ impl<P: Platform> Kernel<P> {
             return false;
         };
         vm.deferrals = 0;
+        let per_transfer = disk.frames_per_transfer().clamp(1, FRAMES_PER_TRANSFER);
         let mut problem = None;
-        while let Some(page) = vm.swapped.pop() {
-            let Some(frame) = self.frames.alloc() else {
-                problem = Some("no free memory");
-                vm.swapped.push(page);
-                break;
+        while problem.is_none() && !vm.swapped.is_empty() {
+            let start = last_run(&vm.swapped, per_transfer);
+            let run = &vm.swapped[start..];
+            // Frames are handed out last freed first: filled in from the
+            // end, frames freed in order come back in order, physically
+            // adjacent ones adjacent, and move as one segment.
+            let mut frames = [0u64; FRAMES_PER_TRANSFER];
+            let mut got = 0;
+            while got < run.len()
+                && let Some(frame) = self.frames.alloc()
+            {
+                frames[run.len() - 1 - got] = frame;
+                got += 1;
+            }
+            if got < run.len() {
+                // The frames taken are at the end: bring them to the front.
+                frames.copy_within(run.len() - got..run.len(), 0);
+            }
+            vm.stats.swap_requests += 1;
+            let asked = self.clock.ns_at(self.platform.rdtsc());
+            let read = if got < run.len() {
+                Err("no free memory")
+            } else {
+                // SAFETY: the frames were just allocated, each once: ours,
+                // mapped nowhere.
+                unsafe { disk.read_frames(swap.sector(run[0].slot), &frames[..got]) }.map_err(|_| "the disk failed")
             };
-            let taken = TakenPage { vaddr: page.vaddr, frame, flags: page.flags };
-            // SAFETY: the frame was just allocated: ours, mapped nowhere.
-            if unsafe { disk.read_frame(swap.sector(page.slot), frame) }.is_err() {
-                problem = Some("the disk failed");
-            // SAFETY: the frame holds the page's contents and is handed
-            // over with the flags take_private gave.
-            } else if unsafe { vm.space.restore_private(&mut self.frames, taken) }.is_err() {
-                problem = Some("its page could not be mapped again");
-            }
-            if problem.is_some() {
-                self.frames.free(frame);
-                vm.swapped.push(page);
-                break;
-            }
-            swap.free(page.slot);
-            vm.stats.resident_pages += 1;
+            self.swap_time.disk_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
+            let restored = if let Err(why) = read {
+                problem = Some(why);
+                0
+            } else {
+                let restored = run.iter().zip(&frames).take_while(|&(page, &frame)| {
+                    let taken = TakenPage { vaddr: page.vaddr, frame, flags: page.flags };
+                    // SAFETY: the frame holds the page's contents and is
+                    // handed over with the flags take_private gave.
+                    unsafe { vm.space.restore_private(&mut self.frames, taken) }.is_ok()
+                });
+                let restored = restored.count();
+                if restored < run.len() {
+                    problem = Some("its page could not be mapped again");
+                }
+                restored
+            };
+            // Frames not handed to the VM go back; slots whose pages came
+            // back are free.
+            frames[restored..got].iter().for_each(|&frame| self.frames.free(frame));
+            swap.free_run(run[0].slot, restored as u32);
+            vm.swapped.drain(start..start + restored);
+            vm.stats.pages_swapped_in += restored as u64;
+            vm.stats.resident_pages += restored as u64;
+        }
+        if problem.is_none() {
+            vm.stats.swap_ins += 1;
         }
         match problem {
             None => {
@@ -202,6 +269,17 @@ impl<P: Platform> Kernel<P> {
             }
         }
     }
+}
+
+/// Where the last run of `swapped` starts: the pages at its end in
+/// consecutive slots, at most `most` of them (at least one).
+fn last_run(swapped: &[SwappedPage], most: usize) -> usize {
+    let end = swapped.len();
+    let mut start = end.saturating_sub(1);
+    while start > 0 && end - start < most && swapped[start - 1].slot.checked_add(1) == Some(swapped[start].slot) {
+        start -= 1;
+    }
+    start
 }
 
 /// The resident VM other than `keep` that ran last, if one has pages to

@@ -156,3 +156,21 @@ fn a_vm_stopped_inside_its_restore_routine_is_not_saved_over() {
     kernel.save_user_state();
     assert_eq!(kernel.platform.saves, 1);
 }
+
+#[test]
+fn a_long_boot_reports_its_progress_and_a_short_one_says_nothing() {
+    let exit_at_once = |_| calls(|_, _| None);
+    let quick = kernel(16, 64, 20, exit_at_once);
+    assert_eq!(quick.platform.progress, []);
+
+    // A machine so slow that every VM takes longer to make than the
+    // interval between reports.
+    let slow =
+        crate::testing::kernel_on(crate::testing::Sim::with_ticks_per_look(300_000_000), 16, 64, 20, exit_at_once);
+    let reports = &slow.platform.progress;
+    assert!(reports.len() >= 10, "{reports:?}");
+    assert!(reports.windows(2).all(|pair| pair[0].0 <= pair[1].0), "counts go down: {reports:?}");
+    let &(made, mib) = reports.last().unwrap();
+    assert_eq!(made, 20, "{reports:?}");
+    assert!(mib > 0 && mib <= 16, "{reports:?}");
+}

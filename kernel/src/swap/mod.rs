@@ -13,13 +13,21 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use denali_abi::disk::SECTOR_SIZE;
 
-/// Kernel heap a slot in use can cost: its entry in a VM's swapped list
-/// and in the area's free list, and while the VM is being swapped out, the
-/// list of its pages taken (generously: kernel heap running dry is fatal).
+/// Kernel heap a slot in use can cost: its entry in a VM's swapped list,
+/// and while the VM is being swapped out, the list of its pages taken
+/// (generously: kernel heap running dry is fatal).
 pub const HEAP_PER_SLOT: usize = 64;
+
+/// The most pages one disk request moves (128 KiB): a VM's pages go to
+/// consecutive slots and move this many at a time, each frame a segment of
+/// the request.
+pub const FRAMES_PER_TRANSFER: usize = 32;
 
 /// Sectors in one slot: a page.
 const SECTORS_PER_SLOT: u64 = FRAME_SIZE / SECTOR_SIZE as u64;
+
+/// Slots a word of the area's bitmap covers.
+const SLOTS_PER_WORD: u32 = u64::BITS;
 
 /// A page of a swapped-out VM: where it goes back, its page-table flags,
 /// and the slot holding it.
@@ -33,52 +41,74 @@ pub struct SwappedPage {
     pub slot: u32,
 }
 
-/// The swap area: page-sized slots on the disk after the VMs' windows.
+/// The swap area: page-sized slots on the disk after the VMs' windows,
+/// handed out in runs of consecutive slots so that a VM's pages move in a
+/// few large transfers.
 #[derive(Debug)]
 pub struct SwapArea {
     /// First sector of slot 0.
     start: u64,
     /// Slots in the area.
     slots: u32,
-    /// Slots never handed out start here.
-    next: u32,
-    /// Slots handed out and given back.
-    freed: Vec<u32>,
+    /// A bit per slot, set while the slot is in use; the bits past the
+    /// last slot are set too, so they are never handed out.
+    used: Vec<u64>,
+    /// Slots not in use.
+    free: u32,
+    /// Where the next search for a run starts: next fit, so runs handed
+    /// out one after another are consecutive on the disk.
+    cursor: u32,
 }
 
 impl SwapArea {
     /// The slots that fit in sectors `[start, end)` (the first one
     /// page-aligned), or `None` if not one does (or the kernel heap has no
-    /// room to keep track of them: the list of freed slots is sized now, so
-    /// freeing one never allocates).
+    /// room for the bitmap: it is sized now, so nothing later allocates).
     pub fn new(start: u64, end: u64) -> Option<SwapArea> {
         let start = start.checked_next_multiple_of(SECTORS_PER_SLOT)?;
         let slots = u32::try_from(end.saturating_sub(start) / SECTORS_PER_SLOT).unwrap_or(u32::MAX);
-        let mut freed = Vec::new();
-        freed.try_reserve_exact(slots as usize).ok()?;
-        (slots > 0).then_some(SwapArea { start, slots, next: 0, freed })
-    }
-
-    /// A free slot.
-    pub fn alloc(&mut self) -> Option<u32> {
-        if let Some(slot) = self.freed.pop() {
-            return Some(slot);
+        let words = slots.div_ceil(SLOTS_PER_WORD) as usize;
+        let mut used = Vec::new();
+        used.try_reserve_exact(words).ok()?;
+        used.resize(words, 0);
+        if let Some(last) = used.last_mut().filter(|_| !slots.is_multiple_of(SLOTS_PER_WORD)) {
+            *last = u64::MAX << (slots % SLOTS_PER_WORD);
         }
-        (self.next < self.slots).then(|| {
-            self.next += 1;
-            self.next - 1
-        })
+        (slots > 0).then_some(SwapArea { start, slots, used, free: slots, cursor: 0 })
     }
 
-    /// Gives a slot back.
-    pub fn free(&mut self, slot: u32) {
-        debug_assert!(slot < self.next && !self.freed.contains(&slot));
-        self.freed.push(slot);
+    /// A run of at most `most` free slots, consecutive on the disk, as
+    /// (first slot, length): the first free slot from where the last run
+    /// ended (wrapping round) and the free slots right after it. `None` if
+    /// the area is full (or `most` is 0).
+    pub fn alloc_run(&mut self, most: u32) -> Option<(u32, u32)> {
+        if self.free == 0 || most == 0 {
+            return None;
+        }
+        let first = self.first_free_from(self.cursor).or_else(|| self.first_free_from(0))?;
+        let mut len = 0;
+        while len < most && first + len < self.slots && !self.is_used(first + len) {
+            self.set_used(first + len, true);
+            len += 1;
+        }
+        self.free -= len;
+        self.cursor = if first + len == self.slots { 0 } else { first + len };
+        Some((first, len))
+    }
+
+    /// Gives back the `len` slots from `first` (a run `alloc_run` handed
+    /// out, or part of one).
+    pub fn free_run(&mut self, first: u32, len: u32) {
+        for slot in first..first + len {
+            debug_assert!(self.is_used(slot), "slot {slot} freed twice");
+            self.set_used(slot, false);
+        }
+        self.free += len;
     }
 
     /// Slots free.
     pub fn free_slots(&self) -> u64 {
-        u64::from(self.slots - self.next) + self.freed.len() as u64
+        u64::from(self.free)
     }
 
     /// Slots in all.
@@ -90,6 +120,39 @@ impl SwapArea {
     pub fn sector(&self, slot: u32) -> u64 {
         self.start + u64::from(slot) * SECTORS_PER_SLOT
     }
+
+    /// The first free slot at or after `from`, if any.
+    fn first_free_from(&self, from: u32) -> Option<u32> {
+        let mut word = (from / SLOTS_PER_WORD) as usize;
+        // The slots below `from` in its word count as used.
+        let mut bits = self.used.get(word)? | ((1u64 << (from % SLOTS_PER_WORD)) - 1);
+        while bits == u64::MAX {
+            word += 1;
+            bits = *self.used.get(word)?;
+        }
+        Some(word as u32 * SLOTS_PER_WORD + bits.trailing_ones())
+    }
+
+    fn is_used(&self, slot: u32) -> bool {
+        self.used[(slot / SLOTS_PER_WORD) as usize] & (1 << (slot % SLOTS_PER_WORD)) != 0
+    }
+
+    fn set_used(&mut self, slot: u32, used: bool) {
+        let word = &mut self.used[(slot / SLOTS_PER_WORD) as usize];
+        let bit = 1 << (slot % SLOTS_PER_WORD);
+        if used { *word |= bit } else { *word &= !bit }
+    }
+}
+
+/// Where swapping's time went, for `--stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SwapTime {
+    /// Nanoseconds swapping VMs out, disk requests included.
+    pub out_ns: u64,
+    /// Nanoseconds swapping VMs in, disk requests included.
+    pub in_ns: u64,
+    /// Nanoseconds waiting for the disk's answers, both ways.
+    pub disk_ns: u64,
 }
 
 /// VMs in the order they went idle, the oldest first: who to swap out.
@@ -168,18 +231,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn slots_are_page_aligned_reused_and_bounded() {
+    fn slots_are_page_aligned_handed_out_in_runs_reused_and_bounded() {
         // Sectors 13..45: the first page-aligned slot starts at 16.
         let mut area = SwapArea::new(13, 45).unwrap();
         assert_eq!((area.slots(), area.free_slots()), (3, 3));
-        let slots: Vec<u32> = (0..3).map(|_| area.alloc().unwrap()).collect();
-        assert_eq!(slots, [0, 1, 2]);
-        assert_eq!(area.alloc(), None);
         assert_eq!((area.sector(0), area.sector(2)), (16, 32));
-        area.free(1);
-        assert_eq!((area.free_slots(), area.alloc(), area.alloc()), (1, Some(1), None));
+        assert_eq!(area.alloc_run(2), Some((0, 2)));
+        assert_eq!(area.alloc_run(5), Some((2, 1)));
+        assert_eq!((area.alloc_run(1), area.free_slots()), (None, 0));
+        area.free_run(1, 1);
+        assert_eq!((area.free_slots(), area.alloc_run(3), area.alloc_run(1)), (1, Some((1, 1)), None));
+        assert_eq!(area.alloc_run(0), None);
         assert!(SwapArea::new(8, 15).is_none());
         assert!(SwapArea::new(u64::MAX - 2, u64::MAX).is_none());
+    }
+
+    #[test]
+    fn runs_follow_one_another_and_wrap_round_the_holes() {
+        // 200 slots: more than three words of the bitmap, the last partial.
+        let mut area = SwapArea::new(0, 200 * SECTORS_PER_SLOT).unwrap();
+        assert_eq!(area.alloc_run(32), Some((0, 32)));
+        assert_eq!(area.alloc_run(32), Some((32, 32)));
+        assert_eq!(area.alloc_run(150), Some((64, 136)));
+        // Full: holes open at 10..20 and 100..130; the search wraps from
+        // the end to the first, and a run stops at a used slot.
+        area.free_run(10, 10);
+        area.free_run(100, 30);
+        assert_eq!(area.free_slots(), 40);
+        assert_eq!(area.alloc_run(32), Some((10, 10)));
+        assert_eq!(area.alloc_run(32), Some((100, 30)));
+        assert_eq!(area.alloc_run(1), None);
+        // Everything back: the whole area is free again, in one piece.
+        area.free_run(0, 200);
+        assert_eq!(area.free_slots(), 200);
+        assert_eq!(area.alloc_run(u32::MAX), Some((130, 70)));
+        assert_eq!(area.alloc_run(u32::MAX), Some((0, 130)));
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub struct Stats {
     pub swap_outs: u64,
     /// Pages written to swap.
     pub pages_swapped_out: u64,
+    /// Times it was swapped back in whole.
+    pub swap_ins: u64,
+    /// Pages read back from swap.
+    pub pages_swapped_in: u64,
+    /// Disk requests that moved its pages, either way.
+    pub swap_requests: u64,
 }
 
 impl core::ops::AddAssign<&Stats> for Stats {
@@ -69,6 +75,9 @@ impl core::ops::AddAssign<&Stats> for Stats {
         self.disk_written_bytes += other.disk_written_bytes;
         self.swap_outs += other.swap_outs;
         self.pages_swapped_out += other.pages_swapped_out;
+        self.swap_ins += other.swap_ins;
+        self.pages_swapped_in += other.pages_swapped_in;
+        self.swap_requests += other.swap_requests;
     }
 }
 

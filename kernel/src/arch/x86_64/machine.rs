@@ -71,4 +71,8 @@ impl Platform for Machine {
     fn fault_address(&self) -> u64 {
         Cr2::read_raw()
     }
+
+    fn report_progress(&mut self, vms_made: u32, memory_mib: u32) {
+        super::report_progress(vms_made, memory_mib);
+    }
 }

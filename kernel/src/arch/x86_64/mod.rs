@@ -64,6 +64,17 @@ pub fn idle_for(micros: u32) {
     unsafe { Port::<u32>::new(ports::IDLE).write(micros) };
 }
 
+/// Tells the monitor how many VMs the boot has made and the MiB of memory
+/// in use (see [`ports::PROGRESS`]); nothing where there is no monitor.
+pub fn report_progress(vms_made: u32, memory_mib: u32) {
+    // SAFETY: the progress ports only feed the monitor's progress bar; they
+    // touch no memory.
+    unsafe {
+        Port::<u32>::new(ports::PROGRESS_MEMORY).write(memory_mib);
+        Port::<u32>::new(ports::PROGRESS).write(vms_made);
+    }
+}
+
 /// Halts until an interrupt (the APIC timer) arrives. Interrupts are on
 /// only for the `hlt` itself: `sti` holds them off for one instruction, so
 /// none can slip in between and be missed.
