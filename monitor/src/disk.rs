@@ -8,6 +8,7 @@
 //! each buffer, sector range, length) and a bad one is answered with an
 //! error status; the file is only ever read or written inside its size.
 
+use crate::DiskFaults;
 use crate::virtio::{COMMON_FEATURES, CONFIG_OFFSET, Event, MmioTransport, feature, read_config};
 use std::fs::File;
 use std::io::{Read, Write};
@@ -39,6 +40,8 @@ pub struct BlockDevice {
     sectors: u64,
     /// Requests answered with an error status.
     failed: u64,
+    /// Read errors still to make up.
+    faults: Option<DiskFaults>,
 }
 
 impl BlockDevice {
@@ -52,7 +55,14 @@ impl BlockDevice {
             file,
             sectors,
             failed: 0,
+            faults: None,
         })
+    }
+
+    /// The same device, failing reads as `faults` says.
+    pub fn with_faults(mut self, faults: Option<DiskFaults>) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// A read of the register at `offset`.
@@ -73,7 +83,7 @@ impl BlockDevice {
     }
 
     fn serve(&mut self) {
-        let (file, sectors) = (&self.file, self.sectors);
+        let (file, sectors, faults) = (&self.file, self.sectors, &mut self.faults);
         let Some((queue, memory)) = self.transport.usable_queue(0) else { return };
         while let Some(chain) = queue.pop_descriptor_chain(memory) {
             let head = chain.head_index();
@@ -82,6 +92,7 @@ impl BlockDevice {
                 (Ok(mut reader), Ok(mut writer)) => {
                     let mut header = [0u8; 16];
                     match reader.read_exact(&mut header) {
+                        Ok(()) if made_up_read_error(faults, &header, writer.available_bytes()) => (S_IOERR, 0),
                         Ok(()) => serve_request(file, sectors, &header, &mut reader, &mut writer),
                         Err(_) => (S_IOERR, 0),
                     }
@@ -96,6 +107,18 @@ impl BlockDevice {
             let _ = queue.add_used(memory, head, written as u32);
         }
     }
+}
+
+/// Whether the read whose header is `header` (with `room` bytes to fill,
+/// the status byte included) is one `faults` says to fail; counts it.
+fn made_up_read_error(faults: &mut Option<DiskFaults>, header: &[u8; 16], room: usize) -> bool {
+    let Some(plan) = faults.as_mut().filter(|plan| plan.reads > 0) else { return false };
+    let kind = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+    let sector = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+    let end = sector.saturating_add((room as u64).saturating_sub(1) / SECTOR);
+    let hit = kind == VIRTIO_BLK_T_IN && end > plan.from_sector;
+    plan.reads -= u32::from(hit);
+    hit
 }
 
 /// Carries out one request whose 16-byte header is `header`: data comes
@@ -246,6 +269,23 @@ mod tests {
         assert!(bytes[3 * 512..5 * 512].iter().all(|&b| b == 0xab) && bytes[..3 * 512].iter().all(|&b| b == 0));
         assert_eq!(request(&mut device, &memory, 2, VIRTIO_BLK_T_FLUSH, 0, &[]), (S_OK, 1));
         assert_eq!(device.failed, 0);
+    }
+
+    #[test]
+    fn made_up_read_errors_hit_only_the_reads_asked_for() {
+        let (device, memory, _file) = device();
+        let mut device = device.with_faults(Some(DiskFaults { from_sector: 8, reads: 2 }));
+        let read = |device: &mut BlockDevice, n, sector| {
+            request(device, &memory, n, VIRTIO_BLK_T_IN, sector, &[(DATA, 1024, F_WRITE)]).0
+        };
+        // Below sector 8, and writes: untouched.
+        assert_eq!(read(&mut device, 0, 0), S_OK);
+        assert_eq!(request(&mut device, &memory, 1, VIRTIO_BLK_T_OUT, 9, &[(DATA, 1024, 0)]).0, S_OK);
+        // A read reaching sector 8 (sectors 7 and 8) and one past it fail;
+        // then reads succeed again.
+        assert_eq!(read(&mut device, 2, 7), S_IOERR);
+        assert_eq!(read(&mut device, 3, 10), S_IOERR);
+        assert_eq!(read(&mut device, 4, 10), S_OK);
     }
 
     #[test]

@@ -45,6 +45,19 @@ pub struct Config {
     /// The file behind the VMs' disk (a Denali disk: see
     /// `denali_abi::disk`); `None`: no disk.
     pub disk: Option<PathBuf>,
+    /// Read errors the disk makes up, to test how the kernel copes with a
+    /// failing disk; `None` (the default): the disk fails only when the
+    /// file does.
+    pub disk_faults: Option<DiskFaults>,
+}
+
+/// Read errors a run's disk makes up (see [`Config::disk_faults`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFaults {
+    /// Only reads that reach this sector or beyond fail...
+    pub from_sector: u64,
+    /// ...this many of them, the first ones; later reads succeed.
+    pub reads: u32,
 }
 
 impl Config {
@@ -59,6 +72,7 @@ impl Config {
             time_limit: None,
             net: None,
             disk: None,
+            disk_faults: None,
         }
     }
 }

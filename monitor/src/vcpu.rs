@@ -153,7 +153,8 @@ impl Machine {
         });
         let disk = match (disk_file, &config.disk) {
             (Some(file), Some(path)) => {
-                Some(BlockDevice::new(memory.clone(), file).map_err(|e| Error::Disk(path.clone(), e))?)
+                let device = BlockDevice::new(memory.clone(), file).map_err(|e| Error::Disk(path.clone(), e))?;
+                Some(device.with_faults(config.disk_faults))
             }
             _ => None,
         };

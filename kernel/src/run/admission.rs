@@ -244,8 +244,15 @@ impl<P: Platform> Kernel<P> {
         if label.swap_sectors != 0 && label.swap_start < first_free {
             kprintln!("denali: the disk's swap area overlaps the VMs' disk windows; nothing will be swapped");
         } else if label.swap_sectors != 0 {
-            let slots = (heap_free / 4 / HEAP_PER_SLOT) as u64;
-            let end = label.swap_start.saturating_add(label.swap_sectors.min(slots.saturating_mul(8))).min(sectors);
+            let tracked = ((heap_free / 4 / HEAP_PER_SLOT) as u64).saturating_mul(8);
+            if tracked < label.swap_sectors {
+                kprintln!(
+                    "denali: the kernel can keep track of {} MiB of the {} MiB swap area, so only that much is used",
+                    tracked >> 11,
+                    label.swap_sectors >> 11
+                );
+            }
+            let end = label.swap_start.saturating_add(label.swap_sectors.min(tracked)).min(sectors);
             self.swap = SwapArea::new(label.swap_start, end);
         }
         if self.verbose {

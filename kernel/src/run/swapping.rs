@@ -222,7 +222,9 @@ impl<P: Platform> Kernel<P> {
             vm.stats.swap_requests += 1;
             let asked = self.clock.ns_at(self.platform.rdtsc());
             let read = if got < run.len() {
-                Err("no free memory")
+                Err(
+                    "no free memory, and no room in the swap area to make some; give the kernel more memory or a larger swap area",
+                )
             } else {
                 // SAFETY: the frames were just allocated, each once: ours,
                 // mapped nowhere.
