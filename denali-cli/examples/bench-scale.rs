@@ -116,8 +116,8 @@ fn main() -> Result<()> {
     let (text, wall) = boot("sleeper", &sleeper, n, "3", mem)?;
     let made_us = figure(&text, "VMs in").unwrap_or(f64::NAN);
     let per_vm_us = figure(&text, "us (").unwrap_or(f64::NAN);
-    let kernel_kib = figure(&text, "kernel memory per VM:").unwrap_or(f64::NAN);
-    let record_b = figure(&text, "KiB of page tables +").unwrap_or(f64::NAN);
+    let record_b = figure(&text, "kernel memory per VM:").unwrap_or(f64::NAN);
+    let kernel_kib = figure(&text, "B of VM record, and").unwrap_or(f64::NAN);
     let (private_kib, shared_kib) = totals(&text).unwrap_or((f64::NAN, f64::NAN));
 
     eprintln!("measuring hypercalls and domain switches ...");

@@ -10,13 +10,15 @@
 
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
-use crate::platform::{Platform, vectors};
+use crate::platform::{BlockDevice, Platform, vectors};
 use crate::run::Kernel;
 use crate::run::admission::KernelBuilder;
 use crate::time::Clock;
 use crate::vm::context::{UserContext, UserSelectors};
 use crate::vm::state_switch::StateSwitch;
 use denali_abi::boot::{Bundle, BundleSpec, build_bundle};
+use denali_abi::disk::{DiskLabel, FIRST_DATA_SECTOR, SECTOR_SIZE};
+use denali_abi::hypercall::Error as DiskError;
 use denali_abi::image::{SEG_EXEC, SEG_READ, SegmentSpec, build_image};
 use denali_abi::info::InfoPage;
 use denali_abi::layout::IMAGE_BASE;
@@ -159,6 +161,21 @@ impl Guest {
         Ok(())
     }
 
+    /// Reads `out.len()` bytes at `addr` as the VM's own loads would.
+    pub fn read(&self, addr: u64, out: &mut [u8]) -> Result<(), Trap> {
+        let mut done = 0;
+        while done < out.len() {
+            let at = addr + done as u64;
+            let chunk = ((FRAME_SIZE - at % FRAME_SIZE) as usize).min(out.len() - done);
+            let ptr = self.translate(at, false)?;
+            // SAFETY: the page is mapped readable for the VM, in host
+            // memory, and the chunk stays within it.
+            unsafe { core::ptr::copy_nonoverlapping(ptr, out[done..].as_mut_ptr(), chunk) };
+            done += chunk;
+        }
+        Ok(())
+    }
+
     /// Reads the info page.
     pub fn info(&self) -> InfoPage {
         let ptr = self.translate(INFO_PAGE, false).expect("every VM has its info page");
@@ -176,7 +193,8 @@ pub struct Sim {
     deadline: u64,
     cr2: u64,
     root: Option<PhysFrame>,
-    programs: Vec<(PhysFrame, Program)>,
+    /// Each VM's program, by VM id (which the info page says).
+    programs: Vec<Program>,
     /// Times the state-save routine ran.
     pub saves: u64,
     /// What the kernel reported of its boot's progress.
@@ -260,7 +278,8 @@ impl Platform for Sim {
             let resume = guest.info().resume;
             (context.rip, context.rax, context.rdx) = (resume.rip, resume.rax, resume.rdx);
         }
-        let (_, program) = self.programs.iter_mut().find(|(r, _)| *r == root).expect("a program for this VM");
+        let id = guest.info().vm_id as usize;
+        let program = self.programs.get_mut(id).expect("a program for this VM");
         match program(&mut guest, context) {
             Trap::Hypercall => context.vector = vectors::HYPERCALL,
             Trap::PageFault { addr, write } => {
@@ -301,10 +320,20 @@ pub fn kernel(mib: u64, frame_slots: u32, vms: u32, program: impl FnMut(u32) -> 
 }
 
 /// As [`kernel`], on the CPU `sim`.
-pub fn kernel_on(
+pub fn kernel_on(sim: Sim, mib: u64, frame_slots: u32, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
+    kernel_with_disk(sim, mib, frame_slots, None, vms, program)
+}
+
+/// As [`kernel`], with a [`RamDisk`] of `swap_pages` pages of swap area.
+pub fn kernel_with_swap(mib: u64, swap_pages: u64, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
+    kernel_with_disk(Sim::new(), mib, 64, Some(Box::new(RamDisk::with_swap(swap_pages))), vms, program)
+}
+
+fn kernel_with_disk(
     sim: Sim,
     mib: u64,
     frame_slots: u32,
+    disk: Option<Box<dyn BlockDevice>>,
     vms: u32,
     mut program: impl FnMut(u32) -> Program,
 ) -> Kernel<Sim> {
@@ -315,6 +344,7 @@ pub fn kernel_on(
     let state_switch = StateSwitch::new(switch_frame, 0x3000, 0x3080, selectors);
     let mut kernel = KernelBuilder::new(sim, frames, Clock::start(TSC_KHZ, 0), kernel_pml4, state_switch)
         .frame_budget(frame_slots)
+        .disk(disk)
         .build()
         .expect("a kernel");
     let image = image();
@@ -323,10 +353,79 @@ pub fn kernel_on(
     let bundle = build_bundle(&[spec]);
     kernel.admit_bundle(&Bundle::parse(&bundle).expect("a valid bundle"), 64 << 20).expect("room for the VMs");
     for id in 0..vms {
-        let root = kernel.vms[id as usize].as_ref().expect("every VM was made").space.root();
-        kernel.platform.programs.push((root, program(id)));
+        kernel.platform.programs.push(program(id));
     }
     kernel
+}
+
+/// A disk in the test's memory: a label, then a swap area.
+pub struct RamDisk {
+    bytes: Vec<u8>,
+    label: DiskLabel,
+}
+
+impl RamDisk {
+    /// A disk whose swap area holds `pages` pages.
+    pub fn with_swap(pages: u64) -> RamDisk {
+        let swap_start = FIRST_DATA_SECTOR;
+        let swap_sectors = pages * FRAME_SIZE / SECTOR_SIZE as u64;
+        let bytes = vec![0; ((swap_start + swap_sectors) * SECTOR_SIZE as u64) as usize];
+        RamDisk { bytes, label: DiskLabel { windows_end: swap_start, swap_start, swap_sectors } }
+    }
+
+    /// The bytes of `frames.len()` pages from `sector`, if on the disk.
+    fn pages(&mut self, sector: u64, frames: &[u64]) -> Result<&mut [u8], DiskError> {
+        let start = (sector * SECTOR_SIZE as u64) as usize;
+        let end = start + frames.len() * FRAME_SIZE as usize;
+        self.bytes.get_mut(start..end).ok_or(DiskError::Io)
+    }
+}
+
+impl BlockDevice for RamDisk {
+    fn sectors(&self) -> u64 {
+        (self.bytes.len() / SECTOR_SIZE) as u64
+    }
+
+    fn label(&self) -> DiskLabel {
+        self.label
+    }
+
+    fn read(&mut self, _sector: u64, _len: usize) -> Result<&[u8], DiskError> {
+        Err(DiskError::Io)
+    }
+
+    fn write(
+        &mut self,
+        _sector: u64,
+        _len: usize,
+        _fill: &mut dyn FnMut(&mut [u8]) -> Result<(), DiskError>,
+    ) -> Result<(), DiskError> {
+        Err(DiskError::Io)
+    }
+
+    fn frames_per_transfer(&self) -> usize {
+        32
+    }
+
+    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), DiskError> {
+        let pages = self.pages(sector, frames)?;
+        for (page, &frame) in pages.chunks_mut(FRAME_SIZE as usize).zip(frames) {
+            // SAFETY: the caller's promise: `frame` is RAM (in the test's
+            // memory, through the physmap), a whole frame.
+            page.copy_from_slice(unsafe { core::slice::from_raw_parts(phys::to_virt(frame), page.len()) });
+        }
+        Ok(())
+    }
+
+    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), DiskError> {
+        let pages = self.pages(sector, frames)?;
+        for (page, &frame) in pages.chunks(FRAME_SIZE as usize).zip(frames) {
+            // SAFETY: the caller's promise: `frame` is RAM it owns, a whole
+            // frame, mapped nowhere.
+            unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), phys::to_virt(frame), page.len()) };
+        }
+        Ok(())
+    }
 }
 
 /// One hypercall a program makes: number and up to three arguments.

@@ -62,6 +62,31 @@ pub struct AddressSpace {
     private: Vec<(u64, u64)>,
 }
 
+/// An image's page tables, made once: its shared pages mapped. A VM's
+/// space starts as a copy of them ([`AddressSpace::from_prototype`]): a few
+/// whole-table copies instead of a walk per page.
+pub struct Prototype {
+    space: AddressSpace,
+    /// Where one of its tables points at another, as indices into
+    /// `space.tables`, to point each copy at its own copy.
+    links: Vec<Link>,
+}
+
+/// An entry of table `table` at `index` that points at table `child`.
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    table: u16,
+    index: u16,
+    child: u16,
+}
+
+impl Prototype {
+    /// Page-table frames each space made from it takes.
+    pub fn tables(&self) -> u64 {
+        self.space.tables.len() as u64
+    }
+}
+
 /// A private page taken out of a space (see [`AddressSpace::take_private`]):
 /// where it was, its frame, and its page-table flags, to map it back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +113,66 @@ impl AddressSpace {
             }
         }
         Some(AddressSpace { pml4, tables: alloc::vec![pml4], private: Vec::new() })
+    }
+
+    /// Makes this space (with no private pages) the prototype of others:
+    /// notes which of its tables point at which. Gives the space back if
+    /// the kernel heap has no room for the notes.
+    pub fn into_prototype(self) -> Result<Prototype, AddressSpace> {
+        debug_assert!(self.private.is_empty(), "a prototype maps only shared pages");
+        match self.links() {
+            Some(links) => Ok(Prototype { space: self, links }),
+            None => Err(self),
+        }
+    }
+
+    /// Every entry of the lower half's tables that points at another of
+    /// them (`None`: no heap for the list).
+    fn links(&self) -> Option<Vec<Link>> {
+        let mut links = Vec::new();
+        for (table, &frame) in self.tables.iter().enumerate() {
+            // SAFETY: a table frame of this space, in the physmap, only read.
+            let entries = unsafe { &*(phys::to_virt(frame) as *const PageTable) };
+            // The PML4's upper half is the kernel's: shared, never copied.
+            let lower = if frame == self.pml4 { 256 } else { 512 };
+            for (index, entry) in entries.iter().enumerate().take(lower) {
+                let child = self.tables.iter().position(|&t| t == entry.addr().as_u64());
+                if let Some(child) = child.filter(|_| entry.flags().contains(Flags::PRESENT)) {
+                    links.try_reserve(1).ok()?;
+                    links.push(Link { table: table as u16, index: index as u16, child: child as u16 });
+                }
+            }
+        }
+        Some(links)
+    }
+
+    /// A space mapping what `prototype` maps: each of its tables copied into
+    /// a fresh frame and linked to the copies. `None` (and nothing taken)
+    /// if memory or kernel heap runs out.
+    pub fn from_prototype(prototype: &Prototype, frames: &mut FrameAllocator) -> Option<Self> {
+        let source = &prototype.space.tables;
+        let mut tables = Vec::new();
+        tables.try_reserve_exact(source.len() + 3).ok()?;
+        for &from in source {
+            let Some(to) = frames.alloc() else {
+                tables.iter().for_each(|&frame| frames.free(frame));
+                return None;
+            };
+            // SAFETY: `from` is a table of the prototype and `to` a fresh
+            // frame of ours, both whole frames in the physmap; the copy
+            // overwrites every byte, so `to` needs no zeroing first.
+            unsafe { core::ptr::copy_nonoverlapping(phys::to_virt(from), phys::to_virt(to), FRAME_SIZE as usize) };
+            tables.push(to);
+        }
+        for link in &prototype.links {
+            // SAFETY: the link's table is one of the copies just made, ours.
+            let table = unsafe { &mut *(phys::to_virt(tables[usize::from(link.table)]) as *mut PageTable) };
+            let entry = &mut table[usize::from(link.index)];
+            let flags = entry.flags();
+            entry.set_addr(PhysAddr::new(tables[usize::from(link.child)]), flags);
+        }
+        let pml4 = tables[source.iter().position(|&t| t == prototype.space.pml4).unwrap_or(0)];
+        Some(AddressSpace { pml4, tables, private: Vec::new() })
     }
 
     /// The space's page tables, and the list of its table frames (the
@@ -244,15 +329,15 @@ impl AddressSpace {
         self.private.len()
     }
 
-    /// Unmaps up to `limit` private pages other than the one at `keep` and
-    /// hands them over (their frames are the caller's now). The page tables
+    /// Unmaps up to `limit` private pages other than the one at `keep` (if
+    /// any) and hands them over (their frames are the caller's now). The page tables
     /// stay.
     ///
     /// The `invlpg` of each unmapping is all the TLB needs: the kernel uses
     /// no PCIDs and maps no user page global, so another space's entries
     /// for these pages went with its last CR3 load.
-    pub fn take_private(&mut self, keep: GuestAddr, limit: usize) -> Vec<TakenPage> {
-        let keep = keep.as_u64();
+    pub fn take_private(&mut self, keep: Option<GuestAddr>, limit: usize) -> Vec<TakenPage> {
+        let keep = keep.map(GuestAddr::as_u64);
         let private = core::mem::take(&mut self.private);
         let mut pages = Vec::new();
         let mut kept = Vec::new();
@@ -263,7 +348,7 @@ impl AddressSpace {
             return pages;
         }
         for (vaddr, frame) in private {
-            let wanted = vaddr != keep && pages.len() < limit;
+            let wanted = Some(vaddr) != keep && pages.len() < limit;
             let entry = self.leaf(vaddr).filter(|entry| wanted && entry.flags().contains(Flags::PRESENT));
             let Some(entry) = entry else {
                 kept.push((vaddr, frame));
@@ -313,12 +398,20 @@ impl AddressSpace {
         let target = PhysFrame::containing_address(PhysAddr::new(page.frame));
         let at = Page::<Size4KiB>::containing_address(VirtAddr::new(page.vaddr));
         self.room_for_one()?;
-        // Its table is normally still there: fill the entry in. (No TLB
-        // flush: a CPU caches no entry that was not present.)
-        if let Some(entry) = self.leaf(page.vaddr).filter(|entry| entry.is_unused()) {
-            entry.set_addr(target.start_address(), flags);
-            self.private.push((page.vaddr, page.frame));
-            return Ok(());
+        // Its table is normally still there: fill the entry in. In a space
+        // made again from its prototype, a private copy of a data page goes
+        // where the image's copy-on-write page is (the image owns that
+        // frame: nothing to free).
+        if let Some(entry) = self.leaf(page.vaddr) {
+            let shared = entry.flags().contains(COPY_ON_WRITE);
+            if entry.is_unused() || shared {
+                entry.set_addr(target.start_address(), flags);
+                if shared {
+                    phys::flush_page(page.vaddr);
+                }
+                self.private.push((page.vaddr, page.frame));
+                return Ok(());
+            }
         }
         let (mut mapper, owned) = self.parts();
         // SAFETY: the caller hands over a frame of its own and the flags the
@@ -332,5 +425,64 @@ impl AddressSpace {
             Err(MapToError::FrameAllocationFailed) => Err(MapError::OutOfMemory),
             Err(_) => Err(MapError::AlreadyMapped),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::frames;
+
+    const CODE: Rights = Rights { write: false, exec: true };
+    const DATA: Rights = Rights { write: true, exec: false };
+
+    #[test]
+    fn spaces_made_from_a_prototype_share_its_pages_and_no_table() {
+        let mut frames = frames(4);
+        let kernel = phys::alloc_zeroed(&mut frames).unwrap();
+        let (code, data) = (phys::alloc_zeroed(&mut frames).unwrap(), phys::alloc_zeroed(&mut frames).unwrap());
+        let mut space = AddressSpace::new(&mut frames, kernel).unwrap();
+        space.map_frame(&mut frames, GuestAddr::new(0x10_0000), code, CODE, Backing::Shared).unwrap();
+        space.map_frame(&mut frames, GuestAddr::new(0x10_1000), data, DATA, Backing::CopyOnWrite).unwrap();
+        let prototype = space.into_prototype().ok().unwrap();
+        let mut a = AddressSpace::from_prototype(&prototype, &mut frames).unwrap();
+        let mut b = AddressSpace::from_prototype(&prototype, &mut frames).unwrap();
+        for space in [&mut a, &mut b] {
+            assert_eq!(space.frame_of(GuestAddr::new(0x10_0000), false), Some(code));
+            assert_eq!(space.frame_of(GuestAddr::new(0x10_1000), false), Some(data));
+            assert_eq!(space.frame_of(GuestAddr::new(0x10_1000), true), None, "copy-on-write stays read-only");
+        }
+        // A page one space maps next to the shared ones, in the same table,
+        // is in no other space made from the prototype, then or later.
+        let own = a.map_zeroed(&mut frames, GuestAddr::new(0x10_2000), DATA).unwrap();
+        assert_eq!(a.frame_of(GuestAddr::new(0x10_2000), true), Some(own));
+        let mut c = AddressSpace::from_prototype(&prototype, &mut frames).unwrap();
+        assert_eq!(b.frame_of(GuestAddr::new(0x10_2000), false), None);
+        assert_eq!(c.frame_of(GuestAddr::new(0x10_2000), false), None);
+        for table in &a.tables {
+            assert!(!b.tables.contains(table) && !prototype.space.tables.contains(table), "table {table:#x} shared");
+        }
+    }
+
+    #[test]
+    fn a_private_copy_comes_back_over_the_copy_on_write_page() {
+        let mut frames = frames(4);
+        let kernel = phys::alloc_zeroed(&mut frames).unwrap();
+        let data = phys::alloc_zeroed(&mut frames).unwrap();
+        let mut space = AddressSpace::new(&mut frames, kernel).unwrap();
+        space.map_frame(&mut frames, GuestAddr::new(0x10_1000), data, DATA, Backing::CopyOnWrite).unwrap();
+        let prototype = space.into_prototype().ok().unwrap();
+        let mut a = AddressSpace::from_prototype(&prototype, &mut frames).unwrap();
+        assert!(a.break_cow(&mut frames, GuestAddr::new(0x10_1000)).unwrap());
+        let taken = a.take_private(None, usize::MAX);
+        assert_eq!(taken.len(), 1);
+        a.destroy(&mut frames);
+        // Swapped out whole and back: a fresh copy of the prototype, with
+        // the private copy where the image's page was.
+        let mut again = AddressSpace::from_prototype(&prototype, &mut frames).unwrap();
+        // SAFETY: the frame and flags take_private handed over.
+        unsafe { again.restore_private(&mut frames, taken[0]) }.unwrap();
+        assert_eq!(again.frame_of(GuestAddr::new(0x10_1000), true), Some(taken[0].frame));
+        assert_eq!(again.private_pages(), 1);
     }
 }

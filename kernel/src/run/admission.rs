@@ -14,7 +14,7 @@ use crate::net::Switch;
 use crate::platform::{BlockDevice, NetDevice, Platform};
 use crate::swap::{HEAP_PER_SLOT, SwapArea};
 use crate::time::Clock;
-use crate::vm::loader::Loader;
+use crate::vm::loader::{LoadError, Loader, Template};
 use crate::vm::state_switch::StateSwitch;
 use alloc::boxed::Box;
 use denali_abi::boot::{Bundle, BundleEntry};
@@ -132,14 +132,18 @@ impl<P: Platform> Kernel<P> {
             return Err(BootError::TooManyVms { vms, heap_mib: (heap_free >> 20) as u64 });
         }
         let started = self.now();
-        let frames_before = self.frames.in_use();
-        let mut template_frames = 0;
+        self.vm_count = vms;
+        let (mut template_frames, mut tables_per_vm) = (0, 0);
         let mut next_sector = FIRST_DATA_SECTOR;
         let mut progress = ProgressReports { last_ns: started, any: false };
         for index in 0..bundle.len() {
             let Some((entry, image)) = bundle.entry(index) else { continue };
             let args = bundle.args(index).unwrap_or_default();
-            let template = match self.loader(vms).prepare(image) {
+            let prepared = match self.templates.try_reserve(1) {
+                Ok(()) => self.split_loader().0.prepare(image, args),
+                Err(_) => Err(LoadError::OutOfMemory),
+            };
+            let prepared = match prepared {
                 Ok(template) => template,
                 Err(e) => {
                     kprintln!("denali: image {index} ({}) refused by the loader: {e}", entry.name());
@@ -148,28 +152,24 @@ impl<P: Platform> Kernel<P> {
                     continue;
                 }
             };
-            template_frames += template.frames();
+            template_frames += prepared.frames();
+            tables_per_vm = tables_per_vm.max(prepared.tables_per_vm());
+            let template = self.templates.len() as u32;
+            self.templates.push(prepared);
             for instance in 0..entry.instances {
                 // Windows follow one another in boot order whether or not
                 // their VM starts, so a VM finds its data where it left it.
                 let disk = Window { start: next_sector, sectors: entry.disk_sectors };
                 next_sector = next_sector.saturating_add(entry.disk_sectors);
                 let ipv4 = entry.ipv4.nth(instance).unwrap_or_default();
-                self.admit_one(&entry, &template, args, ipv4, disk, vms);
+                self.admit_one(&entry, template, ipv4, disk);
                 self.report_progress(&mut progress, false);
             }
         }
         self.report_progress(&mut progress, true);
         self.set_up_swap(next_sector, heap_free);
         let made = self.vms.iter().filter(|vm| vm.is_some()).count() as u64;
-        self.boot = BootReport {
-            vms: made,
-            ns: self.now() - started,
-            // Every frame the loading took that is neither an image page,
-            // nor a VM's info or CPU state page: page tables.
-            page_table_frames: self.frames.in_use() - frames_before - template_frames - 2 * made,
-            image_frames: template_frames,
-        };
+        self.boot = BootReport { vms: made, ns: self.now() - started, tables_per_vm, image_frames: template_frames };
         Ok(())
     }
 
@@ -185,28 +185,22 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
-    /// A loader for this kernel's VMs (of `vms` in this boot).
-    fn loader(&mut self, vms: u32) -> Loader<'_> {
-        Loader {
+    /// A loader for this kernel's VMs, and the templates it makes them from.
+    pub(super) fn split_loader(&mut self) -> (Loader<'_>, &[Template]) {
+        let loader = Loader {
             frames: &mut self.frames,
             kernel_pml4: self.kernel_pml4,
             selectors: self.state_switch.selectors(),
             clock: self.clock,
-            vm_count: vms,
+            vm_count: self.vm_count,
             state_switch: &self.state_switch,
-        }
+        };
+        (loader, &self.templates)
     }
 
-    /// Makes the next VM from `template`, or refuses it with a sentence.
-    fn admit_one(
-        &mut self,
-        entry: &BundleEntry,
-        template: &crate::vm::loader::Template,
-        args: &[u8],
-        ipv4: Ipv4Config,
-        disk: Window,
-        vms: u32,
-    ) {
+    /// Makes the next VM from the `template`th template, or refuses it
+    /// with a sentence.
+    fn admit_one(&mut self, entry: &BundleEntry, template: u32, ipv4: Ipv4Config, disk: Window) {
         let id = self.vms.len() as u32;
         let name = entry.name();
         if ipv4.is_configured() && !self.switch.attach(ipv4.address, id) {
@@ -225,14 +219,9 @@ impl<P: Platform> Kernel<P> {
             self.switch.detach(ipv4.address, id);
             return self.refuse(name);
         }
-        match self.loader(vms).instantiate(id, name, template, args, ipv4, disk) {
-            Ok(vm) => self.admit(vm),
-            Err(e) => {
-                kprintln!("denali: vm {id} ({name}) could not be made: {e}");
-                self.switch.detach(ipv4.address, id);
-                self.refuse(name);
-            }
-        }
+        let (mut loader, templates) = self.split_loader();
+        let vm = loader.make(id, name, (template, &templates[template as usize]), ipv4, disk);
+        self.admit(vm);
     }
 
     /// The swap area is where the disk's label says, if that is past every

@@ -6,11 +6,12 @@ use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::guest::GuestAddr;
 use crate::mem::heap::{CountingHeap, HeapUse};
+use crate::mem::space::AddressSpace;
 use crate::net::{Delivered, Parked, Port, Switch};
 use crate::platform::vectors::{HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
 use crate::platform::{BlockDevice, NetDevice, Platform};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
-use crate::swap::{IdleQueue, SwapArea, SwapTime, Watermarks};
+use crate::swap::{IdleQueue, SwapArea, SwapTime, Watermarks, WholeSwaps};
 use crate::time::Clock;
 use crate::vm::context::UserContext;
 use crate::vm::fault::Fault;
@@ -53,8 +54,9 @@ pub struct BootReport {
     pub vms: u64,
     /// Time from the first image to the last VM, in ns.
     pub ns: u64,
-    /// Page-table frames the VMs took.
-    pub page_table_frames: u64,
+    /// Page-table frames a VM holds while it is in memory (the most of
+    /// any image's).
+    pub tables_per_vm: u64,
     /// Frames holding the images' pages, shared by their VMs.
     pub image_frames: u64,
 }
@@ -69,6 +71,10 @@ pub struct Kernel<P: Platform> {
     pub sched: Scheduler,
     /// VMs by id; `None` once exited (or never loaded).
     pub vms: Vec<Option<Box<Vm>>>,
+    /// The images the VMs are made from, loaded once each.
+    templates: Vec<crate::vm::loader::Template>,
+    /// VMs this boot makes.
+    vm_count: u32,
     /// Exit status by id, once known.
     pub statuses: Vec<Option<i32>>,
     /// Image name by id, for reports after the VM is gone.
@@ -111,6 +117,8 @@ pub struct Kernel<P: Platform> {
     idle: IdleQueue,
     /// Where swapping's time went.
     pub swap_time: SwapTime,
+    /// VMs swapped out whole.
+    pub whole_swaps: WholeSwaps,
     /// When to swap.
     pub watermarks: Watermarks,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
@@ -162,6 +170,8 @@ impl<P: Platform> Kernel<P> {
             frames,
             sched: Scheduler::new(),
             vms: Vec::new(),
+            templates: Vec::new(),
+            vm_count: 0,
             statuses: Vec::new(),
             names: Vec::new(),
             stats: Vec::new(),
@@ -183,6 +193,7 @@ impl<P: Platform> Kernel<P> {
             swap: None,
             idle: IdleQueue::default(),
             swap_time: SwapTime::default(),
+            whole_swaps: WholeSwaps::default(),
             watermarks: Watermarks::for_total(frames_total),
             heap: None,
             heap_after_boot: HeapUse::default(),
@@ -488,9 +499,12 @@ impl<P: Platform> Kernel<P> {
         self.save_user_state();
         let switch = self.state_switch;
         let Some(vm) = self.vms[id as usize].as_mut() else { return false };
-        let mut resume = *vm.resume_point();
+        // (A VM runs only in memory, info page and all.)
+        let Some(mut resume) = vm.info_mut().map(|info| info.resume) else { return false };
         switch.enter_through_restore(&mut vm.context, &mut resume);
-        *vm.resume_point() = resume;
+        if let Some(info) = vm.info_mut() {
+            info.resume = resume;
+        }
         self.state_owner = Some(id);
         true
     }
@@ -508,7 +522,8 @@ impl<P: Platform> Kernel<P> {
             // and saving would copy the other VM's registers into its page.
             return;
         }
-        self.load_root(vm.space.root());
+        let Some(root) = vm.space.as_ref().map(AddressSpace::root) else { return };
+        self.load_root(root);
         let mut context = UserContext::default();
         let start = self.platform.rdtsc();
         // An interrupt or NMI arriving meanwhile is no fault of the VM's:
@@ -525,6 +540,7 @@ impl<P: Platform> Kernel<P> {
         }
         let ticks = self.platform.rdtsc() - start;
         let Some(vm) = self.vms[owner as usize].as_mut() else { return };
+
         vm.stats.cpu_ticks += ticks;
         if !saved {
             // Its state page is gone or read-only: it cannot have happened
@@ -547,8 +563,10 @@ impl<P: Platform> Kernel<P> {
         if !self.switch_user_state(id) {
             return;
         }
-        let Some(vm) = self.vms[id as usize].as_ref() else { return };
-        self.load_root(vm.space.root());
+        let Some(root) = self.vms[id as usize].as_ref().and_then(|vm| vm.space.as_ref()).map(AddressSpace::root) else {
+            return;
+        };
+        self.load_root(root);
         loop {
             let Some(vm) = self.vms[id as usize].as_mut() else { return };
             if vm.context.rip >= vm.layout.mem_size {
@@ -686,14 +704,21 @@ impl<P: Platform> Kernel<P> {
             // replaces every one of them.
             self.state_owner = None;
         }
-        if self.loaded_root == vm.space.root() {
-            // Leave the VM's tables before freeing them (the kernel's own
-            // map everything the kernel uses).
-            self.load_root(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)));
-        }
         if let Some(swap) = self.swap.as_mut() {
             vm.swapped.iter().for_each(|page| swap.free_run(page.slot, 1));
         }
-        vm.space.destroy(&mut self.frames);
+        if let Some(space) = vm.space {
+            self.free_space(space);
+        }
+    }
+
+    /// Frees a VM's page tables and what they hold privately, leaving them
+    /// first if they are loaded (the kernel's own map everything the
+    /// kernel uses).
+    fn free_space(&mut self, space: AddressSpace) {
+        if self.loaded_root == space.root() {
+            self.load_root(PhysFrame::containing_address(PhysAddr::new(self.kernel_pml4)));
+        }
+        space.destroy(&mut self.frames);
     }
 }

@@ -10,6 +10,11 @@ use alloc::string::String;
 /// Most failed VMs named one by one without `-v`.
 const MAX_NAMED: usize = 20;
 
+/// Kernel heap a VM's record takes: the VM and its entries in the
+/// per-id tables.
+const VM_RECORD_BYTES: usize =
+    core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>();
+
 impl<P: Platform> Kernel<P> {
     /// Names every VM that failed (every VM, when verbose) and, when several
     /// ran, ends with one summary line.
@@ -83,12 +88,12 @@ impl<P: Platform> Kernel<P> {
         let boot = self.boot;
         let per_vm = |total: u64| total.checked_div(boot.vms).unwrap_or(0);
         kprintln!(
-            "denali: made {} VMs in {} us ({} us per VM); kernel memory per VM: {} KiB of page tables + {} B of VM record",
+            "denali: made {} VMs in {} us ({} us per VM); kernel memory per VM: {} B of VM record, and {} KiB of page tables while it is in memory (made when it first runs)",
             boot.vms,
             boot.ns / 1000,
             per_vm(boot.ns / 1000),
-            per_vm(boot.page_table_frames * 4),
-            core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>()
+            VM_RECORD_BYTES,
+            boot.tables_per_vm * 4,
         );
         if total.frames_sent + total.frames_received + total.frames_dropped != 0 || self.uplink.is_some() {
             let (out, into, lost) = self.uplink.as_ref().map_or((0, 0, 0), |nic| nic.counters());
@@ -116,6 +121,11 @@ impl<P: Platform> Kernel<P> {
                 self.swap_time.disk_ns / 1_000_000,
                 u64::from(swap.slots()) >> 8,
                 u64::from(swap.slots()) - swap.free_slots()
+            );
+            kprintln!(
+                "denali: swap: {} swap-outs took an idle VM out whole (its page tables and info page too), leaving it at most {} B of kernel memory",
+                self.whole_swaps.count,
+                self.whole_swaps.most_kept_bytes
             );
         }
         if let Some(heap) = self.heap {

@@ -3,8 +3,11 @@
 //! frames run low or a VM's page fault finds none; a swapped-out VM is read
 //! back in just before it runs again.
 //!
-//! A VM's page tables and info page stay resident (the kernel writes its
-//! pending events there while it is out); everything else it owns goes.
+//! An idle VM whose pages all fit in the swap area goes whole: its info
+//! page and CPU state page with the rest, and its page tables are freed, so
+//! that it keeps only its record in memory (its pending events wait there,
+//! and it gets fresh tables from its image's when it comes back). A VM
+//! pushed out while runnable keeps its tables and info page.
 
 use super::Kernel;
 use crate::kprintln;
@@ -104,13 +107,17 @@ impl<P: Platform> Kernel<P> {
         else {
             return false;
         };
-        let room = usize::try_from(swap.free_slots()).unwrap_or(usize::MAX).min(vm.space.private_pages());
+        let Some(space) = vm.space.as_mut() else { return false };
+        let private = space.private_pages();
+        let room = usize::try_from(swap.free_slots()).unwrap_or(usize::MAX).min(private);
+        let whole = vm.state == State::Idle && room == private;
         // The list of what went out is kernel heap: without room for it,
         // nothing goes.
         if vm.swapped.try_reserve_exact(room).is_err() {
             return false;
         }
-        let pages = vm.space.take_private(GuestAddr::new(INFO_PAGE), room);
+        let keep = (!whole).then_some(GuestAddr::new(INFO_PAGE));
+        let pages = space.take_private(keep, room);
         let per_transfer = disk.frames_per_transfer().clamp(1, FRAMES_PER_TRANSFER);
         let (mut written, mut lost) = (0, false);
         let mut rest = &pages[..];
@@ -143,7 +150,7 @@ impl<P: Platform> Kernel<P> {
             for &page in run {
                 // SAFETY: the frame is the one take_private handed over for
                 // this page, with its flags.
-                if unsafe { vm.space.restore_private(&mut self.frames, page) }.is_err() {
+                if unsafe { space.restore_private(&mut self.frames, page) }.is_err() {
                     self.frames.free(page.frame);
                     lost = true;
                 }
@@ -154,53 +161,124 @@ impl<P: Platform> Kernel<P> {
             vm.stats.pages_swapped_out += written;
             vm.stats.resident_pages -= written;
         }
+        if whole && vm.swapped.iter().any(|page| page.vaddr == INFO_PAGE) {
+            // Pending events wait in the record until the page is back.
+            vm.info_frame = None;
+        }
         if lost {
             kprintln!("denali: vm {id} ({}) lost a page the disk refused to take; stopping it", vm.name);
             self.finish(id, SWAP_IN_FAILED_STATUS);
+        } else if whole && space.private_pages() == 0 {
+            let kept = kept_bytes(vm);
+            let tables = vm.space.take();
+            self.whole_swaps.count += 1;
+            self.whole_swaps.most_kept_bytes = self.whole_swaps.most_kept_bytes.max(kept);
+            tables.into_iter().for_each(|space| self.free_space(space));
         }
         written > 0
     }
 
-    /// Reads VM `id`'s swapped pages back in, swapping idle VMs out for
-    /// room. Without room, it waits for another turn (a few at most) if
-    /// other VMs in memory can run meanwhile. A VM that cannot come back
-    /// (no memory even then, or the disk fails) is stopped with that
-    /// reason. True if it is resident and can run now.
+    /// Brings VM `id` into memory if it is not: page tables from its
+    /// image's (and the first time its info and CPU state pages), then its
+    /// swapped pages, swapping idle VMs out for room. Without room, it
+    /// waits for another turn (a few at most) if other VMs in memory can
+    /// run meanwhile. A VM that cannot come in (no memory even then, or the
+    /// disk fails) is stopped with that reason. True if it is resident and
+    /// can run now.
     pub(super) fn swap_in(&mut self, id: VmId) -> bool {
+        let Some(vm) = self.vms[id as usize].as_ref() else { return false };
+        if vm.is_resident() {
+            return true;
+        }
+        let swapped = !vm.swapped.is_empty();
         let started = self.now();
-        let resident = self.read_in(id);
-        self.swap_time.in_ns += self.now() - started;
+        let resident = self.bring_in(id);
+        if swapped {
+            self.swap_time.in_ns += self.now() - started;
+        }
         resident
     }
 
     /// [`Kernel::swap_in`]'s work.
-    fn read_in(&mut self, id: VmId) -> bool {
-        let Some(count) = self.vms[id as usize].as_ref().map(|vm| vm.swapped.len() as u64) else { return false };
-        if count == 0 {
+    fn bring_in(&mut self, id: VmId) -> bool {
+        let Some(vm) = self.vms[id as usize].as_ref() else { return false };
+        let unborn = vm.is_unborn();
+        let tables = match &vm.space {
+            None => self.templates[vm.template as usize].frames_to_materialize(unborn),
+            Some(_) => 0,
+        };
+        let count = vm.swapped.len() as u64 + tables;
+        if !self.make_room(id, count) {
+            return false;
+        }
+        let problem = match self.materialize(id) {
+            Ok(()) => self.read_in(id),
+            Err(why) => Some(why),
+        };
+        let Some(vm) = self.vms[id as usize].as_mut() else { return false };
+        match problem {
+            None => {
+                vm.deferrals = 0;
+                // Events that came while it was out reach its info page.
+                vm.raise(0);
+                true
+            }
+            Some(why) => {
+                let what = if unborn { "started" } else { "swapped back in" };
+                kprintln!("denali: vm {id} ({}) could not be {what} ({why}); stopping it", vm.name);
+                self.finish(id, SWAP_IN_FAILED_STATUS);
+                false
+            }
+        }
+    }
+
+    /// Frees `count` frames for VM `id` to come in: from idle VMs; failing
+    /// that, it waits a turn while VMs in memory run on (they will go idle
+    /// or exit) rather than push one of them out at once: that way lies
+    /// thrashing. False if it waits.
+    fn make_room(&mut self, id: VmId, count: u64) -> bool {
+        if self.reclaim_idle(count + self.watermarks.low) || self.frames.available() >= count {
             return true;
         }
-        // Room from idle VMs; failing that, wait a turn while VMs in memory
-        // run on (they will go idle or exit) rather than push one of them
-        // out at once: that way lies thrashing.
-        if !self.reclaim_idle(count + self.watermarks.low) && self.frames.available() < count {
-            let others_can_run =
-                self.vms.iter().flatten().any(|vm| vm.id != id && vm.state == State::Runnable && vm.swapped.is_empty());
-            let vm = self.vms[id as usize].as_mut().expect("checked above");
-            if others_can_run && vm.deferrals < MAX_DEFERRALS {
-                vm.deferrals += 1;
-                self.sched.make_runnable(id);
-                return false;
-            }
-            self.reclaim(count, id);
+        let others_can_run =
+            self.vms.iter().flatten().any(|vm| vm.id != id && vm.state == State::Runnable && vm.is_resident());
+        let Some(vm) = self.vms[id as usize].as_mut() else { return false };
+        if others_can_run && vm.deferrals < MAX_DEFERRALS {
+            vm.deferrals += 1;
+            self.sched.make_runnable(id);
+            return false;
         }
+        self.reclaim(count, id);
+        true
+    }
+
+    /// Gives VM `id` page tables if it has none (see
+    /// [`crate::vm::loader::Loader::materialize`]).
+    fn materialize(&mut self, id: VmId) -> Result<(), &'static str> {
+        let Some(mut vm) = self.vms[id as usize].take() else { return Err("it is gone") };
+        let made = if vm.space.is_some() {
+            Ok(())
+        } else {
+            let (mut loader, templates) = self.split_loader();
+            let template = &templates[vm.template as usize];
+            loader.materialize(&mut vm, template)
+        };
+        self.vms[id as usize] = Some(vm);
+        made.map_err(|_| NO_ROOM)
+    }
+
+    /// Reads VM `id`'s swapped pages back into its page tables, a run of
+    /// consecutive slots a request. `None` if all came back, else why not.
+    fn read_in(&mut self, id: VmId) -> Option<&'static str> {
         let (Some(swap), Some(disk), Some(vm)) =
             (self.swap.as_mut(), self.disk.as_mut(), self.vms[id as usize].as_mut())
         else {
-            return false;
+            return None;
         };
-        vm.deferrals = 0;
+        let Some(space) = vm.space.as_mut() else { return Some("it has no page tables") };
         let per_transfer = disk.frames_per_transfer().clamp(1, FRAMES_PER_TRANSFER);
         let mut problem = None;
+        let moved = !vm.swapped.is_empty();
         while problem.is_none() && !vm.swapped.is_empty() {
             let start = last_run(&vm.swapped, per_transfer);
             let run = &vm.swapped[start..];
@@ -222,9 +300,7 @@ impl<P: Platform> Kernel<P> {
             vm.stats.swap_requests += 1;
             let asked = self.clock.ns_at(self.platform.rdtsc());
             let read = if got < run.len() {
-                Err(
-                    "no free memory, and no room in the swap area to make some; give the kernel more memory or a larger swap area",
-                )
+                Err(NO_ROOM)
             } else {
                 // SAFETY: the frames were just allocated, each once: ours,
                 // mapped nowhere.
@@ -239,7 +315,11 @@ impl<P: Platform> Kernel<P> {
                     let taken = TakenPage { vaddr: page.vaddr, frame, flags: page.flags };
                     // SAFETY: the frame holds the page's contents and is
                     // handed over with the flags take_private gave.
-                    unsafe { vm.space.restore_private(&mut self.frames, taken) }.is_ok()
+                    let back = unsafe { space.restore_private(&mut self.frames, taken) }.is_ok();
+                    if back && page.vaddr == INFO_PAGE {
+                        vm.info_frame = Some(frame);
+                    }
+                    back
                 });
                 let restored = restored.count();
                 if restored < run.len() {
@@ -255,22 +335,24 @@ impl<P: Platform> Kernel<P> {
             vm.stats.pages_swapped_in += restored as u64;
             vm.stats.resident_pages += restored as u64;
         }
-        if problem.is_none() {
+        if problem.is_none() && moved {
             vm.stats.swap_ins += 1;
+            // Give the list's memory back to the kernel heap.
+            vm.swapped = alloc::vec::Vec::new();
         }
-        match problem {
-            None => {
-                // Give the list's memory back to the kernel heap.
-                vm.swapped = alloc::vec::Vec::new();
-                true
-            }
-            Some(why) => {
-                kprintln!("denali: vm {id} ({}) could not be swapped back in ({why}); stopping it", vm.name);
-                self.finish(id, SWAP_IN_FAILED_STATUS);
-                false
-            }
-        }
+        problem
     }
+}
+
+/// Why a VM could not come into memory when frames ran out.
+const NO_ROOM: &str =
+    "no free memory, and no room in the swap area to make some; give the kernel more memory or a larger swap area";
+
+/// Kernel heap a VM swapped out whole still takes: its record, its name
+/// and the list of its swapped pages.
+fn kept_bytes(vm: &Vm) -> u64 {
+    let list = vm.swapped.capacity() * core::mem::size_of::<SwappedPage>();
+    (core::mem::size_of::<Vm>() + vm.name.capacity() + list) as u64
 }
 
 /// Where the last run of `swapped` starts: the pages at its end in

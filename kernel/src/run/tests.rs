@@ -2,8 +2,10 @@
 //! against the bounds on what they can make the kernel hold, and hypercall
 //! arguments no VM should get past.
 
-use crate::testing::{Guest, Program, Trap, calls, heap_peak_of_this_thread, kernel, reset_heap_peak};
-use denali_abi::hypercall::{Error, FRAME_MAX, Hypercall};
+use crate::testing::{
+    Guest, Program, Trap, calls, heap_peak_of_this_thread, kernel, kernel_with_swap, reset_heap_peak,
+};
+use denali_abi::hypercall::{EVENT_ALARM, Error, FRAME_MAX, Hypercall};
 use denali_abi::net::mac_of;
 
 const EXIT: u64 = Hypercall::Exit as u64;
@@ -151,7 +153,8 @@ fn a_vm_stopped_inside_its_restore_routine_is_not_saved_over() {
     kernel.save_user_state();
     assert_eq!(kernel.platform.saves, 0, "the save routine would have copied another VM's registers");
     assert_eq!(kernel.state_owner, None);
-    // Stopped anywhere else, it is saved.
+    // Stopped anywhere else, it is saved (once it has page tables).
+    assert!(kernel.swap_in(1), "VM 1 comes into memory");
     kernel.state_owner = Some(1);
     kernel.save_user_state();
     assert_eq!(kernel.platform.saves, 1);
@@ -173,4 +176,98 @@ fn a_long_boot_reports_its_progress_and_a_short_one_says_nothing() {
     let &(made, mib) = reports.last().unwrap();
     assert_eq!(made, 20, "{reports:?}");
     assert!(mib > 0 && mib <= 16, "{reports:?}");
+}
+
+/// What [`swapped_whole`]'s VM 0 found each time it looked at its memory.
+type Findings = std::rc::Rc<std::cell::RefCell<Vec<&'static str>>>;
+
+/// VM 0 fills two heap pages, sleeps on an alarm, checks them, waits for a
+/// frame, takes it and checks them again; VM 1 sends that frame once its
+/// own alarm has woken it. Both are idle long enough to be swapped out.
+fn swapped_whole(id: u32, findings: Findings) -> Program {
+    const IDLE: u64 = Hypercall::Idle as u64;
+    const RECV: u64 = Hypercall::NetRecv as u64;
+    let pattern: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
+    let mut step = 0;
+    Box::new(move |guest: &mut Guest, context| {
+        let look = |guest: &mut Guest, what| {
+            let mut seen = vec![0; pattern.len()];
+            let intact = guest.read(HEAP, &mut seen).is_ok() && seen == pattern;
+            findings.borrow_mut().push(if intact { what } else { "memory changed" });
+        };
+        let call = match (id, step) {
+            (0, 0) => {
+                if let Err(fault) = guest.write(HEAP, &pattern) {
+                    return fault;
+                }
+                (ALARM, 20_000_000, 0)
+            }
+            (1, 0) => (ALARM, 100_000_000, 0),
+            (_, 1) => (IDLE, 0, 0),
+            (0, 2) => {
+                look(guest, if context.rax & EVENT_ALARM != 0 { "intact after the alarm" } else { "woken without it" });
+                (IDLE, 0, 0)
+            }
+            (0, 3) => (RECV, HEAP + 0x2000, FRAME_MAX as u64),
+            (0, 4) => {
+                let mut got = vec![0; FRAME_MAX];
+                let same = guest.read(HEAP + 0x2000, &mut got).is_ok() && got == frame(1, 0);
+                findings.borrow_mut().push(if same && context.rax == FRAME_MAX as u64 {
+                    "got the frame"
+                } else {
+                    "lost it"
+                });
+                look(guest, "intact after the frame");
+                (EXIT, 0, 0)
+            }
+            (1, 2) => {
+                let bytes = frame(1, 0);
+                if let Err(fault) = guest.write(HEAP, &bytes) {
+                    return fault;
+                }
+                (NET_SEND, HEAP, bytes.len() as u64)
+            }
+            _ => (EXIT, 0, 0),
+        };
+        step += 1;
+        (context.rax, context.rdi, context.rsi) = call;
+        Trap::Hypercall
+    })
+}
+
+#[test]
+fn a_vm_swapped_out_whole_wakes_on_an_alarm_and_on_a_frame_with_its_memory_intact() {
+    let findings = Findings::default();
+    let seen = findings.clone();
+    let mut kernel = kernel_with_swap(16, 1024, 2, move |id| swapped_whole(id, seen.clone()));
+    // Always short of memory: every VM that goes idle is swapped out.
+    kernel.watermarks = crate::swap::Watermarks { low: u64::MAX / 4, high: u64::MAX / 4 };
+    let frames_before = kernel.frames.in_use();
+    assert_eq!(kernel.run(false), 0);
+    assert_eq!(*findings.borrow(), ["intact after the alarm", "got the frame", "intact after the frame"]);
+    // Each went out whole (page tables and all) every time it idled, VM 0
+    // twice and VM 1 once, keeping a record of at most 2 KiB, and came
+    // back in as often.
+    let whole = kernel.whole_swaps;
+    assert_eq!(whole.count, 3, "{whole:?}");
+    assert!(whole.most_kept_bytes <= 2048, "{whole:?}");
+    let swaps: Vec<_> = kernel.stats.iter().map(|stats| (stats.swap_outs, stats.swap_ins)).collect();
+    assert_eq!(swaps, [(2, 2), (1, 1)]);
+    // Nothing is left behind: no frame, no slot.
+    assert_eq!(kernel.frames.in_use(), frames_before);
+    let swap = kernel.swap.as_ref().expect("a swap area");
+    assert_eq!(swap.free_slots(), u64::from(swap.slots()));
+}
+
+#[test]
+fn making_a_vm_takes_no_frame_until_it_runs() {
+    let exit_at_once = |_| calls(|_, _| None);
+    let few = kernel(64, 64, 10, exit_at_once);
+    let many = kernel(64, 64, 2000, exit_at_once);
+    // Only the image's pages and its page tables, however many VMs.
+    assert_eq!(few.frames.in_use(), many.frames.in_use());
+    let mut many = many;
+    let before = many.frames.in_use();
+    assert_eq!(many.run(false), 0);
+    assert_eq!(many.frames.in_use(), before, "every VM's tables and pages were given back");
 }

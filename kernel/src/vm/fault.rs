@@ -39,7 +39,8 @@ impl Vm {
         }
         // A first write to an image's data page: give the VM its own copy.
         if error & PF_WRITE != 0 {
-            match self.space.break_cow(frames, addr) {
+            let Some(space) = self.space.as_mut() else { return false };
+            match space.break_cow(frames, addr) {
                 Ok(true) => {
                     self.stats.resident_pages += 1;
                     self.stats.shared_pages -= 1;

@@ -1,9 +1,12 @@
 //! Turns a validated `.dvm` image into VMs. An image is loaded once into a
 //! [`Template`]: its segments in frames that every VM made from it maps
-//! read-only (code and constants) or copy-on-write (data). Each VM then
-//! costs fresh page tables, its info page, and the pages it touches: heap
-//! and stack pages appear zeroed on first touch (`Vm::populate`), data
-//! pages are copied on first write.
+//! read-only (code and constants) or copy-on-write (data), and page tables
+//! mapping them (a [`Prototype`]). Making a VM costs only its record; when
+//! it first runs it gets a copy of those tables, its info and CPU state
+//! pages ([`Loader::materialize`]), and then the pages it touches: heap and
+//! stack pages appear zeroed on first touch (`Vm::populate`), data pages
+//! are copied on first write. A VM swapped out whole gives its tables back
+//! and gets a fresh copy when it returns.
 
 use super::context::{UserContext, UserSelectors};
 use super::state_switch::StateSwitch;
@@ -11,7 +14,7 @@ use super::{Layout, State, Stats, Vm};
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::guest::GuestAddr;
 use crate::mem::phys;
-use crate::mem::space::{AddressSpace, Backing, MapError, Rights};
+use crate::mem::space::{AddressSpace, Backing, MapError, Prototype, Rights};
 use crate::rate::TokenBucket;
 use crate::sched::VmId;
 use crate::time::Clock;
@@ -60,6 +63,10 @@ pub struct Template {
     entry: u64,
     layout: Layout,
     pages: Vec<TemplatePage>,
+    /// Page tables mapping the image's pages and the state-switch code.
+    prototype: Prototype,
+    /// The arguments its VMs get on their info page.
+    args: Vec<u8>,
 }
 
 /// What the loader needs from the kernel.
@@ -83,11 +90,25 @@ impl Template {
     pub fn frames(&self) -> u64 {
         self.pages.len() as u64
     }
+
+    /// Page-table frames a VM of this image holds while it is in memory.
+    pub fn tables_per_vm(&self) -> u64 {
+        self.prototype.tables()
+    }
+
+    /// Frames a VM of this image needs to come into memory before any of
+    /// its swapped pages: its tables, and the first time its info and CPU
+    /// state pages.
+    pub fn frames_to_materialize(&self, first_time: bool) -> u64 {
+        self.tables_per_vm() + if first_time { 2 } else { 0 }
+    }
 }
 
 impl Loader<'_> {
-    /// Validates `bytes` and copies its segments into frames once.
-    pub fn prepare(&mut self, bytes: &[u8]) -> Result<Template, LoadError> {
+    /// Validates `bytes`, copies its segments into frames once and maps
+    /// them (and the state-switch code) in the template's page tables; its
+    /// VMs get `args`.
+    pub fn prepare(&mut self, bytes: &[u8], args: &[u8]) -> Result<Template, LoadError> {
         let image = Image::parse(bytes).map_err(LoadError::Image)?;
         let mut pages = Vec::new();
         for segment in image.segments() {
@@ -114,79 +135,107 @@ impl Loader<'_> {
             heap: (image.heap_start(), image.heap_end()),
             stack: (image.stack_bottom(), image.stack_top()),
         };
-        Ok(Template { entry: image.header().entry, layout, pages })
-    }
-
-    /// Makes VM `id` from a template; `args`, its address and its disk
-    /// window go on its info page.
-    pub fn instantiate(
-        &mut self,
-        id: VmId,
-        name: &str,
-        template: &Template,
-        args: &[u8],
-        ipv4: Ipv4Config,
-        disk: Window,
-    ) -> Result<Vm, LoadError> {
-        let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
-        match self.map(&mut space, template) {
-            Ok(info_frame) => {
-                let layout = template.layout;
-                let mut vm = Vm {
-                    id,
-                    name: String::from(name),
-                    // Enter as if called: rsp + 8 is 16-byte aligned.
-                    context: UserContext::new(self.selectors, template.entry, layout.stack.1 - 8),
-                    space,
-                    info_frame,
-                    layout,
-                    state: State::Runnable,
-                    pending: 0,
-                    console_budget: TokenBucket::full(super::hypercall::CONSOLE_BURST, 0),
-                    stats: Stats {
-                        resident_pages: 2,
-                        shared_pages: template.pages.len() as u64 + 1,
-                        ..Stats::default()
-                    },
-                    slice_left: crate::sched::TIME_SLICE_NS,
-                    out_of_memory: false,
-                    ipv4,
-                    disk,
-                    swapped: Vec::new(),
-                    idle_stamp: 0,
-                    last_ran: 0,
-                    deferrals: 0,
-                };
-                self.write_info_page(&mut vm, args);
-                Ok(vm)
+        let args = &args[..args.len().min(ARGS_MAX)];
+        let mut kept_args = Vec::new();
+        let prototype = kept_args.try_reserve_exact(args.len()).map_err(|_| LoadError::OutOfMemory);
+        let prototype = prototype.and_then(|()| self.prototype(&pages));
+        match prototype {
+            Ok(prototype) => {
+                kept_args.extend_from_slice(args);
+                Ok(Template { entry: image.header().entry, layout, pages, prototype, args: kept_args })
             }
             Err(e) => {
-                space.destroy(self.frames);
+                pages.iter().for_each(|p| self.frames.free(p.frame));
                 Err(e)
             }
         }
     }
 
-    /// Maps the info page, the CPU state page, the state-switch code and
-    /// the template's pages; returns the info frame.
-    fn map(&mut self, space: &mut AddressSpace, template: &Template) -> Result<u64, LoadError> {
+    /// Page tables mapping the state-switch code and `pages`.
+    fn prototype(&mut self, pages: &[TemplatePage]) -> Result<Prototype, LoadError> {
+        let mut space = AddressSpace::new(self.frames, self.kernel_pml4).ok_or(LoadError::OutOfMemory)?;
+        let code = Rights { write: false, exec: true };
+        let switch = GuestAddr::new(STATE_SWITCH_PAGE);
+        let mut mapped = space.map_frame(self.frames, switch, self.state_switch.frame, code, Backing::Shared);
+        for page in pages {
+            if mapped.is_err() {
+                break;
+            }
+            let backing = if page.rights.write { Backing::CopyOnWrite } else { Backing::Shared };
+            mapped = space.map_frame(self.frames, GuestAddr::new(page.vaddr), page.frame, page.rights, backing);
+        }
+        if let Err(e) = mapped {
+            space.destroy(self.frames);
+            return Err(e.into());
+        }
+        space.into_prototype().map_err(|space| {
+            space.destroy(self.frames);
+            LoadError::OutOfMemory
+        })
+    }
+
+    /// Makes VM `id`'s record from `template` (the kernel's `template`th),
+    /// with its address and its disk window: no frame yet, and nothing
+    /// that can fail (the caller made sure the heap has room for records).
+    pub fn make(&mut self, id: VmId, name: &str, template: (u32, &Template), ipv4: Ipv4Config, disk: Window) -> Vm {
+        let (index, template) = template;
+        let layout = template.layout;
+        Vm {
+            id,
+            name: String::from(name),
+            // Enter as if called: rsp + 8 is 16-byte aligned.
+            context: UserContext::new(self.selectors, template.entry, layout.stack.1 - 8),
+            space: None,
+            info_frame: None,
+            template: index,
+            layout,
+            state: State::Runnable,
+            pending: 0,
+            console_budget: TokenBucket::full(super::hypercall::CONSOLE_BURST, 0),
+            stats: Stats { shared_pages: template.pages.len() as u64 + 1, ..Stats::default() },
+            slice_left: crate::sched::TIME_SLICE_NS,
+            out_of_memory: false,
+            ipv4,
+            disk,
+            swapped: Vec::new(),
+            idle_stamp: 0,
+            last_ran: 0,
+            deferrals: 0,
+        }
+    }
+
+    /// Gives `vm` (not in memory) page tables copied from its template's;
+    /// the first time, also its info page (filled in) and CPU state page.
+    /// Its swapped pages are the caller's to bring back. Takes nothing if
+    /// memory runs out.
+    pub fn materialize(&mut self, vm: &mut Vm, template: &Template) -> Result<(), LoadError> {
+        debug_assert!(vm.space.is_none(), "only a VM without tables is materialized");
+        let first_time = vm.is_unborn();
+        let mut space = AddressSpace::from_prototype(&template.prototype, self.frames).ok_or(LoadError::OutOfMemory)?;
+        if first_time {
+            match self.map_own_pages(&mut space) {
+                Ok(info_frame) => vm.info_frame = Some(info_frame),
+                Err(e) => {
+                    space.destroy(self.frames);
+                    return Err(e);
+                }
+            }
+            vm.stats.resident_pages += 2;
+        }
+        vm.space = Some(space);
+        if first_time {
+            self.write_info_page(vm, &template.args);
+        }
+        Ok(())
+    }
+
+    /// Maps a new VM's info page and CPU state page; returns the info frame.
+    fn map_own_pages(&mut self, space: &mut AddressSpace) -> Result<u64, LoadError> {
         let info_frame =
             space.map_zeroed(self.frames, GuestAddr::new(INFO_PAGE), Rights { write: false, exec: false })?;
         let state_frame =
             space.map_zeroed(self.frames, GuestAddr::new(CPU_STATE_PAGE), Rights { write: true, exec: false })?;
         self.state_switch.init_state_page(state_frame);
-        let code = Rights { write: false, exec: true };
-        space.map_frame(
-            self.frames,
-            GuestAddr::new(STATE_SWITCH_PAGE),
-            self.state_switch.frame,
-            code,
-            Backing::Shared,
-        )?;
-        for page in &template.pages {
-            let backing = if page.rights.write { Backing::CopyOnWrite } else { Backing::Shared };
-            space.map_frame(self.frames, GuestAddr::new(page.vaddr), page.frame, page.rights, backing)?;
-        }
         Ok(info_frame)
     }
 
@@ -194,7 +243,7 @@ impl Loader<'_> {
         let layout = vm.layout;
         let (id, count, clock, ipv4, disk_sectors) = (vm.id, self.vm_count, self.clock, vm.ipv4, vm.disk.sectors);
         let features = if self.state_switch.switches_bases() { FEATURE_FS_GS_BASE } else { 0 };
-        let info = vm.info_mut();
+        let Some(info) = vm.info_mut() else { return };
         info.magic = INFO_MAGIC;
         info.abi_version = denali_abi::ABI_VERSION;
         info.vm_id = id;

@@ -17,7 +17,8 @@ impl Vm {
         if !self.layout.is_demand_zero(addr.as_u64()) {
             return false;
         }
-        match self.space.map_zeroed(frames, addr.page(), Rights { write: true, exec: false }) {
+        let Some(space) = self.space.as_mut() else { return false };
+        match space.map_zeroed(frames, addr.page(), Rights { write: true, exec: false }) {
             Ok(_) => {
                 self.stats.resident_pages += 1;
                 true
@@ -27,6 +28,12 @@ impl Vm {
                 false
             }
         }
+    }
+
+    /// The frame behind the page holding `addr` if it is mapped for the VM
+    /// (and writable by it, when `write`); never for a VM out of memory.
+    fn frame_of(&mut self, addr: GuestAddr, write: bool) -> Option<u64> {
+        self.space.as_mut()?.frame_of(addr, write)
     }
 
     /// Walks the `len` bytes at flat address `addr` page by page, handing
@@ -48,10 +55,10 @@ impl Vm {
         }
         let mut cursor = addr;
         while cursor < end {
-            let frame = match self.space.frame_of(cursor, write) {
+            let frame = match self.frame_of(cursor, write) {
                 Some(frame) => frame,
                 None => {
-                    let present = self.space.frame_of(cursor, false).is_some();
+                    let present = self.frame_of(cursor, false).is_some();
                     let fault = super::fault::Fault {
                         vector: 14,
                         error_code: u64::from(present) | if write { 2 } else { 0 },
@@ -61,7 +68,7 @@ impl Vm {
                     if !self.resolve_fault(frames, &fault) {
                         return Err(Error::BadAddress);
                     }
-                    self.space.frame_of(cursor, write).ok_or(Error::BadAddress)?
+                    self.frame_of(cursor, write).ok_or(Error::BadAddress)?
                 }
             };
             let offset = cursor.page_offset();

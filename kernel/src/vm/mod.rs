@@ -119,10 +119,14 @@ pub struct Vm {
     pub name: String,
     /// Saved registers.
     pub context: UserContext,
-    /// Its page tables.
-    pub space: AddressSpace,
-    /// The frame behind its info page.
-    pub info_frame: u64,
+    /// Its page tables; `None` before it first runs and while it is
+    /// swapped out whole.
+    pub space: Option<AddressSpace>,
+    /// The frame behind its info page; `None` while that page is not in
+    /// memory.
+    pub info_frame: Option<u64>,
+    /// Which of the kernel's templates it was made from.
+    pub template: u32,
     /// Where its heap and stack are.
     pub layout: Layout,
     /// Where it is in its life.
@@ -152,34 +156,45 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Its info page, writable by the kernel.
-    pub fn info_mut(&mut self) -> &mut InfoPage {
+    /// Its info page, writable by the kernel, if it is in memory.
+    pub fn info_mut(&mut self) -> Option<&mut InfoPage> {
         // SAFETY: the info frame belongs to this VM; the VM itself can only
         // read it, and it does not run while the kernel holds this borrow.
-        unsafe { &mut *(phys::to_virt(self.info_frame) as *mut InfoPage) }
+        self.info_frame.map(|frame| unsafe { &mut *(phys::to_virt(frame) as *mut InfoPage) })
     }
 
-    /// Where the state-restore code continues the VM (on its info page).
-    pub fn resume_point(&mut self) -> &mut denali_abi::info::ResumePoint {
-        &mut self.info_mut().resume
-    }
-
-    /// Adds event bits to the pending set (and the info page's copy).
+    /// Adds event bits to the pending set (and the info page's copy, which
+    /// a VM out of memory gets when it comes back).
     pub fn raise(&mut self, events: u64) {
         self.pending |= events;
-        self.info_mut().pending_events = self.pending;
+        let pending = self.pending;
+        if let Some(info) = self.info_mut() {
+            info.pending_events = pending;
+        }
+    }
+
+    /// Whether it has never been in memory: no tables, no pages anywhere.
+    pub fn is_unborn(&self) -> bool {
+        self.space.is_none() && self.swapped.is_empty()
+    }
+
+    /// Whether it is in memory whole (and so can run).
+    pub fn is_resident(&self) -> bool {
+        self.space.is_some() && self.swapped.is_empty()
     }
 
     /// Whether it is resident and owns pages to swap out besides its info
     /// page.
     pub fn has_pages_to_swap(&self) -> bool {
-        self.swapped.is_empty() && self.space.private_pages() > 1
+        self.swapped.is_empty() && self.space.as_ref().is_some_and(|space| space.private_pages() > 1)
     }
 
     /// Takes the whole pending batch.
     pub fn take_pending(&mut self) -> u64 {
         let events = core::mem::take(&mut self.pending);
-        self.info_mut().pending_events = 0;
+        if let Some(info) = self.info_mut() {
+            info.pending_events = 0;
+        }
         events
     }
 }

@@ -64,8 +64,13 @@ pub fn init() -> Selectors {
         let tss_selector = gdt.append(Descriptor::tss_segment(&*core::ptr::addr_of!(TSS)));
         gdt.load();
         CS::set_reg(selectors.kernel_code);
-        DS::set_reg(selectors.kernel_data);
-        ES::set_reg(selectors.kernel_data);
+        // DS and ES are null: 64-bit code ignores them, and a VM's state
+        // saved from the CPU must never hold a kernel selector (the CPU
+        // nulls one on the way to ring 3, but PVM was seen to hand the
+        // kernel's DS to ring 3 after an exit to the monitor, and that VM's
+        // next restore then faulted).
+        DS::set_reg(SegmentSelector::NULL);
+        ES::set_reg(SegmentSelector::NULL);
         SS::set_reg(selectors.kernel_data);
         load_tss(tss_selector);
         selectors
