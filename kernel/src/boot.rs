@@ -32,6 +32,11 @@ use x86_64::registers::control::Cr3;
 /// 1 KiB a VM). It grows with memory, a sixteenth of it.
 const MIN_HEAP_SIZE: u64 = 8 << 20;
 
+/// Kernel heap to set aside per VM of a large boot: its record (under 1
+/// KiB with its table entries) and room to note a small VM's pages in the
+/// swap area (so 100,000 VMs, mostly swapped out, fit in 512 MiB).
+const HEAP_PER_VM_BUDGET: u64 = 2560;
+
 /// Boots the kernel and never returns: the run ends through the exit device.
 pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     crate::console::CONSOLE.lock().init();
@@ -53,15 +58,6 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     let selectors = gdt::init();
     trap::init_idt(&selectors);
     let protections = cpu::init();
-    let (heap_size, mut frames) = carve_memory(&info, heap);
-    let user = UserSelectors { code: u64::from(selectors.user_code.0), data: u64::from(selectors.user_data.0) };
-    let Some(switch_frame) = phys::alloc_zeroed(&mut frames) else {
-        kprintln!("denali: no memory for the kernel's state-switch page; give the run more memory (--mem)");
-        arch::exit_panic();
-    };
-    let state_switch = user_state::install(switch_frame, protections.user, user);
-    let clock = Clock::start(info.tsc_khz, arch::rdtsc()).with_wall_clock(wall_clock(&info));
-    let kernel_pml4 = Cr3::read().0.start_address().as_u64();
     // SAFETY: the loader placed the bundle at this physical range, which is
     // outside every usable region, so nothing else writes it.
     let bundle_bytes =
@@ -73,6 +69,16 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
             arch::exit(REFUSED_STATUS);
         }
     };
+    let (vms, wants_disk) = bundle_demands(&bundle);
+    let (heap_size, mut frames) = carve_memory(&info, heap, vms);
+    let user = UserSelectors { code: u64::from(selectors.user_code.0), data: u64::from(selectors.user_data.0) };
+    let Some(switch_frame) = phys::alloc_zeroed(&mut frames) else {
+        kprintln!("denali: no memory for the kernel's state-switch page; give the run more memory (--mem)");
+        arch::exit_panic();
+    };
+    let state_switch = user_state::install(switch_frame, protections.user, user);
+    let clock = Clock::start(info.tsc_khz, arch::rdtsc()).with_wall_clock(wall_clock(&info));
+    let kernel_pml4 = Cr3::read().0.start_address().as_u64();
     // The loader's flags, and the run's where the loader knows nothing of
     // the run (UEFI, PVH).
     let flags = info.flags | bundle.run_flags();
@@ -98,7 +104,6 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     // The disk our monitor names is ours; on a PCI machine only a disk
     // with the Denali label is (a machine's other disks are none of the
     // kernel's business, and are not worth a word unless a VM wanted one).
-    let (_, wants_disk) = bundle_demands(&bundle);
     let disk = start_disk(&mut frames, kernel_pml4, &info, wants_disk || info.blk_mmio != 0);
     let built = KernelBuilder::new(Machine { preemption, selectors: user }, frames, clock, kernel_pml4, state_switch)
         .verbose(verbose)
@@ -124,12 +129,15 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
 }
 
 /// Gives the kernel heap the first usable region with room for it (a
-/// sixteenth of memory, at least [`MIN_HEAP_SIZE`]) and as much again, and
-/// every other usable byte to the frame allocator. Returns the heap's size.
-fn carve_memory(info: &BootInfo, heap: &CountingHeap) -> (u64, FrameAllocator) {
+/// sixteenth of memory, at least [`MIN_HEAP_SIZE`], more for `vms` VMs'
+/// records and the swap area's bookkeeping, at most half of memory) and as
+/// much again, and every other usable byte to the frame allocator. Returns
+/// the heap's size.
+fn carve_memory(info: &BootInfo, heap: &CountingHeap, vms: u32) -> (u64, FrameAllocator) {
     let usable = info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS));
     let total: u64 = usable.clone().map(|r| r.end.saturating_sub(r.start)).sum();
-    let heap_size = (total / 16).max(MIN_HEAP_SIZE).next_multiple_of(4096);
+    let for_vms = u64::from(vms).saturating_mul(HEAP_PER_VM_BUDGET);
+    let heap_size = (total / 16).max(for_vms.min(total / 2)).max(MIN_HEAP_SIZE).next_multiple_of(4096);
     let Some(heap_start) = usable
         .clone()
         .map(|r| r.start.next_multiple_of(4096))

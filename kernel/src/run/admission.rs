@@ -169,7 +169,14 @@ impl<P: Platform> Kernel<P> {
         self.report_progress(&mut progress, true);
         self.set_up_swap(next_sector, heap_free);
         let made = self.vms.iter().filter(|vm| vm.is_some()).count() as u64;
-        self.boot = BootReport { vms: made, ns: self.now() - started, tables_per_vm, image_frames: template_frames };
+        let image_table_frames = self.templates.iter().map(Template::tables_per_vm).sum();
+        self.boot = BootReport {
+            vms: made,
+            ns: self.now() - started,
+            tables_per_vm,
+            image_frames: template_frames,
+            image_table_frames,
+        };
         Ok(())
     }
 

@@ -59,6 +59,8 @@ pub struct BootReport {
     pub tables_per_vm: u64,
     /// Frames holding the images' pages, shared by their VMs.
     pub image_frames: u64,
+    /// Frames holding the page tables the VMs' tables are copied from.
+    pub image_table_frames: u64,
 }
 
 /// Every VM of this boot and the state to run them.

@@ -140,12 +140,13 @@ impl<P: Platform> Kernel<P> {
                 self.switch.parking.capacity()
             );
         }
-        // Every VM's frames went back: only the images' pages and the
-        // state-switch code stay.
+        // Every VM's frames went back: only the images' pages, their page
+        // tables and the state-switch code stay.
         kprintln!(
-            "denali: frames in use after the run: {} ({} hold image pages, 1 the state-switch code)",
+            "denali: frames in use after the run: {} ({} hold image pages, {} their page tables, 1 the state-switch code)",
             self.frames.in_use(),
-            boot.image_frames
+            boot.image_frames,
+            boot.image_table_frames
         );
     }
 }

@@ -264,7 +264,7 @@ impl<P: Platform> Kernel<P> {
             loader.materialize(&mut vm, template)
         };
         self.vms[id as usize] = Some(vm);
-        made.map_err(|_| NO_ROOM)
+        made.map_err(|_| if self.swap.is_some() { NO_ROOM } else { NO_MEMORY })
     }
 
     /// Reads VM `id`'s swapped pages back into its page tables, a run of
@@ -343,6 +343,10 @@ impl<P: Platform> Kernel<P> {
         problem
     }
 }
+
+/// Why a VM could not come into memory when frames ran out, without a
+/// swap area.
+const NO_MEMORY: &str = "no free memory; give the kernel more memory, or a swap area on its disk";
 
 /// Why a VM could not come into memory when frames ran out.
 const NO_ROOM: &str =

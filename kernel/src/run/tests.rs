@@ -271,3 +271,12 @@ fn making_a_vm_takes_no_frame_until_it_runs() {
     assert_eq!(many.run(false), 0);
     assert_eq!(many.frames.in_use(), before, "every VM's tables and pages were given back");
 }
+
+#[test]
+fn more_vms_than_memory_holds_at_once_all_run_when_they_come_and_go() {
+    // 500 VMs of about 28 KiB each (tables, info and CPU state pages) in
+    // 4 MiB: each comes into memory when it first runs.
+    let mut kernel = kernel(4, 64, 500, |_| calls(|_, _| None));
+    assert_eq!(kernel.run(false), 0);
+    assert!(kernel.statuses.iter().all(|status| *status == Some(0)));
+}
