@@ -29,7 +29,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 /// Most VMs one run may ask for.
-pub const MAX_INSTANCES: u32 = 100_000;
+pub const MAX_INSTANCES: u32 = 1_000_000;
 
 /// The manifest's file name.
 pub const FILE_NAME: &str = "Denali.toml";
@@ -323,7 +323,7 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         for (text, words) in [
-            ("instances = 0", "`instances` must be between 1 and 100000 (got 0)"),
+            ("instances = 0", "`instances` must be between 1 and 1000000 (got 0)"),
             ("instances = -4", "`instances` must be between"),
             ("instances = \"many\"", "instances"),
             ("memory = \"3 parsecs\"", "`memory` = \"3 parsecs\" is not a size"),

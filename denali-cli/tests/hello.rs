@@ -103,10 +103,10 @@ fn bad_manifest_values_and_zero_instances_are_refused() {
     let service = new_service(dir.path(), "badmanifest", None);
     let out = run(&service, &["--instances", "0"]);
     assert_eq!(out.status, 1);
-    assert!(out.stderr.contains("error: --instances must be between 1 and 100000 (got 0)"), "{}", out.stderr);
+    assert!(out.stderr.contains("error: --instances must be between 1 and 1000000 (got 0)"), "{}", out.stderr);
     for (text, message) in [
         ("memory = \"lots\"", "`memory` = \"lots\" is not a size"),
-        ("instances = 0", "`instances` must be between 1 and 100000 (got 0)"),
+        ("instances = 0", "`instances` must be between 1 and 1000000 (got 0)"),
         ("colour = 1", "unknown field `colour`"),
     ] {
         std::fs::write(service.join("Denali.toml"), text).unwrap();

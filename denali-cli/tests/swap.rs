@@ -109,3 +109,25 @@ fn a_full_swap_area_stops_only_the_vms_that_do_not_fit() {
     let report = out.stdout.lines().find(|l| l.starts_with("denali: swap: ")).expect("a swap line");
     assert!(report.ends_with(", 0 pages in use at the end"), "{report}");
 }
+
+#[test]
+fn many_small_vms_swapped_out_whole_all_come_back_intact() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "napper", Some(include_str!("guests/swapper.rs")));
+    // 100 VMs of 192 KiB that sleep 100 ms eight times: more than 32 MiB
+    // holds, so idle ones go out whole (page tables and all) and come back
+    // on their alarms, over and over, while others' pages move on the disk.
+    std::fs::write(service.join("Denali.toml"), "args = \"192 8 100\"\n").unwrap();
+    build(&service, "napper");
+    let disk = dir.path().join("swap.disk");
+    let args = ["--instances", "100", "--mem", "32", "--swap", "64", "--stats", "--disk", disk.to_str().unwrap()];
+    let out = run(&service, &args);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    let intact = (0..100).filter(|id| out.stdout.contains(&format!("vm {id}: 192 KiB intact after 8 sleeps"))).count();
+    assert_eq!(intact, 100, "{}", out.stdout);
+    let whole = out.stdout.lines().find(|l| l.contains("took an idle VM out whole")).expect("a whole swap-out line");
+    let numbers: Vec<u64> = whole.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(numbers[0] > 0, "{whole}");
+    // What a VM swapped out whole still takes of kernel memory.
+    assert!(numbers[1] <= 2048, "{whole}");
+}

@@ -34,7 +34,7 @@ const MIN_HEAP_SIZE: u64 = 8 << 20;
 
 /// Kernel heap to set aside per VM of a large boot: its record (under 1
 /// KiB with its table entries) and room to note a small VM's pages in the
-/// swap area (so 100,000 VMs, mostly swapped out, fit in 512 MiB).
+/// swap area.
 const HEAP_PER_VM_BUDGET: u64 = 2560;
 
 /// Boots the kernel and never returns: the run ends through the exit device.
@@ -130,14 +130,14 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
 
 /// Gives the kernel heap the first usable region with room for it (a
 /// sixteenth of memory, at least [`MIN_HEAP_SIZE`], more for `vms` VMs'
-/// records and the swap area's bookkeeping, at most half of memory) and as
-/// much again, and every other usable byte to the frame allocator. Returns
+/// records and the swap area's bookkeeping, at most a quarter of memory)
+/// and as much again, and every other usable byte to the frame allocator. Returns
 /// the heap's size.
 fn carve_memory(info: &BootInfo, heap: &CountingHeap, vms: u32) -> (u64, FrameAllocator) {
     let usable = info.regions.iter().take((info.region_count as usize).min(MAX_MEM_REGIONS));
     let total: u64 = usable.clone().map(|r| r.end.saturating_sub(r.start)).sum();
     let for_vms = u64::from(vms).saturating_mul(HEAP_PER_VM_BUDGET);
-    let heap_size = (total / 16).max(for_vms.min(total / 2)).max(MIN_HEAP_SIZE).next_multiple_of(4096);
+    let heap_size = (total / 16).max(for_vms.min(total / 4)).max(MIN_HEAP_SIZE).next_multiple_of(4096);
     let Some(heap_start) = usable
         .clone()
         .map(|r| r.start.next_multiple_of(4096))
