@@ -28,6 +28,11 @@ pub const OPENING_MAX: usize = 32;
 const HOST_BACKLOG: i32 = 4096;
 /// First port the gateway connects from.
 const EPHEMERAL_FIRST: u16 = 49_152;
+/// How long a connection toward a VM may hear nothing from it before it is
+/// given up: Linux's budget for SYN retries (127 s), so a client whose SYN
+/// a busy VM keeps dropping (its backlog full) waits, as it would for a
+/// Linux server, instead of getting an empty reply after 30 s.
+const GUEST_SILENCE_MAX: smoltcp::time::Duration = smoltcp::time::Duration::from_secs(127);
 
 /// One `-p HOST:GUEST` forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -213,7 +218,7 @@ impl UserNet {
                 let mut socket =
                     tcp::Socket::new(tcp::SocketBuffer::new(vec![0; BUFFER]), tcp::SocketBuffer::new(vec![0; BUFFER]));
                 socket.set_nagle_enabled(false);
-                socket.set_timeout(Some(smoltcp::time::Duration::from_secs(30)));
+                socket.set_timeout(Some(GUEST_SILENCE_MAX));
                 let remote =
                     IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::from(forward.guest_ip.octets())), forward.guest_port);
                 if socket.connect(self.iface.context(), remote, port).is_err() {
