@@ -68,9 +68,22 @@ fn a_std_service_fetches_a_page_from_a_no_std_one_on_a_tap_device() {
     // VM 1 (std) fetches from VM 0 (no_std); the host on the TAP device
     // reaches VM 0 too.
     vms.wait_for("std client: HTTP/1.1 200 OK, 2048 bytes, from VM 0: true", Duration::from_secs(300));
+    // (Once failed in CI with nothing on stdout: say why if it does again;
+    // the host's first frames may race the namespace's ARP, so curl may
+    // retry a refused or unanswered connection.)
     let mut curl = ns.command("curl");
-    curl.args(["--silent", "--show-error", "--max-time", "60", "http://10.0.2.15/"]);
+    curl.args([
+        "--silent",
+        "--show-error",
+        "--max-time",
+        "60",
+        "--retry",
+        "3",
+        "--retry-connrefused",
+        "http://10.0.2.15/",
+    ]);
     let out = curl.output().expect("curl");
     let page = String::from_utf8_lossy(&out.stdout);
-    assert!(page.contains("<h1>Hello from Denali VM 0</h1>"), "{page}\n{}", vms.output());
+    let why = String::from_utf8_lossy(&out.stderr);
+    assert!(page.contains("<h1>Hello from Denali VM 0</h1>"), "{page}\ncurl: {why}\n{}", vms.output());
 }
