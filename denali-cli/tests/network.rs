@@ -54,3 +54,19 @@ fn a_vm_cannot_intercept_or_forge_another_pairs_traffic() {
     assert_eq!((intercepted, relayed), (0, 0), "{attacker}");
     assert_eq!(out.status, 0, "{text}\n{}", out.stderr);
 }
+
+#[test]
+fn a_syn_sent_twice_opens_one_connection_that_is_not_reset() {
+    // A host sends its SYN again when the SYN-ACK is late (a busy VM): the
+    // second copy once reached a fresh listening socket, which answered
+    // with sequence numbers of its own and then reset the client.
+    let dir = scratch();
+    let service = new_service(dir.path(), "dup_syn", Some(include_str!("guests/dup_syn.rs")));
+    build(&service, "dup_syn");
+    let out = run(&service, &["--instances", "2", "--timeout", "60"]);
+    let text = &out.stdout;
+    assert!(text.contains("vm1| dup-syn: first fetch: true"), "{text}");
+    assert!(text.contains("vm1| dup-syn: 1 distinct SYN-ACKs for one connection"), "{text}");
+    assert!(text.contains("vm1| dup-syn: resets 0, answered: true"), "{text}");
+    assert_eq!(out.status, 0, "{text}\n{}", out.stderr);
+}

@@ -10,6 +10,13 @@
 //! place. Once the backlog is full, SYNs for the port are dropped before
 //! smoltcp sees them (see `stack::Vnic`), so clients retry as they would against a full Linux
 //! backlog instead of being refused.
+//!
+//! smoltcp hands a segment to the first socket that takes it, and a socket
+//! listening takes any SYN. So a SYN sent again (its SYN-ACK was late) can
+//! reach a listening socket that comes before the one already answering
+//! it, which would open a second connection with its own sequence numbers
+//! and reset the client. A listening socket that took a SYN for a
+//! connection another socket holds listens again before it sends anything.
 
 extern crate alloc;
 
@@ -18,7 +25,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp::{Socket, SocketBuffer, State};
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpEndpoint, IpProtocol, Ipv4Packet, TcpPacket};
 
 /// Connections a listener queues (connecting or connected, not yet
 /// accepted) before it drops new ones.
@@ -40,6 +47,15 @@ pub(crate) const RX_BUFFER: usize = 8 * 1024;
 /// Each connection's send buffer.
 pub(crate) const TX_BUFFER: usize = 8 * 1024;
 
+/// A TCP segment the stack is about to take in, as the listeners see it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrival {
+    /// Its destination port.
+    pub port: u16,
+    /// For a SYN (without ACK), who sends it: a connection being opened.
+    pub syn_from: Option<IpEndpoint>,
+}
+
 /// A fresh TCP socket with this VM's buffer sizes.
 pub(crate) fn new_socket() -> Socket<'static> {
     Socket::new(SocketBuffer::new(vec![0; RX_BUFFER]), SocketBuffer::new(vec![0; TX_BUFFER]))
@@ -52,6 +68,9 @@ struct Port {
     opening: Vec<SocketHandle>,
     /// Connected, waiting for `accept`, oldest first.
     ready: VecDeque<SocketHandle>,
+    /// The sockets of `opening` that were listening when the port was last
+    /// brought up to date: one of them took a SYN since if it is not now.
+    listening: Vec<SocketHandle>,
 }
 
 impl Port {
@@ -101,12 +120,21 @@ impl Listeners {
         self.ports.get_mut(&port)?.ready.pop_front()
     }
 
-    /// After the stack took in a packet for `port`: connected sockets move
-    /// to the ready queue, reset ones listen again, and the port has
-    /// sockets listening while its backlog has room. Returns whether the
-    /// backlog is full.
-    pub(crate) fn refresh(&mut self, port: u16, sockets: &mut SocketSet<'static>) -> bool {
+    /// After the stack took in a packet for `port` (`syn_from`: a SYN from
+    /// there): a second socket opened for a connection already held listens
+    /// again, connected sockets move to the ready queue, reset ones listen
+    /// again, and the port has sockets listening while its backlog has
+    /// room. Returns whether the backlog is full.
+    pub(crate) fn refresh(
+        &mut self,
+        port: u16,
+        syn_from: Option<IpEndpoint>,
+        sockets: &mut SocketSet<'static>,
+    ) -> bool {
         let Some(state) = self.ports.get_mut(&port) else { return false };
+        if let Some(from) = syn_from {
+            forget_duplicate(port, from, &state.listening, sockets);
+        }
         {
             let mut index = 0;
             while index < state.opening.len() {
@@ -130,23 +158,54 @@ impl Listeners {
     }
 }
 
-/// Adds listening sockets to `state` up to [`LISTENING`], within the backlog.
-fn top_up(port: u16, state: &mut Port, sockets: &mut SocketSet<'static>) {
-    let mut listening = state.listening(sockets);
-    while listening < LISTENING && state.queued() < BACKLOG && crate::heap::free() > HEAP_RESERVE {
-        let mut socket = new_socket();
-        if socket.listen(port).is_err() {
-            return;
-        }
-        socket.set_timeout(Some(smoltcp::time::Duration::from_secs(HANDSHAKE_TIMEOUT_SECS)));
-        state.opening.push(sockets.add(socket));
-        listening += 1;
+/// If one of `listening` just took the SYN from `from` on `port` while
+/// another socket already holds that connection, makes it listen afresh
+/// (replaced before it sent anything, so the client never hears of it).
+fn forget_duplicate(port: u16, from: IpEndpoint, listening: &[SocketHandle], sockets: &mut SocketSet<'static>) {
+    let holds = |socket: &Socket| {
+        socket.remote_endpoint() == Some(from) && socket.local_endpoint().is_some_and(|local| local.port == port)
+    };
+    let Some(&taker) = listening.iter().find(|&&h| {
+        let socket = sockets.get::<Socket>(h);
+        socket.state() == State::SynReceived && holds(socket)
+    }) else {
+        return;
+    };
+    let held_elsewhere = sockets
+        .iter()
+        .filter(|&(handle, _)| handle != taker)
+        .any(|(_, socket)| matches!(socket, smoltcp::socket::Socket::Tcp(tcp) if holds(tcp)));
+    if held_elsewhere {
+        *sockets.get_mut::<Socket>(taker) = listening_socket(port);
     }
 }
 
-/// The destination port of a TCP segment in `frame`, and whether it is a
-/// SYN (without ACK): a connection being opened.
-pub(crate) fn tcp_destination(frame: &[u8]) -> Option<(u16, bool)> {
+/// A fresh socket listening on `port` (not 0), which gives up a handshake
+/// that takes too long.
+fn listening_socket(port: u16) -> Socket<'static> {
+    let mut socket = new_socket();
+    socket.listen(port).expect("a fresh socket listens on a port that is not 0");
+    socket.set_timeout(Some(smoltcp::time::Duration::from_secs(HANDSHAKE_TIMEOUT_SECS)));
+    socket
+}
+
+/// Adds listening sockets to `state` up to [`LISTENING`], within the
+/// backlog, and notes which of its sockets listen.
+fn top_up(port: u16, state: &mut Port, sockets: &mut SocketSet<'static>) {
+    let mut listening = state.listening(sockets);
+    while port != 0 && listening < LISTENING && state.queued() < BACKLOG && crate::heap::free() > HEAP_RESERVE {
+        state.opening.push(sockets.add(listening_socket(port)));
+        listening += 1;
+    }
+    state.listening.clear();
+    state
+        .listening
+        .extend(state.opening.iter().copied().filter(|&h| sockets.get::<Socket>(h).state() == State::Listen));
+}
+
+/// The destination port of a TCP segment in `frame`, and for a SYN (without
+/// ACK), who sends it.
+pub(crate) fn tcp_arrival(frame: &[u8]) -> Option<Arrival> {
     let eth = EthernetFrame::new_checked(frame).ok()?;
     if eth.ethertype() != EthernetProtocol::Ipv4 {
         return None;
@@ -156,5 +215,6 @@ pub(crate) fn tcp_destination(frame: &[u8]) -> Option<(u16, bool)> {
         return None;
     }
     let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-    Some((tcp.dst_port(), tcp.syn() && !tcp.ack()))
+    let syn_from = (tcp.syn() && !tcp.ack()).then(|| IpEndpoint::new(ip.src_addr().into(), tcp.src_port()));
+    Some(Arrival { port: tcp.dst_port(), syn_from })
 }

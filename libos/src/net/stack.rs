@@ -94,8 +94,8 @@ struct Vnic {
     /// Listening ports whose backlog is full: SYNs for them are dropped
     /// here (see `listen`).
     full: BTreeSet<u16>,
-    /// The destination port of the last TCP segment handed to smoltcp.
-    last_tcp_port: Option<u16>,
+    /// The last TCP segment handed to smoltcp.
+    last_tcp: Option<listen::Arrival>,
     loopback: Loopback,
 }
 
@@ -126,14 +126,14 @@ impl Vnic {
     /// Notes the TCP port of the frame now in `rx` (for the listeners);
     /// false if it is a SYN for a port whose backlog is full.
     fn admit(&mut self, len: usize) -> bool {
-        self.last_tcp_port = None;
-        if let Some((port, syn)) = listen::tcp_destination(&self.rx[..len]) {
-            if syn && self.full.contains(&port) {
-                return false;
+        self.last_tcp = listen::tcp_arrival(&self.rx[..len]);
+        match self.last_tcp {
+            Some(arrival) if arrival.syn_from.is_some() && self.full.contains(&arrival.port) => {
+                self.last_tcp = None;
+                false
             }
-            self.last_tcp_port = Some(port);
+            _ => true,
         }
-        true
     }
 }
 
@@ -225,8 +225,7 @@ impl Stack {
         iface_config.random_seed = unsafe { core::arch::x86_64::_rdtsc() } ^ u64::from(info.vm_id) << 40;
         let address = Ipv4Address::from(config.address);
         let loopback = Loopback { frames: VecDeque::new(), delivered: 0, address, mac };
-        let mut vnic =
-            Vnic { rx: [0; FRAME_MAX], empty_at: None, full: BTreeSet::new(), last_tcp_port: None, loopback };
+        let mut vnic = Vnic { rx: [0; FRAME_MAX], empty_at: None, full: BTreeSet::new(), last_tcp: None, loopback };
         let mut iface = Interface::new(iface_config, &mut vnic, now());
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(address.into(), config.prefix_len));
@@ -260,8 +259,8 @@ impl Stack {
             while self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets)
                 != PollIngressSingleResult::None
             {
-                if let Some(port) = self.vnic.last_tcp_port.take() {
-                    self.refresh_listener(port);
+                if let Some(arrival) = self.vnic.last_tcp.take() {
+                    self.refresh_listener(arrival.port, arrival.syn_from);
                 }
             }
             while self.iface.poll_egress(now, &mut self.vnic, &mut self.sockets) != PollResult::None {}
@@ -274,7 +273,7 @@ impl Stack {
         // frees.
         let full: Vec<u16> = self.vnic.full.iter().copied().collect();
         for port in full {
-            self.refresh_listener(port);
+            self.refresh_listener(port, None);
         }
         let sockets = &mut self.sockets;
         let tcp_ports = &mut self.tcp_ports;
@@ -292,9 +291,10 @@ impl Stack {
         });
     }
 
-    /// Brings listening port `port` up to date (see `listen`).
-    fn refresh_listener(&mut self, port: u16) {
-        if self.listeners.refresh(port, &mut self.sockets) {
+    /// Brings listening port `port` up to date after a segment (from
+    /// `syn_from`, if a SYN) or a timer (see `listen`).
+    fn refresh_listener(&mut self, port: u16, syn_from: Option<smoltcp::wire::IpEndpoint>) {
+        if self.listeners.refresh(port, syn_from, &mut self.sockets) {
             self.vnic.full.insert(port);
         } else {
             self.vnic.full.remove(&port);
@@ -325,7 +325,7 @@ impl Stack {
     /// The oldest connection on listening port `port` not yet accepted.
     pub(crate) fn accept(&mut self, port: u16) -> Option<SocketHandle> {
         let handle = self.listeners.accept(port)?;
-        self.refresh_listener(port);
+        self.refresh_listener(port, None);
         Some(handle)
     }
 
