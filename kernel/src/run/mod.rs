@@ -707,7 +707,7 @@ impl<P: Platform> Kernel<P> {
             self.state_owner = None;
         }
         if let Some(swap) = self.swap.as_mut() {
-            vm.swapped.iter().for_each(|page| swap.free_run(page.slot, 1));
+            vm.swapped.iter().for_each(|page| swap.free_run(page.slot(), 1));
         }
         if let Some(space) = vm.space {
             self.free_space(space);

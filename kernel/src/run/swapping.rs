@@ -138,8 +138,12 @@ impl<P: Platform> Kernel<P> {
             self.swap_time.disk_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
             if done.is_ok() {
                 for (slot, page) in (first..).zip(run) {
+                    if page.vaddr == INFO_PAGE {
+                        // Pending events wait in the record until it is back.
+                        vm.info_frame = None;
+                    }
                     self.frames.free(page.frame);
-                    vm.swapped.push(SwappedPage { vaddr: page.vaddr, flags: page.flags, slot });
+                    vm.swapped.push(SwappedPage::new(page.vaddr, page.flags, slot));
                 }
                 written += len as u64;
                 continue;
@@ -160,10 +164,6 @@ impl<P: Platform> Kernel<P> {
             vm.stats.swap_outs += 1;
             vm.stats.pages_swapped_out += written;
             vm.stats.resident_pages -= written;
-        }
-        if whole && vm.swapped.iter().any(|page| page.vaddr == INFO_PAGE) {
-            // Pending events wait in the record until the page is back.
-            vm.info_frame = None;
         }
         if lost {
             kprintln!("denali: vm {id} ({}) lost a page the disk refused to take; stopping it", vm.name);
@@ -219,8 +219,7 @@ impl<P: Platform> Kernel<P> {
         match problem {
             None => {
                 vm.deferrals = 0;
-                // Events that came while it was out reach its info page.
-                vm.raise(0);
+                vm.sync_info_page();
                 true
             }
             Some(why) => {
@@ -304,7 +303,7 @@ impl<P: Platform> Kernel<P> {
             } else {
                 // SAFETY: the frames were just allocated, each once: ours,
                 // mapped nowhere.
-                unsafe { disk.read_frames(swap.sector(run[0].slot), &frames[..got]) }.map_err(|_| "the disk failed")
+                unsafe { disk.read_frames(swap.sector(run[0].slot()), &frames[..got]) }.map_err(|_| "the disk failed")
             };
             self.swap_time.disk_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
             let restored = if let Err(why) = read {
@@ -312,11 +311,11 @@ impl<P: Platform> Kernel<P> {
                 0
             } else {
                 let restored = run.iter().zip(&frames).take_while(|&(page, &frame)| {
-                    let taken = TakenPage { vaddr: page.vaddr, frame, flags: page.flags };
+                    let taken = TakenPage { vaddr: page.vaddr(), frame, flags: page.flags() };
                     // SAFETY: the frame holds the page's contents and is
                     // handed over with the flags take_private gave.
                     let back = unsafe { space.restore_private(&mut self.frames, taken) }.is_ok();
-                    if back && page.vaddr == INFO_PAGE {
+                    if back && page.vaddr() == INFO_PAGE {
                         vm.info_frame = Some(frame);
                     }
                     back
@@ -330,7 +329,7 @@ impl<P: Platform> Kernel<P> {
             // Frames not handed to the VM go back; slots whose pages came
             // back are free.
             frames[restored..got].iter().for_each(|&frame| self.frames.free(frame));
-            swap.free_run(run[0].slot, restored as u32);
+            swap.free_run(run[0].slot(), restored as u32);
             vm.swapped.drain(start..start + restored);
             vm.stats.pages_swapped_in += restored as u64;
             vm.stats.resident_pages += restored as u64;
@@ -364,7 +363,7 @@ fn kept_bytes(vm: &Vm) -> u64 {
 fn last_run(swapped: &[SwappedPage], most: usize) -> usize {
     let end = swapped.len();
     let mut start = end.saturating_sub(1);
-    while start > 0 && end - start < most && swapped[start - 1].slot.checked_add(1) == Some(swapped[start].slot) {
+    while start > 0 && end - start < most && swapped[start - 1].slot().checked_add(1) == Some(swapped[start].slot()) {
         start -= 1;
     }
     start

@@ -13,10 +13,11 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use denali_abi::disk::SECTOR_SIZE;
 
-/// Kernel heap a slot in use can cost: its entry in a VM's swapped list,
-/// and while the VM is being swapped out, the list of its pages taken
-/// (generously: kernel heap running dry is fatal).
-pub const HEAP_PER_SLOT: usize = 64;
+/// Kernel heap a slot in use costs: its entry in a VM's swapped list.
+/// (The list of pages taken while a VM is swapped out is allocated, like
+/// the swapped list, only if the heap has room: without it the VM stays in
+/// memory.)
+pub const HEAP_PER_SLOT: usize = core::mem::size_of::<SwappedPage>();
 
 /// The most pages one disk request moves (128 KiB): a VM's pages go to
 /// consecutive slots and move this many at a time, each frame a segment of
@@ -30,15 +31,43 @@ const SECTORS_PER_SLOT: u64 = FRAME_SIZE / SECTOR_SIZE as u64;
 const SLOTS_PER_WORD: u32 = u64::BITS;
 
 /// A page of a swapped-out VM: where it goes back, its page-table flags,
-/// and the slot holding it.
+/// and the slot holding it, in 12 bytes (a machine with a million VMs
+/// swapped out keeps millions of these).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, packed(4))]
 pub struct SwappedPage {
-    /// Flat address.
-    pub vaddr: u64,
-    /// Page-table flags it had.
-    pub flags: u64,
+    /// Its flat address and flags as a page-table entry would hold them:
+    /// the address in the frame bits, the flags around it.
+    entry: u64,
     /// Its slot in the swap area.
-    pub slot: u32,
+    slot: u32,
+}
+
+/// The bits of a page-table entry that hold the frame's address.
+const ADDRESS_BITS: u64 = 0x000f_ffff_ffff_f000;
+
+impl SwappedPage {
+    /// The page at flat address `vaddr` (page-aligned, in the lower half),
+    /// mapped with page-table `flags`, kept in `slot`.
+    pub fn new(vaddr: u64, flags: u64, slot: u32) -> SwappedPage {
+        debug_assert_eq!(vaddr & !ADDRESS_BITS, 0, "a page-aligned lower-half address");
+        SwappedPage { entry: (vaddr & ADDRESS_BITS) | (flags & !ADDRESS_BITS), slot }
+    }
+
+    /// Its flat address.
+    pub fn vaddr(&self) -> u64 {
+        self.entry & ADDRESS_BITS
+    }
+
+    /// The page-table flags it had.
+    pub fn flags(&self) -> u64 {
+        self.entry & !ADDRESS_BITS
+    }
+
+    /// Its slot in the swap area.
+    pub fn slot(&self) -> u32 {
+        self.slot
+    }
 }
 
 /// The swap area: page-sized slots on the disk after the VMs' windows,
@@ -240,6 +269,16 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_swapped_page_keeps_its_address_flags_and_slot_in_twelve_bytes() {
+        // Present, writable, user, a software bit (9) and no-execute (63).
+        let flags = 0b111 | 1 << 9 | 1 << 63;
+        let page = SwappedPage::new(0x7fff_ffff_f000, flags, u32::MAX);
+        assert_eq!((page.vaddr(), page.flags(), page.slot()), (0x7fff_ffff_f000, flags, u32::MAX));
+        assert_eq!(core::mem::size_of::<SwappedPage>(), 12);
+        assert_eq!(HEAP_PER_SLOT, 12);
+    }
 
     #[test]
     fn slots_are_page_aligned_handed_out_in_runs_reused_and_bounded() {

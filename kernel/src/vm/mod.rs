@@ -167,6 +167,12 @@ impl Vm {
     /// a VM out of memory gets when it comes back).
     pub fn raise(&mut self, events: u64) {
         self.pending |= events;
+        self.sync_info_page();
+    }
+
+    /// Copies the pending set to the info page, if that page is in memory
+    /// (events that came while it was out reach it when it comes back).
+    pub fn sync_info_page(&mut self) {
         let pending = self.pending;
         if let Some(info) = self.info_mut() {
             info.pending_events = pending;
