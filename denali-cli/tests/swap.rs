@@ -27,16 +27,11 @@ fn vms_are_swapped_out_and_back_in_when_memory_runs_short() {
         let line = format!("vm {id}: 2 MiB intact after 3 sleeps");
         assert!(out.stdout.contains(&line), "no `{line}` in\n{}", out.stdout);
     }
-    let report = out.stdout.lines().find(|l| l.starts_with("denali: swap: ")).expect("a swap line");
-    let swap_outs: u64 = report["denali: swap: ".len()..].split_whitespace().next().unwrap().parse().unwrap();
-    assert!(swap_outs > 0, "{report}");
+    let report = swap_report(&out.stdout);
+    assert!(number_before(report, " swap-outs") > 0, "{report}");
     // Pages move many to a disk request, not one each.
-    let number_before = |word: &str| -> u64 {
-        let at = report.find(word).unwrap_or_else(|| panic!("no `{word}` in {report}"));
-        report[..at].split([' ', '(']).rev().find(|w| !w.is_empty()).unwrap().parse().unwrap()
-    };
-    let (pages_out, pages_in) = (number_before(" pages,"), number_before(" pages read"));
-    let requests = number_before(" disk requests");
+    let (pages_out, pages_in) = (number_before(report, " pages,"), number_before(report, " pages read"));
+    let requests = number_before(report, " disk requests");
     assert_eq!(pages_out, pages_in, "{report}");
     assert!(requests > 0 && requests * 8 <= pages_out + pages_in, "{report}");
     // Every slot came back when the VMs exited.
@@ -106,7 +101,7 @@ fn a_full_swap_area_stops_only_the_vms_that_do_not_fit() {
     // kernel ran on to the end and gave every slot back.
     assert!(!stopped.is_empty() && intact > 0, "{}", out.stdout);
     assert_eq!(stopped.len() + intact, 12, "{}", out.stdout);
-    let report = out.stdout.lines().find(|l| l.starts_with("denali: swap: ")).expect("a swap line");
+    let report = swap_report(&out.stdout);
     assert!(report.ends_with(", 0 pages in use at the end"), "{report}");
 }
 

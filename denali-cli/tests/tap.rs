@@ -87,3 +87,47 @@ fn a_std_service_fetches_a_page_from_a_no_std_one_on_a_tap_device() {
     let why = String::from_utf8_lossy(&out.stderr);
     assert!(page.contains("<h1>Hello from Denali VM 0</h1>"), "{page}\ncurl: {why}\n{}", vms.output());
 }
+
+#[test]
+fn two_hundred_web_vms_in_memory_for_fifty_all_answer_over_tap() {
+    // Each server holds 320 KiB of its own pattern (about 420 KiB with its
+    // heap, stacks and page tables), so the 20 MiB that 32 MiB leaves for
+    // VMs holds about 50 of them: the rest wait on the disk, and a request
+    // for one of them brings it back in, its pattern intact.
+    let dir = scratch();
+    let service = new_service(dir.path(), "visits", Some(include_str!("guests/web_visits.rs")));
+    std::fs::write(service.join("Denali.toml"), "args = \"2 320\"\n").unwrap();
+    build(&service, "visits");
+    let ns = Namespace::new("swapweb");
+    let disk = dir.path().join("swap.disk");
+    let disk = disk.to_str().unwrap();
+    let args = ["--instances", "200", "--mem", "32", "--swap", "128", "--stats", "--disk", disk];
+    let mut vms = Background::spawn(run_in(&ns, &service, &[&args[..], &["--net", "tap=dn0"]].concat()));
+    vms.wait_for("vm199| web: serving 2048 bytes on 10.0.2.214:80", Duration::from_secs(600));
+    // Every VM is visited twice, in turn: each visit finds most VMs out.
+    let urls: Vec<String> = (0..200).map(|i| format!("http://10.0.2.{}/", 15 + i)).collect();
+    for visit in 1..=2 {
+        let mut curl = ns.command("curl");
+        curl.args(["--silent", "--show-error", "--max-time", "60", "--write-out", "<end>"]).args(&urls);
+        let out = curl.output().expect("curl");
+        let pages = String::from_utf8_lossy(&out.stdout);
+        let why = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "visit {visit}: {why}\n{}", vms.output());
+        let pages: Vec<&str> = pages.split_terminator("<end>").collect();
+        assert_eq!(pages.len(), 200, "visit {visit}");
+        for (id, page) in pages.iter().enumerate() {
+            assert_eq!(page.len(), 2048, "visit {visit}: VM {id} sent {page:?}");
+            assert!(page.contains(&format!("<h1>Hello from Denali VM {id}</h1>")), "visit {visit}: VM {id}: {page}");
+        }
+    }
+    let status = vms.finish(Duration::from_secs(300));
+    let text = vms.output();
+    assert_eq!(status, 0, "{text}");
+    assert!(text.contains("denali: 200 VMs: 200 exited with status 0"), "{text}");
+    let report = swap_report(&text);
+    println!("{report}");
+    // Memory could not hold them all: by the second visit most VMs had
+    // gone to the disk and had to come back.
+    assert!(number_before(report, " swap-ins") >= 200, "{report}");
+    assert!(report.ends_with(", 0 pages in use at the end"), "{report}");
+}

@@ -121,6 +121,7 @@ pub fn new_from_template(dir: &Path, name: &str, template: &str) -> PathBuf {
 pub struct Background {
     child: std::process::Child,
     stdout: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Background {
@@ -136,19 +137,36 @@ impl Background {
         require_kvm();
         let mut child = c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn cargo-denali");
         let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        for stream in
-            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
-        {
-            let sink = stdout.clone();
-            std::thread::spawn(move || {
-                let mut stream = stream;
-                let mut buf = [0u8; 4096];
-                while let Ok(n @ 1..) = stream.read(&mut buf) {
-                    sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-        }
-        Background { child, stdout }
+        let streams =
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())];
+        let readers = streams
+            .into_iter()
+            .map(|mut stream| {
+                let sink = stdout.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = stream.read(&mut buf) {
+                        sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+                    }
+                })
+            })
+            .collect();
+        Background { child, stdout, readers }
+    }
+
+    /// Waits for the run to end by itself (panicking with its output after
+    /// `limit`) and returns its exit status once all it printed is read.
+    pub fn finish(&mut self, limit: Duration) -> i32 {
+        let start = Instant::now();
+        let status = loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                break status;
+            }
+            assert!(start.elapsed() < limit, "the run did not end within {limit:?}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.readers.drain(..).for_each(|reader| reader.join().unwrap());
+        status.code().unwrap_or(-1)
     }
 
     /// Everything printed so far (stdout and stderr).
@@ -214,4 +232,17 @@ pub fn run(dir: &Path, args: &[&str]) -> Outcome {
     let mut c = cargo_denali();
     c.current_dir(dir).args(["denali", "run"]).args(args);
     run_with_timeout(c, Duration::from_secs(600))
+}
+
+/// The number just before `word` in `line` (as in "3 swap-ins" or
+/// "(12 pages,"); panics, showing the line, if there is none.
+pub fn number_before(line: &str, word: &str) -> u64 {
+    let at = line.find(word).unwrap_or_else(|| panic!("no `{word}` in {line}"));
+    let number = line[..at].split([' ', '(']).rev().find(|w| !w.is_empty());
+    number.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no number before `{word}` in {line}"))
+}
+
+/// The kernel's `denali: swap: ...` line of a run with `--stats`.
+pub fn swap_report(output: &str) -> &str {
+    output.lines().find(|l| l.starts_with("denali: swap: ")).unwrap_or_else(|| panic!("no swap line in\n{output}"))
 }
