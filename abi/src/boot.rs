@@ -162,6 +162,11 @@ pub mod ports {
     /// Progress device, memory: a 32-bit write of the MiB of memory in use,
     /// just before each write to [`PROGRESS`].
     pub const PROGRESS_MEMORY: u16 = 0x506;
+    /// Counters device: a 32-bit write, once before the first VM runs, of
+    /// the physical address of the kernel's
+    /// [`SwapCounters`](crate::counters::SwapCounters), which the monitor
+    /// may then read at any time. Unclaimed elsewhere.
+    pub const COUNTERS: u16 = 0x507;
 }
 
 /// Magic at the start of a boot bundle.

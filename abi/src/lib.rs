@@ -26,6 +26,7 @@ extern crate alloc;
 pub mod boot;
 pub mod calendar;
 pub mod console;
+pub mod counters;
 pub mod disk;
 pub mod hypercall;
 pub mod image;

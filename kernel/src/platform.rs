@@ -73,6 +73,9 @@ pub trait Platform {
     /// Tells the monitor (if any) how many VMs the boot has made so far and
     /// the MiB of memory in use, for its progress bar.
     fn report_progress(&mut self, vms_made: u32, memory_mib: u32);
+    /// Tells the monitor (if any) where the kernel keeps its swap
+    /// counters, which stay there while VMs run.
+    fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters);
 }
 
 /// The machine's NIC: the virtual switch's uplink.

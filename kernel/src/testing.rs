@@ -199,6 +199,8 @@ pub struct Sim {
     pub saves: u64,
     /// What the kernel reported of its boot's progress.
     pub progress: Vec<(u32, u32)>,
+    /// Where the kernel said its swap counters are.
+    pub shared_counters: Option<*const denali_abi::counters::SwapCounters>,
 }
 
 /// The simulated TSC's frequency: 1 GHz (1 ns a tick).
@@ -220,6 +222,7 @@ impl Sim {
             programs: Vec::new(),
             saves: 0,
             progress: Vec::new(),
+            shared_counters: None,
         }
     }
 }
@@ -302,6 +305,10 @@ impl Platform for Sim {
 
     fn report_progress(&mut self, vms_made: u32, memory_mib: u32) {
         self.progress.push((vms_made, memory_mib));
+    }
+
+    fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters) {
+        self.shared_counters = Some(counters);
     }
 }
 

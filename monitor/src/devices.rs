@@ -1,5 +1,6 @@
 //! The kernel's devices: the 16550 UART (vm-superio's model), the console
-//! port that takes whole buffers, and the exit, panic and idle ports. Port
+//! port that takes whole buffers, and the exit, panic, idle, progress and
+//! counters ports. Port
 //! I/O from the vCPU lands here.
 //!
 //! Both the UART (the kernel's early messages) and the console port draw
@@ -7,6 +8,7 @@
 //! uses on bare metal: VM bytes escaped, `vmN| ` prefixes, no line glued to
 //! another's.
 
+use crate::counters::LiveCounters;
 use denali_abi::boot::ports;
 use denali_abi::console::{CONSOLE_PIECES, CONSOLE_PREFIX, ConsoleRequest, Lines, Writer};
 use denali_abi::hypercall::CONSOLE_WRITE_MAX;
@@ -83,16 +85,20 @@ pub struct PortBus {
     memory: GuestMemoryMmap,
     /// The last write to the progress device's memory port.
     memory_mib: u32,
+    /// Where to say the kernel's counters are, if anyone reads them.
+    counters: Option<LiveCounters>,
 }
 
 const SERIAL_PORTS: std::ops::Range<u16> = ports::SERIAL..ports::SERIAL + 8;
 
 impl PortBus {
     /// A bus whose console draws on `console`, reading the buffers the
-    /// console port names from `memory`.
-    pub fn new(console: Box<dyn Write + Send>, memory: GuestMemoryMmap) -> Self {
+    /// console port names from `memory`, and which tells `counters` where
+    /// the kernel keeps its own.
+    pub fn new(console: Box<dyn Write + Send>, memory: GuestMemoryMmap, counters: Option<LiveCounters>) -> Self {
         let screen = Arc::new(Mutex::new(Screen { lines: Lines::new(), out: console }));
-        PortBus { serial: Serial::new(NoInterrupt, KernelText(screen.clone())), screen, memory, memory_mib: 0 }
+        let serial = Serial::new(NoInterrupt, KernelText(screen.clone()));
+        PortBus { serial, screen, memory, memory_mib: 0, counters }
     }
 
     /// A write of `data` to `port`.
@@ -116,6 +122,12 @@ impl PortBus {
                 PortAction::Continue
             }
             ports::PROGRESS => PortAction::Progress { made: le_u32(data), memory_mib: self.memory_mib },
+            ports::COUNTERS => {
+                if let Some(counters) = &self.counters {
+                    counters.attach(self.memory.clone(), u64::from(le_u32(data)));
+                }
+                PortAction::Continue
+            }
             _ => PortAction::Continue,
         }
     }
@@ -174,11 +186,12 @@ fn le_u32(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
     use crate::CapturedConsole;
+    use denali_abi::counters::SwapCounters;
 
     fn bus() -> (PortBus, CapturedConsole, GuestMemoryMmap) {
         let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
         let sink = CapturedConsole::default();
-        (PortBus::new(Box::new(sink.clone()), memory.clone()), sink, memory)
+        (PortBus::new(Box::new(sink.clone()), memory.clone(), None), sink, memory)
     }
 
     #[test]
@@ -217,6 +230,28 @@ mod tests {
         }
         memory.write_obj(RequestBytes(request), GuestAddress(0x100)).unwrap();
         0x100
+    }
+
+    #[test]
+    fn the_counters_port_lets_a_reader_watch_the_kernels_counters_change() {
+        let (_, sink, memory) = bus();
+        let counters = LiveCounters::default();
+        let mut bus = PortBus::new(Box::new(sink), memory.clone(), Some(counters.clone()));
+        assert_eq!(counters.read(), None, "nothing to read before the kernel says where");
+        let write = |swap_ins: u64| {
+            let mut words = [0u64; SwapCounters::SIZE / 8];
+            words[3] = swap_ins;
+            let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            memory.write_slice(&bytes, GuestAddress(0x2000)).unwrap();
+        };
+        write(5);
+        assert_eq!(bus.write(ports::COUNTERS, &0x2000u32.to_le_bytes()), PortAction::Continue);
+        assert_eq!(counters.read().map(|c| c.swap_ins), Some(5));
+        write(6);
+        assert_eq!(counters.read().map(|c| c.swap_ins), Some(6));
+        // An address past guest memory reads as nothing.
+        bus.write(ports::COUNTERS, &u32::MAX.to_le_bytes());
+        assert_eq!(counters.read(), None);
     }
 
     #[test]

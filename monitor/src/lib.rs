@@ -7,6 +7,7 @@
 //! few devices (UART, exit port, the virtio NIC) until the run ends. Denali VMs never exit to
 //! the monitor: their hypercalls are handled inside the guest.
 
+mod counters;
 mod devices;
 mod disk;
 mod error;
@@ -16,6 +17,7 @@ mod progress;
 mod vcpu;
 mod virtio;
 
+pub use counters::LiveCounters;
 pub use error::Error;
 
 use std::io::Write;
@@ -49,6 +51,9 @@ pub struct Config {
     /// failing disk; `None` (the default): the disk fails only when the
     /// file does.
     pub disk_faults: Option<DiskFaults>,
+    /// Where the kernel's swap counters can be read while the VMs run;
+    /// `None` (the default): nobody reads them.
+    pub counters: Option<LiveCounters>,
 }
 
 /// Read errors a run's disk makes up (see [`Config::disk_faults`]).
@@ -73,6 +78,7 @@ impl Config {
             net: None,
             disk: None,
             disk_faults: None,
+            counters: None,
         }
     }
 }

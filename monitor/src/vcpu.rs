@@ -37,6 +37,8 @@ pub struct Machine {
     disk: Option<BlockDevice>,
     /// The bar a long boot draws.
     progress: BootProgress,
+    /// Who reads the kernel's counters, if anyone.
+    counters: Option<crate::LiveCounters>,
 }
 
 pub fn open_kvm() -> Result<Kvm, Error> {
@@ -159,7 +161,8 @@ impl Machine {
             _ => None,
         };
         let progress = BootProgress::new(&config.bundle);
-        let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress };
+        let counters = config.counters.clone();
+        let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress, counters };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
@@ -206,7 +209,7 @@ impl Machine {
 
     /// Runs the vCPU until the kernel writes the exit port.
     pub fn run(mut self, console: Box<dyn Write + Send>) -> Result<i32, Error> {
-        let mut bus = PortBus::new(console, self.memory.clone());
+        let mut bus = PortBus::new(console, self.memory.clone(), self.counters.take());
         let result = loop {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,

@@ -11,7 +11,7 @@ use crate::net::{Delivered, Parked, Port, Switch};
 use crate::platform::vectors::{HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
 use crate::platform::{BlockDevice, NetDevice, Platform};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
-use crate::swap::{IdleQueue, SwapArea, SwapTime, Watermarks, WholeSwaps};
+use crate::swap::{IdleQueue, SwapArea, Watermarks};
 use crate::time::Clock;
 use crate::vm::context::UserContext;
 use crate::vm::fault::Fault;
@@ -22,6 +22,7 @@ use alloc::boxed::Box;
 use alloc::collections::TryReserveError;
 use alloc::string::String;
 use alloc::vec::Vec;
+use denali_abi::counters::SwapCounters;
 use denali_abi::disk::DISK_IO_MAX;
 use denali_abi::hypercall::FRAME_MAX;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP};
@@ -117,10 +118,11 @@ pub struct Kernel<P: Platform> {
     pub swap: Option<SwapArea>,
     /// Idle VMs, oldest first: who to swap out.
     idle: IdleQueue,
-    /// Where swapping's time went.
-    pub swap_time: SwapTime,
-    /// VMs swapped out whole.
-    pub whole_swaps: WholeSwaps,
+    /// What swapping has done, where the monitor can read it as VMs run.
+    pub swap_counters: SwapCounters,
+    /// The most bytes of kernel heap a VM swapped out whole kept (its
+    /// record and the list of its swapped pages).
+    pub most_kept_when_whole: u64,
     /// When to swap.
     pub watermarks: Watermarks,
     /// The page tables in CR3 (a CR3 write costs an exit under KVM).
@@ -194,8 +196,8 @@ impl<P: Platform> Kernel<P> {
             disk: None,
             swap: None,
             idle: IdleQueue::default(),
-            swap_time: SwapTime::default(),
-            whole_swaps: WholeSwaps::default(),
+            swap_counters: SwapCounters::default(),
+            most_kept_when_whole: 0,
             watermarks: Watermarks::for_total(frames_total),
             heap: None,
             heap_after_boot: HeapUse::default(),
@@ -250,6 +252,7 @@ impl<P: Platform> Kernel<P> {
     /// `print_stats`, ends with a table of per-VM accounting.
     pub fn run(&mut self, print_stats: bool) -> i32 {
         let prefix = self.vms.len() > 1;
+        self.platform.share_counters(&self.swap_counters);
         while self.live > 0 {
             if self.time_limit.is_some_and(|limit| self.now() >= limit) {
                 kprintln!("denali: the time limit passed; stopping {} VM(s)", self.live);

@@ -108,24 +108,25 @@ impl<P: Platform> Kernel<P> {
             );
         }
         if let Some(swap) = &self.swap {
+            let counters = self.swap_counters;
             kprintln!(
                 "denali: swap: {} swap-outs ({} pages, {} KiB written, {} ms), {} swap-ins ({} pages read, {} ms), in {} disk requests ({} ms waiting for the disk); swap area {} MiB, {} pages in use at the end",
-                total.swap_outs,
-                total.pages_swapped_out,
-                total.pages_swapped_out * 4,
-                self.swap_time.out_ns / 1_000_000,
-                total.swap_ins,
-                total.pages_swapped_in,
-                self.swap_time.in_ns / 1_000_000,
-                total.swap_requests,
-                self.swap_time.disk_ns / 1_000_000,
+                counters.swap_outs,
+                counters.pages_out,
+                counters.pages_out * 4,
+                counters.out_ns / 1_000_000,
+                counters.swap_ins,
+                counters.pages_in,
+                counters.in_ns / 1_000_000,
+                counters.requests,
+                (counters.write_wait_ns + counters.read_wait_ns) / 1_000_000,
                 u64::from(swap.slots()) >> 8,
                 u64::from(swap.slots()) - swap.free_slots()
             );
             kprintln!(
                 "denali: swap: {} swap-outs took an idle VM out whole (its page tables and info page too), leaving it at most {} B of kernel memory",
-                self.whole_swaps.count,
-                self.whole_swaps.most_kept_bytes
+                counters.whole_swap_outs,
+                self.most_kept_when_whole
             );
         }
         if let Some(heap) = self.heap {

@@ -92,7 +92,7 @@ impl<P: Platform> Kernel<P> {
     fn swap_out(&mut self, id: VmId) -> bool {
         let started = self.now();
         let written = self.write_out(id);
-        self.swap_time.out_ns += self.now() - started;
+        self.swap_counters.out_ns += self.now() - started;
         written
     }
 
@@ -131,11 +131,12 @@ impl<P: Platform> Kernel<P> {
                 *frame = page.frame;
             }
             vm.stats.swap_requests += 1;
+            self.swap_counters.requests += 1;
             let asked = self.clock.ns_at(self.platform.rdtsc());
             // SAFETY: the frames were just unmapped from the VM, each once,
             // and are ours until they are freed below; nothing writes them.
             let done = unsafe { disk.write_frames(swap.sector(first), &frames[..run.len()]) };
-            self.swap_time.disk_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
+            self.swap_counters.write_wait_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
             if done.is_ok() {
                 for (slot, page) in (first..).zip(run) {
                     if page.vaddr == INFO_PAGE {
@@ -163,6 +164,8 @@ impl<P: Platform> Kernel<P> {
         if written > 0 {
             vm.stats.swap_outs += 1;
             vm.stats.pages_swapped_out += written;
+            self.swap_counters.swap_outs += 1;
+            self.swap_counters.pages_out += written;
             vm.stats.resident_pages -= written;
         }
         if lost {
@@ -171,8 +174,8 @@ impl<P: Platform> Kernel<P> {
         } else if whole && space.private_pages() == 0 {
             let kept = kept_bytes(vm);
             let tables = vm.space.take();
-            self.whole_swaps.count += 1;
-            self.whole_swaps.most_kept_bytes = self.whole_swaps.most_kept_bytes.max(kept);
+            self.swap_counters.whole_swap_outs += 1;
+            self.most_kept_when_whole = self.most_kept_when_whole.max(kept);
             tables.into_iter().for_each(|space| self.free_space(space));
         }
         written > 0
@@ -194,7 +197,7 @@ impl<P: Platform> Kernel<P> {
         let started = self.now();
         let resident = self.bring_in(id);
         if swapped {
-            self.swap_time.in_ns += self.now() - started;
+            self.swap_counters.in_ns += self.now() - started;
         }
         resident
     }
@@ -297,6 +300,7 @@ impl<P: Platform> Kernel<P> {
                 frames.copy_within(run.len() - got..run.len(), 0);
             }
             vm.stats.swap_requests += 1;
+            self.swap_counters.requests += 1;
             let asked = self.clock.ns_at(self.platform.rdtsc());
             let read = if got < run.len() {
                 Err(NO_ROOM)
@@ -305,7 +309,7 @@ impl<P: Platform> Kernel<P> {
                 // mapped nowhere.
                 unsafe { disk.read_frames(swap.sector(run[0].slot()), &frames[..got]) }.map_err(|_| "the disk failed")
             };
-            self.swap_time.disk_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
+            self.swap_counters.read_wait_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
             let restored = if let Err(why) = read {
                 problem = Some(why);
                 0
@@ -332,10 +336,12 @@ impl<P: Platform> Kernel<P> {
             swap.free_run(run[0].slot(), restored as u32);
             vm.swapped.drain(start..start + restored);
             vm.stats.pages_swapped_in += restored as u64;
+            self.swap_counters.pages_in += restored as u64;
             vm.stats.resident_pages += restored as u64;
         }
         if problem.is_none() && moved {
             vm.stats.swap_ins += 1;
+            self.swap_counters.swap_ins += 1;
             // Give the list's memory back to the kernel heap.
             vm.swapped = alloc::vec::Vec::new();
         }

@@ -248,9 +248,11 @@ fn a_vm_swapped_out_whole_wakes_on_an_alarm_and_on_a_frame_with_its_memory_intac
     // Each went out whole (page tables and all) every time it idled, VM 0
     // twice and VM 1 once, keeping a record of at most 2 KiB, and came
     // back in as often.
-    let whole = kernel.whole_swaps;
-    assert_eq!(whole.count, 3, "{whole:?}");
-    assert!(whole.most_kept_bytes <= 2048, "{whole:?}");
+    assert_eq!(kernel.swap_counters.whole_swap_outs, 3, "{:?}", kernel.swap_counters);
+    assert_eq!(kernel.swap_counters.swap_ins, 3, "{:?}", kernel.swap_counters);
+    // The monitor was told where to read them as the VMs ran.
+    assert_eq!(kernel.platform.shared_counters, Some(&kernel.swap_counters as *const _));
+    assert!(kernel.most_kept_when_whole <= 2048, "{}", kernel.most_kept_when_whole);
     let swaps: Vec<_> = kernel.stats.iter().map(|stats| (stats.swap_outs, stats.swap_ins)).collect();
     assert_eq!(swaps, [(2, 2), (1, 1)]);
     // Nothing is left behind: no frame, no slot.

@@ -173,28 +173,6 @@ impl SwapArea {
     }
 }
 
-/// Where swapping's time went, for `--stats`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SwapTime {
-    /// Nanoseconds swapping VMs out, disk requests included.
-    pub out_ns: u64,
-    /// Nanoseconds swapping VMs in, disk requests included.
-    pub in_ns: u64,
-    /// Nanoseconds waiting for the disk's answers, both ways.
-    pub disk_ns: u64,
-}
-
-/// VMs swapped out whole (page tables and info page too): how often, and
-/// the most kernel memory one of them still took meanwhile.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct WholeSwaps {
-    /// Swap-outs that took a VM out whole.
-    pub count: u64,
-    /// The most bytes of kernel heap such a VM kept (its record and the
-    /// list of its swapped pages).
-    pub most_kept_bytes: u64,
-}
-
 /// VMs in the order they went idle, the oldest first: who to swap out.
 ///
 /// A VM goes in each time it blocks, with a stamp it also keeps; an entry

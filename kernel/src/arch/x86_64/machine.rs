@@ -75,4 +75,8 @@ impl Platform for Machine {
     fn report_progress(&mut self, vms_made: u32, memory_mib: u32) {
         super::report_progress(vms_made, memory_mib);
     }
+
+    fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters) {
+        super::share_counters(counters);
+    }
 }

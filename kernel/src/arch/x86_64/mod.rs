@@ -75,6 +75,16 @@ pub fn report_progress(vms_made: u32, memory_mib: u32) {
     }
 }
 
+/// Tells the monitor where `counters` lie (see [`ports::COUNTERS`]); nothing
+/// where there is no monitor.
+pub fn share_counters(counters: &denali_abi::counters::SwapCounters) {
+    // The kernel lives on its boot stack, in the image, below 4 GiB.
+    let Ok(addr) = u32::try_from(crate::mem::phys::kernel_virt_to_phys(counters as *const _ as u64)) else { return };
+    // SAFETY: the counters port only lets the monitor read the counters;
+    // it writes nothing.
+    unsafe { Port::<u32>::new(ports::COUNTERS).write(addr) };
+}
+
 /// Halts until an interrupt (the APIC timer) arrives. Interrupts are on
 /// only for the `hlt` itself: `sti` holds them off for one instruction, so
 /// none can slip in between and be missed.
