@@ -320,13 +320,13 @@ fn raw_bandwidth(path: &Path, size: u64) -> Result<RawBandwidth> {
 fn print_row(row: &Row, header: bool) {
     if header {
         println!(
-            "{:>6} {:<8} | {:>8} {:>8} {:>8} {:>6} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>9} {:>9} {:>9}",
+            "{:>6} {:<8} | {:>8} {:>8} {:>8} {:>9} | {:>8} {:>8} {:>8} {:>8} {:>7} | {:>9} {:>9} {:>9}",
             "VMs",
             "spread",
             "req/s",
             "p50 ms",
             "p99 ms",
-            "errors",
+            "err(rst)",
             "in/s",
             "out/s",
             "rd MiB/s",
@@ -339,13 +339,13 @@ fn print_row(row: &Row, header: bool) {
     }
     let (swap_in_ms, disk_ms) = row.swap_in_ms();
     println!(
-        "{:>6} {:<8} | {:>8.1} {:>8.2} {:>8.2} {:>6} | {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>6.1}% | {:>9.2} {:>9.2} {:>9.1}",
+        "{:>6} {:<8} | {:>8.1} {:>8.2} {:>8.2} {:>9} | {:>8.1} {:>8.1} {:>8.2} {:>8.2} {:>6.1}% | {:>9.2} {:>9.2} {:>9.1}",
         row.vms,
         row.spread.name(),
         row.figures.rate,
         row.figures.p50,
         row.figures.p99,
-        row.figures.errors,
+        format!("{}({})", row.figures.errors, row.figures.resets),
         row.per_sec(row.swap.swap_ins),
         row.per_sec(row.swap.swap_outs),
         row.mib_per_sec(row.swap.pages_in),
@@ -374,12 +374,12 @@ fn disk_bound(row: &Row, raw: &RawBandwidth) -> Option<f64> {
 
 fn write_csv(path: &Path, rows: &[Row], raw: &RawBandwidth) -> Result<()> {
     let mut csv = String::from(
-        "vms,spread,requests,requests_per_s,p50_ms,p99_ms,errors,swap_ins_per_s,swap_outs_per_s,read_mib_s,written_mib_s,swapped_fraction,swap_in_ms,swap_in_disk_ms,swap_in_mib_s,disk_read_mib_s_128k,disk_bound_requests_per_s\n",
+        "vms,spread,requests,requests_per_s,p50_ms,p99_ms,errors,resets,swap_ins_per_s,swap_outs_per_s,read_mib_s,written_mib_s,swapped_fraction,swap_in_ms,swap_in_disk_ms,swap_in_mib_s,disk_read_mib_s_128k,disk_bound_requests_per_s\n",
     );
     for row in rows {
         let (swap_in_ms, disk_ms) = row.swap_in_ms();
         csv += &format!(
-            "{},{},{},{:.1},{:.3},{:.3},{},{:.2},{:.2},{:.3},{:.3},{:.4},{:.3},{:.3},{:.1},{:.1},{}\n",
+            "{},{},{},{:.1},{:.3},{:.3},{},{},{:.2},{:.2},{:.3},{:.3},{:.4},{:.3},{:.3},{:.1},{:.1},{}\n",
             row.vms,
             row.spread.name(),
             row.figures.requests,
@@ -387,6 +387,7 @@ fn write_csv(path: &Path, rows: &[Row], raw: &RawBandwidth) -> Result<()> {
             row.figures.p50,
             row.figures.p99,
             row.figures.errors,
+            row.figures.resets,
             row.per_sec(row.swap.swap_ins),
             row.per_sec(row.swap.swap_outs),
             row.mib_per_sec(row.swap.pages_in),
@@ -413,18 +414,19 @@ fn plot(dir: &Path, rows: &[Row], raw: &RawBandwidth) -> Result<()> {
         .with_context(|| format!("the figure needs the DejaVu Sans font at {FONT} (Debian: fonts-dejavu-core)"))?;
     plotters::style::register_font("sans-serif", FontStyle::Normal, Box::leak(font.into_boxed_slice()))
         .map_err(|_| anyhow::anyhow!("{FONT} is not a TrueType font"))?;
-    let top = rows.iter().map(|r| r.figures.rate).fold(1.0, f64::max) * 1.2;
+    let uniform = || rows.iter().filter(|r| r.spread == Spread::Uniform);
+    let bound: Vec<(u32, f64)> = uniform().filter_map(|r| disk_bound(r, raw).map(|b| (r.vms, b))).collect();
+    let swap_bound: Vec<(u32, f64)> =
+        uniform().filter(|r| r.swap.swap_ins > 0).map(|r| (r.vms, 1e3 / r.swap_in_ms().0)).collect();
+    let highest = rows.iter().map(|r| r.figures.rate).chain(bound.iter().map(|b| b.1)).fold(1.0, f64::max);
     let figure = Figure {
         most_vms: rows.iter().map(|r| r.vms).max().unwrap_or(1).max(2),
-        top,
+        top: highest * 2.0,
         lines: [Spread::Uniform, Spread::Zipf(0.8)].map(|spread| {
             (spread, rows.iter().filter(|r| r.spread == spread).map(|r| (r.vms, r.figures.rate)).collect())
         }),
-        bound: rows
-            .iter()
-            .filter(|r| r.spread == Spread::Uniform)
-            .filter_map(|r| disk_bound(r, raw).map(|b| (r.vms, b.min(top))))
-            .collect(),
+        bound,
+        swap_bound,
     };
     figure.draw(BitMapBackend::new(&dir.join("figure3.png"), (900, 560)).into_drawing_area())?;
     figure.draw(SVGBackend::new(&dir.join("figure3.svg"), (900, 560)).into_drawing_area())?;
@@ -440,6 +442,9 @@ struct Figure {
     lines: [(Spread, Vec<(u32, f64)>); 2],
     /// (VMs, requests/s) the disk allows if every request is a swap-in.
     bound: Vec<(u32, f64)>,
+    /// (VMs, requests/s) if every request is a swap-in taking as long as
+    /// the kernel's swap-ins took.
+    swap_bound: Vec<(u32, f64)>,
 }
 
 impl Figure {
@@ -458,9 +463,10 @@ impl Figure {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d((1u32..self.most_vms).log_scale(), 0f64..self.top)
+            .build_cartesian_2d((1u32..self.most_vms).log_scale(), (0.5f64..self.top).log_scale())
             .map_err(failed)?;
-        chart.configure_mesh().x_desc("web-server VMs").y_desc("requests per second").draw().map_err(failed)?;
+        let mesh = chart.configure_mesh().x_desc("web-server VMs").y_desc("requests per second (log scale)").draw();
+        mesh.map_err(failed)?;
         for ((spread, points), color) in self.lines.iter().zip([RED, BLUE]) {
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
@@ -469,12 +475,25 @@ impl Figure {
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
             chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(failed)?;
         }
+        let grey = RGBColor(128, 128, 128);
+        let bounds = [
+            (&self.bound, BLACK, "disk-bound: every request a swap-in at the disk file's speed"),
+            (&self.swap_bound, grey, "swap-bound: every request a swap-in as long as the kernel's took"),
+        ];
+        for (points, color, label) in bounds {
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(1)))
+                .map_err(failed)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+        }
         chart
-            .draw_series(LineSeries::new(self.bound.clone(), BLACK.stroke_width(1)))
-            .map_err(failed)?
-            .label("disk-bound (every request a swap-in)")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK));
-        chart.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(failed)?;
+            .configure_series_labels()
+            .position(SeriesLabelPosition::MiddleRight)
+            .border_style(BLACK)
+            .background_style(WHITE)
+            .draw()
+            .map_err(failed)?;
         area.present().map_err(failed)?;
         Ok(())
     }

@@ -3,8 +3,15 @@
 //! logic as N native Linux processes measured in the same run.
 //!
 //! ```text
-//! cargo run --release -p denali-cli --example bench-scale -- [N] [--mem MIB]
+//! cargo run --release -p denali-cli --example bench-scale -- [N] [--mem MIB] [--swap MIB]
+//!     [--sleep "ROUNDS SECONDS"] [--no-linux]
 //! ```
+//!
+//! With `--swap` the VMs get a swap area of that size on a disk file in a
+//! temporary directory, and sleepers that sleep long enough (`--sleep "1
+//! 600"`: once, ten minutes) are all idle at once, so most of them are
+//! swapped out whole. `--no-linux` skips the Linux processes and the
+//! hypercall figures (for runs of 100,000 VMs and more).
 //!
 //! Figures: time to make all VMs and per VM, private and kernel memory per
 //! VM, the null-hypercall round trip and the domain switch (from
@@ -25,14 +32,26 @@ fn build_example(name: &str) -> Result<Vec<u8>> {
     image::read_dvm(&built[0].dvm)
 }
 
+/// The machine a run gets: memory (bytes; default: the monitor's) and a
+/// disk file with a swap area of so many bytes.
+#[derive(Clone, Copy)]
+struct Machine<'a> {
+    mem: Option<u64>,
+    swap: Option<(&'a std::path::Path, u64)>,
+}
+
 /// Boots `instances` VMs of `image` with `args`; returns the console and the wall time.
-fn boot(name: &str, image: &[u8], instances: u32, args: &str, mem: Option<u64>) -> Result<(String, Duration)> {
+fn boot(name: &str, image: &[u8], instances: u32, args: &str, machine: Machine) -> Result<(String, Duration)> {
     let kernel = kernel::kernel_elf()?;
     let bundle =
         build_bundle(&[BundleSpec { name, instances, image, args, ipv4: Ipv4Config::DEFAULT, disk_sectors: 0 }]);
+    if let Some((disk, bytes)) = machine.swap {
+        denali_cli::vm_disk::prepare(disk, denali_cli::vm_disk::windows_end_of_bundle(&bundle)?, bytes)?;
+    }
     let mut config = denali_monitor::Config::new(&kernel, bundle);
     config.stats = true;
-    if let Some(mem) = mem {
+    config.disk = machine.swap.map(|(disk, _)| disk.to_path_buf());
+    if let Some(mem) = machine.mem {
         config.mem_size = mem;
     }
     let console = denali_monitor::CapturedConsole::default();
@@ -107,13 +126,29 @@ fn main() -> Result<()> {
     let mem =
         args.iter().position(|a| a == "--mem").and_then(|i| args.get(i + 1)).map(|m| m.parse::<u64>()).transpose()?;
     let mem = mem.map(|m| m << 20);
+    let value = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+    let swap = value("--swap").map(|m| m.parse::<u64>().context("--swap takes MiB")).transpose()?;
+    let sleep = value("--sleep").map_or("3 1", String::as_str);
+    let scratch = tempfile::tempdir()?;
+    let disk = scratch.path().join("swap.disk");
+    let sleepers = Machine { mem, swap: swap.map(|mib| (disk.as_path(), mib << 20)) };
 
     eprintln!("building examples/sleeper and examples/hypercall-bench ...");
     let sleeper = build_example("sleeper")?;
     let hcbench = build_example("hypercall-bench")?;
 
     eprintln!("booting {n} sleepers ...");
-    let (text, wall) = boot("sleeper", &sleeper, n, "3", mem)?;
+    let (text, wall) = boot("sleeper", &sleeper, n, sleep, sleepers)?;
+    if swap.is_some() {
+        for line in text.lines().filter(|l| l.starts_with("denali: swap:") || l.starts_with("denali: kernel heap")) {
+            println!("{line}");
+        }
+    }
+    println!("{n} sleepers (\"{sleep}\"): all exited 0 in {:.1} s", wall.as_secs_f64());
+    if args.iter().any(|a| a == "--no-linux") {
+        return Ok(());
+    }
+    let machine = Machine { mem, swap: None };
     let made_us = figure(&text, "VMs in").unwrap_or(f64::NAN);
     let per_vm_us = figure(&text, "us (").unwrap_or(f64::NAN);
     let record_b = figure(&text, "kernel memory per VM:").unwrap_or(f64::NAN);
@@ -121,8 +156,8 @@ fn main() -> Result<()> {
     let (private_kib, shared_kib) = totals(&text).unwrap_or((f64::NAN, f64::NAN));
 
     eprintln!("measuring hypercalls and domain switches ...");
-    let (one, _) = boot("hypercall-bench", &hcbench, 1, "2000", mem)?;
-    let (two, _) = boot("hypercall-bench", &hcbench, 2, "2000 switch", mem)?;
+    let (one, _) = boot("hypercall-bench", &hcbench, 1, "2000", machine)?;
+    let (two, _) = boot("hypercall-bench", &hcbench, 2, "2000 switch", machine)?;
     let null_ns = figure(&one, "null hypercall").unwrap_or(f64::NAN);
     let yield_ns = figure(&one, "yield hypercall").unwrap_or(f64::NAN);
     let round_ns = figure(&two, "yield round (2 VMs)").unwrap_or(f64::NAN);
@@ -133,7 +168,9 @@ fn main() -> Result<()> {
     let syscall_ns = null_syscall_ns();
 
     println!();
-    println!("Scale: {n} sleeper VMs (sleep 1 s, wake, x3) vs {n} Linux processes, same machine, same run");
+    println!(
+        "Scale: {n} sleeper VMs (sleep rounds and seconds: {sleep}) vs {n} Linux processes (3 x 1 s), same machine, same run"
+    );
     println!("{:<44} {:>16} {:>16}", "", "Denali VMs", "Linux processes");
     println!("{:<44} {:>16.0} {:>16.0}", "time to start all (ms)", made_us / 1000.0, spawn.as_secs_f64() * 1000.0);
     println!("{:<44} {:>16.0} {:>16.0}", "time to start one (us)", per_vm_us, spawn.as_secs_f64() * 1e6 / f64::from(n));

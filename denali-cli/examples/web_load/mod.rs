@@ -141,6 +141,9 @@ pub struct Figures {
     pub p99: f64,
     /// Requests that failed.
     pub errors: u64,
+    /// Of those, connections a server refused, reset or closed early
+    /// (the rest timed out: 5 s to connect, 10 s to answer).
+    pub resets: u64,
 }
 
 /// How requests are spread over the servers.
@@ -205,11 +208,12 @@ pub fn load(targets: &[SocketAddr], spread: Spread, clients: usize, secs: f64, m
         })
         .collect();
     let mut latencies = Vec::new();
-    let mut errors = 0;
+    let (mut errors, mut resets) = (0, 0);
     for thread in threads {
-        let (l, e) = thread.join().expect("client");
+        let (l, e, r) = thread.join().expect("client");
         latencies.extend(l);
         errors += e;
+        resets += r;
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort_unstable();
@@ -224,12 +228,19 @@ pub fn load(targets: &[SocketAddr], spread: Spread, clients: usize, secs: f64, m
         p50: percentile(0.50),
         p99: percentile(0.99),
         errors,
+        resets,
     }
 }
 
 /// One client: up to `most` requests until `deadline`; returns latencies
-/// (µs) and errors.
-fn client(targets: &[SocketAddr], cdf: Option<&[f64]>, seed: u64, deadline: Instant, most: u64) -> (Vec<u64>, u64) {
+/// (µs), errors, and of those, refusals and resets.
+fn client(
+    targets: &[SocketAddr],
+    cdf: Option<&[f64]>,
+    seed: u64,
+    deadline: Instant,
+    most: u64,
+) -> (Vec<u64>, u64, u64) {
     let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     let mut next = move || {
         rng ^= rng << 13;
@@ -238,7 +249,11 @@ fn client(targets: &[SocketAddr], cdf: Option<&[f64]>, seed: u64, deadline: Inst
         rng
     };
     let mut open: HashMap<usize, TcpStream> = HashMap::new();
-    let (mut latencies, mut errors) = (Vec::new(), 0);
+    let (mut latencies, mut errors, mut resets) = (Vec::new(), 0, 0);
+    let mut failed = |e: std::io::Error| {
+        errors += 1;
+        resets += u64::from(!matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock));
+    };
     while Instant::now() < deadline && (latencies.len() as u64) < most {
         let target = match cdf {
             Some(cdf) => {
@@ -260,21 +275,22 @@ fn client(targets: &[SocketAddr], cdf: Option<&[f64]>, seed: u64, deadline: Inst
                         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
                         e.insert(s)
                     }
-                    Err(_) => {
-                        errors += 1;
+                    Err(e) => {
+                        failed(e);
                         continue;
                     }
                 }
             }
         };
-        if request(stream).is_ok() {
-            latencies.push(started.elapsed().as_micros() as u64);
-        } else {
-            errors += 1;
-            open.remove(&target);
+        match request(stream) {
+            Ok(()) => latencies.push(started.elapsed().as_micros() as u64),
+            Err(e) => {
+                failed(e);
+                open.remove(&target);
+            }
         }
     }
-    (latencies, errors)
+    (latencies, errors, resets)
 }
 
 /// One GET of the page over `stream`, reading the whole response.
