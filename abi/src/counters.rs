@@ -7,54 +7,77 @@
 //! VM, and updates them as it works; the monitor reads them from guest
 //! memory whenever it is asked. Each counter only grows.
 
-/// What swapping has done since the boot.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SwapCounters {
-    /// Swap-outs (a VM's pages written to the swap area).
-    pub swap_outs: u64,
-    /// Of those, swap-outs that took an idle VM out whole (page tables and
-    /// info page too).
-    pub whole_swap_outs: u64,
-    /// Pages written.
-    pub pages_out: u64,
-    /// Swap-ins (a VM's pages read back whole).
-    pub swap_ins: u64,
-    /// Pages read.
-    pub pages_in: u64,
-    /// Disk requests, both ways.
-    pub requests: u64,
-    /// Nanoseconds swapping VMs out, disk requests included.
-    pub out_ns: u64,
-    /// Nanoseconds swapping VMs in, disk requests included.
-    pub in_ns: u64,
-    /// Nanoseconds waiting for the disk to take pages written out.
-    pub write_wait_ns: u64,
-    /// Nanoseconds waiting for the disk to give pages read back.
-    pub read_wait_ns: u64,
+/// Declares a struct of `u64` counters with `to_words` and `from_words`,
+/// which list them in field order (the field list is written once).
+macro_rules! counters {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$doc:meta])* $field:ident,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$doc])* pub $field: u64,)*
+        }
+
+        impl $name {
+            /// The counters, in field order.
+            pub fn to_words(&self) -> [u64; Self::WORDS] {
+                [$(self.$field),*]
+            }
+
+            /// The counters from their values in field order.
+            pub fn from_words(words: [u64; Self::WORDS]) -> $name {
+                let [$($field),*] = words;
+                $name { $($field),* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// What swapping has done since the boot.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SwapCounters {
+        /// Swap-outs (a VM's pages written to the swap area).
+        swap_outs,
+        /// Of those, swap-outs that took an idle VM out whole (page tables
+        /// and info page too).
+        whole_swap_outs,
+        /// Pages written.
+        pages_out,
+        /// Swap-ins (a VM's pages read back whole).
+        swap_ins,
+        /// Pages read.
+        pages_in,
+        /// Disk requests, both ways.
+        requests,
+        /// Nanoseconds swapping VMs out, disk requests included.
+        out_ns,
+        /// Nanoseconds swapping VMs in, disk requests included.
+        in_ns,
+        /// Nanoseconds waiting for the disk to take pages written out.
+        write_wait_ns,
+        /// Nanoseconds waiting for the disk to give pages read back.
+        read_wait_ns,
+    }
 }
 
 impl SwapCounters {
     /// Their size in guest memory.
     pub const SIZE: usize = core::mem::size_of::<SwapCounters>();
+    /// How many counters there are.
+    pub const WORDS: usize = Self::SIZE / 8;
 
     /// The counters from their bytes in guest memory (little-endian words
     /// in field order).
     pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> SwapCounters {
-        let mut words = bytes.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")));
-        let mut next = || words.next().expect("one word per field");
-        SwapCounters {
-            swap_outs: next(),
-            whole_swap_outs: next(),
-            pages_out: next(),
-            swap_ins: next(),
-            pages_in: next(),
-            requests: next(),
-            out_ns: next(),
-            in_ns: next(),
-            write_wait_ns: next(),
-            read_wait_ns: next(),
-        }
+        Self::from_words(core::array::from_fn(|i| {
+            u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+        }))
+    }
+
+    /// What each counter moved by since `earlier`.
+    pub fn since(&self, earlier: &SwapCounters) -> SwapCounters {
+        let (now, then) = (self.to_words(), earlier.to_words());
+        Self::from_words(core::array::from_fn(|i| now[i].saturating_sub(then[i])))
     }
 }
 
@@ -80,5 +103,8 @@ mod tests {
         // are initialised, and are what the kernel leaves in memory.
         let bytes: [u8; SwapCounters::SIZE] = unsafe { core::mem::transmute(counters) };
         assert_eq!(SwapCounters::from_bytes(&bytes), counters);
+        assert_eq!(SwapCounters::from_words(counters.to_words()), counters);
+        let later = SwapCounters::from_words(counters.to_words().map(|w| w.saturating_add(2)));
+        assert_eq!(later.since(&counters).to_words()[..9], [2; 9]);
     }
 }

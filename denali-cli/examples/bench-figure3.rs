@@ -151,7 +151,7 @@ fn benchmark(args: &[String], image: &Path) -> Result<()> {
             let figures = load(&targets, spread, settings.clients, settings.secs, settings.requests);
             let secs = started.elapsed().as_secs_f64();
             let after = latest_counters(&lines)?;
-            let row = Row { vms: n, spread, figures, secs, swap: difference(&after, &before) };
+            let row = Row { vms: n, spread, figures, secs, swap: after.since(&before) };
             print_row(&row, rows.is_empty());
             rows.push(row);
         }
@@ -186,19 +186,7 @@ fn serve(args: &[String]) -> Result<()> {
     std::thread::spawn(move || {
         loop {
             if let Some(c) = counters.read() {
-                let words = [
-                    c.swap_outs,
-                    c.whole_swap_outs,
-                    c.pages_out,
-                    c.swap_ins,
-                    c.pages_in,
-                    c.requests,
-                    c.out_ns,
-                    c.in_ns,
-                    c.write_wait_ns,
-                    c.read_wait_ns,
-                ];
-                eprintln!("{COUNTERS_TAG} {}", words.map(|w| w.to_string()).join(" "));
+                eprintln!("{COUNTERS_TAG} {}", c.to_words().map(|w| w.to_string()).join(" "));
             }
             std::thread::sleep(COUNTERS_EVERY);
         }
@@ -208,64 +196,27 @@ fn serve(args: &[String]) -> Result<()> {
 }
 
 /// The newest counters the server process printed: waits for a fresh
-/// line, then takes every line waiting.
+/// counters line, then takes those already waiting.
 fn latest_counters(lines: &mpsc::Receiver<String>) -> Result<SwapCounters> {
     let deadline = Instant::now() + COUNTERS_EVERY * 10;
-    let mut latest = None;
-    while latest.is_none() || lines.try_recv().is_ok() {
+    let counters = |line: String| line.strip_prefix(COUNTERS_TAG).map(parse_counters);
+    let mut latest = loop {
         let wait = deadline.saturating_duration_since(Instant::now());
         let line = lines.recv_timeout(wait).context("the server process stopped printing the kernel's counters")?;
-        if let Some(words) = line.strip_prefix(COUNTERS_TAG) {
-            latest = Some(parse_counters(words)?);
+        if let Some(fresh) = counters(line) {
+            break fresh?;
         }
+    };
+    for fresh in lines.try_iter().filter_map(counters) {
+        latest = fresh?;
     }
-    latest.context("no counters")
+    Ok(latest)
 }
 
 fn parse_counters(words: &str) -> Result<SwapCounters> {
-    let w: Vec<u64> = words.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
-    let [
-        swap_outs,
-        whole_swap_outs,
-        pages_out,
-        swap_ins,
-        pages_in,
-        requests,
-        out_ns,
-        in_ns,
-        write_wait_ns,
-        read_wait_ns,
-    ] = w[..]
-    else {
-        bail!("counters line with {} numbers", w.len());
-    };
-    Ok(SwapCounters {
-        swap_outs,
-        whole_swap_outs,
-        pages_out,
-        swap_ins,
-        pages_in,
-        requests,
-        out_ns,
-        in_ns,
-        write_wait_ns,
-        read_wait_ns,
-    })
-}
-
-fn difference(a: &SwapCounters, b: &SwapCounters) -> SwapCounters {
-    SwapCounters {
-        swap_outs: a.swap_outs - b.swap_outs,
-        whole_swap_outs: a.whole_swap_outs - b.whole_swap_outs,
-        pages_out: a.pages_out - b.pages_out,
-        swap_ins: a.swap_ins - b.swap_ins,
-        pages_in: a.pages_in - b.pages_in,
-        requests: a.requests - b.requests,
-        out_ns: a.out_ns - b.out_ns,
-        in_ns: a.in_ns - b.in_ns,
-        write_wait_ns: a.write_wait_ns - b.write_wait_ns,
-        read_wait_ns: a.read_wait_ns - b.read_wait_ns,
-    }
+    let words: Vec<u64> = words.split_whitespace().map(str::parse).collect::<Result<_, _>>()?;
+    let words = words.try_into().map_err(|w: Vec<u64>| anyhow::anyhow!("a counters line with {} numbers", w.len()))?;
+    Ok(SwapCounters::from_words(words))
 }
 
 /// The disk file's bandwidth, MiB/s, for each of [`TRANSFERS`]: random
