@@ -139,10 +139,9 @@ fn main() -> Result<()> {
 
     eprintln!("booting {n} sleepers ...");
     let (text, wall) = boot("sleeper", &sleeper, n, sleep, sleepers)?;
-    if swap.is_some() {
-        for line in text.lines().filter(|l| l.starts_with("denali: swap:") || l.starts_with("denali: kernel heap")) {
-            println!("{line}");
-        }
+    let wanted = ["denali: made", "denali: swap:", "denali: kernel heap"];
+    for line in text.lines().filter(|l| wanted.iter().any(|w| l.starts_with(w))) {
+        println!("{line}");
     }
     println!("{n} sleepers (\"{sleep}\"): all exited 0 in {:.1} s", wall.as_secs_f64());
     if args.iter().any(|a| a == "--no-linux") {

@@ -77,8 +77,9 @@ enum Command {
         /// VMs to boot from each image (overrides `instances` in Denali.toml).
         #[arg(long, value_name = "N", allow_negative_numbers = true)]
         instances: Option<i64>,
-        /// Print each VM's CPU time, resident memory, hypercalls, wake-ups and
-        /// disk traffic, and what swapping did, when the run ends.
+        /// Print each VM's CPU time, resident memory, hypercalls, wake-ups,
+        /// disk traffic and swapping, and the kernel's totals, when the run
+        /// ends (past 256 VMs: their mean and maximum; with -v every VM).
         #[arg(long)]
         stats: bool,
         /// Stop every VM still running after this many seconds (their status

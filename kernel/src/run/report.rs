@@ -10,10 +10,37 @@ use alloc::string::String;
 /// Most failed VMs named one by one without `-v`.
 const MAX_NAMED: usize = 20;
 
+/// Most VMs given a row each in the `--stats` table without `-v`: beyond
+/// this the table would take longer to print than the run (the console
+/// goes through the monitor a line at a time).
+const MAX_ROWS: usize = 256;
+
 /// Kernel heap a VM's record takes: the VM and its entries in the
 /// per-id tables.
 const VM_RECORD_BYTES: usize =
     core::mem::size_of::<Vm>() + core::mem::size_of::<Stats>() + core::mem::size_of::<Option<i32>>();
+
+/// Many VMs' accounting in three rows.
+struct Summary {
+    /// Each field summed.
+    total: Stats,
+    /// Each field's mean (rounded down).
+    mean: Stats,
+    /// Each field's largest value, whichever VM it came from.
+    most: Stats,
+}
+
+impl Summary {
+    fn of(stats: &[Stats]) -> Summary {
+        let (mut total, mut most) = (Stats::default(), Stats::default());
+        for vm in stats {
+            total += vm;
+            most = most.zip_with(vm, u64::max);
+        }
+        let vms = (stats.len() as u64).max(1);
+        Summary { total, mean: total.zip_with(&total, |sum, _| sum / vms), most }
+    }
+}
 
 impl<P: Platform> Kernel<P> {
     /// Names every VM that failed (every VM, when verbose) and, when several
@@ -49,24 +76,29 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
-    /// The `--stats` table: each VM's accounting, the totals, and what
+    /// The `--stats` table: each VM's accounting (past `MAX_ROWS` VMs, their
+    /// mean and maximum instead, unless verbose), the totals, and what
     /// making the VMs cost.
     pub(super) fn print_stats(&self) {
         let row = |id: &str, name: &str, status: &str, stats: &Stats| {
             let ms = (stats.cpu_ticks as f64) / (self.clock.tsc_khz as f64);
             kprintln!(
-                "{id:>6}  {name:<20} {status:>6} {ms:>10.3} {:>12} {:>11} {:>11} {:>9} {:>13} {:>13}",
+                "{id:>6}  {name:<20} {status:>6} {ms:>10.3} {:>12} {:>11} {:>11} {:>9} {:>13} {:>13} {:>9} {:>9} {:>8} {:>8}",
                 stats.resident_pages * 4,
                 stats.shared_pages * 4,
                 stats.hypercalls,
                 stats.wakeups,
                 stats.disk_read_bytes / 1024,
-                stats.disk_written_bytes / 1024
+                stats.disk_written_bytes / 1024,
+                stats.swap_outs,
+                stats.pages_swapped_out,
+                stats.swap_ins,
+                stats.pages_swapped_in
             );
         };
         kprintln!("denali: per-VM accounting");
         kprintln!(
-            "{:>6}  {:<20} {:>6} {:>10} {:>12} {:>11} {:>11} {:>9} {:>13} {:>13}",
+            "{:>6}  {:<20} {:>6} {:>10} {:>12} {:>11} {:>11} {:>9} {:>13} {:>13} {:>9} {:>9} {:>8} {:>8}",
             "vm",
             "name",
             "status",
@@ -76,15 +108,30 @@ impl<P: Platform> Kernel<P> {
             "hypercalls",
             "wake-ups",
             "disk read KiB",
-            "disk wrote KiB"
+            "disk wrote KiB",
+            "swap-outs",
+            "pages out",
+            "swap-ins",
+            "pages in"
         );
-        let mut total = Stats::default();
-        for (id, (stats, name)) in self.stats.iter().zip(&self.names).enumerate() {
-            let status = self.statuses[id].map_or(String::from("-"), |s| alloc::format!("{s}"));
-            row(&alloc::format!("{id}"), name, &status, stats);
-            total += stats;
+        let each_row = self.stats.len() <= MAX_ROWS || self.verbose;
+        if each_row {
+            for (id, (stats, name)) in self.stats.iter().zip(&self.names).enumerate() {
+                let status = self.statuses[id].map_or(String::from("-"), |s| alloc::format!("{s}"));
+                row(&alloc::format!("{id}"), name, &status, stats);
+            }
         }
-        row("total", &alloc::format!("({} VMs)", self.stats.len()), "", &total);
+        let summary = Summary::of(&self.stats);
+        let vms = self.stats.len();
+        if !each_row {
+            kprintln!(
+                "denali: {vms} VMs: one row each left out (-v prints them); their mean and their largest figures:"
+            );
+            row("mean", "", "", &summary.mean);
+            row("max", "", "", &summary.most);
+        }
+        let total = summary.total;
+        row("total", &alloc::format!("({vms} VMs)"), "", &total);
         let boot = self.boot;
         let per_vm = |total: u64| total.checked_div(boot.vms).unwrap_or(0);
         kprintln!(
@@ -149,5 +196,21 @@ impl<P: Platform> Kernel<P> {
             boot.image_frames,
             boot.image_table_frames
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_summary_sums_averages_and_takes_the_largest_of_each_field() {
+        let vm =
+            |cpu_ticks, resident_pages, swap_ins| Stats { cpu_ticks, resident_pages, swap_ins, ..Stats::default() };
+        let summary = Summary::of(&[vm(10, 5, 0), vm(20, 1, 7), vm(0, 3, 2)]);
+        assert_eq!((summary.total.cpu_ticks, summary.total.resident_pages, summary.total.swap_ins), (30, 9, 9));
+        assert_eq!((summary.mean.cpu_ticks, summary.mean.resident_pages, summary.mean.swap_ins), (10, 3, 3));
+        assert_eq!((summary.most.cpu_ticks, summary.most.resident_pages, summary.most.swap_ins), (20, 5, 7));
+        assert_eq!(Summary::of(&[]).mean.hypercalls, 0, "no VMs: no division by zero");
     }
 }

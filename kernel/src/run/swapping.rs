@@ -130,7 +130,6 @@ impl<P: Platform> Kernel<P> {
             for (frame, page) in frames.iter_mut().zip(run) {
                 *frame = page.frame;
             }
-            vm.stats.swap_requests += 1;
             self.swap_counters.requests += 1;
             let asked = self.clock.ns_at(self.platform.rdtsc());
             // SAFETY: the frames were just unmapped from the VM, each once,
@@ -299,7 +298,6 @@ impl<P: Platform> Kernel<P> {
                 // The frames taken are at the end: bring them to the front.
                 frames.copy_within(run.len() - got..run.len(), 0);
             }
-            vm.stats.swap_requests += 1;
             self.swap_counters.requests += 1;
             let asked = self.clock.ns_at(self.platform.rdtsc());
             let read = if got < run.len() {

@@ -56,28 +56,35 @@ pub struct Stats {
     pub swap_ins: u64,
     /// Pages read back from swap.
     pub pages_swapped_in: u64,
-    /// Disk requests that moved its pages, either way.
-    pub swap_requests: u64,
+}
+
+impl Stats {
+    /// Each field of `self` and `other` combined by `f`: the one place the
+    /// fields are listed, for totals, maxima and means.
+    pub fn zip_with(&self, other: &Stats, f: impl Fn(u64, u64) -> u64) -> Stats {
+        Stats {
+            cpu_ticks: f(self.cpu_ticks, other.cpu_ticks),
+            hypercalls: f(self.hypercalls, other.hypercalls),
+            resident_pages: f(self.resident_pages, other.resident_pages),
+            shared_pages: f(self.shared_pages, other.shared_pages),
+            wakeups: f(self.wakeups, other.wakeups),
+            frames_sent: f(self.frames_sent, other.frames_sent),
+            frames_received: f(self.frames_received, other.frames_received),
+            frames_dropped: f(self.frames_dropped, other.frames_dropped),
+            disk_read_bytes: f(self.disk_read_bytes, other.disk_read_bytes),
+            disk_written_bytes: f(self.disk_written_bytes, other.disk_written_bytes),
+            swap_outs: f(self.swap_outs, other.swap_outs),
+            pages_swapped_out: f(self.pages_swapped_out, other.pages_swapped_out),
+            swap_ins: f(self.swap_ins, other.swap_ins),
+            pages_swapped_in: f(self.pages_swapped_in, other.pages_swapped_in),
+        }
+    }
 }
 
 impl core::ops::AddAssign<&Stats> for Stats {
     /// Adds another VM's accounting (for totals).
     fn add_assign(&mut self, other: &Stats) {
-        self.cpu_ticks += other.cpu_ticks;
-        self.hypercalls += other.hypercalls;
-        self.resident_pages += other.resident_pages;
-        self.shared_pages += other.shared_pages;
-        self.wakeups += other.wakeups;
-        self.frames_sent += other.frames_sent;
-        self.frames_received += other.frames_received;
-        self.frames_dropped += other.frames_dropped;
-        self.disk_read_bytes += other.disk_read_bytes;
-        self.disk_written_bytes += other.disk_written_bytes;
-        self.swap_outs += other.swap_outs;
-        self.pages_swapped_out += other.pages_swapped_out;
-        self.swap_ins += other.swap_ins;
-        self.pages_swapped_in += other.pages_swapped_in;
-        self.swap_requests += other.swap_requests;
+        *self = self.zip_with(other, u64::saturating_add);
     }
 }
 
