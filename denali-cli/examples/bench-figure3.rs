@@ -50,7 +50,12 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("--serve") => serve(&args[1..]),
         _ => match std::env::var_os(IMAGE_VAR) {
-            None => web_load::run_in_namespace(NAMESPACE, IMAGE_VAR, &web_load::build_http_image()?, &args),
+            None => web_load::run_in_namespace(
+                NAMESPACE,
+                IMAGE_VAR,
+                web_load::build_template_image("http")?.as_os_str(),
+                &args,
+            ),
             Some(image) => benchmark(&args, Path::new(&image)),
         },
     }

@@ -2,9 +2,12 @@
 //! template's 2 KB page with 1, 10, 100 and 1,000 server VMs, requests
 //! spread uniformly and Zipf (alpha 0.8) over the servers, beside the same
 //! page served by as many native Linux processes, in the same run.
+//! `--templates http,axum` measures the `axum` template's std service
+//! (tokio and hyper, "Hello, World!") in the same run too.
 //!
 //! ```text
 //! cargo run --release -p denali-cli --example bench-http -- [--counts 1,10,100,1000] [--secs 5] [--clients 8]
+//!     [--templates http,axum]
 //! ```
 //!
 //! Needs root: it makes a network namespace `denali-bench` with a TAP device
@@ -29,8 +32,8 @@ use std::time::{Duration, Instant};
 use web_load::{Servers, Spread, flag, load, start_servers, vm_targets, warm_up};
 
 const NAMESPACE: &str = "denali-bench";
-/// Set inside the namespace: the http image's path (built outside it,
-/// where crates.io can be reached).
+/// Set inside the namespace: the images' paths (built outside it, where
+/// crates.io can be reached), in the order of `--templates`.
 const IMAGE_VAR: &str = "DENALI_BENCH_IMAGE";
 const NATIVE_BASE_PORT: u16 = 20_000;
 const PAGE_SIZE: usize = 2048;
@@ -41,42 +44,61 @@ fn main() -> Result<()> {
         Some("--serve-denali") => serve_denali(args[1].parse()?, &args[2]),
         Some("--serve-native") => serve_native(args[1].parse()?),
         _ => match std::env::var_os(IMAGE_VAR) {
-            None => web_load::run_in_namespace(NAMESPACE, IMAGE_VAR, &web_load::build_http_image()?, &args),
-            Some(image) => benchmark(&args, std::path::Path::new(&image)),
+            None => {
+                let images: Vec<_> =
+                    templates(&args).iter().map(|t| web_load::build_template_image(t)).collect::<Result<_>>()?;
+                web_load::run_in_namespace(NAMESPACE, IMAGE_VAR, &std::env::join_paths(images)?, &args)
+            }
+            Some(images) => benchmark(&args, &std::env::split_paths(&images).collect::<Vec<_>>()),
         },
     }
 }
 
-fn benchmark(args: &[String], image: &std::path::Path) -> Result<()> {
+/// The templates `--templates` names (default: `http`).
+fn templates(args: &[String]) -> Vec<String> {
+    flag(args, "--templates", "http".to_string()).split(',').map(|t| t.trim().to_string()).collect()
+}
+
+/// What a template's service prints once it serves.
+fn ready_line(template: &str) -> &'static str {
+    if template == "http" { "http: serving" } else { ": listening on" }
+}
+
+fn benchmark(args: &[String], images: &[std::path::PathBuf]) -> Result<()> {
     let counts = web_load::counts(&flag(args, "--counts", "1,10,100,1000".to_string()))?;
     let secs: f64 = flag(args, "--secs", 5.0);
     let clients: usize = flag(args, "--clients", 8);
+    let templates = templates(args);
     println!("{clients} closed-loop clients, {secs} s per figure; latency in ms");
     println!(
-        "{:>6}  {:<8} | {:>9} {:>7} {:>7} {:>6} | {:>9} {:>7} {:>7}",
-        "VMs", "spread", "denali/s", "p50", "p99", "errors", "linux/s", "p50", "p99"
+        "{:>6}  {:<8} {:<8} | {:>9} {:>7} {:>7} {:>6} | {:>9} {:>7} {:>7}",
+        "VMs", "spread", "service", "denali/s", "p50", "p99", "errors", "linux/s", "p50", "p99"
     );
     let spreads = [Spread::Uniform, Spread::Zipf(0.8)];
     for &n in &counts {
         let denali_targets = vm_targets(n);
         let native_targets: Vec<SocketAddr> =
             (0..n).map(|i| SocketAddr::from((Ipv4Addr::LOCALHOST, NATIVE_BASE_PORT + i as u16))).collect();
+        // rows[template][spread]
         let mut rows = Vec::new();
-        {
+        for (template, image) in templates.iter().zip(images) {
             let serve = ["--serve-denali".to_string(), n.to_string(), image.to_string_lossy().into_owned()];
-            let _servers = start_servers(&serve, n, "http: serving")?;
+            let _servers = start_servers(&serve, n, ready_line(template))?;
+            let mut figures = Vec::new();
             for spread in spreads {
                 warm_up(&denali_targets);
-                rows.push(load(&denali_targets, spread, clients, secs, u64::MAX));
+                figures.push(load(&denali_targets, spread, clients, secs, u64::MAX));
             }
+            rows.push(figures);
         }
-        {
-            let _servers = start_native(n)?;
-            for (spread, denali) in spreads.into_iter().zip(&rows) {
-                warm_up(&native_targets);
-                let native = load(&native_targets, spread, clients, secs, u64::MAX);
+        let _servers = start_native(n)?;
+        for (s, spread) in spreads.into_iter().enumerate() {
+            warm_up(&native_targets);
+            let native = load(&native_targets, spread, clients, secs, u64::MAX);
+            for (template, figures) in templates.iter().zip(&rows) {
+                let denali = &figures[s];
                 println!(
-                    "{n:>6}  {:<8} | {:>9.0} {:>7.2} {:>7.2} {:>6} | {:>9.0} {:>7.2} {:>7.2}",
+                    "{n:>6}  {:<8} {template:<8} | {:>9.0} {:>7.2} {:>7.2} {:>6} | {:>9.0} {:>7.2} {:>7.2}",
                     spread.name(),
                     denali.rate,
                     denali.p50,
@@ -104,7 +126,6 @@ fn serve_denali(n: u32, image: &str) -> Result<()> {
     Ok(())
 }
 
-/// Starts `n` native servers on 127.0.0.1:20000.. and waits for them.
 fn start_native(n: u32) -> Result<Servers> {
     let exe = std::env::current_exe()?;
     let mut servers = Servers(Vec::new());

@@ -25,13 +25,14 @@ pub fn counts(list: &str) -> Result<Vec<u32>> {
     list.split(',').map(|n| n.trim().parse().context("a list of VM counts looks like 1,10,100")).collect()
 }
 
-/// The `http` template, built in release mode (the crate is kept in the
-/// temporary directory, outside any workspace, so later runs reuse it).
-pub fn build_http_image() -> Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join("denali-bench-http");
+/// A service made from `template` (`http`, `axum`, ...), built in release
+/// mode (the crate is kept in the temporary directory, outside any
+/// workspace, so later runs reuse it).
+pub fn build_template_image(template: &str) -> Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("denali-bench-{template}"));
     if !dir.join("web/Cargo.toml").is_file() {
         std::fs::create_dir_all(&dir)?;
-        denali_cli::new::new(&dir, "web", "http")?;
+        denali_cli::new::new(&dir, "web", template)?;
     }
     let built =
         build(&BuildOptions { manifest_path: Some(dir.join("web/Cargo.toml")), release: true, ..Default::default() })?;
@@ -40,8 +41,8 @@ pub fn build_http_image() -> Result<std::path::PathBuf> {
 
 /// Makes network namespace `namespace` with a TAP device `dn0`
 /// (10.0.2.2/16), runs this program inside it with `args` and with `var`
-/// set to `image`, and removes it.
-pub fn run_in_namespace(namespace: &str, var: &str, image: &std::path::Path, args: &[String]) -> Result<()> {
+/// set to `images` (paths joined as in `PATH`), and removes it.
+pub fn run_in_namespace(namespace: &str, var: &str, images: &std::ffi::OsStr, args: &[String]) -> Result<()> {
     let ip = |args: &[&str]| -> Result<()> {
         let out = Command::new("ip").args(args).output().context("the benchmark needs `ip` (Debian: iproute2)")?;
         if !out.status.success() {
@@ -63,7 +64,7 @@ pub fn run_in_namespace(namespace: &str, var: &str, image: &std::path::Path, arg
             .args(["netns", "exec", namespace])
             .arg(std::env::current_exe()?)
             .args(args)
-            .env(var, image)
+            .env(var, images)
             .status()
             .context("run the benchmark in its namespace")
     });
