@@ -572,6 +572,10 @@ impl<P: Platform> Kernel<P> {
             return;
         };
         self.load_root(root);
+        // One clock read per trip through the kernel: each trap charges the
+        // VM for the time since the one before (its ring-3 time and the
+        // kernel's work for it in between).
+        let mut since = self.platform.rdtsc();
         loop {
             let Some(vm) = self.vms[id as usize].as_mut() else { return };
             if vm.context.rip >= vm.layout.mem_size {
@@ -580,21 +584,23 @@ impl<P: Platform> Kernel<P> {
                 kprintln!("denali: vm {id} has an impossible rip {:#x}; stopping it", vm.context.rip);
                 return self.finish(id, fault_status(13));
             }
-            let entered = self.platform.rdtsc();
             // SAFETY: the context was built by the loader with user selectors
             // and IOPL 0, or saved by the CPU on a trap from ring 3, and this
             // VM's page tables are loaded.
             unsafe { self.platform.enter_user(&mut vm.context) };
             let trapped = self.platform.rdtsc();
-            vm.stats.cpu_ticks += trapped - entered;
+            vm.stats.cpu_ticks += trapped - since;
+            since = trapped;
             let vector = vm.context.vector;
             let next = match vector {
                 NIC => {
+                    // Work for others: not charged to this VM.
                     self.platform.end_of_interrupt();
                     self.poll_uplink();
+                    since = self.platform.rdtsc();
                     continue;
                 }
-                HYPERCALL => self.handle_hypercall(id, prefix),
+                HYPERCALL => self.handle_hypercall(id, prefix, trapped),
                 TIMER => {
                     // The timer took the CPU back (run_slice requeues the
                     // VM); one wake-up event lets it recalibrate later.
@@ -607,8 +613,8 @@ impl<P: Platform> Kernel<P> {
                 vector if PIC.contains(&vector) => Next::Resume,
                 vector => self.handle_fault(id, vector),
             };
-            self.charge(id, self.platform.rdtsc() - trapped);
             if next == Next::Stop {
+                self.charge(id, self.platform.rdtsc() - since);
                 return;
             }
         }
@@ -622,15 +628,15 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
-    /// Carries out the hypercall VM `id` made.
-    fn handle_hypercall(&mut self, id: VmId, prefix: bool) -> Next {
+    /// Carries out the hypercall VM `id` made at TSC time `trapped`.
+    fn handle_hypercall(&mut self, id: VmId, prefix: bool, trapped: u64) -> Next {
         // A hypercall may touch up to 64 KiB of the VM's memory for the
         // first time: have frames for that free, so it never fails for want
         // of memory while VMs could be swapped out.
         if self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES {
             self.reclaim_idle(HYPERCALL_FRAMES);
         }
-        let now = self.now();
+        let now = self.clock.ns_at(trapped);
         let Some(vm) = self.vms[id as usize].as_mut() else { return Next::Stop };
         let mut env = Env {
             frames: &mut self.frames,

@@ -12,8 +12,10 @@ pub struct UserSelectors {
 }
 
 /// A VM's registers while it is not running, laid out exactly as the trap
-/// stubs push them (lowest address first).
-#[repr(C)]
+/// stubs push them (lowest address first). Aligned to 16 bytes, as the CPU
+/// aligns the stack it pushes a trap frame on: a trap from ring 3 pushes
+/// its frame straight into the context (see `arch::x86_64::trap`).
+#[repr(C, align(16))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct UserContext {
     pub r15: u64,

@@ -45,7 +45,10 @@ pub struct Env<'a> {
     pub disk: Option<&'a mut (dyn BlockDevice + 'static)>,
 }
 
-/// Decodes and runs the hypercall in the VM's saved registers.
+/// Decodes and runs the hypercall in the VM's saved registers. The handlers
+/// that keep a buffer on the stack are `#[inline(never)]`, so the calls that
+/// need none (`yield`, `idle`, `alarm`, an unknown number) do not pay for
+/// their stack frame.
 pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
     vm.stats.hypercalls += 1;
     let ctx = &vm.context;
@@ -75,6 +78,7 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
 pub const CONSOLE_BURST: u64 = 64 << 10;
 pub const CONSOLE_RATE: u64 = 256 << 10;
 
+#[inline(never)]
 fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcome {
     let wanted = len.min(CONSOLE_WRITE_MAX as u64);
     let len = vm.console_budget.take(env.now, wanted, CONSOLE_RATE, CONSOLE_BURST);
@@ -89,6 +93,7 @@ fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> O
     Outcome::Resume(result.map_or_else(Error::to_return, |()| len))
 }
 
+#[inline(never)]
 fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcome {
     if len as usize > FRAME_MAX {
         return Outcome::Resume(Error::InvalidArgument.to_return());
@@ -110,6 +115,7 @@ fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcom
     }
 }
 
+#[inline(never)]
 fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Outcome {
     let parking = &mut env.switch.parking;
     let Some(len) = parking.peek_len(vm.id) else {
@@ -133,6 +139,7 @@ enum Direction {
 /// `disk_read` and `disk_write`: the range must lie in the VM's window and
 /// the buffer in its memory; the data passes through the disk's transfer
 /// buffer (the device's DMA never sees VM memory).
+#[inline(never)]
 fn disk_transfer(
     vm: &mut Vm,
     env: &mut Env<'_>,

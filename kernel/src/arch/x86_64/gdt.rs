@@ -23,7 +23,13 @@ const IST_SIZE: usize = 16 * 1024;
 struct Stack([u8; IST_SIZE]);
 
 static mut IST_STACKS: [Stack; 3] = [const { Stack([0; IST_SIZE]) }; 3];
-static mut TSS: TaskStateSegment = TaskStateSegment::new();
+/// The TSS. The trap path writes its `IST_TRAP` entry: the running VM's
+/// context while a VM runs, [`DENALI_KERNEL_TRAP_STACK`] while the kernel does.
+#[unsafe(no_mangle)]
+pub(super) static mut DENALI_TSS: TaskStateSegment = TaskStateSegment::new();
+/// The top of the kernel's own stack for traps (`IST_TRAP`).
+#[unsafe(no_mangle)]
+pub(super) static mut DENALI_KERNEL_TRAP_STACK: u64 = 0;
 static mut GDT: GlobalDescriptorTable = GlobalDescriptorTable::new();
 
 /// The segment selectors the kernel and VMs run with.
@@ -44,7 +50,7 @@ pub fn init() -> Selectors {
     // SAFETY: called once on the boot CPU before anything else reads these
     // statics; after this they are only read by the CPU.
     unsafe {
-        let tss = &mut *core::ptr::addr_of_mut!(TSS);
+        let tss = &mut *core::ptr::addr_of_mut!(DENALI_TSS);
         let stacks = &*core::ptr::addr_of!(IST_STACKS);
         for (i, stack) in stacks.iter().enumerate() {
             let top = VirtAddr::from_ptr(stack.0.as_ptr()) + IST_SIZE as u64;
@@ -53,6 +59,7 @@ pub fn init() -> Selectors {
         // Privilege changes without an IST use rsp0; every gate has an IST,
         // but keep rsp0 valid anyway.
         tss.privilege_stack_table[0] = tss.interrupt_stack_table[IST_TRAP as usize];
+        DENALI_KERNEL_TRAP_STACK = tss.interrupt_stack_table[IST_TRAP as usize].as_u64();
 
         let gdt = &mut *core::ptr::addr_of_mut!(GDT);
         let selectors = Selectors {
@@ -61,7 +68,7 @@ pub fn init() -> Selectors {
             user_data: gdt.append(Descriptor::user_data_segment()),
             user_code: gdt.append(Descriptor::user_code_segment()),
         };
-        let tss_selector = gdt.append(Descriptor::tss_segment(&*core::ptr::addr_of!(TSS)));
+        let tss_selector = gdt.append(Descriptor::tss_segment(&*core::ptr::addr_of!(DENALI_TSS)));
         gdt.load();
         CS::set_reg(selectors.kernel_code);
         // DS and ES are null: 64-bit code ignores them, and a VM's state

@@ -7,8 +7,12 @@
 //! its own, and the scheduler is an ordinary loop on the boot stack.
 //!
 //! Hypercalls arrive as `int 4` (see `denali_abi`), like any other trap.
-//! Every IDT gate switches to an IST stack. A trap whose saved `cs` is ring 3
-//! is copied into the current context and control returns to the scheduler.
+//! Every IDT gate switches to an IST stack. While a VM runs, the stack of
+//! the ordinary traps (`IST_TRAP`) is the end of its context, so a trap from
+//! ring 3 pushes the VM's registers straight into it and control returns to
+//! the scheduler without a copy; the kernel's own trap stack is put back
+//! before any kernel code runs. A trap from ring 3 on another IST (an NMI, a
+//! machine check) is copied into the context.
 //! In ring 0 only the timer waking a halted kernel is expected; any other
 //! trap there is a kernel bug and ends the run with a report.
 
@@ -20,6 +24,10 @@ use denali_abi::hypercall::HYPERCALL_VECTOR;
 const CONTEXT_WORDS: usize = core::mem::size_of::<UserContext>() / 8;
 const _: () = assert!(CONTEXT_WORDS == 22);
 const CS_OFFSET: usize = core::mem::offset_of!(UserContext, cs);
+const _: () = assert!(core::mem::align_of::<UserContext>() == 16, "the CPU pushes a trap frame 16-aligned");
+/// Where the TSS keeps the `IST_TRAP` stack pointer.
+const TRAP_STACK_OFFSET: usize =
+    core::mem::offset_of!(x86_64::structures::tss::TaskStateSegment, interrupt_stack_table) + 8 * IST_TRAP as usize;
 
 // Kernel stack pointer saved by enter_user, restored when the VM traps.
 #[unsafe(no_mangle)]
@@ -100,7 +108,8 @@ global_asm!(
     ".endm",
     // Leaving the kernel for ring 3: keeps the callee-saved registers and
     // the stack pointer to come back to, and where a trap saves the ring-3
-    // registers (rdi).
+    // registers (rdi), which becomes the trap stack: a trap pushes its
+    // frame and the stub the registers, ending at the context's start.
     ".macro denali_leave_kernel",
     "    push rbx",
     "    push rbp",
@@ -110,9 +119,14 @@ global_asm!(
     "    push r15",
     "    mov [rip + DENALI_KERNEL_RSP], rsp",
     "    mov [rip + DENALI_CURRENT_CONTEXT], rdi",
+    "    lea rax, [rdi + {context_size}]",
+    "    mov [rip + DENALI_TSS + {trap_stack}], rax",
     ".endm",
-    // Back from ring 3: returns from denali_enter_user or denali_enter_save.
+    // Back from ring 3: returns from denali_enter_user or denali_enter_save,
+    // with the kernel's own trap stack back in the TSS.
     ".macro denali_back_to_kernel",
+    "    mov rax, [rip + DENALI_KERNEL_TRAP_STACK]",
+    "    mov [rip + DENALI_TSS + {trap_stack}], rax",
     "    mov rsp, [rip + DENALI_KERNEL_RSP]",
     "    pop r15",
     "    pop r14",
@@ -169,13 +183,16 @@ global_asm!(
     "    cld",
     "    test qword ptr [rsp + {cs_offset}], 3",
     "    jz 2f",
-    // From ring 3: save the frame in the VM's context and return from
-    // denali_enter_user to the scheduler.
-    "    mov rsi, rsp",
+    // From ring 3: the registers are in the VM's context, pushed there, or
+    // (a trap on another IST) copied there. Return from denali_enter_user
+    // to the scheduler.
     "    mov rdi, [rip + DENALI_CURRENT_CONTEXT]",
+    "    cmp rsp, rdi",
+    "    je 3f",
+    "    mov rsi, rsp",
     "    mov ecx, {words}",
     "    rep movsq",
-    "    denali_back_to_kernel",
+    "3:  denali_back_to_kernel",
     // From ring 0: a kernel bug. Report and stop.
     "2:  mov rdi, rsp",
     "    call denali_kernel_trap",
@@ -185,6 +202,8 @@ global_asm!(
     "    iretq",
     cs_offset = const CS_OFFSET,
     words = const CONTEXT_WORDS,
+    context_size = const CONTEXT_WORDS * 8,
+    trap_stack = const TRAP_STACK_OFFSET,
 );
 
 // One stub per vector: push a zero error code where the CPU pushes none,
