@@ -95,9 +95,10 @@ enum Command {
         /// own address; needs root or CAP_NET_ADMIN).
         #[arg(long, value_name = "user|tap=NAME")]
         net: Option<String>,
-        /// Boot a bare-metal disk image (built here with --bare-metal, or the
-        /// .img given) under qemu-system-x86_64 with OVMF instead of our KVM
-        /// monitor (KVM acceleration where present, else emulation).
+        /// Boot under qemu-system-x86_64 instead of our KVM monitor: the
+        /// service built here through PVH (the kernel and its bundle, no
+        /// firmware), or the .img given with OVMF (KVM acceleration where
+        /// plain KVM is present, else emulation).
         #[arg(long)]
         qemu: bool,
         /// The file that holds the VMs' disks (`[disk]` in Denali.toml);

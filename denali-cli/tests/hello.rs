@@ -84,12 +84,19 @@ fn a_thousand_instances_each_print_their_id() {
     assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("vm2| instance 2 of 3 says hello"), "{}", out.stdout);
     assert!(out.stdout.contains("total  (3 VMs)"), "{}", out.stdout);
+    // On a PVM host (its module loaded) --stats says what that costs.
+    let pvm = std::path::Path::new("/sys/module/kvm_pvm").exists();
+    assert_eq!(out.stderr.contains("KVM's PVM flavour"), pvm, "{}", out.stderr);
     // Every frame a VM took came back when it exited.
     let frames = out.stdout.lines().find(|l| l.starts_with("denali: frames in use after the run: ")).unwrap();
     let numbers: Vec<u64> = frames.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
     assert_eq!(numbers[0], numbers[1] + numbers[2] + numbers[3], "{frames}");
-    let out = run(&service, &["--release", "--instances", "1000"]);
+    let out = run(&service, &["--release", "--instances", "1000", "--stats"]);
     assert_eq!(out.status, 0, "{}", out.stderr);
+    // A thousand VMs' accounting is summed up, not listed.
+    assert!(out.stdout.contains("denali: 1000 VMs: one row each left out"), "{}", out.stdout);
+    let row = |label: &str| out.stdout.lines().any(|l| l.trim_start().starts_with(label));
+    assert!(row("mean ") && row("max ") && row("total  (1000 VMs)") && !row("999  counter"), "{}", out.stdout);
     for id in 0..1000 {
         let line = format!("vm{id}| instance {id} of 1000 says hello\n");
         assert!(out.stdout.contains(&line), "missing {line:?}");
