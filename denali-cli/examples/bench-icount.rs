@@ -1,39 +1,49 @@
-//! The instruction-count benchmark: what the kernel's basic operations cost
-//! in instructions, deterministically, beside their wall-clock cost under
-//! our KVM monitor and under QEMU with KVM, in one run.
+//! The instruction-count benchmark: what the kernel's operations cost in
+//! instructions, deterministically, beside their wall-clock cost under our
+//! KVM monitor and under QEMU with KVM, in one run.
 //!
 //! ```text
 //! cargo run --release -p denali-cli --example bench-icount -- [--ops N] [--kvm-ops N]
 //! ```
 //!
-//! It boots `examples/hypercall-bench` through PVH under QEMU's TCG with
-//! `-icount shift=0,sleep=off`: the virtual clock then advances 1 ns per
-//! guest instruction and the kernel calibrates the TSC against it, so the
-//! VM's `Instant` counts instructions and its "ns/op" figures are
-//! instructions per operation (loop included: the ring-3 loop's row is that
-//! share). The same bundle runs twice under TCG to show the figures repeat.
-//! Then it boots under our monitor and under QEMU with KVM for the
-//! wall-clock columns (fewer operations: under the PVM flavour of KVM the
-//! kernel is emulated at about 1.2 µs an instruction).
+//! It boots `examples/hypercall-bench` (and, for the HTTP figure, the
+//! `http` template beside it) through PVH under QEMU's TCG with `-icount
+//! shift=0,sleep=off`: the virtual clock then advances 1 ns per guest
+//! instruction and the kernel calibrates the TSC against it, so the VM's
+//! `Instant` counts instructions and its "ns/op" figures are instructions
+//! per operation (the loop included: the ring-3 loop's row is that share;
+//! a VM that idles waits no time, as QEMU skips to the next timer). Every
+//! TCG run is made twice to show the figures repeat. Then the same bundles
+//! boot under our monitor and under QEMU with KVM for the wall-clock
+//! columns, with fewer operations (under the PVM flavour of KVM the kernel
+//! is emulated at about 1.2 µs an instruction).
 //!
-//! A domain switch is derived from two VMs yielding to each other: a round
-//! is two `yield`s and two switches.
+//! A domain switch is derived from two VMs yielding to each other (a round
+//! is two `yield`s and two switches); making a VM from the kernel's own
+//! report for 1,000 VMs of an image already loaded.
 
 use anyhow::{Context, Result, bail};
-use denali_abi::boot::{BundleSpec, build_bundle};
+use denali_abi::boot::{BOOT_FLAG_STATS, BundleSpec, build_bundle, set_run_flags};
 use denali_abi::net::Ipv4Config;
 use denali_cli::bare_metal::{QemuBoot, qemu_command};
 use denali_cli::build::{BuildOptions, build};
 use denali_cli::{image, kernel, paths};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Stdio;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long one boot may take.
 const LIMIT: Duration = Duration::from_secs(900);
+/// What the measuring VM prints once its figures are out.
+const DONE: &str = "hypercall-bench: done";
 /// What a round of two VMs yielding to each other is called.
 const ROUND: &str = "yield round (2 VMs)";
+/// The row for making a VM.
+const MAKE: &str = "make a VM (image loaded)";
+/// VMs booted to time making one.
+const MADE: u32 = 1000;
 
 /// Figures a run printed: operation → ns (or instructions) per operation.
 type Figures = BTreeMap<String, f64>;
@@ -49,81 +59,152 @@ enum Way {
     QemuKvm,
 }
 
-/// The `LABEL   N ns/op` lines of a run.
+/// One boot of the benchmark: hypercall-bench's arguments (`{n}` for the
+/// operation count), its VM count, how many operations (a share of
+/// `--ops`), and whether the `http` template runs as VM 0.
+struct Run {
+    args: &'static str,
+    instances: u32,
+    share: u64,
+    http_server: bool,
+}
+
+const RUNS: &[Run] = &[
+    Run { args: "{n}", instances: 1, share: 1, http_server: false },
+    Run { args: "{n} switch", instances: 2, share: 1, http_server: false },
+    Run { args: "{n} frames 64", instances: 2, share: 10, http_server: false },
+    Run { args: "{n} frames 1514", instances: 2, share: 10, http_server: false },
+    Run { args: "{n} echo", instances: 2, share: 100, http_server: false },
+    Run { args: "{n} http", instances: 1, share: 100, http_server: true },
+    Run { args: "1 exit", instances: MADE, share: 1, http_server: false },
+];
+
+/// The `LABEL   N ns/op` lines of a run, and the kernel's time to make
+/// its VMs as one more.
 fn figures(text: &str) -> Figures {
-    text.lines()
+    let mut figures: Figures = text
+        .lines()
         .filter_map(|line| {
             let line = line.split_once("| ").map_or(line, |(_, rest)| rest);
             let (head, _) = line.split_once(" ns/op")?;
             let (label, value) = head.trim_end().rsplit_once(' ')?;
             Some((label.trim().to_string(), value.parse().ok()?))
         })
-        .collect()
+        .collect();
+    let made = text.lines().find_map(|l| l.strip_prefix("denali: made ")).and_then(|rest| {
+        let mut words = rest.split_whitespace();
+        let vms: f64 = words.next()?.parse().ok()?;
+        let us: f64 = words.nth(2)?.parse().ok()?;
+        Some(us * 1000.0 / vms)
+    });
+    if let Some(ns) = made.filter(|_| text.contains(&format!("made {MADE} VMs"))) {
+        figures.insert(MAKE.into(), ns);
+    }
+    figures
 }
 
-fn hypercall_bench() -> Result<Vec<u8>> {
-    let manifest = paths::repo_root().join("examples/hypercall-bench/Cargo.toml");
+fn build_image(manifest: PathBuf) -> Result<Vec<u8>> {
     let built = build(&BuildOptions { manifest_path: Some(manifest), release: true, ..Default::default() })?;
     image::read_dvm(&built[0].dvm)
 }
 
-fn bundle(image: &[u8], instances: u32, args: &str) -> Vec<u8> {
-    let spec =
-        BundleSpec { name: "hypercall-bench", instances, image, args, ipv4: Ipv4Config::DEFAULT, disk_sectors: 0 };
-    build_bundle(&[spec])
+/// A bundle, and whether its run ends by itself (else it is stopped once
+/// the measuring VM is done: its servers never exit).
+type Boot = (Vec<u8>, bool);
+
+/// The bundles of every run, with `ops` (before each run's share).
+fn bundles(bench: &[u8], http: &[u8], ops: u64) -> Vec<Boot> {
+    RUNS.iter()
+        .map(|run| {
+            let args = run.args.replace("{n}", &(ops / run.share).max(1).to_string());
+            let spec = |name, instances, image, args, address| BundleSpec {
+                name,
+                instances,
+                image,
+                args,
+                ipv4: Ipv4Config { address, ..Ipv4Config::DEFAULT },
+                disk_sectors: 0,
+            };
+            let mut specs = Vec::new();
+            if run.http_server {
+                specs.push(spec("http", 1, http, "", [10, 0, 2, 15]));
+            }
+            let first = if run.http_server { [10, 0, 2, 16] } else { [10, 0, 2, 15] };
+            specs.push(spec("hypercall-bench", run.instances, bench, &args, first));
+            let mut bundle = build_bundle(&specs);
+            // The VM-making run ends with the kernel's report.
+            let ends_by_itself = run.instances == MADE;
+            if ends_by_itself {
+                set_run_flags(&mut bundle, BOOT_FLAG_STATS);
+            }
+            (bundle, ends_by_itself)
+        })
+        .collect()
 }
 
-/// Boots `bundle` the `way` asked and returns what it printed.
-fn boot(way: Way, kernel: &Path, bundle: &[u8], scratch: &Path) -> Result<String> {
-    if way == Way::Monitor {
-        let config = denali_monitor::Config::new(kernel, bundle.to_vec());
-        let console = denali_monitor::CapturedConsole::default();
-        let status = denali_monitor::run(&config, Box::new(console.clone()))?;
-        if status != 0 {
-            bail!("the monitor run ended with status {status}:\n{}", console.text());
-        }
-        return Ok(console.text());
-    }
+/// Boots `bundle` the `way` asked; returns what it printed once the
+/// measuring VM said it was done (the servers are then stopped) or the
+/// kernel ended the run.
+fn boot(way: Way, kernel: &Path, (bundle, ends_by_itself): &Boot, scratch: &Path) -> Result<String> {
     let path = scratch.join("bench.bundle");
     std::fs::write(&path, bundle)?;
     let pvh = QemuBoot::Pvh { kernel, bundle: &path, machine: "q35" };
-    let mut qemu = match way {
+    let mut command = match way {
         Way::Icount => {
-            let mut qemu = qemu_command(pvh, "tcg", 256 << 20);
+            let mut qemu = qemu_command(pvh, "tcg", 512 << 20);
             qemu.args(["-icount", "shift=0,sleep=off"]);
             qemu
         }
-        _ => qemu_command(pvh, "kvm", 256 << 20),
+        Way::QemuKvm => qemu_command(pvh, "kvm", 512 << 20),
+        Way::Monitor => {
+            let mut me = Command::new(std::env::current_exe()?);
+            me.arg("--monitor").arg(&path);
+            me
+        }
     };
-    let child = qemu.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().context("start qemu-system-x86_64")?;
-    let pid = child.id();
-    let watchdog = std::thread::spawn(move || {
-        let start = Instant::now();
-        while start.elapsed() < LIMIT {
-            std::thread::sleep(Duration::from_millis(200));
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("start the boot")?;
+    let (lines, said) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().expect("piped"));
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
                 return;
             }
         }
-        let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
     });
-    let out = child.wait_with_output()?;
-    let _ = watchdog.join();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if figures(&text).is_empty() {
-        bail!("QEMU printed no figures:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (start, mut text) = (Instant::now(), String::new());
+    let finished = loop {
+        match said.recv_timeout(LIMIT.saturating_sub(start.elapsed())) {
+            Ok(line) => {
+                text.push_str(&line);
+                text.push('\n');
+                // A VM that only answers may be done first: stop once the
+                // one that measures is.
+                if line.contains(DONE) && !ends_by_itself && !figures(&text).is_empty() {
+                    break true;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break true,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    if !finished || figures(&text).is_empty() {
+        bail!("the boot gave no figures{}:\n{text}", if finished { "" } else { " in time" });
     }
     Ok(text)
 }
 
-/// Both runs' figures of one way: one VM, then two VMs yielding.
-fn measure(way: Way, kernel: &Path, image: &[u8], ops: u64, scratch: &Path) -> Result<Figures> {
-    let mut all = figures(&boot(way, kernel, &bundle(image, 1, &ops.to_string()), scratch)?);
-    let two = figures(&boot(way, kernel, &bundle(image, 2, &format!("{ops} switch")), scratch)?);
-    if let (Some(round), Some(yield_one)) = (two.get(ROUND), all.get("yield hypercall")) {
+/// Every run's figures one way; a domain switch derived.
+fn measure(way: Way, kernel: &Path, bundles: &[Boot], scratch: &Path) -> Result<Figures> {
+    let mut all = Figures::new();
+    for bundle in bundles {
+        all.extend(figures(&boot(way, kernel, bundle, scratch)?));
+    }
+    if let (Some(round), Some(yield_one)) = (all.get(ROUND), all.get("yield hypercall")) {
         all.insert("domain switch (derived)".into(), round / 2.0 - yield_one);
     }
-    all.extend(two);
     Ok(all)
 }
 
@@ -134,32 +215,47 @@ fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
     }
 }
 
+/// `--monitor BUNDLE`: boots the bundle on our monitor, console on stdout
+/// (a process of its own, so the benchmark can stop servers that never
+/// exit).
+fn monitor(bundle: &Path) -> Result<()> {
+    let config = denali_monitor::Config::new(&kernel::kernel_elf()?, std::fs::read(bundle)?);
+    denali_monitor::run(&config, Box::new(std::io::stdout()))?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--monitor") {
+        return monitor(Path::new(args.get(1).context("--monitor takes a bundle")?));
+    }
     let ops = flag(&args, "--ops", 100_000)?;
     let kvm_ops = flag(&args, "--kvm-ops", 2_000)?;
-    eprintln!("building examples/hypercall-bench and the kernel ...");
-    let image = hypercall_bench()?;
-    let kernel = kernel::kernel_elf()?;
+    eprintln!("building examples/hypercall-bench, the http template and the kernel ...");
+    let bench = build_image(paths::repo_root().join("examples/hypercall-bench/Cargo.toml"))?;
     let scratch = tempfile::tempdir()?;
+    let http_service = denali_cli::new::new(scratch.path(), "http", "http")?;
+    let http = build_image(http_service.join("Cargo.toml"))?;
+    let kernel = kernel::kernel_elf()?;
 
     eprintln!("counting instructions under QEMU TCG -icount ({ops} operations, twice) ...");
-    let counted = measure(Way::Icount, &kernel, &image, ops, scratch.path())?;
-    let again = measure(Way::Icount, &kernel, &image, ops, scratch.path())?;
+    let counted = measure(Way::Icount, &kernel, &bundles(&bench, &http, ops), scratch.path())?;
+    let again = measure(Way::Icount, &kernel, &bundles(&bench, &http, ops), scratch.path())?;
+    let timed = bundles(&bench, &http, kvm_ops);
     eprintln!("timing under our KVM monitor ({kvm_ops} operations) ...");
-    let monitor = measure(Way::Monitor, &kernel, &image, kvm_ops, scratch.path())?;
+    let monitor = measure(Way::Monitor, &kernel, &timed, scratch.path())?;
     eprintln!("timing under QEMU with KVM ({kvm_ops} operations) ...");
-    let qemu_kvm = measure(Way::QemuKvm, &kernel, &image, kvm_ops, scratch.path()).unwrap_or_else(|e| {
+    let qemu_kvm = measure(Way::QemuKvm, &kernel, &timed, scratch.path()).unwrap_or_else(|e| {
         eprintln!("  QEMU with KVM failed: {e:#}");
         Figures::new()
     });
 
-    println!("{:<28} {:>14} {:>16} {:>16}", "operation", "instructions", "our monitor ns", "QEMU+KVM ns");
+    println!("{:<38} {:>14} {:>16} {:>16}", "operation", "instructions", "our monitor ns", "QEMU+KVM ns");
     let cell = |figures: &Figures, op: &str| figures.get(op).map_or("-".to_string(), |v| format!("{v:.0}"));
     for (op, instructions) in &counted {
-        println!("{op:<28} {instructions:>14.0} {:>16} {:>16}", cell(&monitor, op), cell(&qemu_kvm, op));
+        println!("{op:<38} {instructions:>14.0} {:>16} {:>16}", cell(&monitor, op), cell(&qemu_kvm, op));
     }
     let repeat = if counted == again { "the same" } else { "different" };
-    println!("(instructions per operation include the loop; two TCG runs gave {repeat} figures)");
+    println!("(per operation, the loop included; two TCG runs gave {repeat} figures)");
     Ok(())
 }

@@ -13,13 +13,27 @@
 //!
 //! `cargo denali run --release` in this directory. The iteration count is
 //! the VM's first argument (`args` in Denali.toml), 1,000,000 by default. A
-//! second argument `switch` measures only `yield`: run two instances and
-//! each yield hands the CPU to the other VM, so one round is two hypercalls
-//! and two domain switches.
+//! second argument picks a two-VM figure instead:
+//! - `switch`: run two instances; each yield hands the CPU to the other
+//!   VM, so one round is two hypercalls and two domain switches.
+//! - `frames SIZE`: two instances pass a SIZE-byte IPv4 frame back and
+//!   forth through the virtual switch (`net_send`, `net_recv`, `idle`).
+//! - `echo`: VM 0 echoes TCP on port 7, VM 1 sends it 64 bytes and reads
+//!   them back, over the libOS's TCP/IP stack.
+//! - `http`: this VM (id 1) asks VM 0, the `http` template at 10.0.2.15,
+//!   for its 2 KB page over one keep-alive connection.
+//! - `exit`: nothing (many instances time making VMs).
+//!
+//! The measuring VM prints `hypercall-bench: done` last (the servers of the
+//! network figures never exit).
 
 extern crate alloc;
 
+use alloc::vec::Vec;
 use denali::hypercall::{Hypercall, call2, raw};
+use denali::io::{Read, Write};
+use denali::net::frame::{self, FRAME_MAX, mac_of};
+use denali::net::{TcpListener, TcpStream};
 use denali::prelude::*;
 use denali::time::Instant;
 
@@ -31,7 +45,7 @@ const PAGES: usize = 256;
 const DATA_PAGES: usize = 64;
 static mut DATA: [[u8; 4096]; DATA_PAGES] = [[1; 4096]; DATA_PAGES];
 
-fn per_op(label: &str, n: u64, f: impl Fn()) {
+fn per_op(label: &str, n: u64, mut f: impl FnMut()) {
     let start = Instant::now();
     for _ in 0..n {
         f();
@@ -40,17 +54,124 @@ fn per_op(label: &str, n: u64, f: impl Fn()) {
     println!("{label:<28} {:>10} ns/op  ({n} ops in {} ms)", ns / n, ns / 1_000_000);
 }
 
+/// An IPv4 frame of `size` bytes from this VM to VM `peer` (one address
+/// away), which the switch lets through: this VM's MAC and address as its
+/// source.
+fn ipv4_frame(peer: u32, size: usize) -> Vec<u8> {
+    let me = denali::net::local_ip().expect("the bundle gives each VM an address").octets();
+    let mut to = me;
+    to[3] = if peer > denali::vm::id() { me[3] + 1 } else { me[3] - 1 };
+    let mut f = alloc::vec![0u8; size];
+    f[0..6].copy_from_slice(&mac_of(peer));
+    f[6..12].copy_from_slice(&denali::vm::mac());
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((size - 14) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&me);
+    f[30..34].copy_from_slice(&to);
+    f
+}
+
+/// VM 0 and VM 1 pass a frame back and forth; VM 0 times the rounds.
+fn frames(iterations: u64, size: usize) {
+    let me = denali::vm::id();
+    let frame = ipv4_frame(1 - me, size);
+    let mut buf = [0u8; FRAME_MAX];
+    let mut pass = || {
+        frame::send(&frame).expect("the switch takes a frame for the other VM");
+        frame::recv(&mut buf).expect("the other VM answers");
+    };
+    if me == 1 {
+        // Answers the warm-up round and every timed one.
+        for _ in 0..=iterations {
+            frame::recv(&mut buf).expect("VM 0 sends");
+            frame::send(&frame).expect("the switch takes a frame for VM 0");
+        }
+        return;
+    }
+    pass();
+    per_op(&alloc::format!("frame round trip ({size} B)"), iterations, pass);
+}
+
+/// VM 0 echoes one TCP connection on port 7; VM 1 times 64-byte rounds.
+fn echo(iterations: u64) {
+    if denali::vm::id() == 0 {
+        let mut listener = TcpListener::bind("0.0.0.0:7").expect("port 7 is free in a fresh VM");
+        let (mut stream, _) = listener.accept().expect("VM 1 connects");
+        let mut buf = [0u8; 64];
+        while stream.read_exact(&mut buf).is_ok() && stream.write_all(&buf).is_ok() {}
+        return;
+    }
+    let server = denali::net::local_ip().expect("an address").octets();
+    let mut stream = TcpStream::connect((
+        denali::net::Ipv4Addr::new(server[0], server[1], server[2], server[3] - 1),
+        7,
+    ))
+    .expect("VM 0 listens on port 7");
+    stream.set_nodelay(true).expect("a connected socket");
+    let mut buf = [7u8; 64];
+    let mut round = || {
+        stream.write_all(&[7u8; 64]).expect("VM 0 reads");
+        stream.read_exact(&mut buf).expect("VM 0 echoes");
+    };
+    round();
+    per_op("TCP echo round trip (64 B)", iterations, round);
+}
+
+/// One GET of the page on `stream` and its whole answer.
+fn fetch(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").expect("the server reads");
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).expect("the server answers");
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = core::str::from_utf8(&buf[..end]).expect("an ASCII header").to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("a Content-Length");
+        if buf.len() >= end + 4 + length {
+            return;
+        }
+    }
+}
+
+/// Times keep-alive requests to the `http` template at 10.0.2.15.
+fn http(iterations: u64) {
+    let mut stream = TcpStream::connect("10.0.2.15:80").expect("the http template listens on port 80");
+    stream.set_nodelay(true).expect("a connected socket");
+    let mut buf = Vec::new();
+    fetch(&mut stream, &mut buf);
+    per_op("HTTP request, keep-alive (2 KB page)", iterations, || fetch(&mut stream, &mut buf));
+}
+
 #[denali::main]
 fn main() {
     let mut args = denali::vm::args().split_whitespace();
     let iterations: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
-    if args.next() == Some("switch") {
-        per_op("yield round (2 VMs)", iterations, || {
+    match args.next() {
+        Some("switch") => per_op("yield round (2 VMs)", iterations, || {
             // SAFETY: `yield` takes no pointer.
             let _ = unsafe { call2(Hypercall::Yield, 0, 0) };
-        });
-        return;
+        }),
+        Some("frames") => frames(iterations, args.next().and_then(|n| n.parse().ok()).unwrap_or(64)),
+        Some("echo") => echo(iterations),
+        Some("http") => http(iterations),
+        // For timing VM creation: nothing to do.
+        Some("exit") => {}
+        _ => one_vm(iterations),
     }
+    println!("hypercall-bench: done");
+}
+
+/// The figures one VM can measure alone.
+fn one_vm(iterations: u64) {
     per_op("ring-3 loop (no call)", iterations, || {
         core::hint::black_box(0u64);
     });
