@@ -35,6 +35,10 @@ pub const UPLINK_SENDER: u32 = u32::MAX;
 /// The end of a list.
 const NONE: u32 = u32::MAX;
 
+/// Sender entries an empty ring keeps room for (32 bytes); a ring that
+/// needed more gives the memory back when it empties.
+const HELD_KEPT: usize = 4;
+
 /// A slot's bookkeeping.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
@@ -55,8 +59,9 @@ struct Ring {
     /// Its VM is gone: nothing more is parked here.
     closed: bool,
     /// Frames each sender holds in this ring, sorted by sender. Only
-    /// senders with frames here have an entry, so it is empty (and holds
-    /// no memory) whenever the ring is.
+    /// senders with frames here have an entry. An empty ring keeps room for
+    /// at most [`HELD_KEPT`] entries, so frames from a few senders do not
+    /// allocate and free for every frame.
     held: Vec<(u32, u16)>,
 }
 
@@ -196,6 +201,7 @@ impl Parking {
         }
         if let Some(ring) = self.rings.get_mut(vm as usize) {
             ring.closed = true;
+            ring.held = Vec::new();
         }
     }
 
@@ -213,8 +219,9 @@ impl Parking {
             }
         }
         if ring.len == 0 {
-            // An empty ring keeps no memory.
-            ring.held = Vec::new();
+            if ring.held.capacity() > HELD_KEPT {
+                ring.held = Vec::new();
+            }
             self.longest.remove(vm);
         } else {
             self.longest.set(vm, Reverse(ring.len));
@@ -294,7 +301,23 @@ mod tests {
         assert!(p.rings[0].held.iter().all(|&(s, _)| s != 999));
         p.pop(0, |_| ());
         while p.pop(0, |_| ()).is_some() {}
-        assert_eq!((p.parked(), p.rings[0].held.capacity()), (0, 0), "an empty ring holds no memory");
+        assert_eq!(p.parked(), 0);
+        assert!(p.rings[0].held.capacity() <= HELD_KEPT, "an empty ring keeps room for a few senders at most");
+    }
+
+    #[test]
+    fn a_ring_that_held_many_senders_gives_their_memory_back_and_a_closed_one_keeps_none() {
+        let mut p = parking(64, 2);
+        for sender in 0..32 {
+            assert_eq!(p.park(sender, 0, &[0; 60]), Parked::Queued);
+        }
+        while p.pop(0, |_| ()).is_some() {}
+        assert_eq!(p.rings[0].held.capacity(), 0);
+        p.park(7, 1, &[0; 60]);
+        p.pop(1, |_| ());
+        assert!(p.rings[1].held.capacity() > 0, "one sender's entry is kept for its next frame");
+        p.close(1);
+        assert_eq!(p.rings[1].held.capacity(), 0);
     }
 
     #[test]

@@ -110,6 +110,9 @@ pub struct Kernel<P: Platform> {
     armed: Option<u64>,
     /// The virtual Ethernet switch.
     pub switch: Switch,
+    /// Where `net_send` copies a frame from its VM (kept, so no send zeroes
+    /// or allocates a buffer).
+    send_buffer: Box<[u8; FRAME_MAX]>,
     /// The machine's NIC, the switch's uplink.
     pub uplink: Option<Box<dyn NetDevice>>,
     /// The machine's disk, holding the VMs' windows and the swap area.
@@ -192,6 +195,7 @@ impl<P: Platform> Kernel<P> {
             armed: None,
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
             switch: Switch::default(),
+            send_buffer: Box::new([0; FRAME_MAX]),
             uplink: None,
             disk: None,
             swap: None,
@@ -644,6 +648,7 @@ impl<P: Platform> Kernel<P> {
             prefix_console: prefix,
             now,
             switch: &mut self.switch,
+            send_buffer: &mut self.send_buffer,
             uplink: self.uplink.as_deref_mut(),
             disk: self.disk.as_deref_mut(),
         };

@@ -39,6 +39,8 @@ pub struct Env<'a> {
     pub now: u64,
     /// The virtual Ethernet switch.
     pub switch: &'a mut Switch,
+    /// Room for a frame on its way from the VM to the switch.
+    pub send_buffer: &'a mut [u8; FRAME_MAX],
     /// The machine's NIC, the switch's uplink.
     pub uplink: Option<&'a mut (dyn NetDevice + 'static)>,
     /// The machine's disk, if it has a labelled one.
@@ -98,8 +100,7 @@ fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcom
     if len as usize > FRAME_MAX {
         return Outcome::Resume(Error::InvalidArgument.to_return());
     }
-    let mut frame = [0u8; FRAME_MAX];
-    let frame = &mut frame[..len as usize];
+    let frame = &mut env.send_buffer[..len as usize];
     if let Err(e) = vm.copy_from_guest(env.frames, addr, frame) {
         return Outcome::Resume(e.to_return());
     }
