@@ -3,8 +3,15 @@
 //! KVM monitor and under QEMU with KVM, in one run.
 //!
 //! ```text
-//! cargo run --release -p denali-cli --example bench-icount -- [--ops N] [--kvm-ops N]
+//! cargo run --release -p denali-cli --example bench-icount -- [--ops N] [--kvm-ops N] [--keep DIR]
+//!     [--make 1000,10000,100000]
 //! ```
+//!
+//! `--make` lists how many VMs the VM-making runs boot (default 1,000); runs
+//! of more than 1,000 are counted under TCG only.
+//!
+//! `--keep DIR` writes each TCG run's bundle there (`run-K.bundle`), to boot
+//! by hand, e.g. under QEMU's gdb stub to step through one operation.
 //!
 //! It boots `examples/hypercall-bench` (and, for the HTTP figure, the
 //! `http` template beside it) through PVH under QEMU's TCG with `-icount
@@ -40,10 +47,8 @@ const LIMIT: Duration = Duration::from_secs(900);
 const DONE: &str = "hypercall-bench: done";
 /// What a round of two VMs yielding to each other is called.
 const ROUND: &str = "yield round (2 VMs)";
-/// The row for making a VM.
-const MAKE: &str = "make a VM (image loaded)";
-/// VMs booted to time making one.
-const MADE: u32 = 1000;
+/// VM-making runs of more VMs than this are counted under TCG only.
+const MAKE_TIMED_MAX: u32 = 1000;
 
 /// Figures a run printed: operation → ns (or instructions) per operation.
 type Figures = BTreeMap<String, f64>;
@@ -69,15 +74,30 @@ struct Run {
     http_server: bool,
 }
 
-const RUNS: &[Run] = &[
-    Run { args: "{n}", instances: 1, share: 1, http_server: false },
-    Run { args: "{n} switch", instances: 2, share: 1, http_server: false },
-    Run { args: "{n} frames 64", instances: 2, share: 10, http_server: false },
-    Run { args: "{n} frames 1514", instances: 2, share: 10, http_server: false },
-    Run { args: "{n} echo", instances: 2, share: 100, http_server: false },
-    Run { args: "{n} http", instances: 1, share: 100, http_server: true },
-    Run { args: "1 exit", instances: MADE, share: 1, http_server: false },
-];
+impl Run {
+    /// A run that times making `instances` VMs (each exits at once).
+    fn make(instances: u32) -> Run {
+        Run { args: "1 exit", instances, share: 1, http_server: false }
+    }
+
+    fn makes_vms(&self) -> bool {
+        self.args.ends_with("exit")
+    }
+}
+
+/// Every run: the operations, then making each of `make` VMs.
+fn runs(make: &[u32]) -> Vec<Run> {
+    let mut runs = vec![
+        Run { args: "{n}", instances: 1, share: 1, http_server: false },
+        Run { args: "{n} switch", instances: 2, share: 1, http_server: false },
+        Run { args: "{n} frames 64", instances: 2, share: 10, http_server: false },
+        Run { args: "{n} frames 1514", instances: 2, share: 10, http_server: false },
+        Run { args: "{n} echo", instances: 2, share: 100, http_server: false },
+        Run { args: "{n} http", instances: 1, share: 100, http_server: true },
+    ];
+    runs.extend(make.iter().map(|&n| Run::make(n)));
+    runs
+}
 
 /// The `LABEL   N ns/op` lines of a run, and the kernel's time to make
 /// its VMs as one more.
@@ -93,12 +113,12 @@ fn figures(text: &str) -> Figures {
         .collect();
     let made = text.lines().find_map(|l| l.strip_prefix("denali: made ")).and_then(|rest| {
         let mut words = rest.split_whitespace();
-        let vms: f64 = words.next()?.parse().ok()?;
+        let vms: u64 = words.next()?.parse().ok()?;
         let us: f64 = words.nth(2)?.parse().ok()?;
-        Some(us * 1000.0 / vms)
+        Some((vms, us * 1000.0 / vms as f64))
     });
-    if let Some(ns) = made.filter(|_| text.contains(&format!("made {MADE} VMs"))) {
-        figures.insert(MAKE.into(), ns);
+    if let Some((vms, ns)) = made.filter(|&(vms, _)| vms > 2) {
+        figures.insert(format!("make a VM, image loaded (of {vms})"), ns);
     }
     figures
 }
@@ -112,9 +132,9 @@ fn build_image(manifest: PathBuf) -> Result<Vec<u8>> {
 /// the measuring VM is done: its servers never exit).
 type Boot = (Vec<u8>, bool);
 
-/// The bundles of every run, with `ops` (before each run's share).
-fn bundles(bench: &[u8], http: &[u8], ops: u64) -> Vec<Boot> {
-    RUNS.iter()
+/// The bundles of `runs`, with `ops` (before each run's share).
+fn bundles(runs: &[Run], bench: &[u8], http: &[u8], ops: u64) -> Vec<Boot> {
+    runs.iter()
         .map(|run| {
             let args = run.args.replace("{n}", &(ops / run.share).max(1).to_string());
             let spec = |name, instances, image, args, address| BundleSpec {
@@ -132,8 +152,8 @@ fn bundles(bench: &[u8], http: &[u8], ops: u64) -> Vec<Boot> {
             let first = if run.http_server { [10, 0, 2, 16] } else { [10, 0, 2, 15] };
             specs.push(spec("hypercall-bench", run.instances, bench, &args, first));
             let mut bundle = build_bundle(&specs);
-            // The VM-making run ends with the kernel's report.
-            let ends_by_itself = run.instances == MADE;
+            // A VM-making run ends with the kernel's report.
+            let ends_by_itself = run.makes_vms();
             if ends_by_itself {
                 set_run_flags(&mut bundle, BOOT_FLAG_STATS);
             }
@@ -151,11 +171,11 @@ fn boot(way: Way, kernel: &Path, (bundle, ends_by_itself): &Boot, scratch: &Path
     let pvh = QemuBoot::Pvh { kernel, bundle: &path, machine: "q35" };
     let mut command = match way {
         Way::Icount => {
-            let mut qemu = qemu_command(pvh, "tcg", 512 << 20);
+            let mut qemu = qemu_command(pvh, "tcg", 1 << 30);
             qemu.args(["-icount", "shift=0,sleep=off"]);
             qemu
         }
-        Way::QemuKvm => qemu_command(pvh, "kvm", 512 << 20),
+        Way::QemuKvm => qemu_command(pvh, "kvm", 1 << 30),
         Way::Monitor => {
             let mut me = Command::new(std::env::current_exe()?);
             me.arg("--monitor").arg(&path);
@@ -230,6 +250,14 @@ fn main() -> Result<()> {
         return monitor(Path::new(args.get(1).context("--monitor takes a bundle")?));
     }
     let ops = flag(&args, "--ops", 100_000)?;
+    let make = args.iter().position(|a| a == "--make").and_then(|i| args.get(i + 1)).map_or("1000", String::as_str);
+    let make: Vec<u32> = make
+        .split(',')
+        .map(|n| n.trim().parse())
+        .collect::<Result<_, _>>()
+        .context("--make takes counts like 1000,10000")?;
+    let counted_runs = runs(&make);
+    let timed_runs = runs(&make.iter().copied().filter(|&n| n <= MAKE_TIMED_MAX).collect::<Vec<_>>());
     let kvm_ops = flag(&args, "--kvm-ops", 2_000)?;
     eprintln!("building examples/hypercall-bench, the http template and the kernel ...");
     let bench = build_image(paths::repo_root().join("examples/hypercall-bench/Cargo.toml"))?;
@@ -239,9 +267,17 @@ fn main() -> Result<()> {
     let kernel = kernel::kernel_elf()?;
 
     eprintln!("counting instructions under QEMU TCG -icount ({ops} operations, twice) ...");
-    let counted = measure(Way::Icount, &kernel, &bundles(&bench, &http, ops), scratch.path())?;
-    let again = measure(Way::Icount, &kernel, &bundles(&bench, &http, ops), scratch.path())?;
-    let timed = bundles(&bench, &http, kvm_ops);
+    let counted_bundles = bundles(&counted_runs, &bench, &http, ops);
+    if let Some(i) = args.iter().position(|a| a == "--keep") {
+        let dir = PathBuf::from(args.get(i + 1).context("--keep takes a directory")?);
+        std::fs::create_dir_all(&dir)?;
+        for (k, (bundle, _)) in counted_bundles.iter().enumerate() {
+            std::fs::write(dir.join(format!("run-{k}.bundle")), bundle)?;
+        }
+    }
+    let counted = measure(Way::Icount, &kernel, &counted_bundles, scratch.path())?;
+    let again = measure(Way::Icount, &kernel, &counted_bundles, scratch.path())?;
+    let timed = bundles(&timed_runs, &bench, &http, kvm_ops);
     eprintln!("timing under our KVM monitor ({kvm_ops} operations) ...");
     let monitor = measure(Way::Monitor, &kernel, &timed, scratch.path())?;
     eprintln!("timing under QEMU with KVM ({kvm_ops} operations) ...");

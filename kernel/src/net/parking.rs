@@ -193,6 +193,14 @@ impl Parking {
         Some(result)
     }
 
+    /// Gives back the room an empty ring keeps for its senders' counts (its
+    /// VM goes to swap whole, keeping as little kernel memory as it can).
+    pub fn release_room(&mut self, vm: VmId) {
+        if let Some(ring) = self.rings.get_mut(vm as usize).filter(|ring| ring.len == 0) {
+            ring.held = Vec::new();
+        }
+    }
+
     /// Drops every frame in VM `vm`'s ring and takes no more for it (the
     /// VM is gone).
     pub fn close(&mut self, vm: VmId) {
@@ -316,6 +324,10 @@ mod tests {
         p.park(7, 1, &[0; 60]);
         p.pop(1, |_| ());
         assert!(p.rings[1].held.capacity() > 0, "one sender's entry is kept for its next frame");
+        p.release_room(1);
+        assert_eq!(p.rings[1].held.capacity(), 0, "a VM swapped out whole keeps none");
+        p.park(7, 1, &[0; 60]);
+        p.pop(1, |_| ());
         p.close(1);
         assert_eq!(p.rings[1].held.capacity(), 0);
     }

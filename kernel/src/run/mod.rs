@@ -613,7 +613,8 @@ impl<P: Platform> Kernel<P> {
                     self.preempted = true;
                     Next::Stop
                 }
-                SPURIOUS => Next::Resume,
+                // No fault of the VM's: it resumes.
+                SPURIOUS | NMI => Next::Resume,
                 vector if PIC.contains(&vector) => Next::Resume,
                 vector => self.handle_fault(id, vector),
             };

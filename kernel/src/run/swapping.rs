@@ -172,6 +172,7 @@ impl<P: Platform> Kernel<P> {
             self.finish(id, SWAP_IN_FAILED_STATUS);
         } else if whole && space.private_pages() == 0 {
             let kept = kept_bytes(vm);
+            self.switch.parking.release_room(id);
             let tables = vm.space.take();
             self.swap_counters.whole_swap_outs += 1;
             self.most_kept_when_whole = self.most_kept_when_whole.max(kept);

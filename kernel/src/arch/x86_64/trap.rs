@@ -193,8 +193,22 @@ global_asm!(
     "    mov ecx, {words}",
     "    rep movsq",
     "3:  denali_back_to_kernel",
-    // From ring 0: a kernel bug. Report and stop.
-    "2:  mov rdi, rsp",
+    // From ring 0: the timer or the NIC waking the halted kernel, or a
+    // kernel bug (reported, and the run stops). The kernel's own trap stack
+    // goes back into the TSS, and a frame that landed elsewhere (a fault
+    // while a VM's context was the trap stack, or an NMI) moves onto it, so
+    // the report never runs on a VM's context.
+    "2:  mov rax, [rip + DENALI_KERNEL_TRAP_STACK]",
+    "    mov [rip + DENALI_TSS + {trap_stack}], rax",
+    "    sub rax, {context_size}",
+    "    cmp rsp, rax",
+    "    je 4f",
+    "    mov rsi, rsp",
+    "    mov rdi, rax",
+    "    mov ecx, {words}",
+    "    rep movsq",
+    "    mov rsp, rax",
+    "4:  mov rdi, rsp",
     "    call denali_kernel_trap",
     // It returned: a timer interrupt woke the halted kernel. Resume it.
     "    denali_pop_context",
