@@ -14,6 +14,10 @@ pub const ARGS_MAX: usize = 1024;
 /// registers with the rest of a VM's state, so `wrfsbase`/`wrgsbase` work
 /// in ring 3 and their values are the VM's own (thread-local storage).
 pub const FEATURE_FS_GS_BASE: u32 = 1 << 0;
+/// [`InfoPage::features`] bit: the kernel keeps [`InfoPage::rx_frames`]
+/// equal to the number of frames in the VM's receive ring, so a VM can see
+/// its ring is empty without a `net_recv` hypercall.
+pub const FEATURE_RX_COUNT: u32 = 1 << 1;
 
 /// The info page, at [`crate::layout::INFO_PAGE`] in every VM.
 #[repr(C)]
@@ -49,8 +53,9 @@ pub struct InfoPage {
     pub pending_events: u64,
     /// Length of `args` in bytes.
     pub args_len: u32,
-    /// Reserved, zero.
-    pub reserved2: u32,
+    /// Frames waiting in the VM's receive ring (kept up to date by a kernel
+    /// that sets [`FEATURE_RX_COUNT`]; zero otherwise).
+    pub rx_frames: u32,
     /// The VM's Ethernet address (see [`crate::net::mac_of`]); 2 bytes pad.
     pub mac: [u8; 8],
     /// The VM's IPv4 configuration (address, gateway, prefix).

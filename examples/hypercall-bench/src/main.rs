@@ -105,11 +105,9 @@ fn echo(iterations: u64) {
         return;
     }
     let server = denali::net::local_ip().expect("an address").octets();
-    let mut stream = TcpStream::connect((
-        denali::net::Ipv4Addr::new(server[0], server[1], server[2], server[3] - 1),
-        7,
-    ))
-    .expect("VM 0 listens on port 7");
+    let mut stream =
+        TcpStream::connect((denali::net::Ipv4Addr::new(server[0], server[1], server[2], server[3] - 1), 7))
+            .expect("VM 0 listens on port 7");
     stream.set_nodelay(true).expect("a connected socket");
     let mut buf = [7u8; 64];
     let mut round = || {

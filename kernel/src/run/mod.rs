@@ -405,12 +405,14 @@ impl<P: Platform> Kernel<P> {
             && let Some(vm) = self.vms.get_mut(victim as usize).and_then(Option::as_mut)
         {
             vm.stats.frames_dropped += 1;
+            vm.set_rx_frames(self.switch.parking.len(victim));
         }
         let Some(vm) = self.vms.get_mut(to as usize).and_then(Option::as_mut) else { return };
         if parked == Parked::Dropped {
             vm.stats.frames_dropped += 1;
         } else {
             vm.stats.frames_received += 1;
+            vm.set_rx_frames(self.switch.parking.len(to));
             vm.raise(EVENT_NET_RX);
             self.wake_if_idle(to);
         }

@@ -184,6 +184,14 @@ type Findings = std::rc::Rc<std::cell::RefCell<Vec<&'static str>>>;
 /// VM 0 fills two heap pages, sleeps on an alarm, checks them, waits for a
 /// frame, takes it and checks them again; VM 1 sends that frame once its
 /// own alarm has woken it. Both are idle long enough to be swapped out.
+/// What the VM's info page says of its receive ring.
+fn rx_frames(guest: &Guest) -> u32 {
+    let mut word = [0; 4];
+    let at = denali_abi::layout::INFO_PAGE + core::mem::offset_of!(denali_abi::info::InfoPage, rx_frames) as u64;
+    guest.read(at, &mut word).expect("the info page is mapped");
+    u32::from_le_bytes(word)
+}
+
 fn swapped_whole(id: u32, findings: Findings) -> Program {
     const IDLE: u64 = Hypercall::Idle as u64;
     const RECV: u64 = Hypercall::NetRecv as u64;
@@ -208,8 +216,18 @@ fn swapped_whole(id: u32, findings: Findings) -> Program {
                 look(guest, if context.rax & EVENT_ALARM != 0 { "intact after the alarm" } else { "woken without it" });
                 (IDLE, 0, 0)
             }
-            (0, 3) => (RECV, HEAP + 0x2000, FRAME_MAX as u64),
+            (0, 3) => {
+                // Sent while this VM was out whole: its info page, back in
+                // memory, says a frame waits.
+                findings.borrow_mut().push(if rx_frames(guest) == 1 {
+                    "info page: 1 frame"
+                } else {
+                    "info page wrong"
+                });
+                (RECV, HEAP + 0x2000, FRAME_MAX as u64)
+            }
             (0, 4) => {
+                findings.borrow_mut().push(if rx_frames(guest) == 0 { "info page: none" } else { "info page stale" });
                 let mut got = vec![0; FRAME_MAX];
                 let same = guest.read(HEAP + 0x2000, &mut got).is_ok() && got == frame(1, 0);
                 findings.borrow_mut().push(if same && context.rax == FRAME_MAX as u64 {
@@ -244,7 +262,10 @@ fn a_vm_swapped_out_whole_wakes_on_an_alarm_and_on_a_frame_with_its_memory_intac
     kernel.watermarks = crate::swap::Watermarks { low: u64::MAX / 4, high: u64::MAX / 4 };
     let frames_before = kernel.frames.in_use();
     assert_eq!(kernel.run(false), 0);
-    assert_eq!(*findings.borrow(), ["intact after the alarm", "got the frame", "intact after the frame"]);
+    assert_eq!(
+        *findings.borrow(),
+        ["intact after the alarm", "info page: 1 frame", "info page: none", "got the frame", "intact after the frame"]
+    );
     // Each went out whole (page tables and all) every time it idled, VM 0
     // twice and VM 1 once, keeping a record of at most 2 KiB, and came
     // back in as often.

@@ -127,6 +127,7 @@ fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Outcom
     }
     // A bad buffer loses the frame, as a NIC's DMA into one would.
     let result = parking.pop(vm.id, |frame| vm.write_guest(env.frames, addr, frame)).expect("peeked");
+    vm.set_rx_frames(parking.len(vm.id));
     Outcome::Resume(result.map_or_else(Error::to_return, |()| len as u64))
 }
 

@@ -22,7 +22,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::disk::Window;
 use denali_abi::image::{Image, ImageError, SEG_EXEC, SEG_WRITE};
-use denali_abi::info::{ARGS_MAX, FEATURE_FS_GS_BASE, INFO_MAGIC};
+use denali_abi::info::{ARGS_MAX, FEATURE_FS_GS_BASE, FEATURE_RX_COUNT, INFO_MAGIC};
 use denali_abi::layout::{CPU_STATE_PAGE, INFO_PAGE, STATE_SWITCH_PAGE};
 use denali_abi::net::Ipv4Config;
 
@@ -191,6 +191,7 @@ impl Loader<'_> {
             layout,
             state: State::Runnable,
             pending: 0,
+            rx_frames: 0,
             console_budget: TokenBucket::full(super::hypercall::CONSOLE_BURST, 0),
             stats: Stats { shared_pages: template.pages.len() as u64 + 1, ..Stats::default() },
             slice_left: crate::sched::TIME_SLICE_NS,
@@ -242,7 +243,8 @@ impl Loader<'_> {
     fn write_info_page(&self, vm: &mut Vm, args: &[u8]) {
         let layout = vm.layout;
         let (id, count, clock, ipv4, disk_sectors) = (vm.id, self.vm_count, self.clock, vm.ipv4, vm.disk.sectors);
-        let features = if self.state_switch.switches_bases() { FEATURE_FS_GS_BASE } else { 0 };
+        let bases = if self.state_switch.switches_bases() { FEATURE_FS_GS_BASE } else { 0 };
+        let rx_frames = vm.rx_frames;
         let Some(info) = vm.info_mut() else { return };
         info.magic = INFO_MAGIC;
         info.abi_version = denali_abi::ABI_VERSION;
@@ -256,7 +258,8 @@ impl Loader<'_> {
         info.tsc_mult = clock.tsc_mult;
         info.tsc_base = clock.tsc_base;
         info.unix_ns_at_boot = clock.unix_ns_at_boot;
-        info.features = features;
+        info.features = bases | FEATURE_RX_COUNT;
+        info.rx_frames = rx_frames;
         let args = &args[..args.len().min(ARGS_MAX)];
         info.args[..args.len()].copy_from_slice(args);
         info.args_len = args.len() as u32;

@@ -140,6 +140,9 @@ pub struct Vm {
     pub state: State,
     /// Events not yet delivered.
     pub pending: u64,
+    /// Frames in its receive ring, as its info page says (see
+    /// [`Vm::set_rx_frames`]).
+    pub rx_frames: u32,
     /// What is left of its console output rate.
     pub console_budget: crate::rate::TokenBucket,
     /// Accounting.
@@ -177,12 +180,23 @@ impl Vm {
         self.sync_info_page();
     }
 
-    /// Copies the pending set to the info page, if that page is in memory
-    /// (events that came while it was out reach it when it comes back).
+    /// Copies the pending set and the receive ring's length to the info
+    /// page, if that page is in memory (what changed while it was out
+    /// reaches it when it comes back).
     pub fn sync_info_page(&mut self) {
-        let pending = self.pending;
+        let (pending, rx_frames) = (self.pending, self.rx_frames);
         if let Some(info) = self.info_mut() {
             info.pending_events = pending;
+            info.rx_frames = rx_frames;
+        }
+    }
+
+    /// Tells the VM (on its info page) how many frames wait in its receive
+    /// ring: the ring changed. A VM that reads 0 there skips `net_recv`.
+    pub fn set_rx_frames(&mut self, frames: u16) {
+        self.rx_frames = u32::from(frames);
+        if let Some(info) = self.info_mut() {
+            info.rx_frames = u32::from(frames);
         }
     }
 

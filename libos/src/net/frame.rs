@@ -15,8 +15,12 @@ pub fn send(frame: &[u8]) -> Result<(), Error> {
 }
 
 /// Takes the oldest received frame into `buf`, returning its length, or
-/// `Err(Error::WouldBlock)` when none has arrived.
+/// `Err(Error::WouldBlock)` when none has arrived (seen on the info page
+/// without a hypercall, where the kernel keeps the ring's length there).
 pub fn try_recv(buf: &mut [u8]) -> Result<usize, Error> {
+    if crate::vm::rx_ring_is_empty() {
+        return Err(Error::WouldBlock);
+    }
     // SAFETY: the kernel writes at most `buf.len()` bytes at `buf`, a slice
     // borrowed mutably here.
     unsafe { call2(Hypercall::NetRecv, buf.as_mut_ptr() as u64, buf.len() as u64) }.map(|n| n as usize)
