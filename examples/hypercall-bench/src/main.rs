@@ -54,13 +54,20 @@ fn per_op(label: &str, n: u64, mut f: impl FnMut()) {
     println!("{label:<28} {:>10} ns/op  ({n} ops in {} ms)", ns / n, ns / 1_000_000);
 }
 
+/// The address of VM `peer`, the VM next to this one (the bundle gives
+/// consecutive VMs consecutive addresses).
+fn neighbour(peer: u32) -> denali::net::Ipv4Addr {
+    let me = denali::net::local_ip().expect("the bundle gives each VM an address").octets();
+    let last = if peer > denali::vm::id() { me[3] + 1 } else { me[3] - 1 };
+    denali::net::Ipv4Addr::new(me[0], me[1], me[2], last)
+}
+
 /// An IPv4 frame of `size` bytes from this VM to VM `peer` (one address
 /// away), which the switch lets through: this VM's MAC and address as its
 /// source.
 fn ipv4_frame(peer: u32, size: usize) -> Vec<u8> {
     let me = denali::net::local_ip().expect("the bundle gives each VM an address").octets();
-    let mut to = me;
-    to[3] = if peer > denali::vm::id() { me[3] + 1 } else { me[3] - 1 };
+    let to = neighbour(peer).octets();
     let mut f = alloc::vec![0u8; size];
     f[0..6].copy_from_slice(&mac_of(peer));
     f[6..12].copy_from_slice(&denali::vm::mac());
@@ -104,10 +111,7 @@ fn echo(iterations: u64) {
         while stream.read_exact(&mut buf).is_ok() && stream.write_all(&buf).is_ok() {}
         return;
     }
-    let server = denali::net::local_ip().expect("an address").octets();
-    let mut stream =
-        TcpStream::connect((denali::net::Ipv4Addr::new(server[0], server[1], server[2], server[3] - 1), 7))
-            .expect("VM 0 listens on port 7");
+    let mut stream = TcpStream::connect((neighbour(0), 7)).expect("VM 0 listens on port 7");
     stream.set_nodelay(true).expect("a connected socket");
     let mut buf = [7u8; 64];
     let mut round = || {

@@ -244,7 +244,6 @@ impl Loader<'_> {
         let layout = vm.layout;
         let (id, count, clock, ipv4, disk_sectors) = (vm.id, self.vm_count, self.clock, vm.ipv4, vm.disk.sectors);
         let bases = if self.state_switch.switches_bases() { FEATURE_FS_GS_BASE } else { 0 };
-        let rx_frames = vm.rx_frames;
         let Some(info) = vm.info_mut() else { return };
         info.magic = INFO_MAGIC;
         info.abi_version = denali_abi::ABI_VERSION;
@@ -259,12 +258,13 @@ impl Loader<'_> {
         info.tsc_base = clock.tsc_base;
         info.unix_ns_at_boot = clock.unix_ns_at_boot;
         info.features = bases | FEATURE_RX_COUNT;
-        info.rx_frames = rx_frames;
         let args = &args[..args.len().min(ARGS_MAX)];
         info.args[..args.len()].copy_from_slice(args);
         info.args_len = args.len() as u32;
         info.mac[..6].copy_from_slice(&denali_abi::net::mac_of(id));
         info.ipv4 = ipv4;
         info.disk_sectors = disk_sectors;
+        // Events and frames that came before it first ran.
+        vm.sync_info_page();
     }
 }

@@ -106,6 +106,19 @@ global_asm!(
     "    pop rbx",
     "    pop rax",
     ".endm",
+    // Puts the kernel's own trap stack back in the TSS; its top is left in
+    // rax.
+    ".macro denali_kernel_trap_stack",
+    "    mov rax, [rip + DENALI_KERNEL_TRAP_STACK]",
+    "    mov [rip + DENALI_TSS + {trap_stack}], rax",
+    ".endm",
+    // Copies a trap frame (the registers the stubs pushed at rsp) to the
+    // context at rdi.
+    ".macro denali_copy_frame",
+    "    mov rsi, rsp",
+    "    mov ecx, {words}",
+    "    rep movsq",
+    ".endm",
     // Leaving the kernel for ring 3: keeps the callee-saved registers and
     // the stack pointer to come back to, and where a trap saves the ring-3
     // registers (rdi), which becomes the trap stack: a trap pushes its
@@ -125,8 +138,7 @@ global_asm!(
     // Back from ring 3: returns from denali_enter_user or denali_enter_save,
     // with the kernel's own trap stack back in the TSS.
     ".macro denali_back_to_kernel",
-    "    mov rax, [rip + DENALI_KERNEL_TRAP_STACK]",
-    "    mov [rip + DENALI_TSS + {trap_stack}], rax",
+    "    denali_kernel_trap_stack",
     "    mov rsp, [rip + DENALI_KERNEL_RSP]",
     "    pop r15",
     "    pop r14",
@@ -189,24 +201,19 @@ global_asm!(
     "    mov rdi, [rip + DENALI_CURRENT_CONTEXT]",
     "    cmp rsp, rdi",
     "    je 3f",
-    "    mov rsi, rsp",
-    "    mov ecx, {words}",
-    "    rep movsq",
+    "    denali_copy_frame",
     "3:  denali_back_to_kernel",
     // From ring 0: the timer or the NIC waking the halted kernel, or a
     // kernel bug (reported, and the run stops). The kernel's own trap stack
     // goes back into the TSS, and a frame that landed elsewhere (a fault
     // while a VM's context was the trap stack, or an NMI) moves onto it, so
     // the report never runs on a VM's context.
-    "2:  mov rax, [rip + DENALI_KERNEL_TRAP_STACK]",
-    "    mov [rip + DENALI_TSS + {trap_stack}], rax",
+    "2:  denali_kernel_trap_stack",
     "    sub rax, {context_size}",
     "    cmp rsp, rax",
     "    je 4f",
-    "    mov rsi, rsp",
     "    mov rdi, rax",
-    "    mov ecx, {words}",
-    "    rep movsq",
+    "    denali_copy_frame",
     "    mov rsp, rax",
     "4:  mov rdi, rsp",
     "    call denali_kernel_trap",
