@@ -167,6 +167,11 @@ pub mod ports {
     /// [`SwapCounters`](crate::counters::SwapCounters), which the monitor
     /// may then read at any time. Unclaimed elsewhere.
     pub const COUNTERS: u16 = 0x507;
+    /// Debug device: a 32-bit write of the physical address of a
+    /// [`CrashReport`](crate::debug::CrashReport) just before the kernel
+    /// frees a crashed VM's memory; the monitor reads the report and the
+    /// VM's pages before the write returns. Unclaimed elsewhere.
+    pub const DEBUG: u16 = 0x508;
 }
 
 /// Magic at the start of a boot bundle.

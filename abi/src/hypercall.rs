@@ -17,7 +17,10 @@ pub const HYPERCALL_VECTOR: u8 = 4;
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hypercall {
-    /// `exit(code: i32) -> !`: the VM stops; `code` is its exit status.
+    /// `exit(code: i32, flags: u64) -> !`: the VM stops; `code` is its exit
+    /// status. `flags` [`EXIT_CRASHED`](crate::debug::EXIT_CRASHED) says it
+    /// panicked or aborted, so it is reported with a backtrace as a fault
+    /// is; other bits are ignored.
     Exit = 0,
     /// `console_write(buf: *const u8, len: usize) -> usize`: writes at most
     /// [`CONSOLE_WRITE_MAX`] bytes to the console, returns how many.

@@ -27,6 +27,7 @@ pub mod boot;
 pub mod calendar;
 pub mod console;
 pub mod counters;
+pub mod debug;
 pub mod disk;
 pub mod hypercall;
 pub mod image;

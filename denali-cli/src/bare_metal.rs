@@ -9,7 +9,7 @@
 
 use crate::build::{self, BuildOptions};
 use crate::run::{RunOptions, Service};
-use crate::{disk, image, kernel, vm_disk};
+use crate::{disk, kernel, vm_disk};
 use anyhow::{Context, Result, bail};
 use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, set_run_flags};
 use std::path::{Path, PathBuf};
@@ -52,12 +52,7 @@ pub fn build_images(options: &BuildOptions, run: ImageRun) -> Result<Vec<BareMet
         if let Some(n) = run.instances {
             b.manifest.instances = n;
         }
-        let service = Service {
-            name: b.name.clone(),
-            image: image::read_dvm(&b.dvm)?,
-            manifest: b.manifest,
-            disk_file: b.dvm.with_extension("disk"),
-        };
+        let service = Service::load(&b.dvm, b.manifest)?;
         let (mut bundle, _) = crate::run::bundle(std::slice::from_ref(&service))?;
         let flags = if run.stats { BOOT_FLAG_STATS } else { 0 } | if run.verbose { BOOT_FLAG_VERBOSE } else { 0 };
         set_run_flags(&mut bundle, flags);

@@ -109,6 +109,10 @@ enum Command {
         /// are written there and read back when they wake.
         #[arg(long, value_name = "MIB")]
         swap: Option<u64>,
+        /// Write an ELF core file (`core.vmN`, for `gdb NAME.elf core.vmN`)
+        /// of each VM that faults or panics into DIR.
+        #[arg(long, value_name = "DIR")]
+        core_dir: Option<PathBuf>,
     },
 }
 
@@ -143,7 +147,7 @@ fn main() -> ExitCode {
         Command::Build { build, bare_metal: false } => {
             build::build(&build.into()).map(|built| report_built(&built.into_iter().map(|b| b.dvm).collect::<Vec<_>>()))
         }
-        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu, disk, swap } => {
+        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu, disk, swap, core_dir } => {
             let time_limit = match timeout {
                 Some(secs) if !(secs > 0.0 && secs < 1e9) => {
                     Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
@@ -167,6 +171,7 @@ fn main() -> ExitCode {
                     qemu,
                     disk,
                     swap: swap.map_or(0, |mib| mib.saturating_mul(1 << 20)),
+                    core_dir,
                 })
             })
         }

@@ -9,7 +9,7 @@ use denali_abi::boot::{BundleSpec, build_bundle};
 use denali_abi::net::Ipv4Config;
 use denali_monitor::net::{NetConfig, PortForward};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What to run.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub disk: Option<PathBuf>,
     /// Bytes of swap area on the disk (0: none).
     pub swap: u64,
+    /// Where VMs that crash leave core files.
+    pub core_dir: Option<PathBuf>,
 }
 
 /// Parses `--net user|tap=NAME` (given `-p` forwards or not) into the TAP
@@ -95,6 +97,9 @@ pub struct Service {
     /// Where its VMs' disk is kept unless `--disk` says otherwise: beside
     /// the image.
     pub disk_file: PathBuf,
+    /// The ELF the image was made from, kept beside it by the build, which
+    /// names the functions of a crash's backtrace.
+    pub elf: Option<PathBuf>,
 }
 
 /// The images to boot: built here (with their `Denali.toml`), or prebuilt
@@ -117,13 +122,22 @@ fn services(options: &RunOptions) -> Result<Vec<Service>> {
     images
         .into_iter()
         .map(|(path, mut manifest)| {
-            let name = path.file_stem().map_or_else(|| "service".into(), |s| s.to_string_lossy().into_owned());
             if let Some(n) = options.instances {
                 manifest.instances = n;
             }
-            Ok(Service { name, image: image::read_dvm(&path)?, manifest, disk_file: path.with_extension("disk") })
+            Service::load(&path, manifest)
         })
         .collect()
+}
+
+impl Service {
+    /// The image at `dvm` (named after its file), booted as `manifest`
+    /// says, with the disk file and ELF kept beside it.
+    pub fn load(dvm: &Path, manifest: Manifest) -> Result<Service> {
+        let name = dvm.file_stem().map_or_else(|| "service".into(), |s| s.to_string_lossy().into_owned());
+        let elf = Some(dvm.with_extension("elf")).filter(|elf| elf.is_file());
+        Ok(Service { name, image: image::read_dvm(dvm)?, manifest, disk_file: dvm.with_extension("disk"), elf })
+    }
 }
 
 /// Each service's first address: its manifest's, or else the next range
@@ -223,6 +237,9 @@ pub const PVM_NOTE: &str = "note: /dev/kvm here is KVM's PVM flavour (module kvm
 /// status.
 pub fn run(options: &RunOptions) -> Result<i32> {
     if options.qemu {
+        if options.core_dir.is_some() {
+            bail!("--core-dir needs our KVM monitor, which reads the crashed VM's memory: drop --qemu");
+        }
         return crate::bare_metal::run(options);
     }
     denali_monitor::check_kvm()?;
@@ -239,6 +256,12 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     config.time_limit = options.time_limit;
     config.net = net;
     config.disk = crate::vm_disk::for_run(&services, options.disk.as_deref(), options.swap)?;
+    config.elves = services.iter().map(|s| s.elf.clone()).collect();
+    if let Some(dir) = &options.core_dir {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the core-file directory {}", dir.display()))?;
+        config.core_dir = Some(dir.clone());
+    }
     if let Some(memory) = options.memory {
         config.mem_size = memory;
     }
@@ -255,7 +278,7 @@ mod tests {
             text += &format!("[network]\nip = \"{ip}\"\ngateway = \"10.0.2.2\"\n");
         }
         let manifest = Manifest::parse(&text).unwrap();
-        Service { name: name.into(), image: Vec::new(), manifest, disk_file: PathBuf::new() }
+        Service { name: name.into(), image: Vec::new(), manifest, disk_file: PathBuf::new(), elf: None }
     }
 
     fn first_addresses(services: &[Service]) -> Result<Vec<Ipv4Addr>> {

@@ -76,6 +76,10 @@ pub trait Platform {
     /// Tells the monitor (if any) where the kernel keeps its swap
     /// counters, which stay there while VMs run.
     fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters);
+    /// Tells the monitor (if any) that a VM crashed, while its memory is
+    /// still mapped as the report says; the monitor has read what it wants
+    /// when this returns.
+    fn report_crash(&mut self, report: &denali_abi::debug::CrashReport);
 }
 
 /// The machine's NIC: the virtual switch's uplink.

@@ -201,6 +201,8 @@ pub struct Sim {
     pub progress: Vec<(u32, u32)>,
     /// Where the kernel said its swap counters are.
     pub shared_counters: Option<*const denali_abi::counters::SwapCounters>,
+    /// Every crash report the kernel made, in order.
+    pub crashes: Vec<denali_abi::debug::CrashReport>,
 }
 
 /// The simulated TSC's frequency: 1 GHz (1 ns a tick).
@@ -223,6 +225,7 @@ impl Sim {
             saves: 0,
             progress: Vec::new(),
             shared_counters: None,
+            crashes: Vec::new(),
         }
     }
 }
@@ -305,6 +308,10 @@ impl Platform for Sim {
 
     fn report_progress(&mut self, vms_made: u32, memory_mib: u32) {
         self.progress.push((vms_made, memory_mib));
+    }
+
+    fn report_crash(&mut self, report: &denali_abi::debug::CrashReport) {
+        self.crashes.push(*report);
     }
 
     fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters) {

@@ -25,11 +25,12 @@ extern "C" fn _start() -> ! {
     }
 }
 
-/// Panics print where and why, as `std` does, and exit with status 101.
+/// Panics print where and why, as `std` does, and exit with status 101
+/// (the host then prints the backtrace).
 /// (A std service has std's own.)
 #[cfg(not(target_os = "hermit"))]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     println!("{info}");
-    process::exit(101)
+    process::crash(101)
 }

@@ -506,9 +506,15 @@ pub(crate) fn spawn_raw(entry: Box<dyn FnOnce()>, stack_size: usize) -> Option<(
     // the stack as a call would leave it (16-byte aligned before the call).
     let top = (stack.as_mut_ptr() as u64 + stack_size as u64) & !15;
     let return_slot = top - 16;
-    // SAFETY: `return_slot` and the 48 bytes below it lie inside `stack`,
-    // which the thread table keeps alive until the thread has finished.
-    unsafe { ((return_slot) as *mut u64).write(thread_start as *const () as u64) };
+    // SAFETY: `return_slot`, the 48 bytes below it and the 8 above it lie
+    // inside `stack`, which the thread table keeps alive until the thread
+    // has finished. A zero frame pointer (popped into rbp) and a zero return
+    // address above thread_start's frame end a backtrace there.
+    unsafe {
+        ((return_slot) as *mut u64).write(thread_start as *const () as u64);
+        ((return_slot - 8) as *mut u64).write(0);
+        ((return_slot + 8) as *mut u64).write(0);
+    }
     let rsp = return_slot - 6 * 8;
     Some(with(|rt| {
         let mut thread = Thread::new(rsp, Some(stack), Some(entry));

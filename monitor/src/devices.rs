@@ -9,6 +9,7 @@
 //! another's.
 
 use crate::counters::LiveCounters;
+use crate::debug::Crashes;
 use denali_abi::boot::ports;
 use denali_abi::console::{CONSOLE_PIECES, CONSOLE_PREFIX, ConsoleRequest, Lines, Writer};
 use denali_abi::hypercall::CONSOLE_WRITE_MAX;
@@ -87,18 +88,25 @@ pub struct PortBus {
     memory_mib: u32,
     /// Where to say the kernel's counters are, if anyone reads them.
     counters: Option<LiveCounters>,
+    /// What explains a crashed VM.
+    crashes: Crashes,
 }
 
 const SERIAL_PORTS: std::ops::Range<u16> = ports::SERIAL..ports::SERIAL + 8;
 
 impl PortBus {
     /// A bus whose console draws on `console`, reading the buffers the
-    /// console port names from `memory`, and which tells `counters` where
-    /// the kernel keeps its own.
-    pub fn new(console: Box<dyn Write + Send>, memory: GuestMemoryMmap, counters: Option<LiveCounters>) -> Self {
+    /// console port names from `memory`, which tells `counters` where
+    /// the kernel keeps its own, and which explains crashes with `crashes`.
+    pub fn new(
+        console: Box<dyn Write + Send>,
+        memory: GuestMemoryMmap,
+        counters: Option<LiveCounters>,
+        crashes: Crashes,
+    ) -> Self {
         let screen = Arc::new(Mutex::new(Screen { lines: Lines::new(), out: console }));
         let serial = Serial::new(NoInterrupt, KernelText(screen.clone()));
-        PortBus { serial, screen, memory, memory_mib: 0, counters }
+        PortBus { serial, screen, memory, memory_mib: 0, counters, crashes }
     }
 
     /// A write of `data` to `port`.
@@ -125,6 +133,12 @@ impl PortBus {
             ports::COUNTERS => {
                 if let Some(counters) = &self.counters {
                     counters.attach(self.memory.clone(), u64::from(le_u32(data)));
+                }
+                PortAction::Continue
+            }
+            ports::DEBUG => {
+                if let Some(text) = self.crashes.describe(u64::from(le_u32(data))) {
+                    self.screen.lock().unwrap_or_else(|e| e.into_inner()).draw(Writer::Kernel, false, text.as_bytes());
                 }
                 PortAction::Continue
             }
@@ -191,7 +205,11 @@ mod tests {
     fn bus() -> (PortBus, CapturedConsole, GuestMemoryMmap) {
         let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
         let sink = CapturedConsole::default();
-        (PortBus::new(Box::new(sink.clone()), memory.clone(), None), sink, memory)
+        (
+            PortBus::new(Box::new(sink.clone()), memory.clone(), None, Crashes::new(memory.clone(), &[], &[], None)),
+            sink,
+            memory,
+        )
     }
 
     #[test]
@@ -236,7 +254,12 @@ mod tests {
     fn the_counters_port_lets_a_reader_watch_the_kernels_counters_change() {
         let (_, sink, memory) = bus();
         let counters = LiveCounters::default();
-        let mut bus = PortBus::new(Box::new(sink), memory.clone(), Some(counters.clone()));
+        let mut bus = PortBus::new(
+            Box::new(sink),
+            memory.clone(),
+            Some(counters.clone()),
+            Crashes::new(memory.clone(), &[], &[], None),
+        );
         assert_eq!(counters.read(), None, "nothing to read before the kernel says where");
         let write = |swap_ins: u64| {
             let mut words = [0u64; SwapCounters::SIZE / 8];

@@ -8,6 +8,7 @@
 //! the monitor: their hypercalls are handled inside the guest.
 
 mod counters;
+mod debug;
 mod devices;
 mod disk;
 mod error;
@@ -54,6 +55,13 @@ pub struct Config {
     /// Where the kernel's swap counters can be read while the VMs run;
     /// `None` (the default): nobody reads them.
     pub counters: Option<LiveCounters>,
+    /// Each bundle image's ELF, in bundle order, from which a crashed VM's
+    /// backtrace gets its names and lines; an image without one (or past
+    /// the end) gets raw addresses.
+    pub elves: Vec<Option<PathBuf>>,
+    /// Where a VM that crashes leaves an ELF core file (`core.vmN`);
+    /// `None` (the default): nowhere.
+    pub core_dir: Option<PathBuf>,
 }
 
 /// Read errors a run's disk makes up (see [`Config::disk_faults`]).
@@ -79,6 +87,8 @@ impl Config {
             disk: None,
             disk_faults: None,
             counters: None,
+            elves: Vec::new(),
+            core_dir: None,
         }
     }
 }

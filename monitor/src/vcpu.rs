@@ -1,6 +1,7 @@
 //! The KVM VM and its one vCPU: memory, kernel loading, long-mode entry and
 //! the run loop.
 
+use crate::debug::Crashes;
 use crate::devices::{PortAction, PortBus};
 use crate::disk::BlockDevice;
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
@@ -39,6 +40,8 @@ pub struct Machine {
     progress: BootProgress,
     /// Who reads the kernel's counters, if anyone.
     counters: Option<crate::LiveCounters>,
+    /// What explains a crashed VM (taken by the port bus when it runs).
+    crashes: Option<Crashes>,
 }
 
 pub fn open_kvm() -> Result<Kvm, Error> {
@@ -162,7 +165,8 @@ impl Machine {
         };
         let progress = BootProgress::new(&config.bundle);
         let counters = config.counters.clone();
-        let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress, counters };
+        let crashes = Some(Crashes::new(memory.clone(), &config.bundle, &config.elves, config.core_dir.clone()));
+        let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress, counters, crashes };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
@@ -209,7 +213,8 @@ impl Machine {
 
     /// Runs the vCPU until the kernel writes the exit port.
     pub fn run(mut self, console: Box<dyn Write + Send>) -> Result<i32, Error> {
-        let mut bus = PortBus::new(console, self.memory.clone(), self.counters.take());
+        let crashes = self.crashes.take().expect("a machine runs once");
+        let mut bus = PortBus::new(console, self.memory.clone(), self.counters.take(), crashes);
         let result = loop {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,

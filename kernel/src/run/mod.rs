@@ -666,7 +666,10 @@ impl<P: Platform> Kernel<P> {
                 self.sched.make_runnable(id);
                 return Next::Stop;
             }
-            Outcome::Exit(status) => {
+            Outcome::Exit(status, crashed) => {
+                if crashed {
+                    self.report_crash(id, None);
+                }
                 self.finish(id, status);
                 return Next::Stop;
             }
@@ -704,8 +707,18 @@ impl<P: Platform> Kernel<P> {
         }
         let Some(vm) = self.vms[id as usize].as_ref() else { return Next::Stop };
         kprintln!("denali: {}", vm.describe(&fault));
+        self.report_crash(id, Some(&fault));
         self.finish(id, fault_status(vector));
         Next::Stop
+    }
+
+    /// Tells the platform that VM `id` crashed (`fault`: how, if a CPU
+    /// exception), before its memory is freed.
+    fn report_crash(&mut self, id: VmId, fault: Option<&Fault>) {
+        let report = self.vms[id as usize].as_ref().and_then(|vm| vm.crash_report(fault));
+        if let Some(report) = report {
+            self.platform.report_crash(&report);
+        }
     }
 
     /// Stops VM `id` with `status` and gives its memory back.

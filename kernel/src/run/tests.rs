@@ -303,3 +303,31 @@ fn more_vms_than_memory_holds_at_once_all_run_when_they_come_and_go() {
     assert_eq!(kernel.run(false), 0);
     assert!(kernel.statuses.iter().all(|status| *status == Some(0)));
 }
+
+#[test]
+fn a_crash_is_reported_with_the_vms_registers_and_a_clean_exit_is_not() {
+    use denali_abi::debug::{CrashKind, EXIT_CRASHED};
+    // VM 0 exits, VM 1 panics (exit with the crashed flag), VM 2 reads
+    // past the end of its space.
+    let program = |id: u32| -> Program {
+        Box::new(move |guest: &mut Guest, context| {
+            context.rbp = 0x1000 + u64::from(id);
+            match id {
+                0 => (context.rax, context.rdi, context.rsi) = (EXIT, 0, 0),
+                1 => (context.rax, context.rdi, context.rsi) = (EXIT, 101, EXIT_CRASHED),
+                _ => return guest.read(u64::MAX - 7, &mut [0; 8]).expect_err("beyond the space"),
+            }
+            Trap::Hypercall
+        })
+    };
+    let mut kernel = kernel(16, 64, 3, program);
+    kernel.run(false);
+    assert_eq!(kernel.statuses, [Some(0), Some(101), Some(super::fault_status(14))]);
+    let crashes = &kernel.platform.crashes;
+    assert_eq!(crashes.iter().map(|c| c.vm).collect::<Vec<_>>(), [1, 2], "one report per crashed VM");
+    let (panic, fault) = (&crashes[0], &crashes[1]);
+    assert_eq!((panic.crash_kind(), panic.regs.rbp, panic.regs.rdi), (Some(CrashKind::Panic), 0x1001, 101));
+    assert_eq!((fault.crash_kind(), fault.vector, fault.regs.rbp), (Some(CrashKind::Fault), 14, 0x1002));
+    assert_eq!(fault.fault_address, u64::MAX - 7);
+    assert!(panic.root != 0 && panic.space_size > 0 && panic.regs.cs & 3 == 3, "{panic:?}");
+}

@@ -19,8 +19,9 @@ pub enum Outcome {
     Block,
     /// Return 0 and put the VM at the back of the run queue.
     Yield,
-    /// The VM is finished with this status.
-    Exit(i32),
+    /// The VM is finished with this status; true if it says it crashed
+    /// (see `denali_abi::debug::EXIT_CRASHED`).
+    Exit(i32, bool),
     /// Return the frame's length (this value) in `rax` and keep running
     /// the VM; the switch took the frame it sent as the second says (the
     /// kernel wakes the VM it went to).
@@ -62,7 +63,7 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
     // Pointer arguments are flat addresses of this VM, checked on use.
     let (p0, p1) = (GuestAddr::new(a0), GuestAddr::new(a1));
     match call {
-        Hypercall::Exit => Outcome::Exit(a0 as i32),
+        Hypercall::Exit => Outcome::Exit(a0 as i32, a1 & denali_abi::debug::EXIT_CRASHED != 0),
         Hypercall::ConsoleWrite => console_write(vm, env, p0, a1),
         Hypercall::Idle => idle(vm),
         Hypercall::Alarm => alarm(vm, env, a0),

@@ -15,7 +15,7 @@ extern "C" fn sys_exit(status: i32) -> ! {
 
 #[unsafe(no_mangle)]
 extern "C" fn sys_abort() -> ! {
-    crate::process::exit(if PANICKED.load(Ordering::Relaxed) { PANIC_STATUS } else { ABORT_STATUS })
+    crate::process::crash(if PANICKED.load(Ordering::Relaxed) { PANIC_STATUS } else { ABORT_STATUS })
 }
 
 /// The VM's id: one "process" per VM.

@@ -79,4 +79,8 @@ impl Platform for Machine {
     fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters) {
         super::share_counters(counters);
     }
+
+    fn report_crash(&mut self, report: &denali_abi::debug::CrashReport) {
+        super::report_crash(report);
+    }
 }

@@ -1,0 +1,222 @@
+//! Crash reports: what the kernel tells the monitor about a VM that
+//! faulted or panicked, so that the host can print its backtrace with
+//! names and lines and write a core file of it.
+//!
+//! The kernel writes the physical address of a [`CrashReport`] to
+//! [`ports::DEBUG`](crate::boot::ports::DEBUG) just before it frees the
+//! VM's memory; the monitor reads the report and, through the page tables
+//! it names, the VM's own pages (and nothing else) while the port write
+//! holds the kernel still. Where no monitor claims the port, the write does
+//! nothing.
+
+/// The second argument of `exit` (see
+/// [`Hypercall::Exit`](crate::hypercall::Hypercall::Exit)): the VM panicked
+/// or aborted, so the kernel reports it as it reports a fault.
+pub const EXIT_CRASHED: u64 = 1;
+
+/// Why the VM stopped.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrashKind {
+    /// A CPU exception the kernel could not resolve.
+    Fault = 1,
+    /// `exit` with [`EXIT_CRASHED`]: a panic or an abort.
+    Panic = 2,
+}
+
+/// A VM's general registers, in the order of Linux's `user_regs_struct`
+/// (what an ELF core's `NT_PRSTATUS` note holds).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct UserRegs {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub rbp: u64,
+    pub rbx: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub orig_rax: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub ds: u64,
+    pub es: u64,
+    pub fs: u64,
+    pub gs: u64,
+}
+
+/// Words in a [`UserRegs`].
+pub const USER_REGS_WORDS: usize = 27;
+
+/// What the kernel says about a VM that crashed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrashReport {
+    /// The VM's id.
+    pub vm: u64,
+    /// A [`CrashKind`], as a number (the monitor checks it).
+    pub kind: u64,
+    /// The exception's vector (a fault), else 0.
+    pub vector: u64,
+    /// The exception's error code, else 0.
+    pub error_code: u64,
+    /// The address a page fault was for, else 0.
+    pub fault_address: u64,
+    /// The physical address of the VM's top-level page table.
+    pub root: u64,
+    /// The size of the VM's flat address space: it sees `[0, space_size)`.
+    pub space_size: u64,
+    /// Its registers where it stopped.
+    pub regs: UserRegs,
+}
+
+const HEADER_WORDS: usize = 7;
+const _: () = assert!(core::mem::size_of::<UserRegs>() == USER_REGS_WORDS * 8);
+const _: () = assert!(core::mem::size_of::<CrashReport>() == CrashReport::SIZE);
+
+impl CrashReport {
+    /// Its size in guest memory.
+    pub const SIZE: usize = (HEADER_WORDS + USER_REGS_WORDS) * 8;
+
+    /// The report from its bytes in guest memory (little-endian words in
+    /// field order).
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> CrashReport {
+        let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let regs: [u64; USER_REGS_WORDS] = core::array::from_fn(|i| word(HEADER_WORDS + i));
+        CrashReport {
+            vm: word(0),
+            kind: word(1),
+            vector: word(2),
+            error_code: word(3),
+            fault_address: word(4),
+            root: word(5),
+            space_size: word(6),
+            regs: UserRegs::from_words(regs),
+        }
+    }
+
+    /// What kind of crash it names, if a known one.
+    pub fn crash_kind(&self) -> Option<CrashKind> {
+        match self.kind {
+            1 => Some(CrashKind::Fault),
+            2 => Some(CrashKind::Panic),
+            _ => None,
+        }
+    }
+}
+
+impl UserRegs {
+    /// The registers in field order.
+    pub fn to_words(&self) -> [u64; USER_REGS_WORDS] {
+        let r = self;
+        [
+            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi,
+            r.orig_rax, r.rip, r.cs, r.rflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs,
+        ]
+    }
+
+    /// Registers from their words in field order.
+    pub fn from_words(w: [u64; USER_REGS_WORDS]) -> UserRegs {
+        let [
+            r15,
+            r14,
+            r13,
+            r12,
+            rbp,
+            rbx,
+            r11,
+            r10,
+            r9,
+            r8,
+            rax,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            orig_rax,
+            rip,
+            cs,
+            rflags,
+            rsp,
+            ss,
+            fs_base,
+            gs_base,
+            ds,
+            es,
+            fs,
+            gs,
+        ] = w;
+        UserRegs {
+            r15,
+            r14,
+            r13,
+            r12,
+            rbp,
+            rbx,
+            r11,
+            r10,
+            r9,
+            r8,
+            rax,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            orig_rax,
+            rip,
+            cs,
+            rflags,
+            rsp,
+            ss,
+            fs_base,
+            gs_base,
+            ds,
+            es,
+            fs,
+            gs,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_reads_back_from_its_bytes() {
+        let regs = UserRegs::from_words(core::array::from_fn(|i| 100 + i as u64));
+        assert_eq!(regs.rip, 116);
+        assert_eq!(regs.rsp, 119);
+        let report = CrashReport {
+            vm: 3,
+            kind: CrashKind::Panic as u64,
+            vector: 0,
+            error_code: 0,
+            fault_address: 0,
+            root: 0x5000,
+            space_size: 1 << 30,
+            regs,
+        };
+        // SAFETY: CrashReport is repr(C) and all u64, with no padding: its
+        // bytes are initialised, and are what the kernel leaves in memory.
+        let bytes: [u8; CrashReport::SIZE] = unsafe { core::mem::transmute(report) };
+        let back = CrashReport::from_bytes(&bytes);
+        assert_eq!(back, report);
+        assert_eq!(back.crash_kind(), Some(CrashKind::Panic));
+        assert_eq!(back.regs.to_words(), core::array::from_fn(|i| 100 + i as u64));
+    }
+}

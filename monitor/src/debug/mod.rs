@@ -1,0 +1,191 @@
+//! Crashed VMs made readable. When the kernel reports that a VM faulted or
+//! panicked (see `denali_abi::debug`), the monitor reads the VM's stack
+//! through the VM's own page tables, prints its backtrace with function
+//! names, files and lines from the image's ELF, and, where asked, writes a
+//! core file of it.
+
+mod backtrace;
+mod core_file;
+mod symbols;
+mod walk;
+
+use denali_abi::boot::Bundle;
+use denali_abi::debug::{CrashKind, CrashReport};
+use std::fmt::Write as _;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use symbols::{SourceFrame, Symbols};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use walk::VmSpace;
+
+/// Why a crash has no names when the image came without its ELF.
+const NO_ELF: &str = "the image's ELF is not beside it (`cargo denali build` keeps NAME.elf next to NAME.dvm)";
+
+/// Functions of the panic machinery: a panic's backtrace starts below the
+/// last of them, where the service's own code panicked.
+const PANIC_MACHINERY: [&str; 4] = [
+    "core::panicking::",
+    "rust_begin_unwind",
+    "__rustc::rust_begin_unwind",
+    "std::sys::backtrace::__rust_end_short_backtrace",
+];
+
+/// Where std's runtime calls `main`: a backtrace ends above it, as std's
+/// own short backtraces do.
+const RUNTIME_START: &str = "std::sys::backtrace::__rust_begin_short_backtrace";
+
+/// One image of the bundle and what is known of its code.
+struct Image {
+    name: String,
+    /// Ids of the VMs made from it.
+    vms: Range<u64>,
+    elf: Option<PathBuf>,
+    /// Loaded at its first crash.
+    symbols: Option<Result<Symbols, String>>,
+}
+
+/// Most core files one run writes: a bundle of many VMs that all crash
+/// must not fill the disk.
+pub const CORE_FILES_MAX: usize = 16;
+
+/// What the monitor knows to explain crashes.
+pub struct Crashes {
+    memory: GuestMemoryMmap,
+    images: Vec<Image>,
+    /// Where to write core files, if anywhere.
+    core_dir: Option<PathBuf>,
+    /// Core files written so far.
+    cores: usize,
+}
+
+impl Crashes {
+    /// Crash reports for the VMs of `bundle` in `memory`; `elves[i]` is
+    /// the ELF of the bundle's `i`th image, if there is one. With a
+    /// `core_dir`, each crashed VM also leaves a core file there.
+    pub fn new(
+        memory: GuestMemoryMmap,
+        bundle: &[u8],
+        elves: &[Option<PathBuf>],
+        core_dir: Option<PathBuf>,
+    ) -> Crashes {
+        let mut images = Vec::new();
+        if let Ok(bundle) = Bundle::parse(bundle) {
+            let mut next = 0u64;
+            for index in 0..bundle.len() {
+                let Some((entry, _)) = bundle.entry(index) else { continue };
+                let vms = next..next + u64::from(entry.instances);
+                next = vms.end;
+                let elf = elves.get(index as usize).cloned().flatten();
+                images.push(Image { name: entry.name().to_string(), vms, elf, symbols: None });
+            }
+        }
+        Crashes { memory, images, core_dir, cores: 0 }
+    }
+
+    /// What to print for the crash report at guest-physical `addr`;
+    /// nothing if it cannot be read.
+    pub fn describe(&mut self, addr: u64) -> Option<String> {
+        let mut bytes = [0u8; CrashReport::SIZE];
+        self.memory.read_slice(&mut bytes, GuestAddress(addr)).ok()?;
+        let report = CrashReport::from_bytes(&bytes);
+        let kind = report.crash_kind()?;
+        let space = VmSpace::new(&self.memory, report.root, report.space_size);
+        let regs = &report.regs;
+        let addresses = backtrace::return_addresses(&space, regs.rip, regs.rbp, regs.rsp);
+        let image = self.images.iter_mut().find(|image| image.vms.contains(&report.vm));
+        let name = image.as_ref().map_or("?", |image| image.name.as_str()).to_string();
+        let elf = image.as_ref().and_then(|image| image.elf.clone());
+        let mut text = format!("denali: vm {} ({name}) backtrace:\n", report.vm);
+        match image.map(Image::symbols) {
+            Some(Ok(symbols)) => write_named(&mut text, symbols, &addresses, kind),
+            why => {
+                for (number, address) in addresses.iter().enumerate() {
+                    let _ = writeln!(text, "  #{number} {address:#018x}");
+                }
+                let why = match why {
+                    Some(Err(why)) => why.as_str(),
+                    _ => NO_ELF,
+                };
+                let _ = writeln!(text, "  (no function names: {why})");
+            }
+        }
+        if let Some(dir) = self.core_dir.clone() {
+            let elf = elf.unwrap_or_else(|| PathBuf::from(format!("{name}.elf")));
+            text += &self.write_core(&dir, &report, &name, &elf);
+        }
+        Some(text)
+    }
+
+    /// Writes the core of the VM `report` names (made from `elf`) into
+    /// `dir`; says where, or why not.
+    fn write_core(&mut self, dir: &Path, report: &CrashReport, name: &str, elf: &Path) -> String {
+        let vm = report.vm;
+        if self.cores >= CORE_FILES_MAX {
+            return format!("denali: vm {vm} left no core file: this run wrote {CORE_FILES_MAX} already\n");
+        }
+        self.cores += 1;
+        let path = dir.join(format!("core.vm{vm}"));
+        let space = VmSpace::new(&self.memory, report.root, report.space_size);
+        let program = elf.file_name().map_or_else(|| name.into(), |file| file.to_string_lossy());
+        let written = std::fs::File::create(&path)
+            .and_then(|file| core_file::write_core(&mut std::io::BufWriter::new(file), &space, report, &program, name));
+        let (path, elf) = (path.display(), elf.display());
+        match written {
+            Ok(()) => format!("denali: vm {vm} core file: {path} (open it with `gdb {elf} {path}`)\n"),
+            Err(e) => format!("denali: vm {vm} left no core file: cannot write {path}: {e}\n"),
+        }
+    }
+}
+
+impl Image {
+    fn symbols(&mut self) -> &Result<Symbols, String> {
+        let elf = &self.elf;
+        self.symbols.get_or_insert_with(|| match elf {
+            Some(path) => Symbols::load(path).map_err(|e| format!("cannot read {}: {e}", path.display())),
+            None => Err(NO_ELF.into()),
+        })
+    }
+}
+
+/// Writes the frames at `addresses` (innermost first) with their names,
+/// leaving out a panic's machinery.
+fn write_named(text: &mut String, symbols: &Symbols, addresses: &[u64], kind: CrashKind) {
+    let mut frames: Vec<(u64, SourceFrame)> = Vec::new();
+    for (index, &address) in addresses.iter().enumerate() {
+        // A return address is the instruction after the call.
+        let pc = if index == 0 { address } else { address.saturating_sub(1) };
+        let found = symbols.frames_at(pc);
+        if found.is_empty() {
+            frames.push((address, SourceFrame { function: None, location: None, inlined: false }));
+        }
+        frames.extend(found.into_iter().map(|frame| (address, frame)));
+    }
+    let shown = shown_frames(&frames, kind);
+    for (number, (address, frame)) in frames[shown.clone()].iter().enumerate() {
+        let function = frame.function.as_deref().unwrap_or("??");
+        let _ = write!(text, "  #{number} {address:#018x} in {function}");
+        if let Some(location) = &frame.location {
+            let _ = write!(text, " at {location}");
+        }
+        text.push_str(if frame.inlined { " (inlined)\n" } else { "\n" });
+    }
+    if shown.start > 0 {
+        let _ = writeln!(text, "  ({} frames of the panic machinery above #0 not shown)", shown.start);
+    }
+    if shown.end < frames.len() {
+        let _ = writeln!(text, "  ({} frames of std's runtime below not shown)", frames.len() - shown.end);
+    }
+}
+
+/// The frames worth showing: not std's runtime below `main`, and, for a
+/// panic, not the panic machinery at the top.
+fn shown_frames(frames: &[(u64, SourceFrame)], kind: CrashKind) -> Range<usize> {
+    let named = |frame: &SourceFrame, prefix: &str| frame.function.as_deref().is_some_and(|f| f.starts_with(prefix));
+    let end = frames.iter().position(|(_, frame)| named(frame, RUNTIME_START)).unwrap_or(frames.len());
+    let machinery = |frame: &SourceFrame| PANIC_MACHINERY.iter().any(|prefix| named(frame, prefix));
+    let start = match frames[..end].iter().rposition(|(_, frame)| machinery(frame)) {
+        Some(last) if kind == CrashKind::Panic && last + 1 < end => last + 1,
+        _ => 0,
+    };
+    start..end
+}
