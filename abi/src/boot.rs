@@ -58,9 +58,13 @@ pub struct BootInfo {
     /// epoch; 0 if the loader does not know (the kernel then reads the
     /// machine's real-time clock if it has one).
     pub unix_time_ns: u64,
+    /// The VM a debugger holds, plus one (0: none): the kernel stops it at
+    /// its entry point, reports each stop on
+    /// [`ports::DEBUG`](ports::DEBUG), and never swaps it out.
+    pub debug_vm: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<BootInfo>() == 80 + 16 * MAX_MEM_REGIONS);
+const _: () = assert!(core::mem::size_of::<BootInfo>() == 88 + 16 * MAX_MEM_REGIONS);
 
 /// Size of a virtio-mmio register page ([`BootInfo::net_mmio`],
 /// [`BootInfo::blk_mmio`]).
@@ -168,9 +172,10 @@ pub mod ports {
     /// may then read at any time. Unclaimed elsewhere.
     pub const COUNTERS: u16 = 0x507;
     /// Debug device: a 32-bit write of the physical address of a
-    /// [`CrashReport`](crate::debug::CrashReport) just before the kernel
-    /// frees a crashed VM's memory; the monitor reads the report and the
-    /// VM's pages before the write returns. Unclaimed elsewhere.
+    /// [`DebugEvent`](crate::debug::DebugEvent) when a VM crashes (before
+    /// the kernel frees its memory) or the debugged VM stops; the monitor
+    /// reads the event and the VM's pages, and answers a stop, before the
+    /// write returns. Unclaimed elsewhere.
     pub const DEBUG: u16 = 0x508;
 }
 

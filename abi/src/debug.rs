@@ -1,28 +1,56 @@
-//! Crash reports: what the kernel tells the monitor about a VM that
-//! faulted or panicked, so that the host can print its backtrace with
-//! names and lines and write a core file of it.
+//! Debug events: what the kernel tells the monitor about a VM that
+//! crashed, or that a debugger holds and that has stopped, so that the host
+//! can print a backtrace with names and lines, write a core file, and serve
+//! gdb.
 //!
-//! The kernel writes the physical address of a [`CrashReport`] to
-//! [`ports::DEBUG`](crate::boot::ports::DEBUG) just before it frees the
-//! VM's memory; the monitor reads the report and, through the page tables
-//! it names, the VM's own pages (and nothing else) while the port write
-//! holds the kernel still. Where no monitor claims the port, the write does
-//! nothing.
+//! The kernel writes the physical address of a [`DebugEvent`] to
+//! [`ports::DEBUG`](crate::boot::ports::DEBUG): just before it frees a
+//! crashed VM's memory, and whenever the VM under a debugger (see
+//! [`BootInfo::debug_vm`](crate::boot::BootInfo::debug_vm)) stops. The
+//! monitor reads the event and, through the page tables it names, the VM's
+//! own pages (and nothing else) while the port write holds the kernel
+//! still; for a stop, it writes back the VM's registers and a
+//! [`Command`] before it returns. Where no monitor claims the port, the
+//! write does nothing (and a stop continues).
 
 /// The second argument of `exit` (see
 /// [`Hypercall::Exit`](crate::hypercall::Hypercall::Exit)): the VM panicked
 /// or aborted, so the kernel reports it as it reports a fault.
 pub const EXIT_CRASHED: u64 = 1;
 
-/// Why the VM stopped.
+/// What happened to the VM.
 #[repr(u64)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrashKind {
-    /// A CPU exception the kernel could not resolve.
+pub enum EventKind {
+    /// A CPU exception the kernel could not resolve: the VM stops.
     Fault = 1,
     /// `exit` with [`EXIT_CRASHED`]: a panic or an abort.
     Panic = 2,
+    /// The debugged VM is at its entry point, before its first instruction.
+    Entry = 3,
+    /// The debugged VM ran one instruction.
+    Step = 4,
+    /// The debugged VM ran `int3` (`rip` is after it) or trapped on a
+    /// single-step it set itself.
+    Trap = 5,
+    /// The debugged VM exited with `status`.
+    Exited = 6,
 }
+
+/// What the debugged VM does after a stop (the monitor's answer).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Run on.
+    Continue = 1,
+    /// Run one instruction, then stop again.
+    Step = 2,
+}
+
+/// [`DebugEvent::flags`]: every page of the VM is its own (its image's
+/// shared pages were copied), so the debugger may write its memory, and
+/// plant breakpoints, without touching another VM's.
+pub const EVENT_MEMORY_PRIVATE: u64 = 1;
 
 /// A VM's general registers, in the order of Linux's `user_regs_struct`
 /// (what an ELF core's `NT_PRSTATUS` note holds).
@@ -62,13 +90,13 @@ pub struct UserRegs {
 /// Words in a [`UserRegs`].
 pub const USER_REGS_WORDS: usize = 27;
 
-/// What the kernel says about a VM that crashed.
+/// What the kernel says about a VM that crashed or stopped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CrashReport {
+pub struct DebugEvent {
     /// The VM's id.
     pub vm: u64,
-    /// A [`CrashKind`], as a number (the monitor checks it).
+    /// An [`EventKind`], as a number (the monitor checks it).
     pub kind: u64,
     /// The exception's vector (a fault), else 0.
     pub vector: u64,
@@ -80,24 +108,31 @@ pub struct CrashReport {
     pub root: u64,
     /// The size of the VM's flat address space: it sees `[0, space_size)`.
     pub space_size: u64,
-    /// Its registers where it stopped.
+    /// The exit status (an [`EventKind::Exited`] or a panic), else 0.
+    pub status: u64,
+    /// `EVENT_*` bits.
+    pub flags: u64,
+    /// Written by the monitor for a stop: a [`Command`], as a number.
+    pub command: u64,
+    /// Its registers where it stopped; for a stop, the monitor may change
+    /// them (the kernel keeps the segments and the privileged flags).
     pub regs: UserRegs,
 }
 
-const HEADER_WORDS: usize = 7;
+const HEADER_WORDS: usize = 10;
 const _: () = assert!(core::mem::size_of::<UserRegs>() == USER_REGS_WORDS * 8);
-const _: () = assert!(core::mem::size_of::<CrashReport>() == CrashReport::SIZE);
+const _: () = assert!(core::mem::size_of::<DebugEvent>() == DebugEvent::SIZE);
 
-impl CrashReport {
+impl DebugEvent {
     /// Its size in guest memory.
     pub const SIZE: usize = (HEADER_WORDS + USER_REGS_WORDS) * 8;
 
-    /// The report from its bytes in guest memory (little-endian words in
+    /// The event from its bytes in guest memory (little-endian words in
     /// field order).
-    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> CrashReport {
+    pub fn from_bytes(bytes: &[u8; Self::SIZE]) -> DebugEvent {
         let word = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
         let regs: [u64; USER_REGS_WORDS] = core::array::from_fn(|i| word(HEADER_WORDS + i));
-        CrashReport {
+        DebugEvent {
             vm: word(0),
             kind: word(1),
             vector: word(2),
@@ -105,18 +140,32 @@ impl CrashReport {
             fault_address: word(4),
             root: word(5),
             space_size: word(6),
+            status: word(7),
+            flags: word(8),
+            command: word(9),
             regs: UserRegs::from_words(regs),
         }
     }
 
-    /// What kind of crash it names, if a known one.
-    pub fn crash_kind(&self) -> Option<CrashKind> {
-        match self.kind {
-            1 => Some(CrashKind::Fault),
-            2 => Some(CrashKind::Panic),
-            _ => None,
-        }
+    /// What kind of event it is, if a known one.
+    pub fn event_kind(&self) -> Option<EventKind> {
+        use EventKind::*;
+        [Fault, Panic, Entry, Step, Trap, Exited].into_iter().find(|kind| *kind as u64 == self.kind)
     }
+
+    /// The monitor's answer to a stop, if a known one.
+    pub fn command(&self) -> Option<Command> {
+        [Command::Continue, Command::Step].into_iter().find(|command| *command as u64 == self.command)
+    }
+
+    /// Whether the VM stopped for good (a fault or a panic).
+    pub fn is_crash(&self) -> bool {
+        matches!(self.event_kind(), Some(EventKind::Fault | EventKind::Panic))
+    }
+
+    /// The offset of [`DebugEvent::command`] in guest memory, where the
+    /// monitor writes its answer, followed by the registers.
+    pub const COMMAND_OFFSET: usize = 9 * 8;
 }
 
 impl UserRegs {
@@ -197,26 +246,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_report_reads_back_from_its_bytes() {
+    fn an_event_reads_back_from_its_bytes() {
         let regs = UserRegs::from_words(core::array::from_fn(|i| 100 + i as u64));
         assert_eq!(regs.rip, 116);
         assert_eq!(regs.rsp, 119);
-        let report = CrashReport {
+        let report = DebugEvent {
             vm: 3,
-            kind: CrashKind::Panic as u64,
+            kind: EventKind::Panic as u64,
             vector: 0,
             error_code: 0,
             fault_address: 0,
             root: 0x5000,
             space_size: 1 << 30,
+            status: 101,
+            flags: 0,
+            command: Command::Step as u64,
             regs,
         };
-        // SAFETY: CrashReport is repr(C) and all u64, with no padding: its
+        // SAFETY: DebugEvent is repr(C) and all u64, with no padding: its
         // bytes are initialised, and are what the kernel leaves in memory.
-        let bytes: [u8; CrashReport::SIZE] = unsafe { core::mem::transmute(report) };
-        let back = CrashReport::from_bytes(&bytes);
+        let bytes: [u8; DebugEvent::SIZE] = unsafe { core::mem::transmute(report) };
+        let back = DebugEvent::from_bytes(&bytes);
         assert_eq!(back, report);
-        assert_eq!(back.crash_kind(), Some(CrashKind::Panic));
+        assert_eq!(back.event_kind(), Some(EventKind::Panic));
+        assert_eq!(back.command(), Some(Command::Step));
+        assert!(back.is_crash());
+        let regs_at = DebugEvent::COMMAND_OFFSET + 8;
+        assert_eq!(bytes[regs_at + 16 * 8], 116, "rip after the command");
         assert_eq!(back.regs.to_words(), core::array::from_fn(|i| 100 + i as u64));
     }
 }

@@ -113,6 +113,14 @@ enum Command {
         /// of each VM that faults or panics into DIR.
         #[arg(long, value_name = "DIR")]
         core_dir: Option<PathBuf>,
+        /// Serve gdb on 127.0.0.1:PORT: the debugged VM stops at its entry
+        /// point until gdb connects (`target remote :PORT`); while it is
+        /// stopped, every VM waits.
+        #[arg(long, value_name = "PORT")]
+        gdb: Option<u16>,
+        /// The VM gdb debugs (default: VM 0).
+        #[arg(long, value_name = "N", requires = "gdb")]
+        gdb_vm: Option<u32>,
     },
 }
 
@@ -147,7 +155,22 @@ fn main() -> ExitCode {
         Command::Build { build, bare_metal: false } => {
             build::build(&build.into()).map(|built| report_built(&built.into_iter().map(|b| b.dvm).collect::<Vec<_>>()))
         }
-        Command::Run { images, build, mem, instances, stats, timeout, publish, net, qemu, disk, swap, core_dir } => {
+        Command::Run {
+            images,
+            build,
+            mem,
+            instances,
+            stats,
+            timeout,
+            publish,
+            net,
+            qemu,
+            disk,
+            swap,
+            core_dir,
+            gdb,
+            gdb_vm,
+        } => {
             let time_limit = match timeout {
                 Some(secs) if !(secs > 0.0 && secs < 1e9) => {
                     Err(anyhow::anyhow!("--timeout must be a positive number of seconds (got {secs})"))
@@ -172,6 +195,7 @@ fn main() -> ExitCode {
                     disk,
                     swap: swap.map_or(0, |mib| mib.saturating_mul(1 << 20)),
                     core_dir,
+                    gdb: gdb.map(|port| denali_monitor::GdbConfig { port, vm: gdb_vm.unwrap_or(0) }),
                 })
             })
         }

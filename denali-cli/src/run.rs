@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub swap: u64,
     /// Where VMs that crash leave core files.
     pub core_dir: Option<PathBuf>,
+    /// Serve gdb for one VM.
+    pub gdb: Option<denali_monitor::GdbConfig>,
 }
 
 /// Parses `--net user|tap=NAME` (given `-p` forwards or not) into the TAP
@@ -230,6 +232,24 @@ pub fn bundle(services: &[Service]) -> Result<(Vec<u8>, Vec<Ipv4Config>)> {
     Ok((build_bundle(&entries), networks))
 }
 
+/// Checks that `gdb` names a VM of `services`, and says how to connect.
+fn gdb_target(services: &[Service], gdb: denali_monitor::GdbConfig) -> Result<denali_monitor::GdbConfig> {
+    let mut first = 0u64;
+    for service in services {
+        let vms = first..first + u64::from(service.manifest.instances);
+        if vms.contains(&u64::from(gdb.vm)) {
+            let elf = service.elf.as_ref().map_or_else(|| format!("{}.elf", service.name), |e| e.display().to_string());
+            eprintln!(
+                "denali: vm {} ({}) waits at its entry point for gdb: gdb {elf} -ex 'target remote 127.0.0.1:{}'",
+                gdb.vm, service.name, gdb.port
+            );
+            return Ok(gdb);
+        }
+        first = vms.end;
+    }
+    bail!("--gdb-vm {} names no VM: this run has {first} (0 to {})", gdb.vm, first.saturating_sub(1))
+}
+
 /// What `-v` and `--stats` say on a host whose `/dev/kvm` is PVM.
 pub const PVM_NOTE: &str = "note: /dev/kvm here is KVM's PVM flavour (module kvm_pvm), which runs the isolation kernel in an instruction emulator at about 1.2 µs an instruction (a hypercall costs about 0.2 ms, making a VM about 2 ms); `cargo denali run --qemu` boots the same service through PVH under QEMU's emulator, where the kernel runs far faster and the service's own code slower.";
 
@@ -237,8 +257,8 @@ pub const PVM_NOTE: &str = "note: /dev/kvm here is KVM's PVM flavour (module kvm
 /// status.
 pub fn run(options: &RunOptions) -> Result<i32> {
     if options.qemu {
-        if options.core_dir.is_some() {
-            bail!("--core-dir needs our KVM monitor, which reads the crashed VM's memory: drop --qemu");
+        if options.core_dir.is_some() || options.gdb.is_some() {
+            bail!("--core-dir and --gdb need our KVM monitor, which reads the VM's memory: drop --qemu");
         }
         return crate::bare_metal::run(options);
     }
@@ -261,6 +281,9 @@ pub fn run(options: &RunOptions) -> Result<i32> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the core-file directory {}", dir.display()))?;
         config.core_dir = Some(dir.clone());
+    }
+    if let Some(gdb) = options.gdb {
+        config.gdb = Some(gdb_target(&services, gdb)?);
     }
     if let Some(memory) = options.memory {
         config.mem_size = memory;

@@ -196,3 +196,66 @@ fn core_files_open_in_gdb_and_hold_only_their_own_vm() {
     assert!(bt.stdout.contains("#1  twocrash::read_config () at src/main.rs:15"), "{}\n{}", bt.stdout, bt.stderr);
     assert!(bt.stdout.contains("twocrash::main"), "{}\n{}", bt.stdout, bt.stderr);
 }
+
+/// A no_std service to debug (a dev build: every local is in memory).
+/// gdb changes `FACTOR`, a static on a page VM 1 shares until then.
+const TO_DEBUG: &str = r#"#![no_std]
+#![no_main]
+use denali::prelude::*;
+
+static mut FACTOR: u64 = 3;
+
+#[inline(never)]
+fn scale(value: u64, factor: u64) -> u64 {
+    let scaled = value * factor;
+    scaled + 1
+}
+
+#[denali::main]
+fn main() {
+    // SAFETY: one thread; only a debugger changes it, with the VM stopped.
+    let factor = unsafe { core::ptr::read_volatile(&raw const FACTOR) };
+    let result = scale(core::hint::black_box(20), factor);
+    println!("vm {} result {result}", denali::vm::id());
+}
+"#;
+
+#[test]
+fn gdb_breaks_reads_writes_steps_and_continues_while_other_vms_wait() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let service = new_service(dir.path(), "gdbme", Some(TO_DEBUG));
+    let port = free_port().to_string();
+    let mut run = Background::start(&service, &["--instances", "2", "--gdb", &port]);
+    run.wait_for("stopped at its entry point for gdb", std::time::Duration::from_secs(600));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(!run.output().contains("result"), "a VM ran while VM 0 waited for gdb:\n{}", run.output());
+
+    let elf = support::guest_target_dir().join("denali/debug/gdbme.elf");
+    let mut gdb = gdb();
+    gdb.current_dir(&service).args(["-nx", "-batch", "-ex", &format!("target remote 127.0.0.1:{port}")]);
+    for command in [
+        "set var gdbme::FACTOR = 5",
+        "break gdbme::scale",
+        "continue",
+        "print value",
+        "stepi",
+        "next",
+        "print scaled",
+        "continue",
+    ] {
+        gdb.args(["-ex", command]);
+    }
+    gdb.arg(&elf);
+    let session = run_with_timeout(gdb, std::time::Duration::from_secs(120));
+    let said = format!("{}\n{}", session.stdout, session.stderr);
+    assert!(said.contains("Breakpoint 1, gdbme::scale (value=20, factor=5) at src/main.rs:9"), "{said}");
+    assert!(said.contains("$1 = 20"), "{said}");
+    assert!(said.contains("$2 = 100"), "the local after `next`: {said}");
+    assert!(said.contains("exited normally"), "{said}");
+
+    assert_eq!(run.finish(std::time::Duration::from_secs(60)), 0, "{}", run.output());
+    let output = run.output();
+    assert!(output.contains("vm 0 result 101"), "gdb's write reached VM 0's memory:\n{output}");
+    assert!(output.contains("vm 1 result 61"), "VM 1 saw VM 0's debugger's write:\n{output}");
+}

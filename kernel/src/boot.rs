@@ -124,6 +124,9 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     heap.reset_peak();
     kernel.heap_after_boot = heap.usage();
     kernel.set_time_limit_ms(info.time_limit_ms);
+    if let Some(id) = info.debug_vm.checked_sub(1).and_then(|id| u32::try_from(id).ok()) {
+        kernel.debug_vm(id);
+    }
     let status = kernel.run(flags & BOOT_FLAG_STATS != 0);
     arch::exit(status)
 }

@@ -22,6 +22,10 @@ pub mod vectors {
     pub const INVALID_OPCODE: u64 = 6;
     /// Page fault.
     pub const PAGE_FAULT: u64 = 14;
+    /// Debug trap: a single step.
+    pub const DEBUG: u64 = 1;
+    /// Breakpoint: `int3`.
+    pub const BREAKPOINT: u64 = 3;
     /// The local APIC timer.
     pub const TIMER: u64 = 32;
     /// The NIC's receive interrupt (MSI).
@@ -76,10 +80,11 @@ pub trait Platform {
     /// Tells the monitor (if any) where the kernel keeps its swap
     /// counters, which stay there while VMs run.
     fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters);
-    /// Tells the monitor (if any) that a VM crashed, while its memory is
-    /// still mapped as the report says; the monitor has read what it wants
-    /// when this returns.
-    fn report_crash(&mut self, report: &denali_abi::debug::CrashReport);
+    /// Hands the monitor (if any) `event`: a VM crashed (its memory still
+    /// mapped as the event says) or the debugged VM stopped. The monitor
+    /// has read what it wants when this returns, and for a stop has
+    /// written its answer into `event` (else it is left as it was).
+    fn debug_event(&mut self, event: &mut denali_abi::debug::DebugEvent);
 }
 
 /// The machine's NIC: the virtual switch's uplink.

@@ -110,7 +110,18 @@ pub enum Trap {
     /// It touched `addr` (writing, or not) and the page is not mapped
     /// that way.
     PageFault { addr: u64, write: bool },
+    /// It ran `int3` (`rip` is after it).
+    Breakpoint,
+    /// It ran one instruction with the trap flag set.
+    SingleStep,
 }
+
+/// A debugger's answer to a stop: the command, and how it changes the
+/// VM's registers.
+pub type Answer = (denali_abi::debug::Command, fn(&mut denali_abi::debug::UserRegs));
+
+/// The x86 trap flag.
+const TRAP_FLAG: u64 = 1 << 8;
 
 /// A VM's code: runs from the VM's registers to its next trap.
 pub type Program = Box<dyn FnMut(&mut Guest, &mut UserContext) -> Trap>;
@@ -201,8 +212,11 @@ pub struct Sim {
     pub progress: Vec<(u32, u32)>,
     /// Where the kernel said its swap counters are.
     pub shared_counters: Option<*const denali_abi::counters::SwapCounters>,
-    /// Every crash report the kernel made, in order.
-    pub crashes: Vec<denali_abi::debug::CrashReport>,
+    /// Every debug event the kernel handed over, in order.
+    pub events: Vec<denali_abi::debug::DebugEvent>,
+    /// The debugger's answers to stops, in order, and how it changes the
+    /// registers (then: run on).
+    pub answers: std::collections::VecDeque<Answer>,
 }
 
 /// The simulated TSC's frequency: 1 GHz (1 ns a tick).
@@ -225,7 +239,8 @@ impl Sim {
             saves: 0,
             progress: Vec::new(),
             shared_counters: None,
-            crashes: Vec::new(),
+            events: Vec::new(),
+            answers: Default::default(),
         }
     }
 }
@@ -283,11 +298,19 @@ impl Platform for Sim {
         if StateSwitch::contains(context.rip) {
             let resume = guest.info().resume;
             (context.rip, context.rax, context.rdx) = (resume.rip, resume.rax, resume.rdx);
+            // With the trap flag set, the CPU traps where the routine
+            // lands, before the VM's next instruction.
+            if context.rflags & TRAP_FLAG != 0 {
+                context.vector = vectors::DEBUG;
+                return;
+            }
         }
         let id = guest.info().vm_id as usize;
         let program = self.programs.get_mut(id).expect("a program for this VM");
         match program(&mut guest, context) {
             Trap::Hypercall => context.vector = vectors::HYPERCALL,
+            Trap::Breakpoint => context.vector = vectors::BREAKPOINT,
+            Trap::SingleStep => context.vector = vectors::DEBUG,
             Trap::PageFault { addr, write } => {
                 let present = guest.translate(addr, false).is_ok();
                 context.vector = vectors::PAGE_FAULT;
@@ -310,8 +333,14 @@ impl Platform for Sim {
         self.progress.push((vms_made, memory_mib));
     }
 
-    fn report_crash(&mut self, report: &denali_abi::debug::CrashReport) {
-        self.crashes.push(*report);
+    fn debug_event(&mut self, event: &mut denali_abi::debug::DebugEvent) {
+        self.events.push(*event);
+        if !event.is_crash()
+            && let Some((command, change)) = self.answers.pop_front()
+        {
+            event.command = command as u64;
+            change(&mut event.regs);
+        }
     }
 
     fn share_counters(&mut self, counters: &denali_abi::counters::SwapCounters) {

@@ -116,6 +116,7 @@ fn load() -> Result<core::convert::Infallible, &'static str> {
         blk_mmio: 0,
         // The kernel reads the machine's real-time clock itself.
         unix_time_ns: 0,
+        debug_vm: 0,
     };
     // SAFETY: `info_addr` is a page of ours, identity-mapped, large enough.
     unsafe { (info_addr as *mut BootInfo).write(info) };

@@ -9,7 +9,7 @@
 //! another's.
 
 use crate::counters::LiveCounters;
-use crate::debug::Crashes;
+use crate::debug::DebugPort;
 use denali_abi::boot::ports;
 use denali_abi::console::{CONSOLE_PIECES, CONSOLE_PREFIX, ConsoleRequest, Lines, Writer};
 use denali_abi::hypercall::CONSOLE_WRITE_MAX;
@@ -88,8 +88,8 @@ pub struct PortBus {
     memory_mib: u32,
     /// Where to say the kernel's counters are, if anyone reads them.
     counters: Option<LiveCounters>,
-    /// What explains a crashed VM.
-    crashes: Crashes,
+    /// The debug port's device: crash reports and gdb.
+    debug: DebugPort,
 }
 
 const SERIAL_PORTS: std::ops::Range<u16> = ports::SERIAL..ports::SERIAL + 8;
@@ -97,16 +97,16 @@ const SERIAL_PORTS: std::ops::Range<u16> = ports::SERIAL..ports::SERIAL + 8;
 impl PortBus {
     /// A bus whose console draws on `console`, reading the buffers the
     /// console port names from `memory`, which tells `counters` where
-    /// the kernel keeps its own, and which explains crashes with `crashes`.
+    /// the kernel keeps its own, and which serves the debug port with `debug`.
     pub fn new(
         console: Box<dyn Write + Send>,
         memory: GuestMemoryMmap,
         counters: Option<LiveCounters>,
-        crashes: Crashes,
+        debug: DebugPort,
     ) -> Self {
         let screen = Arc::new(Mutex::new(Screen { lines: Lines::new(), out: console }));
         let serial = Serial::new(NoInterrupt, KernelText(screen.clone()));
-        PortBus { serial, screen, memory, memory_mib: 0, counters, crashes }
+        PortBus { serial, screen, memory, memory_mib: 0, counters, debug }
     }
 
     /// A write of `data` to `port`.
@@ -137,9 +137,12 @@ impl PortBus {
                 PortAction::Continue
             }
             ports::DEBUG => {
-                if let Some(text) = self.crashes.describe(u64::from(le_u32(data))) {
-                    self.screen.lock().unwrap_or_else(|e| e.into_inner()).draw(Writer::Kernel, false, text.as_bytes());
-                }
+                let screen = &self.screen;
+                self.debug.event(u64::from(le_u32(data)), &mut |text| {
+                    let mut screen = screen.lock().unwrap_or_else(|e| e.into_inner());
+                    screen.draw(Writer::Kernel, false, text.as_bytes());
+                    let _ = screen.out.flush();
+                });
                 PortAction::Continue
             }
             _ => PortAction::Continue,
@@ -206,7 +209,7 @@ mod tests {
         let memory = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 16)]).unwrap();
         let sink = CapturedConsole::default();
         (
-            PortBus::new(Box::new(sink.clone()), memory.clone(), None, Crashes::new(memory.clone(), &[], &[], None)),
+            PortBus::new(Box::new(sink.clone()), memory.clone(), None, DebugPort::new(memory.clone(), &[], &[], None)),
             sink,
             memory,
         )
@@ -258,7 +261,7 @@ mod tests {
             Box::new(sink),
             memory.clone(),
             Some(counters.clone()),
-            Crashes::new(memory.clone(), &[], &[], None),
+            DebugPort::new(memory.clone(), &[], &[], None),
         );
         assert_eq!(counters.read(), None, "nothing to read before the kernel says where");
         let write = |swap_ins: u64| {

@@ -32,6 +32,8 @@ pub enum Error {
     Disk(std::path::PathBuf, io::Error),
     /// Another run holds the disk file.
     DiskInUse(std::path::PathBuf),
+    /// gdb's port could not be listened on.
+    Gdb(u16, io::Error),
 }
 
 impl fmt::Display for Error {
@@ -78,6 +80,9 @@ impl fmt::Display for Error {
             ),
             Error::Listen(port, e) => {
                 write!(f, "cannot listen on 127.0.0.1:{port} ({e}): forward another host port (-p HOST:GUEST)")
+            }
+            Error::Gdb(port, e) => {
+                write!(f, "cannot listen for gdb on 127.0.0.1:{port} ({e}): name another port with --gdb PORT")
             }
         }
     }

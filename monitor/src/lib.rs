@@ -62,6 +62,17 @@ pub struct Config {
     /// Where a VM that crashes leaves an ELF core file (`core.vmN`);
     /// `None` (the default): nowhere.
     pub core_dir: Option<PathBuf>,
+    /// Serve gdb for one VM; `None` (the default): no debugger.
+    pub gdb: Option<GdbConfig>,
+}
+
+/// Where gdb connects, and the VM it debugs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GdbConfig {
+    /// The monitor listens on 127.0.0.1 at this port.
+    pub port: u16,
+    /// The VM gdb debugs: it stops at its entry point until gdb connects.
+    pub vm: u32,
 }
 
 /// Read errors a run's disk makes up (see [`Config::disk_faults`]).
@@ -89,6 +100,7 @@ impl Config {
             counters: None,
             elves: Vec::new(),
             core_dir: None,
+            gdb: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The KVM VM and its one vCPU: memory, kernel loading, long-mode entry and
 //! the run loop.
 
-use crate::debug::Crashes;
+use crate::debug::{DebugPort, GdbServer};
 use crate::devices::{PortAction, PortBus};
 use crate::disk::BlockDevice;
 use crate::layout::{self, BOOT_INFO_ADDR, GDT_ADDR, PAGE_TABLES_END, PML4_ADDR};
@@ -41,7 +41,7 @@ pub struct Machine {
     /// Who reads the kernel's counters, if anyone.
     counters: Option<crate::LiveCounters>,
     /// What explains a crashed VM (taken by the port bus when it runs).
-    crashes: Option<Crashes>,
+    debug: Option<DebugPort>,
 }
 
 pub fn open_kvm() -> Result<Kvm, Error> {
@@ -140,6 +140,7 @@ impl Machine {
             unix_time_ns: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |since| since.as_nanos() as u64),
+            debug_vm: config.gdb.as_ref().map_or(0, |gdb| u64::from(gdb.vm) + 1),
         };
         // SAFETY: BootInfo is a #[repr(C)] struct of integers with no padding
         // (its size is asserted in denali-abi), so viewing it as bytes is sound.
@@ -165,8 +166,12 @@ impl Machine {
         };
         let progress = BootProgress::new(&config.bundle);
         let counters = config.counters.clone();
-        let crashes = Some(Crashes::new(memory.clone(), &config.bundle, &config.elves, config.core_dir.clone()));
-        let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress, counters, crashes };
+        let mut debug = DebugPort::new(memory.clone(), &config.bundle, &config.elves, config.core_dir.clone());
+        if let Some(gdb) = &config.gdb {
+            let listener = std::net::TcpListener::bind(("127.0.0.1", gdb.port)).map_err(|e| Error::Gdb(gdb.port, e))?;
+            debug = debug.with_gdb(GdbServer::new(listener, memory.clone()), gdb.vm);
+        }
+        let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress, counters, debug: Some(debug) };
         machine.enter_long_mode(kernel_entry(config)?)?;
         Ok(machine)
     }
@@ -213,8 +218,8 @@ impl Machine {
 
     /// Runs the vCPU until the kernel writes the exit port.
     pub fn run(mut self, console: Box<dyn Write + Send>) -> Result<i32, Error> {
-        let crashes = self.crashes.take().expect("a machine runs once");
-        let mut bus = PortBus::new(console, self.memory.clone(), self.counters.take(), crashes);
+        let debug = self.debug.take().expect("a machine runs once");
+        let mut bus = PortBus::new(console, self.memory.clone(), self.counters.take(), debug);
         let result = loop {
             let exit = match self.vcpu.run() {
                 Ok(exit) => exit,

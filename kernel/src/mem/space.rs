@@ -295,6 +295,39 @@ impl AddressSpace {
         }
     }
 
+    /// Gives the VM its own copy of every image page it maps (shared and
+    /// copy-on-write alike), so that a debugger may write any page of it
+    /// without touching another VM's. A copy-on-write page becomes
+    /// writable, as the VM's own first write would make it; a shared page
+    /// keeps its rights. Returns how many pages were copied, and whether
+    /// all were (when memory runs out, the pages copied so far stay the
+    /// VM's).
+    pub fn privatize_all(&mut self, frames: &mut FrameAllocator) -> (u64, bool) {
+        let private = &mut self.private;
+        let mut copied = 0;
+        let walked = for_each_user_leaf(self.pml4, 0, 0, &mut |vaddr, entry| {
+            let shared = entry.addr().as_u64();
+            if private.iter().any(|&(_, frame)| frame == shared) {
+                return Ok(());
+            }
+            private.try_reserve(1).map_err(|_| MapError::OutOfMemory)?;
+            let copy = frames.alloc().ok_or(MapError::OutOfMemory)?;
+            // SAFETY: `copy` is a fresh frame and `shared` a mapped image
+            // frame, both whole frames in the physmap.
+            unsafe { core::ptr::copy_nonoverlapping(phys::to_virt(shared), phys::to_virt(copy), FRAME_SIZE as usize) };
+            let mut flags = entry.flags();
+            if flags.contains(COPY_ON_WRITE) {
+                flags = (flags - COPY_ON_WRITE) | Flags::WRITABLE;
+            }
+            entry.set_addr(PhysAddr::new(copy), flags);
+            phys::flush_page(vaddr);
+            private.push((vaddr, copy));
+            copied += 1;
+            Ok(())
+        });
+        (copied, walked.is_ok())
+    }
+
     /// Makes room to note one more private page and the page tables a
     /// mapping may add, so that mapping a page never fails halfway for
     /// want of kernel heap (it fails as a page does for want of a frame).
@@ -426,6 +459,38 @@ impl AddressSpace {
             Err(_) => Err(MapError::AlreadyMapped),
         }
     }
+}
+
+/// Calls `visit` with the flat address and entry of every page the VM's
+/// tables map with user rights, below `table` (a table at `level`, 0 the
+/// PML4, covering flat addresses from `base`): the lower half only, where
+/// the VM lives; the kernel's upper half is never touched.
+fn for_each_user_leaf(
+    table: u64,
+    level: u32,
+    base: u64,
+    visit: &mut dyn FnMut(u64, &mut PageTableEntry) -> Result<(), MapError>,
+) -> Result<(), MapError> {
+    // SAFETY: `table` is a page-table frame of the space being walked, in
+    // the physmap; the kernel is single-threaded and holds no other
+    // reference to it while the walk runs.
+    let table = unsafe { &mut *(phys::to_virt(table) as *mut PageTable) };
+    let span = 1u64 << (39 - 9 * level);
+    let entries = if level == 0 { 256 } else { 512 };
+    for index in 0..entries {
+        let entry = &mut table[index];
+        let flags = entry.flags();
+        if !flags.contains(Flags::PRESENT | Flags::USER_ACCESSIBLE) || flags.contains(Flags::HUGE_PAGE) {
+            continue;
+        }
+        let vaddr = base + index as u64 * span;
+        if level == 3 {
+            visit(vaddr, entry)?;
+        } else {
+            for_each_user_leaf(entry.addr().as_u64(), level + 1, vaddr, visit)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::mem::guest::GuestAddr;
 use crate::mem::heap::{CountingHeap, HeapUse};
 use crate::mem::space::AddressSpace;
 use crate::net::{Delivered, Parked, Port, Switch};
-use crate::platform::vectors::{HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
+use crate::platform::vectors::{BREAKPOINT, DEBUG, HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
 use crate::platform::{BlockDevice, NetDevice, Platform};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::swap::{IdleQueue, SwapArea, Watermarks};
@@ -23,6 +23,7 @@ use alloc::collections::TryReserveError;
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::counters::SwapCounters;
+use denali_abi::debug::EventKind;
 use denali_abi::disk::DISK_IO_MAX;
 use denali_abi::hypercall::FRAME_MAX;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP};
@@ -30,6 +31,7 @@ use x86_64::PhysAddr;
 use x86_64::structures::paging::PhysFrame;
 
 pub mod admission;
+mod debug;
 mod report;
 mod swapping;
 #[cfg(test)]
@@ -134,6 +136,8 @@ pub struct Kernel<P: Platform> {
     pub heap: Option<&'static CountingHeap>,
     /// Heap use once every VM was made.
     pub heap_after_boot: HeapUse,
+    /// The VM a debugger holds, if any.
+    debugged: Option<debug::Debugged>,
 }
 
 /// Times the state-save routine is run when interrupts keep cutting it off.
@@ -205,6 +209,7 @@ impl<P: Platform> Kernel<P> {
             watermarks: Watermarks::for_total(frames_total),
             heap: None,
             heap_after_boot: HeapUse::default(),
+            debugged: None,
         }
     }
 
@@ -517,6 +522,7 @@ impl<P: Platform> Kernel<P> {
             info.resume = resume;
         }
         self.state_owner = Some(id);
+        self.note_restore_entry(id);
         true
     }
 
@@ -618,6 +624,7 @@ impl<P: Platform> Kernel<P> {
                 // No fault of the VM's: it resumes.
                 SPURIOUS | NMI => Next::Resume,
                 vector if PIC.contains(&vector) => Next::Resume,
+                DEBUG | BREAKPOINT if self.is_debugged(id) => self.handle_debug_trap(id, vector),
                 vector => self.handle_fault(id, vector),
             };
             if next == Next::Stop {
@@ -668,7 +675,9 @@ impl<P: Platform> Kernel<P> {
             }
             Outcome::Exit(status, crashed) => {
                 if crashed {
-                    self.report_crash(id, None);
+                    self.report_crash(id, None, status);
+                } else {
+                    self.stop_for_debugger(id, EventKind::Exited, status);
                 }
                 self.finish(id, status);
                 return Next::Stop;
@@ -707,18 +716,9 @@ impl<P: Platform> Kernel<P> {
         }
         let Some(vm) = self.vms[id as usize].as_ref() else { return Next::Stop };
         kprintln!("denali: {}", vm.describe(&fault));
-        self.report_crash(id, Some(&fault));
+        self.report_crash(id, Some(&fault), fault_status(vector));
         self.finish(id, fault_status(vector));
         Next::Stop
-    }
-
-    /// Tells the platform that VM `id` crashed (`fault`: how, if a CPU
-    /// exception), before its memory is freed.
-    fn report_crash(&mut self, id: VmId, fault: Option<&Fault>) {
-        let report = self.vms[id as usize].as_ref().and_then(|vm| vm.crash_report(fault));
-        if let Some(report) = report {
-            self.platform.report_crash(&report);
-        }
     }
 
     /// Stops VM `id` with `status` and gives its memory back.

@@ -306,7 +306,7 @@ fn more_vms_than_memory_holds_at_once_all_run_when_they_come_and_go() {
 
 #[test]
 fn a_crash_is_reported_with_the_vms_registers_and_a_clean_exit_is_not() {
-    use denali_abi::debug::{CrashKind, EXIT_CRASHED};
+    use denali_abi::debug::{EXIT_CRASHED, EventKind};
     // VM 0 exits, VM 1 panics (exit with the crashed flag), VM 2 reads
     // past the end of its space.
     let program = |id: u32| -> Program {
@@ -323,11 +323,66 @@ fn a_crash_is_reported_with_the_vms_registers_and_a_clean_exit_is_not() {
     let mut kernel = kernel(16, 64, 3, program);
     kernel.run(false);
     assert_eq!(kernel.statuses, [Some(0), Some(101), Some(super::fault_status(14))]);
-    let crashes = &kernel.platform.crashes;
+    let crashes = &kernel.platform.events;
     assert_eq!(crashes.iter().map(|c| c.vm).collect::<Vec<_>>(), [1, 2], "one report per crashed VM");
     let (panic, fault) = (&crashes[0], &crashes[1]);
-    assert_eq!((panic.crash_kind(), panic.regs.rbp, panic.regs.rdi), (Some(CrashKind::Panic), 0x1001, 101));
-    assert_eq!((fault.crash_kind(), fault.vector, fault.regs.rbp), (Some(CrashKind::Fault), 14, 0x1002));
+    assert_eq!((panic.event_kind(), panic.regs.rbp, panic.status), (Some(EventKind::Panic), 0x1001, 101));
+    assert_eq!((fault.event_kind(), fault.vector, fault.regs.rbp), (Some(EventKind::Fault), 14, 0x1002));
     assert_eq!(fault.fault_address, u64::MAX - 7);
     assert!(panic.root != 0 && panic.space_size > 0 && panic.regs.cs & 3 == 3, "{panic:?}");
+}
+
+#[test]
+fn the_debugged_vm_stops_for_its_debugger_and_the_others_run_on() {
+    use denali_abi::debug::{Command, EVENT_MEMORY_PRIVATE, EventKind};
+    const TRAP_FLAG: u64 = 1 << 8;
+    let mut step = 0;
+    let program = move |id: u32| -> Program {
+        if id == 1 {
+            // Not debugged: its int3 stops it, as a fault.
+            return Box::new(|_: &mut Guest, _: &mut _| Trap::Breakpoint);
+        }
+        Box::new(move |_: &mut Guest, context| {
+            step += 1;
+            match step {
+                // Stepped once, with the registers the debugger set; the
+                // selectors it tried to change are the kernel's.
+                1 => {
+                    assert_eq!((context.rax, context.rflags & TRAP_FLAG), (42, TRAP_FLAG));
+                    assert_eq!(context.cs & 3, 3, "ring 3 still");
+                    Trap::SingleStep
+                }
+                2 => {
+                    assert_eq!(context.rflags & TRAP_FLAG, 0, "continued: no more single steps");
+                    Trap::Breakpoint
+                }
+                _ => {
+                    (context.rax, context.rdi, context.rsi) = (EXIT, 7, 0);
+                    Trap::Hypercall
+                }
+            }
+        })
+    };
+    let mut kernel = kernel(16, 64, 2, program);
+    kernel.debug_vm(0);
+    let hostile: fn(&mut denali_abi::debug::UserRegs) = |regs| (regs.rax, regs.cs) = (42, 0x8);
+    kernel.platform.answers.extend([
+        (Command::Step, hostile),
+        (Command::Continue, |_| {}),
+        (Command::Continue, |_| {}),
+    ]);
+    kernel.run(false);
+
+    assert_eq!(kernel.statuses, [Some(7), Some(super::fault_status(3))]);
+    let of = |vm| -> Vec<_> {
+        let events = kernel.platform.events.iter().filter(|e| e.vm == vm);
+        events.map(|e| (e.event_kind().unwrap(), e.status)).collect()
+    };
+    let stops = [EventKind::Entry, EventKind::Step, EventKind::Trap].map(|kind| (kind, 0));
+    assert_eq!(of(0), [&stops[..], &[(EventKind::Exited, 7)]].concat());
+    assert_eq!(of(1), [(EventKind::Fault, super::fault_status(3) as u64)]);
+    let entry = &kernel.platform.events[0];
+    assert_ne!(entry.flags & EVENT_MEMORY_PRIVATE, 0, "its image pages were copied for the debugger");
+    assert_eq!(kernel.stats[0].shared_pages, 0, "the debugged VM shares no page with VM 1");
+    assert_ne!(kernel.stats[1].shared_pages, 0);
 }

@@ -5,7 +5,6 @@ use super::Vm;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::guest::GuestAddr;
 use core::fmt;
-use denali_abi::debug::{CrashKind, CrashReport, UserRegs};
 use denali_abi::layout::PAGE_SIZE;
 
 /// A CPU exception taken in ring 3.
@@ -52,50 +51,6 @@ impl Vm {
             }
         }
         false
-    }
-
-    /// What the monitor is told when this VM crashes (`fault`: how, if
-    /// a CPU exception); `None` while it has no address space.
-    pub fn crash_report(&self, fault: Option<&Fault>) -> Option<CrashReport> {
-        let space = self.space.as_ref()?;
-        let c = &self.context;
-        let regs = UserRegs {
-            r15: c.r15,
-            r14: c.r14,
-            r13: c.r13,
-            r12: c.r12,
-            rbp: c.rbp,
-            rbx: c.rbx,
-            r11: c.r11,
-            r10: c.r10,
-            r9: c.r9,
-            r8: c.r8,
-            rax: c.rax,
-            rcx: c.rcx,
-            rdx: c.rdx,
-            rsi: c.rsi,
-            rdi: c.rdi,
-            orig_rax: u64::MAX,
-            rip: c.rip,
-            cs: c.cs,
-            rflags: c.rflags,
-            rsp: c.rsp,
-            ss: c.ss,
-            ds: c.ss,
-            es: c.ss,
-            ..UserRegs::default()
-        };
-        let kind = if fault.is_some() { CrashKind::Fault } else { CrashKind::Panic };
-        Some(CrashReport {
-            vm: u64::from(self.id),
-            kind: kind as u64,
-            vector: fault.map_or(0, |f| f.vector),
-            error_code: fault.map_or(0, |f| f.error_code),
-            fault_address: fault.and_then(|f| f.address).map_or(0, GuestAddr::as_u64),
-            root: space.root().start_address().as_u64(),
-            space_size: self.layout.mem_size,
-            regs,
-        })
     }
 
     /// A one-line account of a fault that stops this VM.

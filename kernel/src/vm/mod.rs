@@ -2,6 +2,7 @@
 //! its pending events and its accounting.
 
 pub mod context;
+pub mod debug;
 pub mod fault;
 pub mod hypercall;
 pub mod loader;
@@ -163,6 +164,8 @@ pub struct Vm {
     pub last_ran: u64,
     /// Turns it has waited, swapped out, for room to come back in.
     pub deferrals: u32,
+    /// Never swapped out (a debugger holds it).
+    pub pinned: bool,
 }
 
 impl Vm {
@@ -213,7 +216,7 @@ impl Vm {
     /// Whether it is resident and owns pages to swap out besides its info
     /// page.
     pub fn has_pages_to_swap(&self) -> bool {
-        self.swapped.is_empty() && self.space.as_ref().is_some_and(|space| space.private_pages() > 1)
+        !self.pinned && self.swapped.is_empty() && self.space.as_ref().is_some_and(|space| space.private_pages() > 1)
     }
 
     /// Takes the whole pending batch.

@@ -5,7 +5,7 @@
 //! own memory and nothing else.
 
 use super::walk::{Page, VmSpace};
-use denali_abi::debug::{CrashKind, CrashReport};
+use denali_abi::debug::DebugEvent;
 use std::io::{self, Write};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -45,7 +45,7 @@ struct Segment {
 pub fn write_core(
     out: &mut impl Write,
     space: &VmSpace<'_>,
-    report: &CrashReport,
+    report: &DebugEvent,
     program: &str,
     name: &str,
 ) -> io::Result<()> {
@@ -132,25 +132,9 @@ fn note(kind: u32, desc: &[u8]) -> Vec<u8> {
     n
 }
 
-/// The signal Linux would have sent for this crash.
-fn signal(report: &CrashReport) -> u16 {
-    const SIGILL: u16 = 4;
-    const SIGTRAP: u16 = 5;
-    const SIGABRT: u16 = 6;
-    const SIGFPE: u16 = 8;
-    const SIGSEGV: u16 = 11;
-    match (report.crash_kind(), report.vector) {
-        (Some(CrashKind::Panic), _) => SIGABRT,
-        (_, 0 | 16 | 19) => SIGFPE,
-        (_, 1 | 3) => SIGTRAP,
-        (_, 6) => SIGILL,
-        _ => SIGSEGV,
-    }
-}
-
-fn prstatus(report: &CrashReport) -> Vec<u8> {
+fn prstatus(report: &DebugEvent) -> Vec<u8> {
     let mut s = vec![0u8; PRSTATUS_SIZE];
-    let signal = signal(report);
+    let signal = u16::from(super::crash_signal(report));
     s[0..4].copy_from_slice(&u32::from(signal).to_le_bytes());
     s[PRSTATUS_CURSIG..PRSTATUS_CURSIG + 2].copy_from_slice(&signal.to_le_bytes());
     s[PRSTATUS_PID..PRSTATUS_PID + 4].copy_from_slice(&pid(report).to_le_bytes());
@@ -161,7 +145,7 @@ fn prstatus(report: &CrashReport) -> Vec<u8> {
     s
 }
 
-fn prpsinfo(report: &CrashReport, program: &str, name: &str) -> Vec<u8> {
+fn prpsinfo(report: &DebugEvent, program: &str, name: &str) -> Vec<u8> {
     let mut s = vec![0u8; PRPSINFO_SIZE];
     s[1] = b'R';
     s[PRPSINFO_PID..PRPSINFO_PID + 4].copy_from_slice(&pid(report).to_le_bytes());
@@ -174,14 +158,14 @@ fn prpsinfo(report: &CrashReport, program: &str, name: &str) -> Vec<u8> {
 }
 
 /// The VM's id as a process id (gdb shows it); 0 is not a process.
-fn pid(report: &CrashReport) -> u32 {
+fn pid(report: &DebugEvent) -> u32 {
     u32::try_from(report.vm).unwrap_or(u32::MAX).saturating_add(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use denali_abi::debug::UserRegs;
+    use denali_abi::debug::{EventKind, UserRegs};
     use object::read::elf::{ElfFile64, ProgramHeader};
     use object::{LittleEndian, Object, ObjectSegment};
     use vm_memory::GuestMemoryMmap;
@@ -200,14 +184,17 @@ mod tests {
         memory.write_slice(b"the VM's own", GuestAddress(0x11000)).unwrap();
         memory.write_slice(b"someone else's", GuestAddress(0x13000)).unwrap();
         let regs = UserRegs { rip: 0x1234, rsp: 0x2ff0, rbp: 0x2ff8, ..UserRegs::default() };
-        let report = CrashReport {
+        let report = DebugEvent {
             vm: 7,
-            kind: CrashKind::Fault as u64,
+            kind: EventKind::Fault as u64,
             vector: 14,
             error_code: 4,
             fault_address: 0,
             root: 0x1000,
             space_size: 1 << 30,
+            status: 0,
+            flags: 0,
+            command: 0,
             regs,
         };
         let mut core = Vec::new();

@@ -1,16 +1,19 @@
-//! Crashed VMs made readable. When the kernel reports that a VM faulted or
-//! panicked (see `denali_abi::debug`), the monitor reads the VM's stack
-//! through the VM's own page tables, prints its backtrace with function
-//! names, files and lines from the image's ELF, and, where asked, writes a
-//! core file of it.
+//! The kernel's debug port (see `denali_abi::debug`). When a VM faults or
+//! panics, the monitor reads its stack through the VM's own page tables,
+//! prints its backtrace with function names, files and lines from the
+//! image's ELF, and, where asked, writes a core file of it. When the VM
+//! under gdb stops, the monitor serves gdb (see [`gdb`]).
 
 mod backtrace;
 mod core_file;
+mod gdb;
 mod symbols;
 mod walk;
 
+pub use gdb::GdbServer;
+
 use denali_abi::boot::Bundle;
-use denali_abi::debug::{CrashKind, CrashReport};
+use denali_abi::debug::{DebugEvent, EventKind};
 use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -48,17 +51,19 @@ struct Image {
 /// must not fill the disk.
 pub const CORE_FILES_MAX: usize = 16;
 
-/// What the monitor knows to explain crashes.
-pub struct Crashes {
+/// What the monitor knows to explain crashes, and the gdb server.
+pub struct DebugPort {
     memory: GuestMemoryMmap,
     images: Vec<Image>,
     /// Where to write core files, if anywhere.
     core_dir: Option<PathBuf>,
     /// Core files written so far.
     cores: usize,
+    /// gdb's server and the VM it debugs, if any.
+    gdb: Option<(GdbServer, u64)>,
 }
 
-impl Crashes {
+impl DebugPort {
     /// Crash reports for the VMs of `bundle` in `memory`; `elves[i]` is
     /// the ELF of the bundle's `i`th image, if there is one. With a
     /// `core_dir`, each crashed VM also leaves a core file there.
@@ -67,7 +72,7 @@ impl Crashes {
         bundle: &[u8],
         elves: &[Option<PathBuf>],
         core_dir: Option<PathBuf>,
-    ) -> Crashes {
+    ) -> DebugPort {
         let mut images = Vec::new();
         if let Ok(bundle) = Bundle::parse(bundle) {
             let mut next = 0u64;
@@ -79,16 +84,37 @@ impl Crashes {
                 images.push(Image { name: entry.name().to_string(), vms, elf, symbols: None });
             }
         }
-        Crashes { memory, images, core_dir, cores: 0 }
+        DebugPort { memory, images, core_dir, cores: 0, gdb: None }
     }
 
-    /// What to print for the crash report at guest-physical `addr`;
-    /// nothing if it cannot be read.
-    pub fn describe(&mut self, addr: u64) -> Option<String> {
-        let mut bytes = [0u8; CrashReport::SIZE];
-        self.memory.read_slice(&mut bytes, GuestAddress(addr)).ok()?;
-        let report = CrashReport::from_bytes(&bytes);
-        let kind = report.crash_kind()?;
+    /// Serves gdb with `server` for VM `vm`.
+    pub fn with_gdb(mut self, server: GdbServer, vm: u32) -> DebugPort {
+        self.gdb = Some((server, u64::from(vm)));
+        self
+    }
+
+    /// The kernel's event at guest-physical `addr`: a crash is explained,
+    /// a stop of the debugged VM served. What there is to say goes to
+    /// `say` as soon as it is known.
+    pub fn event(&mut self, addr: u64, say: &mut dyn FnMut(&str)) {
+        let mut bytes = [0u8; DebugEvent::SIZE];
+        if self.memory.read_slice(&mut bytes, GuestAddress(addr)).is_err() {
+            return;
+        }
+        let event = DebugEvent::from_bytes(&bytes);
+        if event.is_crash()
+            && let Some(text) = self.describe(&event)
+        {
+            say(&text);
+        }
+        if let Some((server, _)) = self.gdb.as_mut().filter(|(_, vm)| *vm == event.vm) {
+            server.stop(addr, event, say);
+        }
+    }
+
+    /// What to print for the crash `report`.
+    fn describe(&mut self, report: &DebugEvent) -> Option<String> {
+        let kind = report.event_kind()?;
         let space = VmSpace::new(&self.memory, report.root, report.space_size);
         let regs = &report.regs;
         let addresses = backtrace::return_addresses(&space, regs.rip, regs.rbp, regs.rsp);
@@ -111,14 +137,14 @@ impl Crashes {
         }
         if let Some(dir) = self.core_dir.clone() {
             let elf = elf.unwrap_or_else(|| PathBuf::from(format!("{name}.elf")));
-            text += &self.write_core(&dir, &report, &name, &elf);
+            text += &self.write_core(&dir, report, &name, &elf);
         }
         Some(text)
     }
 
     /// Writes the core of the VM `report` names (made from `elf`) into
     /// `dir`; says where, or why not.
-    fn write_core(&mut self, dir: &Path, report: &CrashReport, name: &str, elf: &Path) -> String {
+    fn write_core(&mut self, dir: &Path, report: &DebugEvent, name: &str, elf: &Path) -> String {
         let vm = report.vm;
         if self.cores >= CORE_FILES_MAX {
             return format!("denali: vm {vm} left no core file: this run wrote {CORE_FILES_MAX} already\n");
@@ -149,7 +175,7 @@ impl Image {
 
 /// Writes the frames at `addresses` (innermost first) with their names,
 /// leaving out a panic's machinery.
-fn write_named(text: &mut String, symbols: &Symbols, addresses: &[u64], kind: CrashKind) {
+fn write_named(text: &mut String, symbols: &Symbols, addresses: &[u64], kind: EventKind) {
     let mut frames: Vec<(u64, SourceFrame)> = Vec::new();
     for (index, &address) in addresses.iter().enumerate() {
         // A return address is the instruction after the call.
@@ -179,13 +205,30 @@ fn write_named(text: &mut String, symbols: &Symbols, addresses: &[u64], kind: Cr
 
 /// The frames worth showing: not std's runtime below `main`, and, for a
 /// panic, not the panic machinery at the top.
-fn shown_frames(frames: &[(u64, SourceFrame)], kind: CrashKind) -> Range<usize> {
+fn shown_frames(frames: &[(u64, SourceFrame)], kind: EventKind) -> Range<usize> {
     let named = |frame: &SourceFrame, prefix: &str| frame.function.as_deref().is_some_and(|f| f.starts_with(prefix));
     let end = frames.iter().position(|(_, frame)| named(frame, RUNTIME_START)).unwrap_or(frames.len());
     let machinery = |frame: &SourceFrame| PANIC_MACHINERY.iter().any(|prefix| named(frame, prefix));
     let start = match frames[..end].iter().rposition(|(_, frame)| machinery(frame)) {
-        Some(last) if kind == CrashKind::Panic && last + 1 < end => last + 1,
+        Some(last) if kind == EventKind::Panic && last + 1 < end => last + 1,
         _ => 0,
     };
     start..end
+}
+
+/// The signal Linux would send for this crash (gdb's numbers are the
+/// same): what a core file and gdb say ended the VM.
+fn crash_signal(event: &DebugEvent) -> u8 {
+    const SIGILL: u8 = 4;
+    const SIGTRAP: u8 = 5;
+    const SIGABRT: u8 = 6;
+    const SIGFPE: u8 = 8;
+    const SIGSEGV: u8 = 11;
+    match (event.event_kind(), event.vector) {
+        (Some(EventKind::Panic), _) => SIGABRT,
+        (_, 0 | 16 | 19) => SIGFPE,
+        (_, 1 | 3) => SIGTRAP,
+        (_, 6) => SIGILL,
+        _ => SIGSEGV,
+    }
 }

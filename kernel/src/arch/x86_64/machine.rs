@@ -80,7 +80,7 @@ impl Platform for Machine {
         super::share_counters(counters);
     }
 
-    fn report_crash(&mut self, report: &denali_abi::debug::CrashReport) {
-        super::report_crash(report);
+    fn debug_event(&mut self, event: &mut denali_abi::debug::DebugEvent) {
+        super::debug_event(event);
     }
 }

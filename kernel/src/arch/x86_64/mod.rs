@@ -85,18 +85,18 @@ pub fn share_counters(counters: &denali_abi::counters::SwapCounters) {
     unsafe { Port::<u32>::new(ports::COUNTERS).write(addr) };
 }
 
-/// Hands the monitor `report` (see [`ports::DEBUG`]); nothing where there
-/// is no monitor.
-pub fn report_crash(report: &denali_abi::debug::CrashReport) {
-    // The report is on the kernel's stack, in the image, below 4 GiB.
-    let Ok(addr) = u32::try_from(crate::mem::phys::kernel_virt_to_phys(report as *const _ as u64)) else { return };
-    // SAFETY: the debug port lets the monitor read the report and the
-    // crashed VM's pages; it writes nothing. Unlike `Port::write` (which
-    // says it touches no memory), the asm may read memory, so the
-    // report's stores are made before it.
+/// Hands the monitor `event` and takes its answer (see [`ports::DEBUG`]);
+/// nothing where there is no monitor.
+pub fn debug_event(event: &mut denali_abi::debug::DebugEvent) {
+    // The event is on the kernel's stack, in the image, below 4 GiB.
+    let Ok(addr) = u32::try_from(crate::mem::phys::kernel_virt_to_phys(event as *mut _ as u64)) else { return };
+    // SAFETY: the debug port lets the monitor read the event and the VM's
+    // pages, and write the event's answer; nothing else. Unlike
+    // `Port::write` (which says it touches no memory), the asm may read and
+    // write memory, so the event is stored before it and read after it.
     unsafe {
-        core::arch::asm!("out dx, eax", in("dx") ports::DEBUG, in("eax") addr, options(nostack, preserves_flags, readonly));
-    }
+        core::arch::asm!("out dx, eax", in("dx") ports::DEBUG, in("eax") addr, options(nostack, preserves_flags))
+    };
 }
 
 /// Halts until an interrupt (the APIC timer) arrives. Interrupts are on

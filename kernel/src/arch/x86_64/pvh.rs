@@ -170,6 +170,7 @@ static mut BOOT_INFO: BootInfo = BootInfo {
     net_mmio: 0,
     blk_mmio: 0,
     unix_time_ns: 0,
+    debug_vm: 0,
 };
 
 unsafe extern "C" {
@@ -196,6 +197,7 @@ extern "C" fn pvh_boot_info(start_info: u64) -> u64 {
         net_mmio: 0,
         blk_mmio: 0,
         unix_time_ns: 0,
+        debug_vm: 0,
     };
     let low = (0, 1 << 20);
     let kernel = (KERNEL_PHYS_LOAD, phys::kernel_virt_to_phys(core::ptr::addr_of!(__kernel_end) as u64));

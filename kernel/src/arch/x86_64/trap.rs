@@ -290,9 +290,12 @@ const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 static mut IDT: [Gate; 256] =
     [Gate { offset_low: 0, selector: 0, ist: 0, type_attr: 0, offset_mid: 0, offset_high: 0, reserved: 0 }; 256];
 
+/// The breakpoint exception, `int3`.
+const BREAKPOINT_VECTOR: usize = 3;
+
 /// Fills and loads the IDT: every vector gets its stub and an IST stack.
-/// Only the hypercall gate has DPL 3; `int n` for any other vector from
-/// ring 3 is a #GP, never a forged trap.
+/// Only the hypercall gate and the breakpoint have DPL 3; `int n` for any
+/// other vector from ring 3 is a #GP, never a forged trap.
 pub fn init_idt(selectors: &Selectors) {
     // SAFETY: called once at boot before interrupts are enabled; the IDT is
     // static, so the pointer handed to lidt stays valid forever, and the stub
@@ -302,7 +305,10 @@ pub fn init_idt(selectors: &Selectors) {
         let stubs = &*core::ptr::addr_of!(denali_trap_stubs);
         for (vector, gate) in idt.iter_mut().enumerate() {
             let addr = stubs[vector];
-            let user_gate = vector == usize::from(HYPERCALL_VECTOR);
+            // Ring 3 may raise the hypercall gate and `int3`, a debugger's
+            // breakpoint (a VM not being debugged stops on it, as on a
+            // fault).
+            let user_gate = vector == usize::from(HYPERCALL_VECTOR) || vector == BREAKPOINT_VECTOR;
             let ist = match vector {
                 8 => IST_DOUBLE_FAULT,
                 2 | 18 => IST_NMI,

@@ -1,0 +1,313 @@
+//! `cargo denali run --gdb PORT`: gdb's remote protocol (the `gdbstub`
+//! crate) for one VM, served on the vCPU's thread while that VM is stopped.
+//!
+//! The kernel stops the debugged VM at its entry point, after each single
+//! step, at `int3` and when it exits or crashes, and hands the monitor a
+//! [`DebugEvent`]. The monitor then talks to gdb until gdb resumes the VM,
+//! and writes the registers gdb set and the [`Command`] (continue or step)
+//! back into the event. gdb sees only that VM's flat address space, read
+//! and written through the VM's own page tables; it may write memory (and
+//! plant breakpoints) only once the kernel says every page of the VM is
+//! the VM's own copy.
+
+use super::walk::VmSpace;
+use denali_abi::debug::{Command, DebugEvent, EVENT_MEMORY_PRIVATE, EventKind};
+use gdbstub::common::Signal;
+use gdbstub::conn::ConnectionExt;
+use gdbstub::stub::state_machine::GdbStubStateMachine;
+use gdbstub::stub::{GdbStub, SingleThreadStopReason};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::base::singlethread::{
+    SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
+};
+use gdbstub::target::ext::breakpoints::{Breakpoints, BreakpointsOps, SwBreakpoint, SwBreakpointOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use gdbstub_arch::x86::X86_64_SSE;
+use gdbstub_arch::x86::reg::X86_64CoreRegs;
+use std::collections::BTreeMap;
+use std::net::{TcpListener, TcpStream};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+/// `int3`.
+const BREAKPOINT: u8 = 0xcc;
+const PAGE_SIZE: u64 = 4096;
+
+type Session = GdbStubStateMachine<'static, VmTarget, TcpStream>;
+
+/// The gdb server of a run.
+pub struct GdbServer {
+    listener: TcpListener,
+    session: Option<Session>,
+    target: VmTarget,
+    /// gdb left (or the connection broke): the VM runs on undebugged.
+    detached: bool,
+}
+
+/// The stopped VM as gdb sees it.
+struct VmTarget {
+    memory: GuestMemoryMmap,
+    /// The stop being served.
+    event: DebugEvent,
+    /// How gdb resumed the VM, once it has.
+    answer: Option<Command>,
+    /// Breakpoints planted, and the bytes they replaced.
+    breakpoints: BTreeMap<u64, u8>,
+}
+
+impl GdbServer {
+    /// A server listening on `listener` for gdb, over `memory`.
+    pub fn new(listener: TcpListener, memory: GuestMemoryMmap) -> GdbServer {
+        let event = DebugEvent::from_bytes(&[0; DebugEvent::SIZE]);
+        let target = VmTarget { memory, event, answer: None, breakpoints: BTreeMap::new() };
+        GdbServer { listener, session: None, target, detached: false }
+    }
+
+    /// The debugged VM stopped as `event` (read from guest-physical
+    /// `addr`) says: serves gdb until it resumes the VM, then writes the
+    /// answer back. What there is to say goes to `say`.
+    pub fn stop(&mut self, addr: u64, event: DebugEvent, say: &mut dyn FnMut(&str)) {
+        if self.detached {
+            return;
+        }
+        self.target.event = event;
+        self.target.answer = None;
+        let reason = self.target.stop_reason();
+        let served = match self.session.take() {
+            None => {
+                say(&format!("denali: vm {} stopped at its entry point for gdb\n", event.vm));
+                self.connect().and_then(|session| self.serve(session))
+            }
+            Some(GdbStubStateMachine::Running(running)) => {
+                running.report_stop(&mut self.target, reason).map_err(|e| e.to_string()).and_then(|s| self.serve(s))
+            }
+            Some(other) => self.serve(other),
+        };
+        let served = match served {
+            // A crashed VM does not come back: gdb hears that it ended.
+            Ok(GdbStubStateMachine::Running(running)) if event.is_crash() => {
+                let ended = SingleThreadStopReason::Terminated(Signal(super::crash_signal(&event)));
+                running.report_stop(&mut self.target, ended).map_err(|e| e.to_string()).and_then(|s| self.serve(s))
+            }
+            other => other,
+        };
+        match served {
+            Ok(session) => self.session = Some(session),
+            // After the VM ended, gdb leaving is the end of the session.
+            Err(_) if event.event_kind() == Some(EventKind::Exited) || event.is_crash() => self.detach(),
+            Err(why) => {
+                self.detach();
+                say(&format!("denali: gdb left ({why}); vm {} runs on\n", event.vm));
+            }
+        }
+        self.answer(addr);
+    }
+
+    /// Waits for gdb to connect.
+    fn connect(&mut self) -> Result<Session, String> {
+        let (stream, _) = self.listener.accept().map_err(|e| format!("cannot accept gdb's connection: {e}"))?;
+        GdbStub::new(stream).run_state_machine(&mut self.target).map_err(|e| e.to_string())
+    }
+
+    /// Talks to gdb until it resumes the VM (or leaves).
+    fn serve(&mut self, mut session: Session) -> Result<Session, String> {
+        loop {
+            session = match session {
+                GdbStubStateMachine::Idle(mut idle) => {
+                    let byte = idle.borrow_conn().read().map_err(|e| format!("the connection broke: {e}"))?;
+                    idle.incoming_data(&mut self.target, byte).map_err(|e| e.to_string())?
+                }
+                GdbStubStateMachine::Running(_) if self.target.answer.is_some() => return Ok(session),
+                GdbStubStateMachine::Running(running) => {
+                    // Resumed with no answer (cannot happen): stop again.
+                    let reason = SingleThreadStopReason::Signal(Signal::SIGTRAP);
+                    running.report_stop(&mut self.target, reason).map_err(|e| e.to_string())?
+                }
+                GdbStubStateMachine::CtrlCInterrupt(interrupt) => {
+                    let reason = Some(SingleThreadStopReason::Signal(Signal::SIGINT));
+                    interrupt.interrupt_handled(&mut self.target, reason).map_err(|e| e.to_string())?
+                }
+                GdbStubStateMachine::Disconnected(_) => return Err("it disconnected".into()),
+            }
+        }
+    }
+
+    /// gdb is gone: its breakpoints come out and the VM runs on.
+    fn detach(&mut self) {
+        self.detached = true;
+        let planted = std::mem::take(&mut self.target.breakpoints);
+        for (addr, byte) in planted {
+            let _ = self.target.write_bytes(addr, &[byte]);
+        }
+        self.target.answer = Some(Command::Continue);
+    }
+
+    /// Writes the registers and the command into the event at `addr`.
+    fn answer(&mut self, addr: u64) {
+        let command = self.target.answer.unwrap_or(Command::Continue) as u64;
+        let mut bytes = command.to_le_bytes().to_vec();
+        for word in self.target.event.regs.to_words() {
+            bytes.extend(word.to_le_bytes());
+        }
+        let at = GuestAddress(addr + DebugEvent::COMMAND_OFFSET as u64);
+        let _ = self.target.memory.write_slice(&bytes, at);
+    }
+}
+
+impl VmTarget {
+    fn space(&self) -> VmSpace<'_> {
+        VmSpace::new(&self.memory, self.event.root, self.event.space_size)
+    }
+
+    /// Why the VM stopped, as gdb hears it; a stop at a planted breakpoint
+    /// moves `rip` back onto it.
+    fn stop_reason(&mut self) -> SingleThreadStopReason<u64> {
+        let event = &mut self.event;
+        match event.event_kind() {
+            Some(EventKind::Step) => SingleThreadStopReason::DoneStep,
+            Some(EventKind::Exited) => SingleThreadStopReason::Exited(event.status as u8),
+            Some(EventKind::Trap) if self.breakpoints.contains_key(&event.regs.rip.wrapping_sub(1)) => {
+                event.regs.rip -= 1;
+                SingleThreadStopReason::SwBreak(())
+            }
+            Some(EventKind::Fault | EventKind::Panic) => {
+                SingleThreadStopReason::Signal(Signal(super::crash_signal(event)))
+            }
+            _ => SingleThreadStopReason::Signal(Signal::SIGTRAP),
+        }
+    }
+
+    /// Reads the VM's bytes from `addr` into `out`, page by page; how many
+    /// it could.
+    fn read_bytes(&self, addr: u64, out: &mut [u8]) -> usize {
+        let space = self.space();
+        let mut done = 0;
+        while done < out.len() {
+            let va = addr.wrapping_add(done as u64);
+            let Some(physical) = space.translate(va) else { break };
+            let chunk = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(out.len() - done);
+            if self.memory.read_slice(&mut out[done..done + chunk], GuestAddress(physical)).is_err() {
+                break;
+            }
+            done += chunk;
+        }
+        done
+    }
+
+    /// Writes `bytes` at the VM's `addr`, only if all its pages are its own.
+    fn write_bytes(&self, addr: u64, bytes: &[u8]) -> Result<(), ()> {
+        if self.event.flags & EVENT_MEMORY_PRIVATE == 0 {
+            return Err(());
+        }
+        let space = self.space();
+        let mut done = 0;
+        while done < bytes.len() {
+            let va = addr.wrapping_add(done as u64);
+            let physical = space.translate(va).ok_or(())?;
+            let chunk = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(bytes.len() - done);
+            self.memory.write_slice(&bytes[done..done + chunk], GuestAddress(physical)).map_err(drop)?;
+            done += chunk;
+        }
+        Ok(())
+    }
+}
+
+impl Target for VmTarget {
+    type Arch = X86_64_SSE;
+    type Error = &'static str;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::SingleThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadBase for VmTarget {
+    fn read_registers(&mut self, regs: &mut X86_64CoreRegs) -> TargetResult<(), Self> {
+        let r = &self.event.regs;
+        regs.regs = [
+            r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14,
+            r.r15,
+        ];
+        regs.eflags = r.rflags as u32;
+        regs.rip = r.rip;
+        regs.segments.cs = r.cs as u32;
+        regs.segments.ss = r.ss as u32;
+        (regs.segments.ds, regs.segments.es) = (r.ds as u32, r.es as u32);
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
+        let r = &mut self.event.regs;
+        [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp] = regs.regs[..8].try_into().expect("8 registers");
+        [r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15] = regs.regs[8..].try_into().expect("8 registers");
+        r.rflags = u64::from(regs.eflags);
+        r.rip = regs.rip;
+        Ok(())
+    }
+
+    fn read_addrs(&mut self, start_addr: u64, data: &mut [u8]) -> TargetResult<usize, Self> {
+        let read = self.read_bytes(start_addr, data);
+        if read == 0 && !data.is_empty() {
+            return Err(TargetError::NonFatal);
+        }
+        // gdb sees the bytes its breakpoints replaced.
+        for (&addr, &byte) in self.breakpoints.range(start_addr..start_addr.saturating_add(read as u64)) {
+            data[(addr - start_addr) as usize] = byte;
+        }
+        Ok(read)
+    }
+
+    fn write_addrs(&mut self, start_addr: u64, data: &[u8]) -> TargetResult<(), Self> {
+        self.write_bytes(start_addr, data).map_err(|()| TargetError::NonFatal)
+    }
+
+    fn support_resume(&mut self) -> Option<SingleThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadResume for VmTarget {
+    fn resume(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        self.answer = Some(Command::Continue);
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<SingleThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleThreadSingleStep for VmTarget {
+    fn step(&mut self, _signal: Option<Signal>) -> Result<(), Self::Error> {
+        self.answer = Some(Command::Step);
+        Ok(())
+    }
+}
+
+impl Breakpoints for VmTarget {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for VmTarget {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        if self.breakpoints.contains_key(&addr) {
+            return Ok(true);
+        }
+        let mut original = [0u8];
+        if self.read_bytes(addr, &mut original) != 1 || self.write_bytes(addr, &[BREAKPOINT]).is_err() {
+            return Ok(false);
+        }
+        self.breakpoints.insert(addr, original[0]);
+        Ok(true)
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        let Some(original) = self.breakpoints.remove(&addr) else { return Ok(false) };
+        Ok(self.write_bytes(addr, &[original]).is_ok())
+    }
+}
