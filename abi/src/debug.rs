@@ -52,47 +52,45 @@ pub enum Command {
 /// plant breakpoints, without touching another VM's.
 pub const EVENT_MEMORY_PRIVATE: u64 = 1;
 
-/// A VM's general registers, in the order of Linux's `user_regs_struct`
-/// (what an ELF core's `NT_PRSTATUS` note holds).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[allow(missing_docs)]
-pub struct UserRegs {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub rbp: u64,
-    pub rbx: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rax: u64,
-    pub rcx: u64,
-    pub rdx: u64,
-    pub rsi: u64,
-    pub rdi: u64,
-    pub orig_rax: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-    pub fs_base: u64,
-    pub gs_base: u64,
-    pub ds: u64,
-    pub es: u64,
-    pub fs: u64,
-    pub gs: u64,
+/// Defines [`UserRegs`] with these fields, in this order, and its
+/// conversions to and from words.
+macro_rules! user_regs {
+    ($($field:ident),* $(,)?) => {
+        /// A VM's general registers, in the order of Linux's
+        /// `user_regs_struct` (what an ELF core's `NT_PRSTATUS` note holds).
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        #[allow(missing_docs)]
+        pub struct UserRegs {
+            $(pub $field: u64,)*
+        }
+
+        impl UserRegs {
+            /// The registers in field order.
+            pub fn to_words(&self) -> [u64; USER_REGS_WORDS] {
+                [$(self.$field),*]
+            }
+
+            /// Registers from their words in field order.
+            pub fn from_words(words: [u64; USER_REGS_WORDS]) -> UserRegs {
+                let [$($field),*] = words;
+                UserRegs { $($field),* }
+            }
+        }
+    };
 }
+
+user_regs!(
+    r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx, rdx, rsi, rdi, orig_rax, rip, cs, rflags, rsp, ss,
+    fs_base, gs_base, ds, es, fs, gs,
+);
 
 /// Words in a [`UserRegs`].
 pub const USER_REGS_WORDS: usize = 27;
 
 /// What the kernel says about a VM that crashed or stopped.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DebugEvent {
     /// The VM's id.
     pub vm: u64,
@@ -168,79 +166,6 @@ impl DebugEvent {
     pub const COMMAND_OFFSET: usize = 9 * 8;
 }
 
-impl UserRegs {
-    /// The registers in field order.
-    pub fn to_words(&self) -> [u64; USER_REGS_WORDS] {
-        let r = self;
-        [
-            r.r15, r.r14, r.r13, r.r12, r.rbp, r.rbx, r.r11, r.r10, r.r9, r.r8, r.rax, r.rcx, r.rdx, r.rsi, r.rdi,
-            r.orig_rax, r.rip, r.cs, r.rflags, r.rsp, r.ss, r.fs_base, r.gs_base, r.ds, r.es, r.fs, r.gs,
-        ]
-    }
-
-    /// Registers from their words in field order.
-    pub fn from_words(w: [u64; USER_REGS_WORDS]) -> UserRegs {
-        let [
-            r15,
-            r14,
-            r13,
-            r12,
-            rbp,
-            rbx,
-            r11,
-            r10,
-            r9,
-            r8,
-            rax,
-            rcx,
-            rdx,
-            rsi,
-            rdi,
-            orig_rax,
-            rip,
-            cs,
-            rflags,
-            rsp,
-            ss,
-            fs_base,
-            gs_base,
-            ds,
-            es,
-            fs,
-            gs,
-        ] = w;
-        UserRegs {
-            r15,
-            r14,
-            r13,
-            r12,
-            rbp,
-            rbx,
-            r11,
-            r10,
-            r9,
-            r8,
-            rax,
-            rcx,
-            rdx,
-            rsi,
-            rdi,
-            orig_rax,
-            rip,
-            cs,
-            rflags,
-            rsp,
-            ss,
-            fs_base,
-            gs_base,
-            ds,
-            es,
-            fs,
-            gs,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,15 +178,12 @@ mod tests {
         let report = DebugEvent {
             vm: 3,
             kind: EventKind::Panic as u64,
-            vector: 0,
-            error_code: 0,
-            fault_address: 0,
             root: 0x5000,
             space_size: 1 << 30,
             status: 101,
-            flags: 0,
             command: Command::Step as u64,
             regs,
+            ..DebugEvent::default()
         };
         // SAFETY: DebugEvent is repr(C) and all u64, with no padding: its
         // bytes are initialised, and are what the kernel leaves in memory.

@@ -10,6 +10,7 @@ use super::frame::{FRAME_SIZE, FrameAllocator};
 use super::guest::GuestAddr;
 use super::phys::{self, Frames};
 use alloc::vec::Vec;
+use denali_abi::layout::IMAGE_BASE;
 use x86_64::structures::paging::mapper::{MapToError, TranslateResult};
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{
@@ -296,18 +297,24 @@ impl AddressSpace {
     }
 
     /// Gives the VM its own copy of every image page it maps (shared and
-    /// copy-on-write alike), so that a debugger may write any page of it
-    /// without touching another VM's. A copy-on-write page becomes
+    /// copy-on-write alike, from `IMAGE_BASE` up), so that a debugger may
+    /// write any page of it there without touching another VM's. A copy-on-write page becomes
     /// writable, as the VM's own first write would make it; a shared page
     /// keeps its rights. Returns how many pages were copied, and whether
     /// all were (when memory runs out, the pages copied so far stay the
     /// VM's).
     pub fn privatize_all(&mut self, frames: &mut FrameAllocator) -> (u64, bool) {
         let private = &mut self.private;
+        // The copies join the list; only the pages it held before can be
+        // the VM's already.
+        let owned_before = private.len();
         let mut copied = 0;
         let walked = for_each_user_leaf(self.pml4, 0, 0, &mut |vaddr, entry| {
             let shared = entry.addr().as_u64();
-            if private.iter().any(|&(_, frame)| frame == shared) {
+            // Below the image lie the kernel's pages (the info page, the
+            // register state and its save and restore routines, which run
+            // with interrupts off): never the debugger's to write.
+            if vaddr < IMAGE_BASE || private[..owned_before].iter().any(|&(_, frame)| frame == shared) {
                 return Ok(());
             }
             private.try_reserve(1).map_err(|_| MapError::OutOfMemory)?;

@@ -56,10 +56,12 @@ impl<P: Platform> Kernel<P> {
         self.debugged.is_some_and(|debugged| debugged.vm == id)
     }
 
-    /// VM `id` is about to be entered through its state-restore routine.
+    /// VM `id` is about to be entered through its state-restore routine:
+    /// if it is stepping, its next single-step trap outside the routine is
+    /// a landing (a trap it raises itself otherwise is its own).
     pub(super) fn note_restore_entry(&mut self, id: VmId) {
         if let Some(debugged) = self.debugged.as_mut().filter(|debugged| debugged.vm == id) {
-            debugged.landing = true;
+            debugged.landing = debugged.stepping;
         }
     }
 

@@ -383,6 +383,8 @@ fn the_debugged_vm_stops_for_its_debugger_and_the_others_run_on() {
     assert_eq!(of(1), [(EventKind::Fault, super::fault_status(3) as u64)]);
     let entry = &kernel.platform.events[0];
     assert_ne!(entry.flags & EVENT_MEMORY_PRIVATE, 0, "its image pages were copied for the debugger");
-    assert_eq!(kernel.stats[0].shared_pages, 0, "the debugged VM shares no page with VM 1");
-    assert_ne!(kernel.stats[1].shared_pages, 0);
+    // Its image pages are its own; the one page still shared is the
+    // kernel's state-switch page, which the debugger may not write.
+    assert_eq!(kernel.stats[0].shared_pages, 1, "the debugged VM shares no image page with VM 1");
+    assert!(kernel.stats[1].shared_pages > 1);
 }

@@ -12,6 +12,7 @@
 
 use super::walk::VmSpace;
 use denali_abi::debug::{Command, DebugEvent, EVENT_MEMORY_PRIVATE, EventKind};
+use denali_abi::layout::IMAGE_BASE;
 use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
@@ -57,7 +58,7 @@ struct VmTarget {
 impl GdbServer {
     /// A server listening on `listener` for gdb, over `memory`.
     pub fn new(listener: TcpListener, memory: GuestMemoryMmap) -> GdbServer {
-        let event = DebugEvent::from_bytes(&[0; DebugEvent::SIZE]);
+        let event = DebugEvent::default();
         let target = VmTarget { memory, event, answer: None, breakpoints: BTreeMap::new() };
         GdbServer { listener, session: None, target, detached: false }
     }
@@ -181,34 +182,43 @@ impl VmTarget {
     fn read_bytes(&self, addr: u64, out: &mut [u8]) -> usize {
         let space = self.space();
         let mut done = 0;
-        while done < out.len() {
-            let va = addr.wrapping_add(done as u64);
+        for (va, piece) in pieces(addr, out.len()) {
             let Some(physical) = space.translate(va) else { break };
-            let chunk = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(out.len() - done);
-            if self.memory.read_slice(&mut out[done..done + chunk], GuestAddress(physical)).is_err() {
+            if self.memory.read_slice(&mut out[piece.clone()], GuestAddress(physical)).is_err() {
                 break;
             }
-            done += chunk;
+            done = piece.end;
         }
         done
     }
 
-    /// Writes `bytes` at the VM's `addr`, only if all its pages are its own.
+    /// Writes `bytes` at the VM's `addr`, only if all its pages are its own
+    /// and none is the kernel's (below the image: the info page, the
+    /// register state and the routines that switch it, which run with
+    /// interrupts off).
     fn write_bytes(&self, addr: u64, bytes: &[u8]) -> Result<(), ()> {
-        if self.event.flags & EVENT_MEMORY_PRIVATE == 0 {
+        if self.event.flags & EVENT_MEMORY_PRIVATE == 0 || addr < IMAGE_BASE {
             return Err(());
         }
         let space = self.space();
-        let mut done = 0;
-        while done < bytes.len() {
-            let va = addr.wrapping_add(done as u64);
+        for (va, piece) in pieces(addr, bytes.len()) {
             let physical = space.translate(va).ok_or(())?;
-            let chunk = ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(bytes.len() - done);
-            self.memory.write_slice(&bytes[done..done + chunk], GuestAddress(physical)).map_err(drop)?;
-            done += chunk;
+            self.memory.write_slice(&bytes[piece], GuestAddress(physical)).map_err(drop)?;
         }
         Ok(())
     }
+}
+
+/// `len` bytes from the VM's `addr` cut at page boundaries: each piece's
+/// VM address and its place in the buffer.
+fn pieces(addr: u64, len: usize) -> impl Iterator<Item = (u64, std::ops::Range<usize>)> {
+    let mut done = 0;
+    std::iter::from_fn(move || {
+        let va = addr.wrapping_add(done as u64);
+        let piece = done..done + ((PAGE_SIZE - va % PAGE_SIZE) as usize).min(len - done);
+        done = piece.end;
+        (!piece.is_empty()).then_some((va, piece))
+    })
 }
 
 impl Target for VmTarget {
@@ -309,5 +319,44 @@ impl SwBreakpoint for VmTarget {
     fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
         let Some(original) = self.breakpoints.remove(&addr) else { return Ok(false) };
         Ok(self.write_bytes(addr, &[original]).is_ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use denali_abi::layout::STATE_SWITCH_PAGE;
+
+    /// A stopped VM whose page `STATE_SWITCH_PAGE` and first image page
+    /// are mapped (to frames 0x10000 and 0x11000).
+    fn stopped(flags: u64) -> VmTarget {
+        let memory = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20000)]).unwrap();
+        let put = |at: u64, value: u64| memory.write_obj(value, GuestAddress(at)).unwrap();
+        put(0x1000, 0x4000 | 7);
+        put(0x4000, 0x5000 | 7);
+        put(0x5000, 0x6000 | 7);
+        put(0x6000 + STATE_SWITCH_PAGE / PAGE_SIZE * 8, 0x10000 | 5);
+        put(0x6000 + IMAGE_BASE / PAGE_SIZE * 8, 0x11000 | 5);
+        let event = DebugEvent { root: 0x1000, space_size: 1 << 30, flags, ..DebugEvent::default() };
+        VmTarget { memory, event, answer: None, breakpoints: BTreeMap::new() }
+    }
+
+    #[test]
+    fn gdb_writes_only_the_vms_own_image_pages() {
+        let mut vm = stopped(EVENT_MEMORY_PRIVATE);
+        assert_eq!(vm.add_sw_breakpoint(IMAGE_BASE + 5, 1).ok(), Some(true));
+        assert_eq!(vm.memory.read_obj::<u8>(GuestAddress(0x11005)).unwrap(), BREAKPOINT);
+        let mut seen = [0xffu8; 8];
+        assert_eq!(vm.read_addrs(IMAGE_BASE, &mut seen).ok(), Some(8));
+        assert_eq!(seen, [0; 8], "gdb reads the byte its breakpoint replaced");
+        assert!(vm.write_addrs(STATE_SWITCH_PAGE, &[0xeb, 0xfe]).is_err(), "the kernel's routines");
+        assert_eq!(vm.add_sw_breakpoint(STATE_SWITCH_PAGE, 1).ok(), Some(false));
+        assert_eq!(vm.memory.read_obj::<u16>(GuestAddress(0x10000)).unwrap(), 0);
+        assert!(vm.write_addrs(IMAGE_BASE + PAGE_SIZE, &[1]).is_err(), "not mapped");
+
+        let mut shared = stopped(0);
+        assert!(shared.write_addrs(IMAGE_BASE, &[1]).is_err(), "pages another VM may share");
+        assert_eq!(shared.add_sw_breakpoint(IMAGE_BASE, 1).ok(), Some(false));
+        assert_eq!(shared.memory.read_obj::<u8>(GuestAddress(0x11000)).unwrap(), 0);
     }
 }
