@@ -88,6 +88,11 @@ pub const BOOT_FLAG_PCI: u64 = 1 << 2;
 /// Boot flag: the monitor takes whole console buffers on
 /// [`ports::CONSOLE`]; without it the kernel writes the UART byte by byte.
 pub const BOOT_FLAG_CONSOLE_PORT: u64 = 1 << 3;
+/// Boot flag: every byte of the usable [`BootInfo::regions`] is zero (our
+/// monitor's guest memory is fresh anonymous memory), so the kernel need
+/// not zero a frame it has never handed out. Firmware promises nothing of
+/// the kind: the UEFI loader and PVH leave it clear.
+pub const BOOT_FLAG_ZEROED_MEMORY: u64 = 1 << 4;
 
 /// Virtual address at which all physical memory is mapped (the "physmap").
 /// The loader sets this mapping up before entering the kernel.

@@ -22,8 +22,8 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::boot::{
-    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_MAGIC, BootInfo, Bundle,
-    MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
+    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_FLAG_ZEROED_MEMORY, BOOT_MAGIC,
+    BootInfo, Bundle, MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
 };
 use virtio_drivers::transport::DeviceType;
 use x86_64::registers::control::Cr3;
@@ -71,6 +71,9 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     };
     let (vms, wants_disk) = bundle_demands(&bundle);
     let (heap_size, mut frames) = carve_memory(&info, heap, vms);
+    if info.flags & BOOT_FLAG_ZEROED_MEMORY != 0 {
+        frames.set_fresh_are_zero();
+    }
     let user = UserSelectors { code: u64::from(selectors.user_code.0), data: u64::from(selectors.user_data.0) };
     let Some(switch_frame) = phys::alloc_zeroed(&mut frames) else {
         kprintln!("denali: no memory for the kernel's state-switch page; give the run more memory (--mem)");

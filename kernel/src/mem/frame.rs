@@ -1,7 +1,9 @@
 //! The physical frame allocator's bookkeeping: which 4 KiB frames are free.
 //!
 //! Pure logic over numbers, tested on the host. It never touches the frames;
-//! the caller zeroes a frame before any VM can see it (`mem::phys`).
+//! the caller zeroes a frame before any VM can see it (`mem::phys`), unless
+//! the allocator says it is one the machine handed over zeroed and nobody
+//! has had since.
 
 use alloc::vec::Vec;
 
@@ -18,6 +20,8 @@ pub struct FrameAllocator {
     free: Vec<u64>,
     in_use: u64,
     total: u64,
+    /// The machine zeroed the ranges: a frame never handed out is zero.
+    fresh_are_zero: bool,
 }
 
 impl FrameAllocator {
@@ -31,26 +35,39 @@ impl FrameAllocator {
             .collect();
         let total = ranges.iter().map(|(s, e)| (e - s) / FRAME_SIZE).sum();
         let next_frame = ranges.first().map_or(0, |r| r.0);
-        FrameAllocator { ranges, next_range: 0, next_frame, free: Vec::new(), in_use: 0, total }
+        FrameAllocator { ranges, next_range: 0, next_frame, free: Vec::new(), in_use: 0, total, fresh_are_zero: false }
+    }
+
+    /// The machine handed the ranges over zeroed, and nothing has written
+    /// a frame of them that this allocator has not handed out.
+    pub fn set_fresh_are_zero(&mut self) {
+        self.fresh_are_zero = true;
     }
 
     /// A free frame's physical address, or `None` when memory is exhausted.
     pub fn alloc(&mut self) -> Option<u64> {
-        let frame = match self.free.pop() {
-            Some(frame) => frame,
+        self.alloc_knowing_zero().map(|(frame, _)| frame)
+    }
+
+    /// [`FrameAllocator::alloc`], and whether the frame is known to be
+    /// zero: one never handed out, from ranges the machine zeroed. A frame
+    /// that was freed never is.
+    pub fn alloc_knowing_zero(&mut self) -> Option<(u64, bool)> {
+        let taken = match self.free.pop() {
+            Some(frame) => (frame, false),
             None => loop {
                 let (_, end) = *self.ranges.get(self.next_range)?;
                 if self.next_frame < end {
                     let frame = self.next_frame;
                     self.next_frame += FRAME_SIZE;
-                    break frame;
+                    break (frame, self.fresh_are_zero);
                 }
                 self.next_range += 1;
                 self.next_frame = self.ranges.get(self.next_range).map_or(0, |r| r.0);
             },
         };
         self.in_use += 1;
-        Some(frame)
+        Some(taken)
     }
 
     /// Takes back a frame from [`FrameAllocator::alloc`].
@@ -92,5 +109,19 @@ mod tests {
         assert_eq!(frames.in_use(), 2);
         assert_eq!(frames.alloc(), Some(0x3000));
         assert_eq!(frames.alloc(), None);
+    }
+
+    #[test]
+    fn only_frames_never_handed_out_from_zeroed_ranges_are_known_zero() {
+        let mut frames = FrameAllocator::new([(0x1000, 0x3000), (0x10000, 0x11000)]);
+        assert_eq!(frames.alloc_knowing_zero(), Some((0x1000, false)), "the machine promised nothing");
+        frames.set_fresh_are_zero();
+        assert_eq!(frames.alloc_knowing_zero(), Some((0x2000, true)));
+        frames.free(0x2000);
+        assert_eq!(frames.alloc_knowing_zero(), Some((0x2000, false)), "freed: it held someone's data");
+        assert_eq!(frames.alloc_knowing_zero(), Some((0x10000, true)), "the next range, fresh");
+        frames.free(0x1000);
+        assert_eq!(frames.alloc_knowing_zero(), Some((0x1000, false)));
+        assert_eq!(frames.alloc_knowing_zero(), None);
     }
 }

@@ -87,12 +87,15 @@ pub fn map_mmio(frames: &mut FrameAllocator, kernel_pml4: u64, phys: u64, len: u
     Some(to_virt(phys))
 }
 
-/// A zeroed frame, or `None` when memory is exhausted.
+/// A zeroed frame, or `None` when memory is exhausted. A frame the machine
+/// handed over zeroed and nobody has had since is not zeroed again.
 pub fn alloc_zeroed(frames: &mut FrameAllocator) -> Option<u64> {
-    let frame = frames.alloc()?;
-    // SAFETY: the allocator handed out this frame exclusively and the
-    // physmap maps all of physical memory, so the page is ours to write.
-    unsafe { core::ptr::write_bytes(to_virt(frame), 0, FRAME_SIZE as usize) };
+    let (frame, zero) = frames.alloc_knowing_zero()?;
+    if !zero {
+        // SAFETY: the allocator handed out this frame exclusively and the
+        // physmap maps all of physical memory, so the page is ours to write.
+        unsafe { core::ptr::write_bytes(to_virt(frame), 0, FRAME_SIZE as usize) };
+    }
     Some(frame)
 }
 
