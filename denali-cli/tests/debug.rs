@@ -221,7 +221,7 @@ fn main() {
 "#;
 
 #[test]
-fn gdb_breaks_reads_writes_steps_and_continues_while_other_vms_wait() {
+fn gdb_breaks_reads_writes_memory_and_registers_steps_and_continues_while_other_vms_wait() {
     let _turn = take_turn();
     let dir = scratch();
     let service = new_service(dir.path(), "gdbme", Some(TO_DEBUG));
@@ -242,6 +242,8 @@ fn gdb_breaks_reads_writes_steps_and_continues_while_other_vms_wait() {
         "stepi",
         "next",
         "print scaled",
+        // Pops the frame and sets rax: registers written.
+        "return 77",
         "continue",
     ] {
         gdb.args(["-ex", command]);
@@ -256,6 +258,6 @@ fn gdb_breaks_reads_writes_steps_and_continues_while_other_vms_wait() {
 
     assert_eq!(run.finish(std::time::Duration::from_secs(60)), 0, "{}", run.output());
     let output = run.output();
-    assert!(output.contains("vm 0 result 101"), "gdb's write reached VM 0's memory:\n{output}");
+    assert!(output.contains("vm 0 result 77"), "gdb's `return` (its register writes) reached VM 0:\n{output}");
     assert!(output.contains("vm 1 result 61"), "VM 1 saw VM 0's debugger's write:\n{output}");
 }
