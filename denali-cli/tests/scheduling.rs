@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 use support::*;
 
-const SLEEPY: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, sleep};\n\n#[denali::main]\nfn main() {\n    denali::println!(\"sleeping\");\n    sleep(Duration::from_secs(10));\n}\n";
+const SLEEPY: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, sleep};\n\n#[denali::main]\nfn main() {\n    denali::println!(\"sleeping\");\n    sleep(Duration::from_secs(30));\n}\n";
 
 /// User plus system CPU time of process `pid`, from /proc.
 fn cpu_time(pid: u32) -> Duration {
@@ -31,7 +31,8 @@ fn five_hundred_sleeping_vms_leave_the_host_cpu_idle() {
     let started = Instant::now();
     let mut lines = stdout.lines();
     // Every VM says so just before it goes to sleep (a VM preempted
-    // before that says so later, so count them all).
+    // before that says so later, so count them all). Making 500 VMs takes
+    // seconds under PVM: they sleep 30 s, so none wakes while it is measured.
     let mut asleep = 0;
     while asleep < 500 {
         let line = lines.next().expect("the run ended early").unwrap();
@@ -74,7 +75,23 @@ fn sleep_wakes_on_time() {
 
 const SPINNER: &str =
     "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    loop {\n        core::hint::spin_loop();\n    }\n}\n";
-const NAPPER: &str = "#![no_std]\n#![no_main]\nuse denali::time::{Duration, Instant, sleep};\n\n#[denali::main]\nfn main() {\n    let mut worst = Duration::ZERO;\n    for _ in 0..100 {\n        let start = Instant::now();\n        sleep(Duration::from_millis(10));\n        worst = worst.max(start.elapsed() - Duration::from_millis(10));\n    }\n    denali::println!(\"napper done, worst overshoot {} us\", worst.as_micros());\n}\n";
+const NAPPER: &str = r#"#![no_std]
+#![no_main]
+use denali::time::{Duration, Instant, sleep};
+
+#[denali::main]
+fn main() {
+    let mut overshoots = [0u128; 100];
+    for overshoot in overshoots.iter_mut() {
+        let start = Instant::now();
+        sleep(Duration::from_millis(1));
+        *overshoot = (start.elapsed() - Duration::from_millis(1)).as_micros();
+    }
+    overshoots.sort_unstable();
+    let [p10, median, p90] = [overshoots[10], overshoots[50], overshoots[90]];
+    denali::println!("napper done, overshoot p10 {p10} us median {median} us p90 {p90} us worst {} us", overshoots[99]);
+}
+"#;
 
 /// CPU milliseconds of VM `id` from the --stats table.
 fn cpu_ms(stdout: &str, id: u32) -> f64 {
@@ -91,21 +108,27 @@ fn spinning_vms_are_preempted_and_share_the_cpu_fairly() {
     let dir = scratch();
     let spinner = build(&new_service(dir.path(), "spinner", Some(SPINNER)), "spinner");
     let napper = build(&new_service(dir.path(), "napper", Some(NAPPER)), "napper");
-    let out = run(
-        dir.path(),
-        &["--instances", "2", "--timeout", "4", "--stats", spinner.to_str().unwrap(), napper.to_str().unwrap()],
-    );
+    let spinner = spinner.to_str().unwrap();
+    let out = run(dir.path(), &["--timeout", "4", "--stats", spinner, spinner, napper.to_str().unwrap()]);
     let text = &out.stdout;
-    // The nappers finish although two VMs never give up the CPU...
-    for id in [2, 3] {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(&format!("vm{id}| napper done")))
-            .unwrap_or_else(|| panic!("vm {id} did not finish:\n{text}"));
-        let worst: u64 = line.rsplit(' ').nth(1).unwrap().parse().unwrap();
-        // ...and every 10 ms sleep ends within one time slice of its alarm.
-        assert!(worst <= 10_000, "vm {id} overshot a sleep by {worst} us");
-    }
+    // The napper finishes although two VMs never give up the CPU...
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("vm2| napper done"))
+        .unwrap_or_else(|| panic!("the napper did not finish:\n{text}"));
+    let figure = |name: &str| -> u64 {
+        let after = line.split(&format!(" {name} ")).nth(1).unwrap();
+        after.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    // ...and its alarm preempts the spinner: a 1 ms sleep ends the kernel
+    // path's cost after its alarm. Were the napper to wait for the slice of
+    // the spinner that ran when it fell asleep to run out, no sleep could
+    // end before 9 ms had passed. (That cost depends on the host, and the
+    // host may take the vCPU away now and then, so the median is asserted,
+    // not a bound on every sleep.)
+    let median = figure("median");
+    eprintln!("{line}");
+    assert!(median < 8_000, "half the napper's 1 ms sleeps overshot by {median} us or more:\n{line}");
     // The spinners are stopped by the time limit, having shared the CPU.
     assert!(text.contains("denali: vm 0 (spinner) exited with status 124"), "{text}");
     let (a, b) = (cpu_ms(text, 0), cpu_ms(text, 1));

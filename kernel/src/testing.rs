@@ -26,6 +26,7 @@ use denali_abi::layout::INFO_PAGE;
 use denali_abi::net::Ipv4Config;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use x86_64::VirtAddr;
@@ -114,6 +115,8 @@ pub enum Trap {
     Breakpoint,
     /// It ran one instruction with the trap flag set.
     SingleStep,
+    /// It computed until the timer took the CPU back.
+    Spin,
 }
 
 /// A debugger's answer to a stop: the command, and how it changes the
@@ -198,7 +201,7 @@ impl Guest {
 /// The simulated CPU: a TSC that moves a microsecond a look, a timer, and
 /// the VMs' programs, by the page tables they run on.
 pub struct Sim {
-    tsc: Cell<u64>,
+    tsc: Rc<Cell<u64>>,
     /// How far the TSC moves each time it is read.
     ticks_per_look: u64,
     deadline: u64,
@@ -230,7 +233,7 @@ impl Sim {
     /// A CPU whose TSC moves `ticks` each time it is read (a slow machine).
     pub fn with_ticks_per_look(ticks: u64) -> Sim {
         Sim {
-            tsc: Cell::new(0),
+            tsc: Rc::new(Cell::new(0)),
             ticks_per_look: ticks,
             deadline: 0,
             cr2: 0,
@@ -242,6 +245,14 @@ impl Sim {
             events: Vec::new(),
             answers: Default::default(),
         }
+    }
+}
+
+impl Sim {
+    /// The TSC, for programs that read the clock (as a VM does, with the
+    /// info page's `tsc_base` and `tsc_mult`).
+    pub fn tsc(&self) -> Rc<Cell<u64>> {
+        Rc::clone(&self.tsc)
     }
 }
 
@@ -311,6 +322,11 @@ impl Platform for Sim {
             Trap::Hypercall => context.vector = vectors::HYPERCALL,
             Trap::Breakpoint => context.vector = vectors::BREAKPOINT,
             Trap::SingleStep => context.vector = vectors::DEBUG,
+            Trap::Spin => {
+                assert!(self.deadline != 0, "a VM spins with no timer armed: the kernel would never run again");
+                self.tsc.set(self.tsc.get().max(self.deadline));
+                context.vector = vectors::TIMER;
+            }
             Trap::PageFault { addr, write } => {
                 let present = guest.translate(addr, false).is_ok();
                 context.vector = vectors::PAGE_FAULT;

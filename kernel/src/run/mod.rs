@@ -353,10 +353,16 @@ impl<P: Platform> Kernel<P> {
             self.platform.set_deadline(0);
         }
         let used = self.now() - started;
+        self.sched.ran(used);
+        if self.preempted {
+            // The VMs whose alarms took the CPU queue first, so the one
+            // preempted runs the rest of its slice after them.
+            self.fire_alarms();
+        }
         match self.vms[id as usize].as_mut() {
             Some(vm) if self.preempted && used + MIN_SLICE_NS < slice => {
                 vm.slice_left = slice - used;
-                self.sched.wake(id);
+                self.sched.resume(id);
             }
             Some(vm) => {
                 vm.slice_left = TIME_SLICE_NS;

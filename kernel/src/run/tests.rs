@@ -3,13 +3,17 @@
 //! arguments no VM should get past.
 
 use crate::testing::{
-    Guest, Program, Trap, calls, heap_peak_of_this_thread, kernel, kernel_with_swap, reset_heap_peak,
+    Guest, Program, Sim, Trap, calls, heap_peak_of_this_thread, kernel, kernel_on, kernel_with_swap, reset_heap_peak,
 };
 use denali_abi::hypercall::{EVENT_ALARM, Error, FRAME_MAX, Hypercall};
+use denali_abi::info::InfoPage;
 use denali_abi::net::mac_of;
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 const EXIT: u64 = Hypercall::Exit as u64;
 const ALARM: u64 = Hypercall::Alarm as u64;
+const IDLE: u64 = Hypercall::Idle as u64;
 const NET_SEND: u64 = Hypercall::NetSend as u64;
 
 /// A flat address in every VM's heap.
@@ -387,4 +391,46 @@ fn the_debugged_vm_stops_for_its_debugger_and_the_others_run_on() {
     // kernel's state-switch page, which the debugger may not write.
     assert_eq!(kernel.stats[0].shared_pages, 1, "the debugged VM shares no image page with VM 1");
     assert!(kernel.stats[1].shared_pages > 1);
+}
+
+/// A VM that sleeps 1 ms (an alarm, then idle until it fires) `times` times
+/// and notes by how many ns each sleep overshot, reading the clock as a VM
+/// does.
+fn napper(tsc: Rc<Cell<u64>>, times: usize, overshoots: Rc<RefCell<Vec<u64>>>) -> Program {
+    let mut due = None;
+    calls(move |guest, _| {
+        let info = guest.info();
+        let now = InfoPage::tsc_to_ns(tsc.get(), info.tsc_base, info.tsc_mult);
+        match due {
+            Some(due) if now < due => return Some((IDLE, 0, 0, 0)),
+            Some(due) => overshoots.borrow_mut().push(now - due),
+            None => {}
+        }
+        due = Some(now + 1_000_000);
+        (overshoots.borrow().len() < times).then_some((ALARM, now + 1_000_000, 0, 0))
+    })
+}
+
+#[test]
+fn an_alarm_takes_the_cpu_from_a_spinning_vm_and_its_vm_runs_next() {
+    let sim = Sim::new();
+    let overshoots = Rc::new(RefCell::new(Vec::new()));
+    let napper = napper(sim.tsc(), 50, Rc::clone(&overshoots));
+    let mut napper = Some(napper);
+    // VMs 0 and 1 never give up the CPU; VM 2 sleeps.
+    let mut kernel = kernel_on(sim, 16, 64, 3, |id| match id {
+        2 => napper.take().unwrap(),
+        _ => Box::new(|_: &mut Guest, _: &mut _| Trap::Spin),
+    });
+    kernel.set_time_limit_ms(2_000);
+    assert_eq!(kernel.run(false), 124, "the spinners run until the time limit");
+    let overshoots = overshoots.borrow();
+    assert_eq!(overshoots.len(), 50, "the napper slept 50 times");
+    // The kernel's own path costs a few dozen reads of the simulated TSC
+    // (1 us each); waiting for a spinner's slice would cost milliseconds.
+    let worst = overshoots.iter().max().unwrap();
+    assert!(*worst < 200_000, "a 1 ms sleep overshot by {worst} ns: {overshoots:?}");
+    // And the spinners shared the CPU.
+    let (a, b) = (kernel.stats[0].cpu_ticks, kernel.stats[1].cpu_ticks);
+    assert!(a.abs_diff(b) < a.max(b) / 10, "spinners ran {a} and {b} ticks");
 }

@@ -13,10 +13,12 @@ use alloc::vec::Vec;
 pub const TIME_SLICE_NS: u64 = 10_000_000;
 /// A slice shorter than this is not worth resuming: the VM goes to the back.
 pub const MIN_SLICE_NS: u64 = 200_000;
-/// Woken VMs run before the others, but after this many in a row one VM
-/// from the main queue runs, so a stream of wake-ups cannot starve a VM
-/// that used its slice up.
-pub const WOKEN_BURST: u32 = 8;
+/// Woken and resumed VMs run before the others, but once they have used
+/// this much CPU in a row one VM from the main queue runs, so a stream of
+/// wake-ups cannot starve a VM that used its slice up. Counted in time,
+/// not turns: VMs that wake, answer and sleep again in microseconds never
+/// make a VM that slept wait behind a spinner's whole slice.
+pub const JUMP_LIMIT_NS: u64 = 2 * TIME_SLICE_NS;
 
 /// Identifies a VM within one boot.
 pub type VmId = u32;
@@ -26,10 +28,14 @@ pub type VmId = u32;
 pub struct Scheduler {
     /// VMs woken by an event, first come first served.
     woken: VecDeque<VmId>,
+    /// VMs whose slice an event cut short, to run the rest of it.
+    resumed: VecDeque<VmId>,
     /// VMs that used their slice up, yielded or were just made.
     runnable: VecDeque<VmId>,
-    /// Woken VMs picked in a row while `runnable` waited.
-    woken_streak: u32,
+    /// CPU time woken or resumed VMs used in a row while `runnable` waited.
+    jumped_ns: u64,
+    /// Whether the VM picked last went ahead of a waiting `runnable`.
+    jumped: bool,
     /// Whether each VM is in one of the queues (so it is in at most one,
     /// once: the queues never hold more entries than VMs).
     queued: Vec<bool>,
@@ -48,6 +54,7 @@ impl Scheduler {
     pub fn reserve(&mut self, count: usize) -> Result<(), TryReserveError> {
         self.runnable.try_reserve_exact(count.saturating_sub(self.runnable.len()))?;
         self.woken.try_reserve_exact(count.saturating_sub(self.woken.len()))?;
+        self.resumed.try_reserve_exact(count.saturating_sub(self.resumed.len()))?;
         self.queued.try_reserve_exact(count.saturating_sub(self.queued.len()))?;
         self.queued.resize(self.queued.len().max(count), false);
         self.alarms.reserve(count)
@@ -81,23 +88,44 @@ impl Scheduler {
         }
     }
 
+    /// Queues `id`, whose slice an event cut short: it runs the rest after
+    /// the VMs woken by events, so a VM that spins cannot delay the answer
+    /// of one that slept, but before the VMs that used their slice up.
+    pub fn resume(&mut self, id: VmId) {
+        self.grow(id);
+        if !self.queued[id as usize] {
+            self.queued[id as usize] = true;
+            self.resumed.push_back(id);
+        }
+    }
+
     /// The next VM to run, removed from its queue.
     pub fn pick_next(&mut self) -> Option<VmId> {
-        let take_woken = !self.woken.is_empty() && (self.runnable.is_empty() || self.woken_streak < WOKEN_BURST);
-        let id = if take_woken {
-            self.woken_streak = if self.runnable.is_empty() { 0 } else { self.woken_streak + 1 };
-            self.woken.pop_front()?
+        let jump = !self.woken.is_empty() || !self.resumed.is_empty();
+        self.jumped = jump && !self.runnable.is_empty() && self.jumped_ns < JUMP_LIMIT_NS;
+        if !self.jumped {
+            self.jumped_ns = 0;
+        }
+        let id = if jump && (self.jumped || self.runnable.is_empty()) {
+            self.woken.pop_front().or_else(|| self.resumed.pop_front())?
         } else {
-            self.woken_streak = 0;
             self.runnable.pop_front()?
         };
         self.queued[id as usize] = false;
         Some(id)
     }
 
+    /// The VM picked last ran for `ns` (counted against [`JUMP_LIMIT_NS`]
+    /// if it went ahead of the main queue).
+    pub fn ran(&mut self, ns: u64) {
+        if self.jumped {
+            self.jumped_ns = self.jumped_ns.saturating_add(ns);
+        }
+    }
+
     /// Whether any VM is runnable.
     pub fn has_runnable(&self) -> bool {
-        !self.runnable.is_empty() || !self.woken.is_empty()
+        !self.runnable.is_empty() || !self.woken.is_empty() || !self.resumed.is_empty()
     }
 
     /// Sets (or with 0, cancels) `id`'s alarm: a VM has one alarm, so a new
@@ -159,8 +187,31 @@ mod tests {
         for id in 0..20 {
             s.wake(id);
             picked.push(s.pick_next().unwrap());
+            s.ran(TIME_SLICE_NS / 2);
         }
-        assert!(picked[..=WOKEN_BURST as usize].contains(&100), "{picked:?}");
+        // Four half slices (the limit) of woken VMs, then the main queue.
+        assert_eq!(picked[4], 100, "{picked:?}");
+    }
+
+    #[test]
+    fn vms_that_wake_and_sleep_quickly_keep_going_first() {
+        let mut s = Scheduler::new();
+        s.make_runnable(100);
+        for id in 0..10_000 {
+            s.wake(id);
+            assert_eq!(s.pick_next(), Some(id));
+            s.ran(1_000);
+        }
+    }
+
+    #[test]
+    fn woken_vms_run_before_resumed_ones_and_resumed_before_the_main_queue() {
+        let mut s = Scheduler::new();
+        s.make_runnable(1);
+        s.resume(2);
+        s.wake(3);
+        s.resume(3); // already queued: stays where it is
+        assert_eq!([s.pick_next(), s.pick_next(), s.pick_next()], [Some(3), Some(2), Some(1)]);
     }
 
     #[test]
