@@ -237,21 +237,28 @@ impl<P: Platform> Kernel<P> {
     /// Frees `count` frames for VM `id` to come in: from idle VMs; failing
     /// that, it waits a turn while VMs in memory run on (they will go idle
     /// or exit) rather than push one of them out at once: that way lies
-    /// thrashing. False if it waits.
+    /// thrashing. After a few turns it pushes VMs in memory out; if even
+    /// that frees too little, it waits on while any other VM in memory can
+    /// run, and only when none can (nothing will free memory) does it go
+    /// ahead and fail. False if it waits.
     fn make_room(&mut self, id: VmId, count: u64) -> bool {
         if self.reclaim_idle(count + self.watermarks.low) || self.frames.available() >= count {
             return true;
         }
         let others_can_run =
             self.vms.iter().flatten().any(|vm| vm.id != id && vm.state == State::Runnable && vm.is_resident());
-        let Some(vm) = self.vms[id as usize].as_mut() else { return false };
-        if others_can_run && vm.deferrals < MAX_DEFERRALS {
-            vm.deferrals += 1;
-            self.sched.make_runnable(id);
-            return false;
+        if !others_can_run {
+            // Nothing will free memory later: now or never.
+            self.reclaim(count, id);
+            return true;
         }
-        self.reclaim(count, id);
-        true
+        let Some(vm) = self.vms[id as usize].as_mut() else { return false };
+        vm.deferrals = vm.deferrals.saturating_add(1);
+        if vm.deferrals > MAX_DEFERRALS && self.reclaim(count, id) {
+            return true;
+        }
+        self.sched.make_runnable(id);
+        false
     }
 
     /// Gives VM `id` page tables if it has none (see
