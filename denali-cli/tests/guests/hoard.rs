@@ -3,7 +3,9 @@
 //! A hostile tenant trying to make the kernel hold memory for it. VM 0
 //! sends 64 full frames to every other VM, which never reads a frame (it
 //! sleeps, then exits), then sets its alarm far in the future `ALARMS`
-//! times. The kernel must stay up and its heap must not grow.
+//! times. The kernel must stay up and its heap must not grow. The others
+//! sleep a minute, so that none has exited before the flood reaches it on
+//! a slow host (the alarms take longer than that anyway).
 
 use denali::hypercall::{Hypercall, call2};
 use denali::net::frame::{self, mac_of};
@@ -16,7 +18,7 @@ const FRAMES_EACH: u32 = 64;
 #[denali::main]
 fn main() {
     if denali::vm::id() != 0 {
-        sleep(Duration::from_secs(20));
+        sleep(Duration::from_secs(60));
         return;
     }
     let own = denali::net::local_ip().unwrap().octets();

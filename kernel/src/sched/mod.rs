@@ -13,12 +13,13 @@ use alloc::vec::Vec;
 pub const TIME_SLICE_NS: u64 = 10_000_000;
 /// A slice shorter than this is not worth resuming: the VM goes to the back.
 pub const MIN_SLICE_NS: u64 = 200_000;
-/// Woken and resumed VMs run before the others, but once they have used
-/// this much CPU in a row one VM from the main queue runs, so a stream of
-/// wake-ups cannot starve a VM that used its slice up. Counted in time,
-/// not turns: VMs that wake, answer and sleep again in microseconds never
-/// make a VM that slept wait behind a spinner's whole slice.
-pub const JUMP_LIMIT_NS: u64 = 2 * TIME_SLICE_NS;
+/// Woken VMs run before the others, but once they have used this much CPU
+/// in a row one VM from the main queue runs, so a stream of wake-ups cannot
+/// starve a VM that used its slice up. Counted in time, not turns: VMs that
+/// wake, answer and sleep again in microseconds never make a VM that slept
+/// wait behind a spinner's whole slice. (A resumed VM only finishes the
+/// slice an event cut short, so its time does not count.)
+pub const JUMP_LIMIT_NS: u64 = TIME_SLICE_NS;
 
 /// Identifies a VM within one boot.
 pub type VmId = u32;
@@ -32,9 +33,10 @@ pub struct Scheduler {
     resumed: VecDeque<VmId>,
     /// VMs that used their slice up, yielded or were just made.
     runnable: VecDeque<VmId>,
-    /// CPU time woken or resumed VMs used in a row while `runnable` waited.
+    /// CPU time woken VMs used in a row while `runnable` waited.
     jumped_ns: u64,
-    /// Whether the VM picked last went ahead of a waiting `runnable`.
+    /// Whether the VM picked last was woken and went ahead of a waiting
+    /// `runnable`.
     jumped: bool,
     /// Whether each VM is in one of the queues (so it is in at most one,
     /// once: the queues never hold more entries than VMs).
@@ -102,11 +104,12 @@ impl Scheduler {
     /// The next VM to run, removed from its queue.
     pub fn pick_next(&mut self) -> Option<VmId> {
         let jump = !self.woken.is_empty() || !self.resumed.is_empty();
-        self.jumped = jump && !self.runnable.is_empty() && self.jumped_ns < JUMP_LIMIT_NS;
-        if !self.jumped {
+        let go_ahead = jump && (self.runnable.is_empty() || self.jumped_ns < JUMP_LIMIT_NS);
+        if !go_ahead || self.runnable.is_empty() {
             self.jumped_ns = 0;
         }
-        let id = if jump && (self.jumped || self.runnable.is_empty()) {
+        self.jumped = go_ahead && !self.woken.is_empty() && !self.runnable.is_empty();
+        let id = if go_ahead {
             self.woken.pop_front().or_else(|| self.resumed.pop_front())?
         } else {
             self.runnable.pop_front()?
@@ -189,8 +192,19 @@ mod tests {
             picked.push(s.pick_next().unwrap());
             s.ran(TIME_SLICE_NS / 2);
         }
-        // Four half slices (the limit) of woken VMs, then the main queue.
-        assert_eq!(picked[4], 100, "{picked:?}");
+        // Two half slices (the limit) of woken VMs, then the main queue.
+        assert_eq!(picked[2], 100, "{picked:?}");
+    }
+
+    #[test]
+    fn finishing_a_cut_slice_does_not_count_against_woken_vms() {
+        let mut s = Scheduler::new();
+        s.make_runnable(100);
+        s.resume(1);
+        assert_eq!(s.pick_next(), Some(1));
+        s.ran(TIME_SLICE_NS);
+        s.wake(2);
+        assert_eq!(s.pick_next(), Some(2));
     }
 
     #[test]
