@@ -51,6 +51,19 @@ pub enum Hypercall {
     /// `len` bytes from `buf` to the VM's disk window, as `disk_read`.
     /// Returns when the device has the data.
     DiskWrite = 8,
+    /// `net_send_batch(list: *const FrameRef, count: usize) -> sent`: hands
+    /// the frames of `list`'s `count` entries (at most [`NET_BATCH_MAX`]) to
+    /// the switch in order, each as `net_send` does. It stops at the first
+    /// frame `net_send` would refuse: returns how many went before it, or
+    /// that frame's error if it is the first.
+    NetSendBatch = 9,
+    /// `net_recv_batch(list: *mut FrameRef, count: usize) -> received`:
+    /// takes up to `count` (at most [`NET_BATCH_MAX`]) of the oldest
+    /// received frames, the n-th into the buffer of `list[n]` (`len` is its
+    /// capacity) and its length into `list[n].len`. Fails with
+    /// [`Error::WouldBlock`] when none waits; stops before a frame longer
+    /// than its buffer ([`Error::InvalidArgument`] if it is the first).
+    NetRecvBatch = 10,
 }
 
 impl TryFrom<u64> for Hypercall {
@@ -67,6 +80,8 @@ impl TryFrom<u64> for Hypercall {
             6 => Hypercall::NetRecv,
             7 => Hypercall::DiskRead,
             8 => Hypercall::DiskWrite,
+            9 => Hypercall::NetSendBatch,
+            10 => Hypercall::NetRecvBatch,
             _ => return Err(Error::NoSuchCall),
         })
     }
@@ -76,6 +91,42 @@ impl TryFrom<u64> for Hypercall {
 pub const FRAME_MIN: usize = 14;
 /// Longest Ethernet frame `net_send` takes (1500-byte payload + header).
 pub const FRAME_MAX: usize = 1514;
+
+/// Most frames one `net_send_batch` or `net_recv_batch` moves.
+pub const NET_BATCH_MAX: usize = 32;
+
+/// One frame of a batch: where it is (or goes) in the VM's memory and its
+/// length (for `net_recv_batch`, the buffer's capacity in and the frame's
+/// length out). 16 bytes, as the kernel reads and writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameRef {
+    /// The frame's flat address in the VM.
+    pub addr: u64,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+impl FrameRef {
+    /// Bytes of one entry.
+    pub const SIZE: usize = 16;
+
+    /// The entry as it lies in memory.
+    pub fn to_bytes(self) -> [u8; Self::SIZE] {
+        let mut bytes = [0; Self::SIZE];
+        bytes[..8].copy_from_slice(&self.addr.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.len.to_le_bytes());
+        bytes
+    }
+
+    /// The entry that lies in `bytes`.
+    pub fn from_bytes(bytes: [u8; Self::SIZE]) -> FrameRef {
+        let word = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"));
+        FrameRef { addr: word(0), len: word(8) }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<FrameRef>() == FrameRef::SIZE);
 
 /// Longest buffer one `console_write` takes.
 pub const CONSOLE_WRITE_MAX: usize = 4096;
@@ -129,6 +180,13 @@ pub const EVENT_SHUTDOWN: u64 = 1 << 4;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_ref_round_trips_through_its_bytes() {
+        let entry = FrameRef { addr: 0x20_1000, len: 1514 };
+        assert_eq!(FrameRef::from_bytes(entry.to_bytes()), entry);
+        assert_eq!(&entry.to_bytes()[8..10], &1514u16.to_le_bytes());
+    }
 
     #[test]
     fn errors_round_trip_through_rax() {

@@ -92,6 +92,8 @@ fn runs(make: &[u32]) -> Vec<Run> {
         Run { args: "{n} switch", instances: 2, share: 1, http_server: false },
         Run { args: "{n} frames 64", instances: 2, share: 10, http_server: false },
         Run { args: "{n} frames 1514", instances: 2, share: 10, http_server: false },
+        Run { args: "{n} frames 64 batch", instances: 2, share: 80, http_server: false },
+        Run { args: "{n} frames 1514 batch", instances: 2, share: 80, http_server: false },
         Run { args: "{n} echo", instances: 2, share: 100, http_server: false },
         Run { args: "{n} http", instances: 1, share: 100, http_server: true },
     ];

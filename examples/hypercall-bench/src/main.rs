@@ -18,6 +18,9 @@
 //!   VM, so one round is two hypercalls and two domain switches.
 //! - `frames SIZE`: two instances pass a SIZE-byte IPv4 frame back and
 //!   forth through the virtual switch (`net_send`, `net_recv`, `idle`).
+//! - `frames SIZE batch`: the same with eight frames each way a round, in
+//!   one `net_send_batch` and at least one `net_recv_batch` each; the
+//!   figure is per frame each way (comparable to the round trip above).
 //! - `echo`: VM 0 echoes TCP on port 7, VM 1 sends it 64 bytes and reads
 //!   them back, over the libOS's TCP/IP stack.
 //! - `http`: this VM (id 1) asks VM 0, the `http` template at 10.0.2.15,
@@ -79,6 +82,47 @@ fn ipv4_frame(peer: u32, size: usize) -> Vec<u8> {
     f[26..30].copy_from_slice(&me);
     f[30..34].copy_from_slice(&to);
     f
+}
+
+/// Frames a round of the batched frame figure passes each way.
+const BATCH: usize = 8;
+
+/// VM 0 and VM 1 pass eight frames back and forth a round, a batch each
+/// way; VM 0 times the rounds and prints the figure per frame.
+fn frame_batches(iterations: u64, size: usize) {
+    let me = denali::vm::id();
+    let frame = ipv4_frame(1 - me, size);
+    let batch = [&frame[..]; BATCH];
+    let mut bufs = alloc::vec![[0u8; FRAME_MAX]; BATCH];
+    let mut pass = || {
+        assert_eq!(frame::send_batch(&batch), Ok(BATCH), "the switch takes the batch for the other VM");
+        let mut got = 0;
+        while got < BATCH {
+            let mut slices: [&mut [u8]; BATCH] = [(); BATCH].map(|()| &mut [][..]);
+            for (slot, buf) in slices.iter_mut().zip(bufs[got..].iter_mut()) {
+                *slot = &mut buf[..];
+            }
+            let mut lens = [0usize; BATCH];
+            let slices = &mut slices[..BATCH - got];
+            got += frame::recv_batch(slices, &mut lens).expect("the other VM sends its batch");
+        }
+    };
+    if me == 1 {
+        for _ in 0..=iterations {
+            pass();
+        }
+        return;
+    }
+    pass();
+    let start = Instant::now();
+    for _ in 0..iterations {
+        pass();
+    }
+    let per_frame = start.elapsed().as_nanos() as u64 / (iterations * BATCH as u64);
+    println!(
+        "{:<28} {per_frame:>10} ns/op  ({iterations} rounds of {BATCH})",
+        alloc::format!("batched round trip ({size} B)")
+    );
 }
 
 /// VM 0 and VM 1 pass a frame back and forth; VM 0 times the rounds.
@@ -162,7 +206,13 @@ fn main() {
             // SAFETY: `yield` takes no pointer.
             let _ = unsafe { call2(Hypercall::Yield, 0, 0) };
         }),
-        Some("frames") => frames(iterations, args.next().and_then(|n| n.parse().ok()).unwrap_or(64)),
+        Some("frames") => {
+            let size = args.next().and_then(|n| n.parse().ok()).unwrap_or(64);
+            match args.next() {
+                Some("batch") => frame_batches(iterations, size),
+                _ => frames(iterations, size),
+            }
+        }
         Some("echo") => echo(iterations),
         Some("http") => http(iterations),
         // For timing VM creation: nothing to do.

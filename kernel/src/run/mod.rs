@@ -15,7 +15,7 @@ use crate::swap::{IdleQueue, SwapArea, Watermarks};
 use crate::time::Clock;
 use crate::vm::context::UserContext;
 use crate::vm::fault::Fault;
-use crate::vm::hypercall::{self, Env, Outcome};
+use crate::vm::hypercall::{self, Deliveries, Env, Outcome};
 use crate::vm::state_switch::StateSwitch;
 use crate::vm::{State, Stats, Vm, fault_status};
 use alloc::boxed::Box;
@@ -115,6 +115,8 @@ pub struct Kernel<P: Platform> {
     /// Where `net_send` copies a frame from its VM (kept, so no send zeroes
     /// or allocates a buffer).
     send_buffer: Box<[u8; FRAME_MAX]>,
+    /// Where the frames of a `net_send_batch` went.
+    deliveries: Box<Deliveries>,
     /// The machine's NIC, the switch's uplink.
     pub uplink: Option<Box<dyn NetDevice>>,
     /// The machine's disk, holding the VMs' windows and the swap area.
@@ -200,6 +202,7 @@ impl<P: Platform> Kernel<P> {
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
             switch: Switch::default(),
             send_buffer: Box::new([0; FRAME_MAX]),
+            deliveries: Box::default(),
             uplink: None,
             disk: None,
             swap: None,
@@ -665,6 +668,7 @@ impl<P: Platform> Kernel<P> {
             now,
             switch: &mut self.switch,
             send_buffer: &mut self.send_buffer,
+            deliveries: &mut self.deliveries,
             uplink: self.uplink.as_deref_mut(),
             disk: self.disk.as_deref_mut(),
         };
@@ -694,6 +698,20 @@ impl<P: Platform> Kernel<P> {
                     vm.stats.frames_sent += 1;
                 }
                 self.note_delivery(delivered);
+            }
+            Outcome::SentBatch(count) => {
+                vm.context.rax = count;
+                let mut n = 0;
+                while let Some(delivered) = self.deliveries.get(n) {
+                    n += 1;
+                    if delivered != Delivered::Dropped
+                        && let Some(vm) = self.vms[id as usize].as_mut()
+                    {
+                        vm.stats.frames_sent += 1;
+                    }
+                    self.note_delivery(delivered);
+                }
+                self.deliveries.clear();
             }
         }
         Next::Resume

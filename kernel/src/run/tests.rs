@@ -5,7 +5,7 @@
 use crate::testing::{
     Guest, Program, Sim, Trap, calls, heap_peak_of_this_thread, kernel, kernel_on, kernel_with_swap, reset_heap_peak,
 };
-use denali_abi::hypercall::{EVENT_ALARM, Error, FRAME_MAX, Hypercall};
+use denali_abi::hypercall::{EVENT_ALARM, Error, FRAME_MAX, FrameRef, Hypercall, NET_BATCH_MAX};
 use denali_abi::info::InfoPage;
 use denali_abi::net::mac_of;
 use std::cell::{Cell, RefCell};
@@ -14,6 +14,8 @@ use std::rc::Rc;
 const EXIT: u64 = Hypercall::Exit as u64;
 const ALARM: u64 = Hypercall::Alarm as u64;
 const IDLE: u64 = Hypercall::Idle as u64;
+const SEND_BATCH: u64 = Hypercall::NetSendBatch as u64;
+const RECV_BATCH: u64 = Hypercall::NetRecvBatch as u64;
 const NET_SEND: u64 = Hypercall::NetSend as u64;
 
 /// A flat address in every VM's heap.
@@ -115,6 +117,11 @@ fn hostile_hypercall_arguments_fail_for_that_vm_alone() {
         (Hypercall::NetRecv as u64, HEAP, 2048, 0),
         (Hypercall::DiskRead as u64, 0, HEAP, 512),
         (0xdead, 1, 2, 3),
+        (SEND_BATCH, HEAP, 0, 0),
+        (SEND_BATCH, HEAP, NET_BATCH_MAX as u64 + 1, 0),
+        (SEND_BATCH, 0xffff_8000_0000_0000, 1, 0),
+        (SEND_BATCH, HEAP, 1, 0), // a zeroed entry: a frame of no bytes
+        (RECV_BATCH, HEAP, 1, 0),
     ];
     let expected = [
         Error::BadAddress,
@@ -125,6 +132,11 @@ fn hostile_hypercall_arguments_fail_for_that_vm_alone() {
         Error::WouldBlock,
         Error::InvalidArgument,
         Error::NoSuchCall,
+        Error::InvalidArgument,
+        Error::InvalidArgument,
+        Error::BadAddress,
+        Error::InvalidArgument,
+        Error::WouldBlock,
     ];
     let results = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
     let seen = results.clone();
@@ -197,7 +209,6 @@ fn rx_frames(guest: &Guest) -> u32 {
 }
 
 fn swapped_whole(id: u32, findings: Findings) -> Program {
-    const IDLE: u64 = Hypercall::Idle as u64;
     const RECV: u64 = Hypercall::NetRecv as u64;
     let pattern: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
     let mut step = 0;
@@ -433,4 +444,97 @@ fn an_alarm_takes_the_cpu_from_a_spinning_vm_and_its_vm_runs_next() {
     // And the spinners shared the CPU.
     let (a, b) = (kernel.stats[0].cpu_ticks, kernel.stats[1].cpu_ticks);
     assert!(a.abs_diff(b) < a.max(b) / 10, "spinners ran {a} and {b} ticks");
+}
+
+/// Where frame `n` of a batch lies in a VM's heap, and where the list is.
+fn batch_slot(n: u64) -> u64 {
+    HEAP + n * 0x800
+}
+const BATCH_LIST: u64 = HEAP + 0x4000;
+
+#[test]
+fn a_batch_of_frames_goes_in_one_call_each_way_and_stops_at_a_bad_frame() {
+    let lengths = [60usize, FRAME_MAX, 100];
+    let received = Rc::new(RefCell::new(None));
+    let seen = Rc::clone(&received);
+    let program = move |id: u32| -> Program {
+        let seen = Rc::clone(&seen);
+        let (mut asked, mut tries) = (false, 0);
+        Box::new(move |guest: &mut Guest, context| {
+            if id == 0 {
+                if asked {
+                    seen.borrow_mut().get_or_insert((Vec::new(), Vec::new())).0.push(context.rax);
+                    (context.rax, context.rdi) = (EXIT, 0);
+                    return Trap::Hypercall;
+                }
+                // Three frames for VM 1, then one too long: three go.
+                let mut list = Vec::new();
+                for (n, &len) in lengths.iter().enumerate() {
+                    let mut f = frame(0, 1);
+                    f.truncate(len);
+                    f[16..18].copy_from_slice(&(len as u16 - 14).to_be_bytes());
+                    f[len - 1] = n as u8;
+                    if let Err(fault) = guest.write(batch_slot(n as u64), &f) {
+                        return fault;
+                    }
+                    list.extend(FrameRef { addr: batch_slot(n as u64), len: len as u64 }.to_bytes());
+                }
+                list.extend(FrameRef { addr: batch_slot(0), len: FRAME_MAX as u64 + 1 }.to_bytes());
+                if let Err(fault) = guest.write(BATCH_LIST, &list) {
+                    return fault;
+                }
+                asked = true;
+                (context.rax, context.rdi, context.rsi) = (SEND_BATCH, BATCH_LIST, 4);
+                return Trap::Hypercall;
+            }
+            if asked && context.rax as i64 > 0 {
+                let mut frames = Vec::new();
+                for n in 0..context.rax {
+                    let mut raw = [0u8; FrameRef::SIZE];
+                    guest.read(BATCH_LIST + n * FrameRef::SIZE as u64, &mut raw).unwrap();
+                    let entry = FrameRef::from_bytes(raw);
+                    let mut bytes = vec![0u8; entry.len as usize];
+                    guest.read(entry.addr, &mut bytes).unwrap();
+                    frames.push(bytes);
+                }
+                seen.borrow_mut().get_or_insert((Vec::new(), Vec::new())).1 = frames;
+                (context.rax, context.rdi) = (EXIT, 0);
+                return Trap::Hypercall;
+            }
+            // Room for four frames of 2 KiB; nothing yet: let VM 0 run.
+            let mut list = Vec::new();
+            for n in 0..4 {
+                list.extend(FrameRef { addr: batch_slot(n), len: 2048 }.to_bytes());
+            }
+            if let Err(fault) = guest.write(BATCH_LIST, &list) {
+                return fault;
+            }
+            // Ask, and while nothing has come, let VM 0 run and ask again
+            // (a while: then it gives up and fails the run).
+            let receiving = asked && context.rax == 0;
+            asked = true;
+            tries += 1;
+            if tries > 1000 {
+                (context.rax, context.rdi) = (EXIT, 1);
+                return Trap::Hypercall;
+            }
+            if receiving {
+                (context.rax, context.rdi, context.rsi) = (RECV_BATCH, BATCH_LIST, 4);
+            } else {
+                context.rax = Hypercall::Yield as u64;
+            }
+            Trap::Hypercall
+        })
+    };
+    let mut kernel = kernel(16, 64, 2, program);
+    assert_eq!(kernel.run(false), 0);
+    let (sent, frames) = received.borrow().clone().expect("both VMs reported");
+    assert_eq!(sent, vec![3], "three frames went before the one too long");
+    assert_eq!(frames.len(), 3, "VM 1 took all three in one call");
+    for (n, (got, &len)) in frames.iter().zip(&lengths).enumerate() {
+        assert_eq!(got.len(), len);
+        assert_eq!(got[len - 1], n as u8, "frame {n} in its own buffer, in order");
+    }
+    assert_eq!(kernel.stats[0].frames_sent, 3);
+    assert_eq!(kernel.stats[1].frames_received, 3);
 }

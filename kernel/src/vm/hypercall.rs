@@ -8,7 +8,7 @@ use crate::mem::guest::GuestAddr;
 use crate::net::{Delivered, Port, Switch};
 use crate::platform::{BlockDevice, NetDevice};
 use crate::sched::Scheduler;
-use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, Hypercall};
+use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, FrameRef, Hypercall, NET_BATCH_MAX};
 
 /// What the kernel does with the VM after a hypercall.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +26,41 @@ pub enum Outcome {
     /// the VM; the switch took the frame it sent as the second says (the
     /// kernel wakes the VM it went to).
     Sent(u64, Delivered),
+    /// Return this count of frames sent in `rax` and keep running the VM;
+    /// where each went is in [`Env::deliveries`].
+    SentBatch(u64),
+}
+
+/// Where each frame of a `net_send_batch` went, for the kernel to wake
+/// their VMs once the call is done (room for a whole batch, made once).
+#[derive(Clone, Copy, Debug)]
+pub struct Deliveries {
+    list: [Delivered; NET_BATCH_MAX],
+    len: usize,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Self { list: [Delivered::Dropped; NET_BATCH_MAX], len: 0 }
+    }
+}
+
+impl Deliveries {
+    /// Notes one (a batch holds at most [`NET_BATCH_MAX`]).
+    fn push(&mut self, delivered: Delivered) {
+        self.list[self.len] = delivered;
+        self.len += 1;
+    }
+
+    /// The `n`-th noted, if there is one.
+    pub fn get(&self, n: usize) -> Option<Delivered> {
+        self.list[..self.len].get(n).copied()
+    }
+
+    /// Forgets what was noted.
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
 }
 
 /// Kernel services a hypercall may use.
@@ -42,6 +77,8 @@ pub struct Env<'a> {
     pub switch: &'a mut Switch,
     /// Room for a frame on its way from the VM to the switch.
     pub send_buffer: &'a mut [u8; FRAME_MAX],
+    /// Where the frames of a batch went.
+    pub deliveries: &'a mut Deliveries,
     /// The machine's NIC, the switch's uplink.
     pub uplink: Option<&'a mut (dyn NetDevice + 'static)>,
     /// The machine's disk, if it has a labelled one.
@@ -70,6 +107,8 @@ pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
         Hypercall::Yield => Outcome::Yield,
         Hypercall::NetSend => net_send(vm, env, p0, a1),
         Hypercall::NetRecv => net_recv(vm, env, p0, a1),
+        Hypercall::NetSendBatch => net_send_batch(vm, env, p0, a1),
+        Hypercall::NetRecvBatch => net_recv_batch(vm, env, p0, a1),
         Hypercall::DiskRead => disk_transfer(vm, env, a0, p1, a2, Direction::Read),
         Hypercall::DiskWrite => disk_transfer(vm, env, a0, p1, a2, Direction::Write),
     }
@@ -98,38 +137,119 @@ fn console_write(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> O
 
 #[inline(never)]
 fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcome {
+    match send_frame(vm, env, addr, len) {
+        Ok(delivered) => Outcome::Sent(len, delivered),
+        Err(e) => Outcome::Resume(e.to_return()),
+    }
+}
+
+/// Hands the frame of `len` bytes at `addr` to the switch.
+fn send_frame(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Result<Delivered, Error> {
     if len as usize > FRAME_MAX {
-        return Outcome::Resume(Error::InvalidArgument.to_return());
+        return Err(Error::InvalidArgument);
     }
     let frame = &mut env.send_buffer[..len as usize];
-    if let Err(e) = vm.copy_from_guest(env.frames, addr, frame) {
-        return Outcome::Resume(e.to_return());
-    }
+    vm.copy_from_guest(env.frames, addr, frame)?;
     let uplink = &mut env.uplink;
     let mut transmit = |frame: &[u8]| {
         if let Some(nic) = uplink.as_deref_mut() {
             nic.send(frame);
         }
     };
-    match env.switch.send(Port::Vm(vm.id), frame, &mut transmit) {
-        Ok(delivered) => Outcome::Sent(len, delivered),
-        Err(_) => Outcome::Resume(Error::InvalidArgument.to_return()),
+    env.switch.send(Port::Vm(vm.id), frame, &mut transmit).map_err(|_| Error::InvalidArgument)
+}
+
+/// The number of entries of a batch, if it is one (1 to
+/// [`NET_BATCH_MAX`]).
+fn batch_len(count: u64) -> Result<u64, Error> {
+    (1..=NET_BATCH_MAX as u64).contains(&count).then_some(count).ok_or(Error::InvalidArgument)
+}
+
+/// Entry `n` of the batch list at `list` (read one at a time: no buffer
+/// for the whole list to clear on every call).
+fn batch_entry(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, n: u64) -> Result<FrameRef, Error> {
+    let mut raw = [0u8; FrameRef::SIZE];
+    let at = list.checked_add(n * FrameRef::SIZE as u64).ok_or(Error::BadAddress)?;
+    vm.copy_from_guest(env.frames, at, &mut raw)?;
+    Ok(FrameRef::from_bytes(raw))
+}
+
+/// The count done, or the error that stopped the first entry.
+fn batch_result(done: u64, error: Option<Error>) -> u64 {
+    match error {
+        Some(e) if done == 0 => e.to_return(),
+        _ => done,
     }
 }
 
 #[inline(never)]
-fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Outcome {
-    let parking = &mut env.switch.parking;
-    let Some(len) = parking.peek_len(vm.id) else {
-        return Outcome::Resume(Error::WouldBlock.to_return());
+fn net_send_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Outcome {
+    let count = match batch_len(count) {
+        Ok(count) => count,
+        Err(e) => return Outcome::Resume(e.to_return()),
     };
+    let mut error = None;
+    let mut sent = 0;
+    while sent < count {
+        let delivered = batch_entry(vm, env, list, sent)
+            .and_then(|entry| send_frame(vm, env, GuestAddr::new(entry.addr), entry.len));
+        match delivered {
+            Ok(delivered) => env.deliveries.push(delivered),
+            Err(e) => {
+                error = Some(e);
+                break;
+            }
+        }
+        sent += 1;
+    }
+    if sent == 0 {
+        return Outcome::Resume(batch_result(0, error));
+    }
+    Outcome::SentBatch(sent)
+}
+
+#[inline(never)]
+fn net_recv(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Outcome {
+    Outcome::Resume(recv_frame(vm, env, addr, cap).unwrap_or_else(Error::to_return))
+}
+
+/// Takes the oldest received frame into the buffer of `cap` bytes at
+/// `addr`; its length.
+fn recv_frame(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Result<u64, Error> {
+    let parking = &mut env.switch.parking;
+    let len = parking.peek_len(vm.id).ok_or(Error::WouldBlock)?;
     if (len as u64) > cap {
-        return Outcome::Resume(Error::InvalidArgument.to_return());
+        return Err(Error::InvalidArgument);
     }
     // A bad buffer loses the frame, as a NIC's DMA into one would.
     let result = parking.pop(vm.id, |frame| vm.write_guest(env.frames, addr, frame)).expect("peeked");
     vm.set_rx_frames(parking.len(vm.id));
-    Outcome::Resume(result.map_or_else(Error::to_return, |()| len as u64))
+    result.map(|()| len as u64)
+}
+
+#[inline(never)]
+fn net_recv_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Outcome {
+    let count = match batch_len(count) {
+        Ok(count) => count,
+        Err(e) => return Outcome::Resume(e.to_return()),
+    };
+    let mut error = None;
+    let mut received = 0;
+    while received < count {
+        // The length goes back into the entry; an entry the VM cannot
+        // write loses the frame taken, as a bad buffer loses its frame.
+        let taken = batch_entry(vm, env, list, received).and_then(|entry| {
+            let len = recv_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
+            let at = list.checked_add(received * FrameRef::SIZE as u64 + 8).ok_or(Error::BadAddress)?;
+            vm.write_guest(env.frames, at, &len.to_le_bytes())
+        });
+        if let Err(e) = taken {
+            error = Some(e);
+            break;
+        }
+        received += 1;
+    }
+    Outcome::Resume(batch_result(received, error))
 }
 
 /// Which way a disk transfer goes.
