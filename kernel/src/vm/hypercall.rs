@@ -174,38 +174,34 @@ fn batch_entry(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, n: u64) -> Resul
     Ok(FrameRef::from_bytes(raw))
 }
 
-/// The count done, or the error that stopped the first entry.
-fn batch_result(done: u64, error: Option<Error>) -> u64 {
-    match error {
-        Some(e) if done == 0 => e.to_return(),
-        _ => done,
+/// Runs `each` on the entries of a batch of `count` (checked) in order
+/// until one fails: `rax` for the call, how many went or, if none did, the
+/// error that stopped the first.
+fn run_batch(count: u64, mut each: impl FnMut(u64) -> Result<(), Error>) -> Result<u64, Error> {
+    let count = batch_len(count)?;
+    let mut done = 0;
+    while done < count {
+        match each(done) {
+            Ok(()) => done += 1,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
     }
+    Ok(done)
 }
 
 #[inline(never)]
 fn net_send_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Outcome {
-    let count = match batch_len(count) {
-        Ok(count) => count,
-        Err(e) => return Outcome::Resume(e.to_return()),
-    };
-    let mut error = None;
-    let mut sent = 0;
-    while sent < count {
-        let delivered = batch_entry(vm, env, list, sent)
-            .and_then(|entry| send_frame(vm, env, GuestAddr::new(entry.addr), entry.len));
-        match delivered {
-            Ok(delivered) => env.deliveries.push(delivered),
-            Err(e) => {
-                error = Some(e);
-                break;
-            }
-        }
-        sent += 1;
+    let sent = run_batch(count, |n| {
+        let entry = batch_entry(vm, env, list, n)?;
+        let delivered = send_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
+        env.deliveries.push(delivered);
+        Ok(())
+    });
+    match sent {
+        Ok(sent) => Outcome::SentBatch(sent),
+        Err(e) => Outcome::Resume(e.to_return()),
     }
-    if sent == 0 {
-        return Outcome::Resume(batch_result(0, error));
-    }
-    Outcome::SentBatch(sent)
 }
 
 #[inline(never)]
@@ -229,27 +225,15 @@ fn recv_frame(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Resu
 
 #[inline(never)]
 fn net_recv_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Outcome {
-    let count = match batch_len(count) {
-        Ok(count) => count,
-        Err(e) => return Outcome::Resume(e.to_return()),
-    };
-    let mut error = None;
-    let mut received = 0;
-    while received < count {
+    let received = run_batch(count, |n| {
         // The length goes back into the entry; an entry the VM cannot
         // write loses the frame taken, as a bad buffer loses its frame.
-        let taken = batch_entry(vm, env, list, received).and_then(|entry| {
-            let len = recv_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
-            let at = list.checked_add(received * FrameRef::SIZE as u64 + 8).ok_or(Error::BadAddress)?;
-            vm.write_guest(env.frames, at, &len.to_le_bytes())
-        });
-        if let Err(e) = taken {
-            error = Some(e);
-            break;
-        }
-        received += 1;
-    }
-    Outcome::Resume(batch_result(received, error))
+        let entry = batch_entry(vm, env, list, n)?;
+        let len = recv_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
+        let at = list.checked_add(n * FrameRef::SIZE as u64 + 8).ok_or(Error::BadAddress)?;
+        vm.write_guest(env.frames, at, &len.to_le_bytes())
+    });
+    Outcome::Resume(received.unwrap_or_else(Error::to_return))
 }
 
 /// Which way a disk transfer goes.
