@@ -21,6 +21,22 @@ fn two_vms_exchange_frames_over_the_virtual_switch() {
 }
 
 #[test]
+fn two_vms_exchange_frames_in_batches_and_bad_batches_are_refused() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "batch", Some(include_str!("guests/batch.rs")));
+    build(&service, "batch");
+    let out = run(&service, &["--instances", "2", "--stats", "--timeout", "120"]);
+    let text = &out.stdout;
+    assert!(text.contains("vm0| no entries: Err(InvalidArgument)"), "{text}");
+    assert!(text.contains("vm0| 33 entries: Err(InvalidArgument)"), "{text}");
+    assert!(text.contains("vm0| kernel list: Err(BadAddress)"), "{text}");
+    assert!(text.contains("vm0| forged third: Ok(2)"), "{text}");
+    assert!(text.contains("vm1| took [(1, 60), (2, 60)]"), "{text}");
+    assert!(text.contains("vm0| batches: 20 rounds of 8 frames each way, whole and in order"), "{text}");
+    assert_eq!(out.status, 0, "{text}\n{}", out.stderr);
+}
+
+#[test]
 fn one_vm_talks_tcp_and_udp_to_another_inside_the_kernel() {
     let dir = scratch();
     let service = new_service(dir.path(), "echo_pair", Some(include_str!("guests/tcp_echo.rs")));
