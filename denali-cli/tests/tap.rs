@@ -116,7 +116,9 @@ fn two_hundred_web_vms_in_memory_for_fifty_all_answer_over_tap() {
         let pages: Vec<&str> = pages.split_terminator("<end>").collect();
         assert_eq!(pages.len(), 200, "visit {visit}");
         for (id, page) in pages.iter().enumerate() {
-            assert_eq!(page.len(), 2048, "visit {visit}: VM {id} sent {page:?}");
+            // curl's status is its last transfer's: an earlier one that
+            // failed says why only on stderr.
+            assert_eq!(page.len(), 2048, "visit {visit}: VM {id} sent {page:?}\ncurl: {why}\n{}", vms.output());
             assert!(page.contains(&format!("<h1>Hello from Denali VM {id}</h1>")), "visit {visit}: VM {id}: {page}");
         }
     }
