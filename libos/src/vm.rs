@@ -43,20 +43,14 @@ pub fn mac() -> [u8; 6] {
     mac
 }
 
-/// How many frames wait in this VM's receive ring, as the kernel says on
-/// the info page; `None` where it does not keep that count.
-pub(crate) fn rx_frames_waiting() -> Option<u32> {
+/// Whether the kernel says (on the info page) that no frame waits in this
+/// VM's receive ring; false where it does not keep that count.
+pub(crate) fn rx_ring_is_empty() -> bool {
     let info = info();
     // SAFETY: the field is inside the mapped info page; a volatile read sees
     // the kernel's latest value (it writes it while the VM is not running).
     let frames = unsafe { core::ptr::addr_of!(info.rx_frames).read_volatile() };
-    (info.features & denali_abi::info::FEATURE_RX_COUNT != 0).then_some(frames)
-}
-
-/// Whether the kernel says (on the info page) that no frame waits in this
-/// VM's receive ring; false where it does not keep that count.
-pub(crate) fn rx_ring_is_empty() -> bool {
-    rx_frames_waiting() == Some(0)
+    info.features & denali_abi::info::FEATURE_RX_COUNT != 0 && frames == 0
 }
 
 /// Event bits the kernel has raised and the VM not yet taken (`idle`

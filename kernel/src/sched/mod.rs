@@ -73,10 +73,7 @@ impl Scheduler {
     /// Puts `id` at the back of the run queue (once, however often called).
     pub fn make_runnable(&mut self, id: VmId) {
         self.grow(id);
-        if !self.queued[id as usize] {
-            self.queued[id as usize] = true;
-            self.runnable.push_back(id);
-        }
+        enqueue(&mut self.queued, &mut self.runnable, id);
     }
 
     /// Queues `id` as woken by an event: woken VMs run before the ones that
@@ -84,10 +81,7 @@ impl Scheduler {
     /// the order they woke, so none waits behind later wake-ups.
     pub fn wake(&mut self, id: VmId) {
         self.grow(id);
-        if !self.queued[id as usize] {
-            self.queued[id as usize] = true;
-            self.woken.push_back(id);
-        }
+        enqueue(&mut self.queued, &mut self.woken, id);
     }
 
     /// Queues `id`, whose slice an event cut short: it runs the rest after
@@ -95,10 +89,7 @@ impl Scheduler {
     /// of one that slept, but before the VMs that used their slice up.
     pub fn resume(&mut self, id: VmId) {
         self.grow(id);
-        if !self.queued[id as usize] {
-            self.queued[id as usize] = true;
-            self.resumed.push_back(id);
-        }
+        enqueue(&mut self.queued, &mut self.resumed, id);
     }
 
     /// The next VM to run, removed from its queue.
@@ -164,6 +155,14 @@ impl Scheduler {
     /// Alarms set.
     pub fn alarms_set(&self) -> usize {
         self.alarms.len()
+    }
+}
+
+/// Puts `id` at the back of `queue` unless it is in a queue already.
+fn enqueue(queued: &mut [bool], queue: &mut VecDeque<VmId>, id: VmId) {
+    if !queued[id as usize] {
+        queued[id as usize] = true;
+        queue.push_back(id);
     }
 }
 
