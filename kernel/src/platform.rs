@@ -99,6 +99,11 @@ pub trait NetDevice {
     fn acknowledge(&mut self);
     /// Copies the next frame received into `out`; its length.
     fn receive_into(&mut self, out: &mut [u8; FRAME_MAX]) -> Option<usize>;
+    /// Whether a frame waits to be taken.
+    fn has_received(&self) -> bool;
+    /// Turns the interrupt for received frames on or off (the run loop
+    /// polls meanwhile); nothing for a NIC that is polled anyway.
+    fn interrupt_on_receive(&mut self, on: bool);
     /// Frames sent, frames received, frames dropped at a full ring.
     fn counters(&self) -> (u64, u64, u64);
 }

@@ -174,6 +174,18 @@ impl NetDevice for Nic {
         }
     }
 
+    fn has_received(&self) -> bool {
+        self.device.poll_receive().is_some()
+    }
+
+    fn interrupt_on_receive(&mut self, on: bool) {
+        match (self.polled, on) {
+            (true, _) => {}
+            (false, true) => self.device.enable_interrupts(),
+            (false, false) => self.device.disable_interrupts(),
+        }
+    }
+
     fn counters(&self) -> (u64, u64, u64) {
         (self.sent, self.received, self.tx_dropped)
     }

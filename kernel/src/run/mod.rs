@@ -66,6 +66,13 @@ pub struct BootReport {
     pub image_table_frames: u64,
 }
 
+/// Frames the switch takes from the NIC at a time, as NAPI's budget does
+/// in Linux. The NIC is refilled as fast as it is emptied when the real
+/// machine's side holds a burst (a thousand clients connecting at once):
+/// an unbounded poll would then take frames until the burst ended, and
+/// no VM, not even the one they were for, would run meanwhile.
+pub const UPLINK_BUDGET: usize = 64;
+
 /// Every VM of this boot and the state to run them.
 pub struct Kernel<P: Platform> {
     /// The machine: CPU, timer, address spaces.
@@ -119,6 +126,9 @@ pub struct Kernel<P: Platform> {
     deliveries: Box<Deliveries>,
     /// The machine's NIC, the switch's uplink.
     pub uplink: Option<Box<dyn NetDevice>>,
+    /// The last poll of the uplink stopped at [`UPLINK_BUDGET`]: its
+    /// interrupt is off and the run loop takes the rest a budget a round.
+    uplink_backlog: bool,
     /// The machine's disk, holding the VMs' windows and the swap area.
     pub disk: Option<Box<dyn BlockDevice>>,
     /// The swap area, if the disk has room for one.
@@ -204,6 +214,7 @@ impl<P: Platform> Kernel<P> {
             send_buffer: Box::new([0; FRAME_MAX]),
             deliveries: Box::default(),
             uplink: None,
+            uplink_backlog: false,
             disk: None,
             swap: None,
             idle: IdleQueue::default(),
@@ -272,12 +283,15 @@ impl<P: Platform> Kernel<P> {
                 break;
             }
             self.fire_alarms();
-            if self.platform.take_nic_interrupt() || self.nic_polled() {
+            if self.uplink_backlog || self.platform.take_nic_interrupt() || self.nic_polled() {
                 self.poll_uplink();
             }
             if let Some(id) = self.sched.pick_next() {
                 self.run_slice(id, prefix);
                 self.relieve_pressure();
+                continue;
+            }
+            if self.uplink_backlog {
                 continue;
             }
             match self.next_event() {
@@ -395,19 +409,36 @@ impl<P: Platform> Kernel<P> {
         self.uplink.as_ref().is_some_and(|nic| nic.polled())
     }
 
-    /// Takes what the NIC received into the switch: frames for VMs go to
-    /// their rings (waking them), ARP requests for VM addresses are
-    /// answered out of the NIC.
+    /// Takes up to [`UPLINK_BUDGET`] frames the NIC received into the
+    /// switch: frames for VMs go to their rings (waking them), ARP requests
+    /// for VM addresses are answered out of the NIC.
     fn poll_uplink(&mut self) {
         let Some(nic) = self.uplink.as_mut() else { return };
         nic.acknowledge();
         let mut frame = [0u8; FRAME_MAX];
-        while let Some(len) = self.uplink.as_mut().and_then(|nic| nic.receive_into(&mut frame)) {
+        let mut taken = 0;
+        while taken < UPLINK_BUDGET {
+            let Some(len) = self.uplink.as_mut().and_then(|nic| nic.receive_into(&mut frame)) else { break };
+            taken += 1;
             let nic = self.uplink.as_mut().expect("it just received");
             if let Ok(delivered) = self.switch.send(Port::Uplink, &frame[..len], &mut |reply| nic.send(reply)) {
                 self.note_delivery(delivered);
             }
         }
+        self.set_uplink_backlog(taken == UPLINK_BUDGET);
+    }
+
+    /// Turns the NIC's interrupt off while frames wait beyond a poll's
+    /// budget (the run loop then polls once a round), and back on once a
+    /// poll finds the NIC empty.
+    fn set_uplink_backlog(&mut self, backlogged: bool) {
+        let Some(nic) = self.uplink.as_mut() else { return };
+        if backlogged != self.uplink_backlog {
+            nic.interrupt_on_receive(!backlogged);
+        }
+        // A frame that arrived just before the interrupt was back on raised
+        // none: it is taken next round.
+        self.uplink_backlog = backlogged || nic.has_received();
     }
 
     /// Accounts for a frame the switch took and wakes the VM it went to;

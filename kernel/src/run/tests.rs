@@ -538,3 +538,64 @@ fn a_batch_of_frames_goes_in_one_call_each_way_and_stops_at_a_bad_frame() {
     assert_eq!(kernel.stats[0].frames_sent, 3);
     assert_eq!(kernel.stats[1].frames_received, 3);
 }
+
+/// A NIC whose real-machine side never runs dry: it hands over frames for
+/// VM 0 as fast as the kernel takes them, up to `limit`.
+struct Flood {
+    taken: Rc<Cell<usize>>,
+    limit: usize,
+    /// The last `interrupt_on_receive` the kernel asked for.
+    interrupts: Rc<Cell<Option<bool>>>,
+}
+
+impl crate::platform::NetDevice for Flood {
+    fn polled(&self) -> bool {
+        true
+    }
+    fn send(&mut self, _frame: &[u8]) {}
+    fn acknowledge(&mut self) {}
+    fn receive_into(&mut self, out: &mut [u8; FRAME_MAX]) -> Option<usize> {
+        (self.taken.get() < self.limit).then(|| {
+            self.taken.set(self.taken.get() + 1);
+            out.copy_from_slice(&frame(0, 0));
+            // From a machine beyond the uplink.
+            out[6..12].copy_from_slice(&[0x52, 0x54, 0, 1, 2, 3]);
+            out[26..30].copy_from_slice(&[10, 0, 2, 2]);
+            FRAME_MAX
+        })
+    }
+    fn has_received(&self) -> bool {
+        self.taken.get() < self.limit
+    }
+    fn interrupt_on_receive(&mut self, on: bool) {
+        self.interrupts.set(Some(on));
+    }
+    fn counters(&self) -> (u64, u64, u64) {
+        (0, self.taken.get() as u64, 0)
+    }
+}
+
+#[test]
+fn a_flood_from_the_uplink_leaves_the_vms_the_cpu() {
+    let taken = Rc::new(Cell::new(0));
+    let interrupts = Rc::new(Cell::new(None));
+    let seen_at_first_run = Rc::new(Cell::new(None));
+    let seen = Rc::clone(&seen_at_first_run);
+    let counted = Rc::clone(&taken);
+    let mut kernel = kernel(16, 64, 1, move |_| {
+        let (seen, counted) = (Rc::clone(&seen), Rc::clone(&counted));
+        Box::new(move |_: &mut Guest, context| {
+            seen.set(Some(counted.get()));
+            (context.rax, context.rdi) = (EXIT, 0);
+            Trap::Hypercall
+        })
+    });
+    let flood = Flood { taken: Rc::clone(&taken), limit: 100_000, interrupts: Rc::clone(&interrupts) };
+    kernel.uplink = Some(Box::new(flood));
+    assert_eq!(kernel.run(false), 0);
+    // Unbounded, the kernel would have taken all 100,000 frames before the
+    // VM they were for ran once.
+    assert_eq!(seen_at_first_run.get(), Some(super::UPLINK_BUDGET), "frames taken before the VM first ran");
+    assert_eq!(interrupts.get(), Some(false), "the NIC's interrupt is off while frames wait");
+    assert!(kernel.stats[0].frames_received > 0, "the flood reached its VM");
+}
