@@ -38,11 +38,16 @@ pub fn http_load(
         if let Some(name) = netns {
             enter_netns(&name);
         }
+        let start = std::sync::Arc::new(std::sync::Barrier::new(clients));
         let workers: Vec<_> = (0..clients)
             .map(|_| {
+                let start = start.clone();
                 std::thread::Builder::new()
                     .stack_size(128 << 10)
-                    .spawn(move || client(target, requests, page_len))
+                    .spawn(move || {
+                        start.wait();
+                        client(target, requests, page_len)
+                    })
                     .expect("spawn a client thread")
             })
             .collect();

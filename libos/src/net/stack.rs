@@ -40,6 +40,13 @@ const EPHEMERAL_FIRST: u16 = 49_152;
 /// full queue would drop them (TCP sends them again).
 const LOOPBACK_FRAMES: usize = 64;
 
+/// Packets a poll takes in before it sends what they called for: under a
+/// flood (a thousand clients connecting at once) the ring refills as fast
+/// as it is read, and a poll that read until it was empty would answer no
+/// SYN until the flood ended. The rest wait for the next poll, which is
+/// due at once (as NAPI's budget does in Linux).
+const INGRESS_BUDGET: usize = 32;
+
 /// The loopback network, `127.0.0.0/8`.
 const LOOPBACK: IpCidr = IpCidr::Ipv4(smoltcp::wire::Ipv4Cidr::new(Ipv4Address::new(127, 0, 0, 1), 8));
 
@@ -96,6 +103,9 @@ struct Vnic {
     full: BTreeSet<u16>,
     /// The last TCP segment handed to smoltcp.
     last_tcp: Option<listen::Arrival>,
+    /// The last poll stopped at [`INGRESS_BUDGET`]: frames may be waiting
+    /// that no new arrival will announce, so the next poll is due at once.
+    over_budget: bool,
     loopback: Loopback,
 }
 
@@ -225,7 +235,14 @@ impl Stack {
         iface_config.random_seed = unsafe { core::arch::x86_64::_rdtsc() } ^ u64::from(info.vm_id) << 40;
         let address = Ipv4Address::from(config.address);
         let loopback = Loopback { frames: VecDeque::new(), delivered: 0, address, mac };
-        let mut vnic = Vnic { rx: [0; FRAME_MAX], empty_at: None, full: BTreeSet::new(), last_tcp: None, loopback };
+        let mut vnic = Vnic {
+            rx: [0; FRAME_MAX],
+            empty_at: None,
+            full: BTreeSet::new(),
+            last_tcp: None,
+            over_budget: false,
+            loopback,
+        };
         let mut iface = Interface::new(iface_config, &mut vnic, now());
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(IpCidr::new(address.into(), config.prefix_len));
@@ -256,13 +273,17 @@ impl Stack {
         // Frames the VM sends itself are taken in at once; a conversation
         // with itself settles in a few rounds (bounded all the same).
         for _ in 0..LOOPBACK_FRAMES {
-            while self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets)
-                != PollIngressSingleResult::None
+            let mut taken = 0;
+            while taken < INGRESS_BUDGET
+                && self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets)
+                    != PollIngressSingleResult::None
             {
+                taken += 1;
                 if let Some(arrival) = self.vnic.last_tcp.take() {
                     self.refresh_listener(arrival.port, arrival.syn_from);
                 }
             }
+            self.vnic.over_budget = taken == INGRESS_BUDGET;
             while self.iface.poll_egress(now, &mut self.vnic, &mut self.sockets) != PollResult::None {}
             if self.vnic.loopback.frames.is_empty() {
                 break;
@@ -458,8 +479,8 @@ pub(crate) fn wait<T>(wait: Wait, mut ready: impl FnMut(&mut Stack) -> Option<Re
                 stack.poll();
             }
             // Frames still on their way back to this VM (a long exchange
-            // with itself) are due at once.
-            let delay = if stack.vnic.loopback.frames.is_empty() {
+            // with itself), or left by a poll's budget, are due at once.
+            let delay = if stack.vnic.loopback.frames.is_empty() && !stack.vnic.over_budget {
                 stack.iface.poll_delay(now(), &stack.sockets).map(|d| d.total_micros() * 1000)
             } else {
                 Some(0)
