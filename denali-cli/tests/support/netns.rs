@@ -23,11 +23,12 @@ impl Namespace {
             ip(&[&["netns", "exec", &name, "ip"][..], args].concat());
         }
         // A client here gives up connecting when the tests' patience runs
-        // out (`load::PATIENCE`), not after Linux's default six SYN retries
-        // (127 s): a VM under PVM takes a burst of a thousand connections
-        // in over a minute, and every SYN it has no room for is dropped so
-        // its client sends it again, as against a full Linux backlog.
-        ip(&["netns", "exec", &name, "sh", "-c", "echo 7 > /proc/sys/net/ipv4/tcp_syn_retries"]);
+        // out (`load::CONNECT_PATIENCE`), not after Linux's default six SYN
+        // retries (127 s): a VM under PVM takes a burst of a thousand
+        // connections in over a minute, and every SYN it has no room for
+        // is dropped so its client sends it again, as against a full Linux
+        // backlog. Eight retries give up after 511 s.
+        ip(&["netns", "exec", &name, "sh", "-c", "echo 8 > /proc/sys/net/ipv4/tcp_syn_retries"]);
         ns
     }
 
