@@ -34,10 +34,14 @@ pub const BACKLOG: usize = 1024;
 /// stack tops them up after every packet it takes in, and a packet holds
 /// one SYN, so one would do; two leave slack.
 const LISTENING: usize = 2;
-/// How long a connection may take to finish its handshake before its
-/// socket listens again (a client that vanished, or a SYN flood, cannot
-/// hold the backlog).
-const HANDSHAKE_TIMEOUT_SECS: u64 = 20;
+/// How long a connection may go without a segment from its client during
+/// the handshake before its socket listens again (a client that vanished,
+/// or a SYN flood, cannot hold the backlog). As long as Linux keeps a
+/// half-open connection (its SYN-ACK retries span 63 s): under a burst the
+/// client's ACK can wait in the queues in front of a slow VM, or be dropped
+/// and come again with its request, and giving up sooner resets a client
+/// that believes it is connected.
+const HANDSHAKE_TIMEOUT_SECS: u64 = 75;
 /// Heap the VM keeps free: no new listening socket (16 KiB of buffers
 /// each) is made below it, and SYNs are dropped as if the backlog were
 /// full, so a flood of connections cannot exhaust the VM's memory.
