@@ -11,7 +11,8 @@
 //! of more than 1,000 are counted under TCG only.
 //!
 //! `--keep DIR` writes each TCG run's bundle there (`run-K.bundle`), to boot
-//! by hand, e.g. under QEMU's gdb stub to step through one operation.
+//! by hand, e.g. under QEMU's gdb stub to step through one operation, with
+//! the ELFs of the kernel and both services for their symbols.
 //!
 //! It boots `examples/hypercall-bench` (and, for the HTTP figure, the
 //! `http` template beside it) through PVH under QEMU's TCG with `-icount
@@ -125,9 +126,11 @@ fn figures(text: &str) -> Figures {
     figures
 }
 
-fn build_image(manifest: PathBuf) -> Result<Vec<u8>> {
+/// Builds the service of `manifest` (release); its image, and its ELF for
+/// symbols.
+fn build_image(manifest: PathBuf) -> Result<(Vec<u8>, PathBuf)> {
     let built = build(&BuildOptions { manifest_path: Some(manifest), release: true, ..Default::default() })?;
-    image::read_dvm(&built[0].dvm)
+    Ok((image::read_dvm(&built[0].dvm)?, built[0].dvm.with_extension("elf")))
 }
 
 /// A bundle, and whether its run ends by itself (else it is stopped once
@@ -262,10 +265,10 @@ fn main() -> Result<()> {
     let timed_runs = runs(&make.iter().copied().filter(|&n| n <= MAKE_TIMED_MAX).collect::<Vec<_>>());
     let kvm_ops = flag(&args, "--kvm-ops", 2_000)?;
     eprintln!("building examples/hypercall-bench, the http template and the kernel ...");
-    let bench = build_image(paths::repo_root().join("examples/hypercall-bench/Cargo.toml"))?;
+    let (bench, bench_elf) = build_image(paths::repo_root().join("examples/hypercall-bench/Cargo.toml"))?;
     let scratch = tempfile::tempdir()?;
     let http_service = denali_cli::new::new(scratch.path(), "http", "http")?;
-    let http = build_image(http_service.join("Cargo.toml"))?;
+    let (http, http_elf) = build_image(http_service.join("Cargo.toml"))?;
     let kernel = kernel::kernel_elf()?;
 
     eprintln!("counting instructions under QEMU TCG -icount ({ops} operations, twice) ...");
@@ -275,6 +278,9 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(&dir)?;
         for (k, (bundle, _)) in counted_bundles.iter().enumerate() {
             std::fs::write(dir.join(format!("run-{k}.bundle")), bundle)?;
+        }
+        for (elf, name) in [(&bench_elf, "hypercall-bench.elf"), (&http_elf, "http.elf"), (&kernel, "kernel.elf")] {
+            std::fs::copy(elf, dir.join(name)).with_context(|| format!("cannot keep {}", elf.display()))?;
         }
     }
     let counted = measure(Way::Icount, &kernel, &counted_bundles, scratch.path())?;
