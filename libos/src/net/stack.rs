@@ -94,6 +94,8 @@ impl Loopback {
 /// The virtual NIC as a smoltcp device.
 struct Vnic {
     rx: [u8; FRAME_MAX],
+    /// Where smoltcp writes a frame to send.
+    tx: [u8; FRAME_MAX],
     /// The arrival count when the ring was last found empty: until it
     /// moves, reading the ring again would only cost a hypercall (every
     /// green thread polls the stack when it wakes).
@@ -110,7 +112,7 @@ struct Vnic {
 }
 
 struct RxToken<'a>(&'a [u8]);
-struct TxToken<'a>(&'a mut Loopback);
+struct TxToken<'a>(&'a mut [u8; FRAME_MAX], &'a mut Loopback);
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -120,13 +122,16 @@ impl phy::RxToken for RxToken<'_> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let mut buf = [0u8; FRAME_MAX];
-        let len = len.min(FRAME_MAX);
-        let result = f(&mut buf[..len]);
-        if !self.0.take(&buf[..len]) {
+        // Only the frame's own bytes are cleared (not the whole buffer per
+        // frame): any byte smoltcp leaves unwritten goes out as zero, never
+        // as a byte of an earlier frame.
+        let frame = &mut self.0[..len.min(FRAME_MAX)];
+        frame.fill(0);
+        let result = f(frame);
+        if !self.1.take(frame) {
             // The switch drops what nobody takes, as a wire would; a refused
             // frame is smoltcp's bug, and TCP retransmits it anyway.
-            let _ = frame::send(&buf[..len]);
+            let _ = frame::send(frame);
         }
         result
     }
@@ -157,7 +162,7 @@ impl Device for Vnic {
             let len = looped.len().min(FRAME_MAX);
             self.rx[..len].copy_from_slice(&looped[..len]);
             if self.admit(len) {
-                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.loopback)));
+                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.tx, &mut self.loopback)));
             }
         }
         if let Some(seen) = self.empty_at
@@ -172,13 +177,13 @@ impl Device for Vnic {
                 return None;
             };
             if self.admit(len) {
-                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.loopback)));
+                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.tx, &mut self.loopback)));
             }
         }
     }
 
     fn transmit(&mut self, _now: NetInstant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.loopback))
+        Some(TxToken(&mut self.tx, &mut self.loopback))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -237,6 +242,7 @@ impl Stack {
         let loopback = Loopback { frames: VecDeque::new(), delivered: 0, address, mac };
         let mut vnic = Vnic {
             rx: [0; FRAME_MAX],
+            tx: [0; FRAME_MAX],
             empty_at: None,
             full: BTreeSet::new(),
             last_tcp: None,
@@ -292,9 +298,11 @@ impl Stack {
         // A full backlog drops SYNs before smoltcp sees them, so no packet
         // would refresh it: look again as handshakes time out and memory
         // frees.
-        let full: Vec<u16> = self.vnic.full.iter().copied().collect();
-        for port in full {
-            self.refresh_listener(port, None);
+        if !self.vnic.full.is_empty() {
+            let full: Vec<u16> = self.vnic.full.iter().copied().collect();
+            for port in full {
+                self.refresh_listener(port, None);
+            }
         }
         let sockets = &mut self.sockets;
         let tcp_ports = &mut self.tcp_ports;
