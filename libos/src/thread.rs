@@ -180,15 +180,20 @@ extern "C" fn thread_start() -> ! {
 /// Makes ready every thread waiting for one of the bits in `events`.
 pub(crate) fn wake_event_waiters(events: u64) {
     with(|rt| {
-        let (woken, waiting): (Vec<_>, Vec<_>) = rt.event_waiters.drain(..).partition(|(_, mask)| mask & events != 0);
-        rt.event_waiters = waiting;
-        for (id, _) in woken {
-            if let Some(due) = rt.threads[id].deadline.take() {
-                rt.sleepers.remove(&(due, id));
+        // In place, in the order they began to wait: nothing is allocated
+        // for an event that every waiting thread polls the stack after.
+        let Runtime { event_waiters, threads, sleepers, ready, .. } = rt;
+        event_waiters.retain(|&(id, mask)| {
+            if mask & events == 0 {
+                return true;
             }
-            rt.threads[id].state = State::Ready;
-            rt.ready.push_back(id);
-        }
+            if let Some(due) = threads[id].deadline.take() {
+                sleepers.remove(&(due, id));
+            }
+            threads[id].state = State::Ready;
+            ready.push_back(id);
+            false
+        });
     });
 }
 
