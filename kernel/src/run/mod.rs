@@ -106,6 +106,10 @@ pub struct Kernel<P: Platform> {
     state_owner: Option<VmId>,
     /// The code that saves and restores that state, in every VM.
     state_switch: StateSwitch,
+    /// Where a save routine that trapped (rather than ending at its `ud2`)
+    /// left its registers. Kept, so no switch clears 176 bytes for a
+    /// report it almost never makes: the trap path writes every word.
+    save_failure: UserContext,
     /// Report each VM's exit, not only faults.
     verbose: bool,
     /// Global-clock time at which the boot ends, if any.
@@ -204,6 +208,7 @@ impl<P: Platform> Kernel<P> {
             live: 0,
             state_owner: None,
             state_switch,
+            save_failure: UserContext::default(),
             verbose,
             time_limit: None,
             preempted: false,
@@ -581,25 +586,25 @@ impl<P: Platform> Kernel<P> {
         }
         let Some(root) = vm.space.as_ref().map(AddressSpace::root) else { return };
         self.load_root(root);
-        let mut context = UserContext::default();
         let start = self.platform.rdtsc();
         // An interrupt or NMI arriving meanwhile is no fault of the VM's:
         // run the routine again (it has no side effects but the save).
         let mut saved = false;
         for _ in 0..SAVE_ATTEMPTS {
-            saved = self.platform.run_save_routine(self.state_switch.save_entry(), &mut context);
-            if saved || !is_interrupt(context.vector) {
+            saved = self.platform.run_save_routine(self.state_switch.save_entry(), &mut self.save_failure);
+            let vector = self.save_failure.vector;
+            if saved || !is_interrupt(vector) {
                 break;
             }
-            if context.vector != NMI {
+            if vector != NMI {
                 self.platform.end_of_interrupt();
             }
         }
         let ticks = self.platform.rdtsc() - start;
         let Some(vm) = self.vms[owner as usize].as_mut() else { return };
-
         vm.stats.cpu_ticks += ticks;
         if !saved {
+            let context = &self.save_failure;
             // Its state page is gone or read-only: it cannot have happened
             // without a kernel bug, and the VM cannot go on without it.
             kprintln!(
