@@ -130,7 +130,7 @@ fn figures(text: &str) -> Figures {
 /// symbols.
 fn build_image(manifest: PathBuf) -> Result<(Vec<u8>, PathBuf)> {
     let built = build(&BuildOptions { manifest_path: Some(manifest), release: true, ..Default::default() })?;
-    Ok((image::read_dvm(&built[0].dvm)?, built[0].dvm.with_extension("elf")))
+    Ok((image::read_dvm(&built[0].dvm)?, image::elf_beside(&built[0].dvm)))
 }
 
 /// A bundle, and whether its run ends by itself (else it is stopped once

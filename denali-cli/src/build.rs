@@ -239,7 +239,7 @@ pub fn build(options: &BuildOptions) -> Result<Vec<Built>> {
         let bytes = image::elf_to_dvm(&elf, sizes)?;
         std::fs::write(&dvm, &bytes).with_context(|| format!("cannot write {}", dvm.display()))?;
         // Keep the ELF beside the image for symbolised fault reports.
-        std::fs::copy(&elf, dvm.with_extension("elf")).with_context(|| format!("cannot copy {}", elf.display()))?;
+        std::fs::copy(&elf, image::elf_beside(&dvm)).with_context(|| format!("cannot copy {}", elf.display()))?;
         keep_manifest(&package_dir, &dvm)?;
         built.push(Built { name, dvm, manifest: manifest.clone() });
     }

@@ -8,7 +8,7 @@ use denali_abi::layout::{DEFAULT_MEM_SIZE, DEFAULT_STACK_SIZE, PAGE_SIZE};
 use object::elf::{PF_R, PF_W, PF_X, PT_LOAD};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Memory sizes for an image.
 #[derive(Clone, Copy, Debug)]
@@ -58,6 +58,11 @@ pub fn elf_to_dvm(elf_path: &Path, sizes: Sizes) -> Result<Vec<u8>> {
     let image = build_image(elf.entry(), sizes.memory, sizes.stack, &segments);
     Image::parse(&image).with_context(|| format!("{} cannot become a Denali image", elf_path.display()))?;
     Ok(image)
+}
+
+/// Where the build keeps an image's ELF (for symbols): beside the `.dvm`.
+pub fn elf_beside(dvm: &Path) -> PathBuf {
+    dvm.with_extension("elf")
 }
 
 /// Reads and validates a `.dvm` file.

@@ -137,7 +137,7 @@ impl Service {
     /// says, with the disk file and ELF kept beside it.
     pub fn load(dvm: &Path, manifest: Manifest) -> Result<Service> {
         let name = dvm.file_stem().map_or_else(|| "service".into(), |s| s.to_string_lossy().into_owned());
-        let elf = Some(dvm.with_extension("elf")).filter(|elf| elf.is_file());
+        let elf = Some(image::elf_beside(dvm)).filter(|elf| elf.is_file());
         Ok(Service { name, image: image::read_dvm(dvm)?, manifest, disk_file: dvm.with_extension("disk"), elf })
     }
 }

@@ -298,11 +298,9 @@ impl Stack {
         // A full backlog drops SYNs before smoltcp sees them, so no packet
         // would refresh it: look again as handshakes time out and memory
         // frees.
-        if !self.vnic.full.is_empty() {
-            let full: Vec<u16> = self.vnic.full.iter().copied().collect();
-            for port in full {
-                self.refresh_listener(port, None);
-            }
+        let full: Vec<u16> = self.vnic.full.iter().copied().collect();
+        for port in full {
+            self.refresh_listener(port, None);
         }
         let sockets = &mut self.sockets;
         let tcp_ports = &mut self.tcp_ports;
