@@ -211,6 +211,9 @@ pub struct Sim {
     programs: Vec<Program>,
     /// Times the state-save routine ran.
     pub saves: u64,
+    /// Traps that end the next runs of the state-save routine instead of
+    /// its `ud2`, by vector, in order (then it saves).
+    pub save_traps: std::collections::VecDeque<u64>,
     /// What the kernel reported of its boot's progress.
     pub progress: Vec<(u32, u32)>,
     /// Where the kernel said its swap counters are.
@@ -240,6 +243,7 @@ impl Sim {
             root: None,
             programs: Vec::new(),
             saves: 0,
+            save_traps: Default::default(),
             progress: Vec::new(),
             shared_counters: None,
             events: Vec::new(),
@@ -336,9 +340,12 @@ impl Platform for Sim {
         }
     }
 
-    fn run_save_routine(&mut self, _rip: u64, _failure: &mut UserContext) -> bool {
+    fn run_save_routine(&mut self, rip: u64, failure: &mut UserContext) -> bool {
         self.saves += 1;
-        true
+        let Some(vector) = self.save_traps.pop_front() else { return true };
+        // The trap path writes the whole context; what matters is why.
+        *failure = UserContext { vector, rip, ..UserContext::default() };
+        false
     }
 
     fn fault_address(&self) -> u64 {

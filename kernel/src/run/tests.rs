@@ -177,6 +177,28 @@ fn a_vm_stopped_inside_its_restore_routine_is_not_saved_over() {
 }
 
 #[test]
+fn a_save_interrupted_is_run_again_and_one_that_faults_stops_only_its_vm() {
+    use crate::platform::vectors::{PAGE_FAULT, TIMER};
+    let mut kernel = kernel(16, 64, 2, |_| calls(|_, _| None));
+    assert!(kernel.swap_in(0) && kernel.swap_in(1), "both VMs come into memory");
+    // A timer arriving during the save is no fault of the VM's: it runs again.
+    kernel.platform.save_traps.extend([TIMER]);
+    kernel.state_owner = Some(0);
+    kernel.save_user_state();
+    assert_eq!(kernel.platform.saves, 2);
+    assert!(kernel.vms[0].is_some(), "an interrupted save does not stop the VM");
+    // A fault after an interrupt is the VM's state page failing: that VM
+    // stops with the fault's status, and the other is untouched.
+    kernel.platform.save_traps.extend([TIMER, PAGE_FAULT]);
+    kernel.state_owner = Some(1);
+    kernel.save_user_state();
+    assert_eq!(kernel.platform.saves, 4);
+    assert!(kernel.vms[1].is_none(), "VM 1 is stopped");
+    assert_eq!(kernel.statuses[1], Some(super::fault_status(PAGE_FAULT)));
+    assert!(kernel.vms[0].is_some());
+}
+
+#[test]
 fn a_long_boot_reports_its_progress_and_a_short_one_says_nothing() {
     let exit_at_once = |_| calls(|_, _| None);
     let quick = kernel(16, 64, 20, exit_at_once);
