@@ -73,6 +73,9 @@ pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Exit status the kernel reports when it panicked, where the panic port
 /// has no listener (bare metal).
 pub const KERNEL_PANIC_STATUS: i32 = 125;
+/// Exit status of VMs still running when the boot's time limit passes, and
+/// of the run (as `timeout(1)` reports).
+pub const TIMED_OUT_STATUS: i32 = 124;
 
 /// Interrupt vector of the machine's NIC.
 pub const NIC_VECTOR: u8 = 33;
@@ -183,6 +186,11 @@ pub mod ports {
     /// write returns. Unclaimed elsewhere.
     pub const DEBUG: u16 = 0x508;
 }
+
+/// The key of the PVH command line (QEMU's `-append`) that sets the run's
+/// time limit, in milliseconds: `denali.time_limit_ms=N` ends the run as
+/// [`BootInfo::time_limit_ms`] does.
+pub const PVH_TIME_LIMIT_KEY: &str = "denali.time_limit_ms=";
 
 /// Magic at the start of a boot bundle.
 pub const BUNDLE_MAGIC: [u8; 8] = *b"DNLBNDL1";

@@ -11,13 +11,17 @@ use crate::build::{self, BuildOptions};
 use crate::run::{RunOptions, Service};
 use crate::{disk, kernel, vm_disk};
 use anyhow::{Context, Result, bail};
-use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, set_run_flags};
+use denali_abi::boot::{BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, PVH_TIME_LIMIT_KEY, TIMED_OUT_STATUS, set_run_flags};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// QEMU's UEFI firmware (Debian package `ovmf`).
 pub const OVMF: &str = "/usr/share/ovmf/OVMF.fd";
+/// How long after `--timeout` QEMU is stopped when the kernel, told the
+/// limit, has not ended the run itself (its clock starts after QEMU's
+/// own start-up and the kernel's boot; more than that is a stuck kernel).
+const KERNEL_LIMIT_GRACE: Duration = Duration::from_secs(60);
 /// The port of QEMU's isa-debug-exit device: the kernel's exit port.
 const EXIT_PORT: &str = "0x501";
 
@@ -198,7 +202,15 @@ fn boot(how: QemuBoot<'_>, disk: Option<&Path>, options: &RunOptions) -> Result<
         bail!("QEMU's UEFI firmware is missing ({OVMF}): install the Debian package ovmf");
     }
     let accel = std::env::var("DENALI_QEMU_ACCEL").unwrap_or_else(|_| default_accel().into());
+    // Through PVH the kernel is told the time limit and ends the run with
+    // its report, as under our monitor; QEMU is stopped only if it does not.
+    // A prebuilt UEFI image cannot be told: QEMU is stopped at the limit.
+    let kernel_ends_run = matches!(how, QemuBoot::Pvh { .. }) && time_limit.is_some();
+    let host_limit = time_limit.map(|limit| if kernel_ends_run { limit + KERNEL_LIMIT_GRACE } else { limit });
     let mut qemu = qemu_command(how, &accel, options.memory.unwrap_or(QEMU_MEMORY));
+    if let (true, Some(limit)) = (kernel_ends_run, time_limit) {
+        qemu.arg("-append").arg(format!("{PVH_TIME_LIMIT_KEY}{}", limit.as_millis().max(1)));
+    }
     if let Some(disk) = disk {
         // The VMs' disk on the PCI bus, where the kernel looks for it.
         qemu.arg("-drive")
@@ -236,10 +248,16 @@ fn boot(how: QemuBoot<'_>, disk: Option<&Path>, options: &RunOptions) -> Result<
         if let Some(status) = child.try_wait()? {
             break status;
         }
-        if time_limit.is_some_and(|limit| started.elapsed() > limit) {
+        if host_limit.is_some_and(|limit| started.elapsed() > limit) {
             let _ = child.kill();
             let _ = child.wait();
-            return Ok(124);
+            if kernel_ends_run {
+                eprintln!(
+                    "warning: QEMU was stopped {} s after --timeout: the kernel did not end the run itself, so it printed no report",
+                    KERNEL_LIMIT_GRACE.as_secs()
+                );
+            }
+            return Ok(TIMED_OUT_STATUS);
         }
         std::thread::sleep(Duration::from_millis(20));
     };

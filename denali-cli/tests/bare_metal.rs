@@ -170,3 +170,33 @@ fn the_disk_written_under_kvm_is_read_on_bare_metal_through_virtio_blk() {
         out.stdout
     );
 }
+
+#[test]
+fn under_pvh_the_kernel_uses_the_memory_above_4_gib() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "himem", Some(include_str!("guests/touch.rs")));
+    // q35 puts 2 GiB of 3 below 4 GiB: two VMs that touch 1,000 MiB each
+    // do not fit there beside the kernel's heap.
+    std::fs::write(service.join("Denali.toml"), "instances = 2\nmemory = \"1100 MiB\"\nargs = \"1000\"\n").unwrap();
+    let out = denali(&service, &["run", "--qemu", "--mem", "3072", "-v"]);
+    assert_eq!(out.status, 0, "{}\n{}", out.stdout, out.stderr);
+    for vm in 0..2 {
+        assert!(out.stdout.contains(&format!("vm {vm}: 1000 MiB touched and intact")), "{}", out.stdout);
+    }
+    let for_vms = out.stdout.split("isolation kernel up: ").nth(1).and_then(|rest| rest.split(" MiB").next());
+    let for_vms: u64 = for_vms.and_then(|n| n.parse().ok()).expect("the kernel says how much memory it has");
+    assert!(for_vms > 2048, "the kernel took only {for_vms} MiB of 3 GiB:\n{}", out.stdout);
+}
+
+#[test]
+fn under_pvh_the_time_limit_ends_the_run_with_the_kernels_report() {
+    let dir = scratch();
+    let service = new_service(dir.path(), "limit", Some(include_str!("guests/touch.rs")));
+    std::fs::write(service.join("Denali.toml"), "args = \"1 600\"\n").unwrap();
+    let out = denali(&service, &["run", "--qemu", "--stats", "--timeout", "3"]);
+    assert_eq!(out.status, 124, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("vm 0: 1 MiB touched and intact"), "{}", out.stdout);
+    assert!(out.stdout.contains("the time limit passed; stopping 1 VM(s)"), "{}", out.stdout);
+    assert!(out.stdout.contains("denali: per-VM accounting"), "{}", out.stdout);
+    assert!(!out.stderr.contains("did not end the run"), "{}", out.stderr);
+}

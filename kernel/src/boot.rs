@@ -116,7 +116,12 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
         .uplink(uplink.map(|nic| Box::new(nic) as Box<dyn NetDevice>))
         .disk(disk.map(|disk| Box::new(disk) as Box<dyn BlockDevice>))
         .build();
-    let mut kernel = match built.and_then(|mut kernel| kernel.admit_bundle(&bundle, heap.free()).map(|()| kernel)) {
+    // The time limit counts from here: making the VMs is part of the run.
+    let admitted = built.and_then(|mut kernel| {
+        kernel.set_time_limit_ms(info.time_limit_ms);
+        kernel.admit_bundle(&bundle, heap.free()).map(|()| kernel)
+    });
+    let mut kernel = match admitted {
         Ok(kernel) => kernel,
         Err(e) => {
             kprintln!("denali: {e}");
@@ -126,7 +131,6 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     kernel.heap = Some(heap);
     heap.reset_peak();
     kernel.heap_after_boot = heap.usage();
-    kernel.set_time_limit_ms(info.time_limit_ms);
     if let Some(id) = info.debug_vm.checked_sub(1).and_then(|id| u32::try_from(id).ok()) {
         kernel.debug_vm(id);
     }

@@ -387,12 +387,18 @@ pub fn kernel(mib: u64, frame_slots: u32, vms: u32, program: impl FnMut(u32) -> 
 
 /// As [`kernel`], on the CPU `sim`.
 pub fn kernel_on(sim: Sim, mib: u64, frame_slots: u32, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
-    kernel_with_disk(sim, mib, frame_slots, None, vms, program)
+    kernel_with_disk(sim, mib, frame_slots, None, 0, vms, program)
+}
+
+/// As [`kernel_on`], with 16 MiB and the run's time limit set before the
+/// VMs are made, as the boot sets it.
+pub fn kernel_with_time_limit(sim: Sim, limit_ms: u64, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
+    kernel_with_disk(sim, 16, 64, None, limit_ms, vms, program)
 }
 
 /// As [`kernel`], with a [`RamDisk`] of `swap_pages` pages of swap area.
 pub fn kernel_with_swap(mib: u64, swap_pages: u64, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
-    kernel_with_disk(Sim::new(), mib, 64, Some(Box::new(RamDisk::with_swap(swap_pages))), vms, program)
+    kernel_with_disk(Sim::new(), mib, 64, Some(Box::new(RamDisk::with_swap(swap_pages))), 0, vms, program)
 }
 
 fn kernel_with_disk(
@@ -400,6 +406,7 @@ fn kernel_with_disk(
     mib: u64,
     frame_slots: u32,
     disk: Option<Box<dyn BlockDevice>>,
+    time_limit_ms: u64,
     vms: u32,
     mut program: impl FnMut(u32) -> Program,
 ) -> Kernel<Sim> {
@@ -413,6 +420,7 @@ fn kernel_with_disk(
         .disk(disk)
         .build()
         .expect("a kernel");
+    kernel.set_time_limit_ms(time_limit_ms);
     let image = image();
     let spec =
         BundleSpec { name: "sim", instances: vms, image: &image, args: "", ipv4: Ipv4Config::DEFAULT, disk_sectors: 0 };

@@ -17,7 +17,7 @@ use crate::time::Clock;
 use crate::vm::loader::{LoadError, Loader, Template};
 use crate::vm::state_switch::StateSwitch;
 use alloc::boxed::Box;
-use denali_abi::boot::{Bundle, BundleEntry};
+use denali_abi::boot::{Bundle, BundleEntry, TIMED_OUT_STATUS};
 use denali_abi::disk::{FIRST_DATA_SECTOR, Window};
 use denali_abi::net::Ipv4Config;
 
@@ -162,12 +162,20 @@ impl<P: Platform> Kernel<P> {
                 // their VM starts, so a VM finds its data where it left it.
                 let disk = Window { start: next_sector, sectors: entry.disk_sectors };
                 next_sector = next_sector.saturating_add(entry.disk_sectors);
+                if self.past_time_limit() {
+                    self.record_unmade(entry.name(), TIMED_OUT_STATUS);
+                    continue;
+                }
                 let ipv4 = entry.ipv4.nth(instance).unwrap_or_default();
                 self.admit_one(&entry, template, ipv4, disk);
                 self.report_progress(&mut progress, false);
             }
         }
         self.report_progress(&mut progress, true);
+        let unmade = self.statuses.iter().filter(|s| **s == Some(TIMED_OUT_STATUS)).count();
+        if unmade > 0 {
+            kprintln!("denali: the time limit passed while VMs were being made; {unmade} of {vms} were not made");
+        }
         self.set_up_swap(next_sector, heap_free);
         let made = self.vms.iter().filter(|vm| vm.is_some()).count() as u64;
         let image_table_frames = self.templates.iter().map(Template::tables_per_vm).sum();

@@ -37,9 +37,7 @@ mod swapping;
 #[cfg(test)]
 mod tests;
 
-/// Exit status of VMs still running when the boot's time limit passes (as
-/// `timeout(1)` reports).
-pub const TIMED_OUT_STATUS: i32 = 124;
+pub use denali_abi::boot::TIMED_OUT_STATUS;
 
 /// Waits shorter than this are spun: parking the vCPU costs an exit.
 const IDLE_THRESHOLD_NS: u64 = 50_000;
@@ -258,17 +256,27 @@ impl<P: Platform> Kernel<P> {
 
     /// Records an id whose image was refused.
     pub fn refuse(&mut self, name: &str) {
+        self.record_unmade(name, REFUSED_STATUS);
+    }
+
+    /// Records an id that gets no VM, with the status it ends with.
+    fn record_unmade(&mut self, name: &str, status: i32) {
         // Nothing is parked for an id no VM has.
         self.switch.parking.close(self.vms.len() as VmId);
         self.names.push(String::from(name));
         self.stats.push(Stats::default());
         self.vms.push(None);
-        self.statuses.push(Some(REFUSED_STATUS));
+        self.statuses.push(Some(status));
     }
 
-    /// Ends the run `ms` milliseconds from now (0: never).
+    /// Ends the run `ms` milliseconds from now (0: never), VMs still being
+    /// made included.
     pub fn set_time_limit_ms(&mut self, ms: u64) {
         self.time_limit = (ms != 0).then(|| self.now() + ms * 1_000_000);
+    }
+
+    fn past_time_limit(&self) -> bool {
+        self.time_limit.is_some_and(|limit| self.now() >= limit)
     }
 
     fn now(&self) -> u64 {
@@ -282,7 +290,7 @@ impl<P: Platform> Kernel<P> {
         let prefix = self.vms.len() > 1;
         self.platform.share_counters(&self.swap_counters);
         while self.live > 0 {
-            if self.time_limit.is_some_and(|limit| self.now() >= limit) {
+            if self.past_time_limit() {
                 kprintln!("denali: the time limit passed; stopping {} VM(s)", self.live);
                 self.stop_all(TIMED_OUT_STATUS);
                 break;

@@ -3,7 +3,8 @@
 //! arguments no VM should get past.
 
 use crate::testing::{
-    Guest, Program, Sim, Trap, calls, heap_peak_of_this_thread, kernel, kernel_on, kernel_with_swap, reset_heap_peak,
+    Guest, Program, Sim, Trap, calls, heap_peak_of_this_thread, kernel, kernel_on, kernel_with_swap,
+    kernel_with_time_limit, reset_heap_peak,
 };
 use denali_abi::hypercall::{EVENT_ALARM, Error, FRAME_MAX, FrameRef, Hypercall, NET_BATCH_MAX};
 use denali_abi::info::InfoPage;
@@ -466,6 +467,21 @@ fn an_alarm_takes_the_cpu_from_a_spinning_vm_and_its_vm_runs_next() {
     // And the spinners shared the CPU.
     let (a, b) = (kernel.stats[0].cpu_ticks, kernel.stats[1].cpu_ticks);
     assert!(a.abs_diff(b) < a.max(b) / 10, "spinners ran {a} and {b} ticks");
+}
+
+#[test]
+fn a_time_limit_that_passes_while_vms_are_made_stops_the_making_and_the_run_reports() {
+    // A slow machine: every look at the clock costs a millisecond, so a
+    // 30 ms limit passes after a few VMs of 200 are made.
+    let vms = 200;
+    let mut kernel = kernel_with_time_limit(Sim::with_ticks_per_look(1_000_000), 30, vms, |_| {
+        Box::new(|_: &mut Guest, _: &mut _| Trap::Spin)
+    });
+    let made = kernel.boot.vms;
+    assert!(made > 0 && made < u64::from(vms), "{made} of {vms} VMs were made before the limit");
+    assert_eq!(kernel.statuses.len(), vms as usize, "every id is accounted for");
+    assert_eq!(kernel.run(false), 124, "the run ends as timed out");
+    assert!(kernel.statuses.iter().all(|s| *s == Some(124)), "made or not, each VM timed out: {:?}", kernel.statuses);
 }
 
 /// Where frame `n` of a batch lies in a VM's heap, and where the list is.

@@ -3,15 +3,22 @@
 //!
 //! The ELF note `XEN_ELFNOTE_PHYS32_ENTRY` names `pvh_start32`, entered in
 //! 32-bit protected mode with paging off and `ebx` pointing at an
-//! `hvm_start_info`. The stub builds the same page tables as our other
-//! loaders (the low 4 GiB identity-mapped, at `PHYS_OFFSET` and the low
-//! 2 GiB at `KERNEL_BASE`), enters long mode, and calls [`pvh_boot_info`]
-//! to turn the start info (memory map, the bundle as the first module) into
-//! a `BootInfo`; then the kernel starts as it does under our monitor.
+//! `hvm_start_info`. The stub maps the low 4 GiB (identity-mapped, at
+//! `PHYS_OFFSET`, and the low 2 GiB at `KERNEL_BASE`), enters long mode,
+//! and calls [`pvh_boot_info`], which maps the RAM above 4 GiB too (up to
+//! [`MAPPED_END`]) so the physmap covers all memory as under our other
+//! loaders, and turns the start info (memory map, the bundle as the first
+//! module, the command line) into a `BootInfo`; then the kernel starts as it
+//! does under our monitor.
+//!
+//! The command line may say `denali.time_limit_ms=N` ([`PVH_TIME_LIMIT_KEY`]): the run ends after
+//! N ms with the kernel's report, as `--timeout` does under our monitor.
 
 use super::entry::BOOT_STACK_SIZE;
 use crate::mem::phys;
-use denali_abi::boot::{BOOT_FLAG_PCI, BOOT_MAGIC, BootInfo, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion};
+use denali_abi::boot::{
+    BOOT_FLAG_PCI, BOOT_MAGIC, BootInfo, KERNEL_PHYS_LOAD, MAX_MEM_REGIONS, MemRegion, PVH_TIME_LIMIT_KEY,
+};
 use x86_64::instructions::port::Port;
 
 /// PML4, one PDPT for the low half, one for the top, four PDs (4 GiB).
@@ -20,6 +27,18 @@ struct Tables([u64; 512 * 7]);
 
 #[unsafe(no_mangle)]
 static mut PVH_TABLES: Tables = Tables([0; 512 * 7]);
+
+/// Where the low PDPT (identity and physmap) is in [`PVH_TABLES`].
+const LOW_PDPT: usize = 512;
+
+/// One page directory (1 GiB of 2 MiB pages) per GiB from 4 GiB to
+/// [`MAPPED_END`], filled by [`map_high_memory`] as far as RAM reaches.
+#[repr(C, align(4096))]
+struct HighTables([[u64; 512]; HIGH_GIBS]);
+
+const HIGH_GIBS: usize = ((MAPPED_END >> 30) - 4) as usize;
+
+static mut PVH_HIGH_TABLES: HighTables = HighTables([[0; 512]; HIGH_GIBS]);
 
 /// A flat 64-bit code segment for the jump into long mode.
 #[unsafe(no_mangle)]
@@ -153,8 +172,11 @@ struct MemoryMapEntry {
 
 const START_INFO_MAGIC: u32 = 0x336e_c578;
 const E820_RAM: u32 = 1;
-/// What the page tables built above reach.
-const MAPPED_END: u64 = 4 << 30;
+/// What the physmap reaches under PVH: RAM above it is not used. 64 GiB
+/// costs 240 KiB of page directories in the kernel image's `.bss`.
+const MAPPED_END: u64 = 64 << 30;
+/// The longest command line read.
+const CMDLINE_MAX: usize = 4096;
 
 /// The `BootInfo` this path hands the kernel.
 static mut BOOT_INFO: BootInfo = BootInfo {
@@ -199,6 +221,7 @@ extern "C" fn pvh_boot_info(start_info: u64) -> u64 {
         unix_time_ns: 0,
         debug_vm: 0,
     };
+    map_high_memory(&info);
     let low = (0, 1 << 20);
     let kernel = (KERNEL_PHYS_LOAD, phys::kernel_virt_to_phys(core::ptr::addr_of!(__kernel_end) as u64));
     let mut bundle = (0, 0);
@@ -210,6 +233,10 @@ extern "C" fn pvh_boot_info(start_info: u64) -> u64 {
         bundle = (module.paddr & !0xfff, (module.paddr + module.size).next_multiple_of(4096));
     }
     add_regions(&mut boot, &info, &[low, kernel, bundle]);
+    if info.magic == START_INFO_MAGIC && info.cmdline_paddr != 0 {
+        // SAFETY: the loader's command line, NUL-terminated, in low memory.
+        boot.time_limit_ms = unsafe { cmdline(info.cmdline_paddr) }.map_or(0, time_limit_ms);
+    }
     boot.tsc_khz = measure_tsc_khz();
     // SAFETY: single-threaded boot; nothing else refers to BOOT_INFO yet.
     unsafe {
@@ -219,14 +246,63 @@ extern "C" fn pvh_boot_info(start_info: u64) -> u64 {
     }
 }
 
-/// The RAM of the start info's memory map, below the mapped 4 GiB, minus
+/// Maps the RAM above 4 GiB (to [`MAPPED_END`]) into the physmap, with
+/// 2 MiB pages, as the stub mapped the low 4 GiB.
+fn map_high_memory(info: &StartInfo) {
+    let top = memory_map(info).filter(|e| e.kind == E820_RAM).map(|e| e.addr.saturating_add(e.size)).max();
+    let gibs = top.unwrap_or(0).min(MAPPED_END).div_ceil(1 << 30);
+    let low_pdpt = (&raw mut PVH_TABLES).cast::<u64>().wrapping_add(LOW_PDPT);
+    for gib in 4..gibs {
+        let directory = (&raw mut PVH_HIGH_TABLES).cast::<[u64; 512]>().wrapping_add(gib as usize - 4).cast::<u64>();
+        // SAFETY: single-threaded boot. `directory` is one of the high
+        // tables (gib < MAPPED_END's GiBs) and `low_pdpt + gib` a slot of the
+        // low PDPT (gib < 512); only the CPU reads them, and the slot was
+        // empty, so no stale translation of these addresses can be cached.
+        unsafe {
+            for i in 0..512 {
+                directory.add(i).write(((gib << 30) + ((i as u64) << 21)) | 0x83);
+            }
+            low_pdpt.add(gib as usize).write(phys::kernel_virt_to_phys(directory as u64) | 0x3);
+        }
+    }
+}
+
+/// The start info's memory map, entry by entry.
+fn memory_map(info: &StartInfo) -> impl Iterator<Item = MemoryMapEntry> + '_ {
+    (0..u64::from(info.memmap_entries)).map(|i| {
+        let entry_addr = info.memmap_paddr + i * core::mem::size_of::<MemoryMapEntry>() as u64;
+        // SAFETY: the loader's memory map, below 4 GiB, read by value.
+        unsafe { core::ptr::read(phys::to_virt(entry_addr) as *const MemoryMapEntry) }
+    })
+}
+
+/// The command line at physical `paddr`, up to its NUL (at most
+/// [`CMDLINE_MAX`] bytes), if it is UTF-8.
+///
+/// # Safety
+///
+/// `paddr` must be mapped and hold a NUL-terminated string or at least
+/// `CMDLINE_MAX` readable bytes.
+unsafe fn cmdline(paddr: u64) -> Option<&'static str> {
+    let start = phys::to_virt(paddr) as *const u8;
+    // SAFETY: the caller's promise: every byte up to the NUL is readable.
+    let len = (0..CMDLINE_MAX).find(|&i| unsafe { *start.add(i) } == 0).unwrap_or(CMDLINE_MAX);
+    // SAFETY: those `len` bytes were just read; the loader leaves them be.
+    core::str::from_utf8(unsafe { core::slice::from_raw_parts(start, len) }).ok()
+}
+
+/// The time limit a command line names with [`PVH_TIME_LIMIT_KEY`] (0: none, or
+/// not a number).
+fn time_limit_ms(cmdline: &str) -> u64 {
+    let value = cmdline.split_ascii_whitespace().find_map(|word| word.strip_prefix(PVH_TIME_LIMIT_KEY));
+    value.and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The RAM of the start info's memory map, below [`MAPPED_END`], minus
 /// `holes`, as the kernel's usable regions.
 fn add_regions(boot: &mut BootInfo, info: &StartInfo, holes: &[(u64, u64)]) {
     let mut count = 0;
-    for i in 0..info.memmap_entries as u64 {
-        let entry_addr = info.memmap_paddr + i * core::mem::size_of::<MemoryMapEntry>() as u64;
-        // SAFETY: the loader's memory map, below 4 GiB, read by value.
-        let entry = unsafe { core::ptr::read(phys::to_virt(entry_addr) as *const MemoryMapEntry) };
+    for entry in memory_map(info) {
         if entry.kind != E820_RAM {
             continue;
         }
