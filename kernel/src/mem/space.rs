@@ -406,6 +406,11 @@ impl AddressSpace {
         pages
     }
 
+    /// Frames of its page tables (its PML4 included).
+    pub fn table_frames(&self) -> u64 {
+        self.tables.len() as u64
+    }
+
     /// The last-level page-table entry for the page at `vaddr`, if the
     /// tables above it exist: one walk, nothing allocated (swapping moves
     /// tens of thousands of pages, each costing this where kernel code is

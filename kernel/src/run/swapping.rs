@@ -171,6 +171,8 @@ impl<P: Platform> Kernel<P> {
             kprintln!("denali: vm {id} ({}) lost a page the disk refused to take; stopping it", vm.name);
             self.finish(id, SWAP_IN_FAILED_STATUS);
         } else if whole && space.private_pages() == 0 {
+            let table_frames = u32::try_from(space.table_frames()).unwrap_or(u32::MAX);
+            vm.tables_when_out = table_frames;
             let kept = kept_bytes(vm);
             self.switch.parking.release_room(id);
             let tables = vm.space.take();
@@ -202,15 +204,27 @@ impl<P: Platform> Kernel<P> {
         resident
     }
 
+    /// Frames VM `id` takes to come into memory: its swapped pages, and
+    /// without page tables its image's and as many more as it had when it
+    /// went out (its pages go back under tables its image does not have).
+    pub(super) fn frames_to_bring_in(&self, id: VmId) -> u64 {
+        let Some(vm) = self.vms[id as usize].as_ref() else { return 0 };
+        let tables = match &vm.space {
+            None => {
+                let template = &self.templates[vm.template as usize];
+                let more = u64::from(vm.tables_when_out).saturating_sub(template.tables_per_vm());
+                template.frames_to_materialize(vm.is_unborn()) + more
+            }
+            Some(_) => 0,
+        };
+        vm.swapped.len() as u64 + tables
+    }
+
     /// [`Kernel::swap_in`]'s work.
     fn bring_in(&mut self, id: VmId) -> bool {
         let Some(vm) = self.vms[id as usize].as_ref() else { return false };
         let unborn = vm.is_unborn();
-        let tables = match &vm.space {
-            None => self.templates[vm.template as usize].frames_to_materialize(unborn),
-            Some(_) => 0,
-        };
-        let count = vm.swapped.len() as u64 + tables;
+        let count = self.frames_to_bring_in(id);
         if !self.make_room(id, count) {
             return false;
         }

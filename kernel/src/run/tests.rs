@@ -321,6 +321,33 @@ fn a_vm_swapped_out_whole_wakes_on_an_alarm_and_on_a_frame_with_its_memory_intac
 }
 
 #[test]
+fn a_vm_that_went_out_whole_comes_back_in_the_frames_counted_for_it() {
+    let findings = Findings::default();
+    let seen = findings.clone();
+    // VM 0 fills two heap pages, under a page table its image does not
+    // have, and sleeps; it goes out whole.
+    let mut kernel = kernel_with_swap(16, 1024, 1, move |id| swapped_whole(id, seen.clone()));
+    kernel.run_slice(0, false);
+    assert!(!kernel.reclaim_idle(u64::MAX), "only VM 0 can go out");
+    assert_eq!(kernel.swap_counters.whole_swap_outs, 1, "{:?}", kernel.swap_counters);
+    // Its alarm rings.
+    let tsc = kernel.platform.tsc();
+    tsc.set(tsc.get() + 1_000_000_000);
+    kernel.fire_alarms();
+    // With exactly the frames counted for it free, it comes back.
+    let count = kernel.frames_to_bring_in(0);
+    let held: Vec<u64> = (count..kernel.frames.available()).map(|_| kernel.frames.alloc().unwrap()).collect();
+    assert_eq!(kernel.frames.available(), count);
+    assert!(kernel.swap_in(0), "VM 0 did not come back in {count} frames: {:?}", kernel.statuses);
+    held.into_iter().for_each(|frame| kernel.frames.free(frame));
+    // And runs on, its memory intact (what it finds after that is about a
+    // frame nobody sends).
+    kernel.set_time_limit_ms(1_000);
+    kernel.run(false);
+    assert_eq!(findings.borrow().first(), Some(&"intact after the alarm"));
+}
+
+#[test]
 fn making_a_vm_takes_no_frame_until_it_runs() {
     let exit_at_once = |_| calls(|_, _| None);
     let few = kernel(64, 64, 10, exit_at_once);

@@ -202,6 +202,7 @@ impl Loader<'_> {
             idle_stamp: 0,
             last_ran: 0,
             deferrals: 0,
+            tables_when_out: 0,
             pinned: false,
         }
     }

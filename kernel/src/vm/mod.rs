@@ -164,6 +164,9 @@ pub struct Vm {
     pub last_ran: u64,
     /// Turns it has waited, swapped out, for room to come back in.
     pub deferrals: u32,
+    /// The page-table frames it had when it last went out whole: coming
+    /// back, its pages need as many (its image's tables are only some).
+    pub tables_when_out: u32,
     /// Never swapped out (a debugger holds it).
     pub pinned: bool,
 }
