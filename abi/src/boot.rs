@@ -96,6 +96,9 @@ pub const BOOT_FLAG_CONSOLE_PORT: u64 = 1 << 3;
 /// not zero a frame it has never handed out. Firmware promises nothing of
 /// the kind: the UEFI loader and PVH leave it clear.
 pub const BOOT_FLAG_ZEROED_MEMORY: u64 = 1 << 4;
+/// Boot flag: the monitor shows a long boot's progress (from
+/// [`ports::PROGRESS`]); elsewhere the kernel prints it on the console.
+pub const BOOT_FLAG_PROGRESS_SHOWN: u64 = 1 << 5;
 
 /// Virtual address at which all physical memory is mapped (the "physmap").
 /// The loader sets this mapping up before entering the kernel.

@@ -22,8 +22,8 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use denali_abi::boot::{
-    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PCI, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_FLAG_ZEROED_MEMORY, BOOT_MAGIC,
-    BootInfo, Bundle, MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
+    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PCI, BOOT_FLAG_PROGRESS_SHOWN, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE,
+    BOOT_FLAG_ZEROED_MEMORY, BOOT_MAGIC, BootInfo, Bundle, MAX_MEM_REGIONS, VIRTIO_MMIO_SIZE,
 };
 use virtio_drivers::transport::DeviceType;
 use x86_64::registers::control::Cr3;
@@ -110,6 +110,7 @@ pub fn boot(boot_info_phys: u64, heap: &'static CountingHeap) -> ! {
     let disk = start_disk(&mut frames, kernel_pml4, &info, wants_disk || info.blk_mmio != 0);
     let built = KernelBuilder::new(Machine { preemption, selectors: user }, frames, clock, kernel_pml4, state_switch)
         .verbose(verbose)
+        .progress_on_console(info.flags & BOOT_FLAG_PROGRESS_SHOWN == 0)
         // A quarter of the heap parks frames for VMs: the global budget
         // that no flood can exceed.
         .frame_budget((heap_size / 4 / denali_abi::hypercall::FRAME_MAX as u64) as u32)

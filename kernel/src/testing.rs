@@ -417,6 +417,7 @@ fn kernel_with_disk(
     let state_switch = StateSwitch::new(switch_frame, 0x3000, 0x3080, selectors);
     let mut kernel = KernelBuilder::new(sim, frames, Clock::start(TSC_KHZ, 0), kernel_pml4, state_switch)
         .frame_budget(frame_slots)
+        .progress_on_console(true)
         .disk(disk)
         .build()
         .expect("a kernel");

@@ -9,8 +9,8 @@ use crate::net::{Backend, NET_MMIO_ADDR, NIC_MAC, NetConfig, NetDevice, Network,
 use crate::progress::BootProgress;
 use crate::{Config, Error};
 use denali_abi::boot::{
-    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_FLAG_ZEROED_MEMORY, BOOT_MAGIC, BootInfo,
-    MAX_MEM_REGIONS, MemRegion,
+    BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PROGRESS_SHOWN, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_FLAG_ZEROED_MEMORY,
+    BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion,
 };
 use denali_abi::boot::{NIC_VECTOR, VIRTIO_MMIO_SIZE};
 use kvm_bindings::kvm_msi;
@@ -135,6 +135,7 @@ impl Machine {
             // Fresh anonymous memory: the regions are zero.
             flags: BOOT_FLAG_CONSOLE_PORT
                 | BOOT_FLAG_ZEROED_MEMORY
+                | BOOT_FLAG_PROGRESS_SHOWN
                 | if config.verbose { BOOT_FLAG_VERBOSE } else { 0 }
                 | if config.stats { BOOT_FLAG_STATS } else { 0 },
             time_limit_ms: config.time_limit.map_or(0, |t| t.as_millis().max(1) as u64),

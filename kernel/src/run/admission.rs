@@ -28,11 +28,16 @@ const HEAP_PER_VM_EXTRA: usize = 304;
 
 /// How often a long boot tells the monitor how many VMs it has made.
 const PROGRESS_INTERVAL_NS: u64 = 250_000_000;
+/// How often it prints that on the console where no monitor shows it.
+const CONSOLE_PROGRESS_INTERVAL_NS: u64 = 10_000_000_000;
 
-/// When a boot last reported its progress, and whether it has at all.
+/// When a boot last reported its progress, and whether it has at all; when
+/// it last printed it, and how many VMs there were then.
 struct ProgressReports {
     last_ns: u64,
     any: bool,
+    printed_ns: u64,
+    printed_vms: u64,
 }
 
 /// Why a kernel could not be assembled, or a bundle admitted at all.
@@ -80,6 +85,13 @@ impl<P: Platform> KernelBuilder<P> {
     /// Reports each VM's exit, not only failures.
     pub fn verbose(mut self, verbose: bool) -> Self {
         self.kernel.verbose = verbose;
+        self
+    }
+
+    /// Prints a long boot's progress on the console, where no monitor
+    /// shows it.
+    pub fn progress_on_console(mut self, on: bool) -> Self {
+        self.kernel.progress_on_console = on;
         self
     }
 
@@ -136,7 +148,7 @@ impl<P: Platform> Kernel<P> {
         self.vm_count = vms;
         let (mut template_frames, mut tables_per_vm) = (0, 0);
         let mut next_sector = FIRST_DATA_SECTOR;
-        let mut progress = ProgressReports { last_ns: started, any: false };
+        let mut progress = ProgressReports { last_ns: started, any: false, printed_ns: started, printed_vms: 0 };
         for index in 0..bundle.len() {
             let Some((entry, image)) = bundle.entry(index) else { continue };
             let args = bundle.args(index).unwrap_or_default();
@@ -196,8 +208,18 @@ impl<P: Platform> Kernel<P> {
         let now = self.now();
         if (end && progress.any) || (!end && now - progress.last_ns >= PROGRESS_INTERVAL_NS) {
             let mib = (self.frames.in_use() * crate::mem::frame::FRAME_SIZE).div_ceil(1 << 20);
-            self.platform.report_progress(self.vms.len() as u32, u32::try_from(mib).unwrap_or(u32::MAX));
-            *progress = ProgressReports { last_ns: now, any: true };
+            let vms = self.vms.len() as u64;
+            self.platform.report_progress(vms as u32, u32::try_from(mib).unwrap_or(u32::MAX));
+            (progress.last_ns, progress.any) = (now, true);
+            if self.progress_on_console && now - progress.printed_ns >= CONSOLE_PROGRESS_INTERVAL_NS {
+                let per_second = (vms - progress.printed_vms) * 1_000_000_000 / (now - progress.printed_ns);
+                let whole = self.swap_counters.whole_swap_outs;
+                kprintln!(
+                    "denali: making VMs: {vms} of {} made ({per_second}/s), {whole} swapped out whole, {mib} MiB of memory in use",
+                    self.vm_count
+                );
+                (progress.printed_ns, progress.printed_vms) = (now, vms);
+            }
         }
     }
 

@@ -110,6 +110,8 @@ pub struct Kernel<P: Platform> {
     save_failure: UserContext,
     /// Report each VM's exit, not only faults.
     verbose: bool,
+    /// Print a long boot's progress on the console (no monitor shows it).
+    progress_on_console: bool,
     /// Global-clock time at which the boot ends, if any.
     pub time_limit: Option<u64>,
     /// Whether the last `run_vm` ended because the timer fired.
@@ -208,6 +210,7 @@ impl<P: Platform> Kernel<P> {
             state_switch,
             save_failure: UserContext::default(),
             verbose,
+            progress_on_console: false,
             time_limit: None,
             preempted: false,
             slice_end: None,

@@ -511,6 +511,22 @@ fn a_time_limit_that_passes_while_vms_are_made_stops_the_making_and_the_run_repo
     assert!(kernel.statuses.iter().all(|s| *s == Some(124)), "made or not, each VM timed out: {:?}", kernel.statuses);
 }
 
+#[test]
+fn a_long_boot_prints_its_progress_where_no_monitor_shows_it() {
+    // A very slow machine: each look at the clock costs a second.
+    let vms = 41;
+    let _kernel = kernel_on(Sim::with_ticks_per_look(1_000_000_000), 16, 64, vms, |_| {
+        Box::new(|_: &mut Guest, _: &mut _| Trap::Spin)
+    });
+    let output = String::from_utf8(crate::console::take_host_output()).unwrap();
+    let lines: Vec<&str> = output.lines().filter(|l| l.contains(" of 41 made (")).collect();
+    assert!(lines.len() >= 2, "progress lines every 10 s of a boot this long:\n{output}");
+    assert!(
+        lines.iter().all(|l| l.starts_with("denali: making VMs: ") && l.contains("MiB of memory in use")),
+        "{lines:?}"
+    );
+}
+
 /// Where frame `n` of a batch lies in a VM's heap, and where the list is.
 fn batch_slot(n: u64) -> u64 {
     HEAP + n * 0x800
