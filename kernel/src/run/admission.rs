@@ -32,12 +32,27 @@ const PROGRESS_INTERVAL_NS: u64 = 250_000_000;
 const CONSOLE_PROGRESS_INTERVAL_NS: u64 = 10_000_000_000;
 
 /// When a boot last reported its progress, and whether it has at all; when
-/// it last printed it, and how many VMs there were then.
+/// it last printed it.
 struct ProgressReports {
     last_ns: u64,
     any: bool,
-    printed_ns: u64,
-    printed_vms: u64,
+    printed: Printed,
+}
+
+/// When a count of VMs was last printed on the console, what it was then,
+/// and whether it has been printed at all.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Printed {
+    ns: u64,
+    count: u64,
+    any: bool,
+}
+
+impl Printed {
+    /// Nothing printed yet; rates count from `now`.
+    pub(super) fn from(now: u64) -> Printed {
+        Printed { ns: now, count: 0, any: false }
+    }
 }
 
 /// Why a kernel could not be assembled, or a bundle admitted at all.
@@ -148,7 +163,7 @@ impl<P: Platform> Kernel<P> {
         self.vm_count = vms;
         let (mut template_frames, mut tables_per_vm) = (0, 0);
         let mut next_sector = FIRST_DATA_SECTOR;
-        let mut progress = ProgressReports { last_ns: started, any: false, printed_ns: started, printed_vms: 0 };
+        let mut progress = ProgressReports { last_ns: started, any: false, printed: Printed::from(started) };
         for index in 0..bundle.len() {
             let Some((entry, image)) = bundle.entry(index) else { continue };
             let args = bundle.args(index).unwrap_or_default();
@@ -207,20 +222,51 @@ impl<P: Platform> Kernel<P> {
     fn report_progress(&mut self, progress: &mut ProgressReports, end: bool) {
         let now = self.now();
         if (end && progress.any) || (!end && now - progress.last_ns >= PROGRESS_INTERVAL_NS) {
-            let mib = (self.frames.in_use() * crate::mem::frame::FRAME_SIZE).div_ceil(1 << 20);
             let vms = self.vms.len() as u64;
+            let mib = self.memory_in_use_mib();
             self.platform.report_progress(vms as u32, u32::try_from(mib).unwrap_or(u32::MAX));
             (progress.last_ns, progress.any) = (now, true);
-            if self.progress_on_console && now - progress.printed_ns >= CONSOLE_PROGRESS_INTERVAL_NS {
-                let per_second = (vms - progress.printed_vms) * 1_000_000_000 / (now - progress.printed_ns);
-                let whole = self.swap_counters.whole_swap_outs;
-                kprintln!(
-                    "denali: making VMs: {vms} of {} made ({per_second}/s), {whole} swapped out whole, {mib} MiB of memory in use",
-                    self.vm_count
-                );
-                (progress.printed_ns, progress.printed_vms) = (now, vms);
-            }
+            self.print_progress(&mut progress.printed, now, vms, u64::from(self.vm_count), "making", "made");
         }
+    }
+
+    /// Counts a VM that has just run for the first time. Where no monitor
+    /// shows progress, prints how many have (see [`Kernel::print_progress`]),
+    /// and once all have, if that took long enough to print, says so.
+    pub(super) fn note_started(&mut self) {
+        self.started += 1;
+        if !self.progress_on_console {
+            return;
+        }
+        let (now, mut printed) = (self.now(), self.start_printed);
+        if self.started == self.boot.vms {
+            if printed.any {
+                kprintln!("denali: all {} VMs have started", self.started);
+            }
+        } else {
+            self.print_progress(&mut printed, now, self.started, self.boot.vms, "starting", "started");
+        }
+        self.start_printed = printed;
+    }
+
+    /// Prints `count` of `of` VMs `done` (made, started), the rate since the
+    /// last print, whole swap-outs and memory in use, where no monitor shows
+    /// progress, at most every [`CONSOLE_PROGRESS_INTERVAL_NS`].
+    fn print_progress(&self, printed: &mut Printed, now: u64, count: u64, of: u64, doing: &str, done: &str) {
+        if !self.progress_on_console || now - printed.ns < CONSOLE_PROGRESS_INTERVAL_NS {
+            return;
+        }
+        let per_second = (count - printed.count) * 1_000_000_000 / (now - printed.ns);
+        kprintln!(
+            "denali: {doing} VMs: {count} of {of} {done} ({per_second}/s), {} swapped out whole, {} MiB of memory in use",
+            self.swap_counters.whole_swap_outs,
+            self.memory_in_use_mib()
+        );
+        *printed = Printed { ns: now, count, any: true };
+    }
+
+    fn memory_in_use_mib(&self) -> u64 {
+        (self.frames.in_use() * crate::mem::frame::FRAME_SIZE).div_ceil(1 << 20)
     }
 
     /// A loader for this kernel's VMs, and the templates it makes them from.

@@ -112,6 +112,9 @@ pub struct Kernel<P: Platform> {
     verbose: bool,
     /// Print a long boot's progress on the console (no monitor shows it).
     progress_on_console: bool,
+    /// VMs that have run at least once, and when their count was printed.
+    started: u64,
+    start_printed: admission::Printed,
     /// Global-clock time at which the boot ends, if any.
     pub time_limit: Option<u64>,
     /// Whether the last `run_vm` ended because the timer fired.
@@ -211,6 +214,8 @@ impl<P: Platform> Kernel<P> {
             save_failure: UserContext::default(),
             verbose,
             progress_on_console: false,
+            started: 0,
+            start_printed: admission::Printed::default(),
             time_limit: None,
             preempted: false,
             slice_end: None,
@@ -292,6 +297,7 @@ impl<P: Platform> Kernel<P> {
     pub fn run(&mut self, print_stats: bool) -> i32 {
         let prefix = self.vms.len() > 1;
         self.platform.share_counters(&self.swap_counters);
+        self.start_printed = admission::Printed::from(self.now());
         while self.live > 0 {
             if self.past_time_limit() {
                 kprintln!("denali: the time limit passed; stopping {} VM(s)", self.live);

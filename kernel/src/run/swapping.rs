@@ -237,6 +237,9 @@ impl<P: Platform> Kernel<P> {
             None => {
                 vm.deferrals = 0;
                 vm.sync_info_page();
+                if unborn {
+                    self.note_started();
+                }
                 true
             }
             Some(why) => {
