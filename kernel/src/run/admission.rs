@@ -162,7 +162,7 @@ impl<P: Platform> Kernel<P> {
         let started = self.now();
         self.vm_count = vms;
         let (mut template_frames, mut tables_per_vm) = (0, 0);
-        let mut next_sector = FIRST_DATA_SECTOR;
+        let (mut next_sector, mut unmade) = (FIRST_DATA_SECTOR, 0);
         let mut progress = ProgressReports { last_ns: started, any: false, printed: Printed::from(started) };
         for index in 0..bundle.len() {
             let Some((entry, image)) = bundle.entry(index) else { continue };
@@ -191,6 +191,7 @@ impl<P: Platform> Kernel<P> {
                 next_sector = next_sector.saturating_add(entry.disk_sectors);
                 if self.past_time_limit() {
                     self.record_unmade(entry.name(), TIMED_OUT_STATUS);
+                    unmade += 1;
                     continue;
                 }
                 let ipv4 = entry.ipv4.nth(instance).unwrap_or_default();
@@ -199,7 +200,6 @@ impl<P: Platform> Kernel<P> {
             }
         }
         self.report_progress(&mut progress, true);
-        let unmade = self.statuses.iter().filter(|s| **s == Some(TIMED_OUT_STATUS)).count();
         if unmade > 0 {
             kprintln!("denali: the time limit passed while VMs were being made; {unmade} of {vms} were not made");
         }
