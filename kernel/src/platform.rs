@@ -49,6 +49,10 @@ pub trait Platform {
     fn end_of_interrupt(&mut self);
     /// Halts until an interrupt arrives.
     fn halt_until_interrupt(&mut self);
+    /// Lets interrupts that arrived while the kernel worked with them off
+    /// be taken now (a frame for the NIC, noted for
+    /// [`Platform::nic_interrupted`]).
+    fn take_pending_interrupts(&mut self);
     /// Asks the monitor (if any) to park the CPU for up to `micros`.
     fn idle_for(&mut self, micros: u32);
     /// Whether the NIC interrupted the halted kernel and nobody has taken

@@ -289,6 +289,8 @@ impl Platform for Sim {
         }
     }
 
+    fn take_pending_interrupts(&mut self) {}
+
     fn idle_for(&mut self, micros: u32) {
         self.tsc.set(self.tsc.get() + u64::from(micros) * 1000);
     }

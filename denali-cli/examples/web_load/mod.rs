@@ -100,7 +100,7 @@ pub fn start_servers(args: &[String], n: u32, ready: &str) -> Result<(Servers, m
         Command::new(std::env::current_exe()?).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let streams: [Box<dyn Read + Send>; 2] =
         [Box::new(child.stdout.take().expect("piped")), Box::new(child.stderr.take().expect("piped"))];
-    let servers = Servers(vec![child]);
+    let mut servers = Servers(vec![child]);
     let (tx, rx) = mpsc::channel();
     for stream in streams {
         let tx = tx.clone();
@@ -112,12 +112,30 @@ pub fn start_servers(args: &[String], n: u32, ready: &str) -> Result<(Servers, m
             }
         });
     }
-    let (mut serving, mut last) = (0, String::new());
+    let (mut serving, mut last, mut error) = (0, String::new(), None);
     let started = Instant::now();
     while serving < n {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(600)) else {
-            bail!("the VMs did not all start serving ({serving} of {n} did); the last line was: {last}");
+        let line = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => line,
+            Err(_) if started.elapsed() > Duration::from_secs(3600) => {
+                bail!("the VMs did not all start serving in an hour ({serving} of {n} did); the last line was: {last}")
+            }
+            Err(_) => match servers.0[0].try_wait()? {
+                // Its error, if it gave one, else its last line.
+                Some(status) => {
+                    std::thread::sleep(Duration::from_millis(200));
+                    let rest: Vec<String> = rx.try_iter().collect();
+                    let kernel = rest.iter().rev().chain([&last]).find(|line| line.starts_with("denali:"));
+                    let said = rest.iter().chain(&error).find(|line| line.starts_with("Error")).unwrap_or(&last);
+                    let kernel = kernel.map_or(String::new(), |line| format!(" (the kernel: {line})"));
+                    bail!("the servers ended ({status}) with {serving} of {n} VMs serving: {said}{kernel}")
+                }
+                None => continue,
+            },
         };
+        if line.starts_with("Error") {
+            error.get_or_insert_with(|| line.clone());
+        }
         if line.contains(ready) {
             serving += 1;
             if serving % 100 == 0 || serving == n {

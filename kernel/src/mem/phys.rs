@@ -87,16 +87,35 @@ pub fn map_mmio(frames: &mut FrameAllocator, kernel_pml4: u64, phys: u64, len: u
     Some(to_virt(phys))
 }
 
-/// A zeroed frame, or `None` when memory is exhausted. A frame the machine
-/// handed over zeroed and nobody has had since is not zeroed again.
+/// A zeroed frame, or `None` when memory is exhausted. A frame known to be
+/// zero (the machine's, untouched, or zeroed while the kernel was idle) is
+/// not zeroed again.
 pub fn alloc_zeroed(frames: &mut FrameAllocator) -> Option<u64> {
     let (frame, zero) = frames.alloc_knowing_zero()?;
     if !zero {
-        // SAFETY: the allocator handed out this frame exclusively and the
-        // physmap maps all of physical memory, so the page is ours to write.
-        unsafe { core::ptr::write_bytes(to_virt(frame), 0, FRAME_SIZE as usize) };
+        // SAFETY: the allocator handed out this frame exclusively.
+        unsafe { zero_frame(frame) };
     }
     Some(frame)
+}
+
+/// Zeroes one free frame ahead of need, if one is not known to be zero and
+/// fewer than the allocator's cap are zeroed; false if none was.
+pub fn zero_one_free_frame(frames: &mut FrameAllocator) -> bool {
+    // SAFETY: the allocator hands over a frame that is free and that no one
+    // else can take while it is zeroed.
+    frames.zero_one_free(|frame| unsafe { zero_frame(frame) })
+}
+
+/// Writes zeroes over the frame at `frame`.
+///
+/// # Safety
+///
+/// The frame must be the caller's alone: free, or just handed out.
+unsafe fn zero_frame(frame: u64) {
+    // SAFETY: the caller owns the frame and the physmap maps all of
+    // physical memory, so the page is ours to write.
+    unsafe { core::ptr::write_bytes(to_virt(frame), 0, FRAME_SIZE as usize) };
 }
 
 /// Lets the `x86_64` crate's mapper take page-table frames from us, and

@@ -6,6 +6,7 @@ use crate::kprintln;
 use crate::mem::frame::FrameAllocator;
 use crate::mem::guest::GuestAddr;
 use crate::mem::heap::{CountingHeap, HeapUse};
+use crate::mem::phys;
 use crate::mem::space::AddressSpace;
 use crate::net::{Delivered, Parked, Port, Switch};
 use crate::platform::vectors::{BREAKPOINT, DEBUG, HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
@@ -325,7 +326,12 @@ impl<P: Platform> Kernel<P> {
                         self.nap(u64::MAX);
                     }
                 }
-                None if self.uplink.is_some() && self.platform.has_timer() => self.platform.halt_until_interrupt(),
+                None if self.uplink.is_some() && self.platform.has_timer() => {
+                    self.zero_frames_while_idle(None);
+                    if !self.platform.nic_interrupted() {
+                        self.platform.halt_until_interrupt();
+                    }
+                }
                 None => {
                     kprintln!("denali: {} VM(s) idle with no alarm set and nothing to wake them; stopping", self.live);
                     break;
@@ -521,6 +527,20 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
+    /// Zeroes free frames while nothing is runnable, so that first touches
+    /// find them ready, until TSC time `until` (none: no timed event is
+    /// due), a frame arrives, or the allocator has enough zeroed. Pending
+    /// interrupts come in after each frame, so a frame for a VM waits for
+    /// one frame's zeroing at most.
+    fn zero_frames_while_idle(&mut self, until: Option<u64>) {
+        while until.is_none_or(|tsc| self.platform.rdtsc() < tsc) && !self.platform.nic_interrupted() {
+            if !phys::zero_one_free_frame(&mut self.frames) {
+                break;
+            }
+            self.platform.take_pending_interrupts();
+        }
+    }
+
     /// Nothing is runnable until `deadline`: halt until the APIC timer
     /// fires then (or, without one, ask the monitor to park the CPU), and
     /// spin only for what is left.
@@ -539,15 +559,13 @@ impl<P: Platform> Kernel<P> {
         let now = self.now();
         if deadline > now + IDLE_THRESHOLD_NS {
             if self.platform.has_timer() {
+                self.zero_frames_while_idle(Some(self.clock.tsc_at(deadline - IDLE_THRESHOLD_NS)));
                 // A far deadline may fire early (the xAPIC's count is 32
                 // bits): halt again until it is close.
-                loop {
+                while !self.platform.nic_interrupted() && self.now() + IDLE_THRESHOLD_NS < deadline {
                     self.platform.set_deadline(target.max(1));
                     self.platform.halt_until_interrupt();
                     self.platform.set_deadline(0);
-                    if self.platform.nic_interrupted() || self.now() + IDLE_THRESHOLD_NS >= deadline {
-                        break;
-                    }
                 }
             } else {
                 let micros = ((deadline - now) / 1000).min(u64::from(u32::MAX)) as u32;

@@ -347,6 +347,56 @@ fn a_vm_that_went_out_whole_comes_back_in_the_frames_counted_for_it() {
     assert_eq!(findings.borrow().first(), Some(&"intact after the alarm"));
 }
 
+/// VM 0 fills `PAGES` heap pages with a pattern and exits; VM 1 sleeps,
+/// then reads as many heap pages of its own, which must be zero.
+fn fills_then_reads(id: u32, findings: Findings) -> Program {
+    const PAGES: usize = 4;
+    let mut step = 0;
+    Box::new(move |guest: &mut Guest, context| {
+        let call = match (id, step) {
+            (0, _) => {
+                if let Err(fault) = guest.write(HEAP, &[0xa5; PAGES * 4096]) {
+                    return fault;
+                }
+                (EXIT, 0, 0)
+            }
+            (1, 0) => (ALARM, 50_000_000, 0),
+            (1, 1) => (IDLE, 0, 0),
+            _ => {
+                let mut seen = vec![1; PAGES * 4096];
+                if let Err(fault) = guest.read(HEAP, &mut seen) {
+                    return fault;
+                }
+                findings.borrow_mut().push(if seen.iter().all(|&b| b == 0) { "zero" } else { "another VM's bytes" });
+                (EXIT, 0, 0)
+            }
+        };
+        step += 1;
+        (context.rax, context.rdi, context.rsi) = call;
+        Trap::Hypercall
+    })
+}
+
+#[test]
+fn frames_freed_are_zeroed_while_the_kernel_waits_and_first_touches_take_them() {
+    let findings = Findings::default();
+    let seen = findings.clone();
+    let mut kernel = kernel(16, 64, 2, move |id| fills_then_reads(id, seen.clone()));
+    // VM 0 fills its pages and exits; VM 1 sets its alarm and idles.
+    while let Some(id) = kernel.sched.pick_next() {
+        kernel.run_slice(id, false);
+    }
+    assert_eq!(kernel.statuses[0], Some(0));
+    assert_eq!(kernel.frames.zeroed_ahead(), 0, "nothing is zeroed ahead while VMs run");
+    let deadline = kernel.next_event().expect("VM 1's alarm");
+    kernel.wait_until(deadline);
+    let zeroed = kernel.frames.zeroed_ahead();
+    assert!(zeroed >= 4, "VM 0's four pages (and its tables) were zeroed while waiting, not {zeroed}");
+    assert_eq!(kernel.run(false), 0);
+    assert_eq!(*findings.borrow(), ["zero"]);
+    assert!(kernel.frames.zeroed_ahead() <= zeroed - 4, "VM 1's four first touches took zeroed frames");
+}
+
 #[test]
 fn making_a_vm_takes_no_frame_until_it_runs() {
     let exit_at_once = |_| calls(|_, _| None);

@@ -39,6 +39,10 @@ impl Platform for Machine {
         super::halt_until_interrupt();
     }
 
+    fn take_pending_interrupts(&mut self) {
+        super::take_pending_interrupts();
+    }
+
     fn idle_for(&mut self, micros: u32) {
         super::idle_for(micros);
     }

@@ -108,6 +108,15 @@ pub fn halt_until_interrupt() {
     unsafe { core::arch::asm!("sti", "hlt", "cli", options(nomem, nostack)) };
 }
 
+/// Lets an interrupt that arrived while they were off in: they are on for
+/// one instruction (`sti` holds them off for the next one, the `nop`).
+pub fn take_pending_interrupts() {
+    // SAFETY: as for `halt_until_interrupt`: the IDT handles the timer, the
+    // NIC and spurious vectors in ring 0 by returning here; interrupts are
+    // off again before this returns.
+    unsafe { core::arch::asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
 /// Stops this CPU for good.
 pub fn halt_forever() -> ! {
     loop {
