@@ -124,11 +124,8 @@ pub fn start_servers(args: &[String], n: u32, ready: &str) -> Result<(Servers, m
                 // Its error, if it gave one, else its last line.
                 Some(status) => {
                     std::thread::sleep(Duration::from_millis(200));
-                    let rest: Vec<String> = rx.try_iter().collect();
-                    let kernel = rest.iter().rev().chain([&last]).find(|line| line.starts_with("denali:"));
-                    let said = rest.iter().chain(&error).find(|line| line.starts_with("Error")).unwrap_or(&last);
-                    let kernel = kernel.map_or(String::new(), |line| format!(" (the kernel: {line})"));
-                    bail!("the servers ended ({status}) with {serving} of {n} VMs serving: {said}{kernel}")
+                    let said = error.into_iter().chain(rx.try_iter()).find(|line| line.starts_with("Error"));
+                    bail!("the servers ended ({status}) with {serving} of {n} VMs serving: {}", said.unwrap_or(last))
                 }
                 None => continue,
             },

@@ -81,16 +81,10 @@ impl FrameAllocator {
     /// the kernel was idle, or one never handed out from ranges the machine
     /// zeroed. Those come first.
     pub fn alloc_knowing_zero(&mut self) -> Option<(u64, bool)> {
-        let taken = match self.zeroed.pop() {
+        let known_zero = self.zeroed.pop().or_else(|| if self.fresh_are_zero { self.take_fresh() } else { None });
+        let taken = match known_zero {
             Some(frame) => (frame, true),
-            None if self.fresh_are_zero => match self.take_fresh() {
-                Some(frame) => (frame, true),
-                None => (self.dirty.pop_back()?, false),
-            },
-            None => match self.dirty.pop_back() {
-                Some(frame) => (frame, false),
-                None => (self.take_fresh()?, false),
-            },
+            None => (self.dirty.pop_back().or_else(|| self.take_fresh())?, false),
         };
         self.in_use += 1;
         Some(taken)

@@ -243,28 +243,23 @@ impl AddressSpace {
             }
             entry.set_frame(target, flags);
             phys::flush_page(vaddr);
-            if backing == Backing::Private {
-                self.private.push((vaddr, frame));
+        } else {
+            let (mut mapper, owned) = self.parts();
+            // SAFETY: the frame is either fresh and exclusively this VM's, or
+            // a shared image frame mapped without write access; either way no
+            // writable alias to another VM's memory is created.
+            let result =
+                unsafe { mapper.map_to_with_table_flags(page, target, flags, parents, &mut Frames { frames, owned }) };
+            match result {
+                Ok(flush) => phys::flush_tlb(flush),
+                Err(MapToError::FrameAllocationFailed) => return Err(MapError::OutOfMemory),
+                Err(_) => return Err(MapError::AlreadyMapped),
             }
-            return Ok(());
         }
-        let (mut mapper, owned) = self.parts();
-        // SAFETY: the frame is either fresh and exclusively this VM's, or a
-        // shared image frame mapped without write access; either way no
-        // writable alias to another VM's memory is created.
-        let result =
-            unsafe { mapper.map_to_with_table_flags(page, target, flags, parents, &mut Frames { frames, owned }) };
-        match result {
-            Ok(flush) => {
-                phys::flush_tlb(flush);
-                if backing == Backing::Private {
-                    self.private.push((vaddr, frame));
-                }
-                Ok(())
-            }
-            Err(MapToError::FrameAllocationFailed) => Err(MapError::OutOfMemory),
-            Err(_) => Err(MapError::AlreadyMapped),
+        if backing == Backing::Private {
+            self.private.push((vaddr, frame));
         }
+        Ok(())
     }
 
     /// Gives the VM its own writable copy of the copy-on-write page holding
