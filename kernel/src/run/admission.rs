@@ -24,7 +24,7 @@ use denali_abi::net::Ipv4Config;
 /// Heap bytes a VM takes besides its record: its name, its entries in the
 /// per-VM tables and the scheduler, the room its receive ring keeps for a
 /// few senders' counts, and the allocator's overhead.
-const HEAP_PER_VM_EXTRA: usize = 304;
+const HEAP_PER_VM_EXTRA: usize = 308;
 
 /// How often a long boot tells the monitor how many VMs it has made.
 const PROGRESS_INTERVAL_NS: u64 = 250_000_000;

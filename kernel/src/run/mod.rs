@@ -34,6 +34,7 @@ use x86_64::structures::paging::PhysFrame;
 pub mod admission;
 mod debug;
 mod report;
+pub mod starting;
 mod swapping;
 #[cfg(test)]
 mod tests;
@@ -143,6 +144,8 @@ pub struct Kernel<P: Platform> {
     pub swap: Option<SwapArea>,
     /// Idle VMs, oldest first: who to swap out.
     idle: IdleQueue,
+    /// VMs waiting for memory to start, and how many are booting.
+    starts: starting::Starts,
     /// What swapping has done, where the monitor can read it as VMs run.
     pub swap_counters: SwapCounters,
     /// The most bytes of kernel heap a VM swapped out whole kept (its
@@ -230,6 +233,7 @@ impl<P: Platform> Kernel<P> {
             disk: None,
             swap: None,
             idle: IdleQueue::default(),
+            starts: starting::Starts::default(),
             swap_counters: SwapCounters::default(),
             most_kept_when_whole: 0,
             watermarks: Watermarks::for_total(frames_total),
@@ -249,6 +253,7 @@ impl<P: Platform> Kernel<P> {
         self.stats.try_reserve_exact(count)?;
         self.switch.reserve(count)?;
         self.idle.reserve(count)?;
+        self.starts.reserve(count)?;
         self.sched.reserve(count)
     }
 
@@ -306,6 +311,7 @@ impl<P: Platform> Kernel<P> {
                 break;
             }
             self.fire_alarms();
+            self.start_waiting();
             if self.uplink_backlog || self.platform.take_nic_interrupt() || self.nic_polled() {
                 self.poll_uplink();
             }
@@ -382,7 +388,7 @@ impl<P: Platform> Kernel<P> {
             return;
         };
         let mut deadline = self.next_event();
-        if self.sched.has_runnable() {
+        if self.sched.has_runnable() || self.starts.has_waiting() {
             let slice_end = started + slice;
             deadline = Some(deadline.map_or(slice_end, |d| d.min(slice_end)));
         }
@@ -399,6 +405,7 @@ impl<P: Platform> Kernel<P> {
         }
         let used = self.now() - started;
         self.sched.ran(used);
+        self.note_boot_turn(id);
         if self.preempted {
             // The VMs whose alarms took the CPU queue first, so the one
             // preempted runs the rest of its slice after them.
@@ -746,6 +753,7 @@ impl<P: Platform> Kernel<P> {
         match hypercall::dispatch(vm, &mut env) {
             Outcome::Resume(value) => vm.context.rax = value,
             Outcome::Block => {
+                self.note_booted(id);
                 self.note_idle(id);
                 return Next::Stop;
             }
@@ -818,6 +826,7 @@ impl<P: Platform> Kernel<P> {
 
     /// Stops VM `id` with `status` and gives its memory back.
     fn finish(&mut self, id: VmId, status: i32) {
+        self.note_booted(id);
         let Some(vm) = self.vms[id as usize].take() else {
             return;
         };

@@ -225,6 +225,10 @@ impl<P: Platform> Kernel<P> {
         let Some(vm) = self.vms[id as usize].as_ref() else { return false };
         let unborn = vm.is_unborn();
         let count = self.frames_to_bring_in(id);
+        if unborn && !self.may_start(id, count) {
+            self.wait_to_start(id);
+            return false;
+        }
         if !self.make_room(id, count) {
             return false;
         }
@@ -239,6 +243,7 @@ impl<P: Platform> Kernel<P> {
                 vm.sync_info_page();
                 if unborn {
                     self.note_started();
+                    self.note_booting(id);
                 }
                 true
             }

@@ -67,6 +67,11 @@ pub struct Template {
     prototype: Prototype,
     /// The arguments its VMs get on their info page.
     args: Vec<u8>,
+    /// The most frames one of its VMs held while booting (see
+    /// `run::starting`), and whether one has booted (before, that is not
+    /// known).
+    boot_frames: u64,
+    one_booted: bool,
 }
 
 /// What the loader needs from the kernel.
@@ -101,6 +106,20 @@ impl Template {
     /// state pages.
     pub fn frames_to_materialize(&self, first_time: bool) -> u64 {
         self.tables_per_vm() + if first_time { 2 } else { 0 }
+    }
+
+    /// Frames a VM of this image is expected to take while booting: the
+    /// most (page tables and pages) one of them has held, once one has
+    /// booted; before that, as many as its flat space holds.
+    pub fn expected_boot_frames(&self) -> u64 {
+        if self.one_booted { self.boot_frames } else { self.layout.mem_size.div_ceil(FRAME_SIZE) }
+    }
+
+    /// Notes that one of its VMs holds `frames` while booting, and whether
+    /// it has booted now.
+    pub fn note_boot_frames(&mut self, frames: u64, booted: bool) {
+        self.boot_frames = self.boot_frames.max(frames);
+        self.one_booted |= booted;
     }
 }
 
@@ -142,7 +161,15 @@ impl Loader<'_> {
         match prototype {
             Ok(prototype) => {
                 kept_args.extend_from_slice(args);
-                Ok(Template { entry: image.header().entry, layout, pages, prototype, args: kept_args })
+                Ok(Template {
+                    entry: image.header().entry,
+                    layout,
+                    pages,
+                    prototype,
+                    args: kept_args,
+                    boot_frames: 0,
+                    one_booted: false,
+                })
             }
             Err(e) => {
                 pages.iter().for_each(|p| self.frames.free(p.frame));
@@ -203,6 +230,8 @@ impl Loader<'_> {
             last_ran: 0,
             deferrals: 0,
             tables_when_out: 0,
+            booting: false,
+            boot_turns: 0,
             pinned: false,
         }
     }

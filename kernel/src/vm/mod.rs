@@ -169,6 +169,10 @@ pub struct Vm {
     pub tables_when_out: u32,
     /// Never swapped out (a debugger holds it).
     pub pinned: bool,
+    /// Started and not yet booted (see `run::starting`).
+    pub booting: bool,
+    /// Turns it has had on the CPU while booting.
+    pub boot_turns: u32,
 }
 
 impl Vm {
