@@ -1,9 +1,12 @@
 #![no_std]
 #![no_main]
-//! Fills some heap (2 MiB unless its arguments say otherwise) with a
-//! pattern of its own, then sleeps and checks it, three times (or as often
-//! as they say): run more of these than memory holds and the kernel must
-//! swap the sleeping ones out and back in without losing a byte.
+//! Starts small and waits a moment, as a service waits for its first
+//! work, then fills some heap (2 MiB unless its arguments say otherwise)
+//! with a pattern of its own, then sleeps and checks it, three times (or
+//! as often as they say): run more of these than memory holds and the
+//! kernel must swap the sleeping ones out and back in without losing a
+//! byte. (Filled while booting, they would start only as memory holds
+//! them: the kernel's load control.)
 //!
 //! Arguments: `KIB ROUNDS SLEEP_MS` (default `2048 3 300`).
 
@@ -23,6 +26,7 @@ fn main() {
     let mut arg = |default| args.next().flatten().unwrap_or(default);
     let (kib, rounds, sleep_ms) = (arg(2048), arg(3), arg(300));
     let size = kib * 1024;
+    sleep(Duration::from_millis(1));
     let memory: alloc::vec::Vec<u8> = (0..size).map(|i| pattern(i, id)).collect();
     for round in 1..=rounds {
         sleep(Duration::from_millis(sleep_ms as u64));

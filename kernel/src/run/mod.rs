@@ -753,7 +753,7 @@ impl<P: Platform> Kernel<P> {
         match hypercall::dispatch(vm, &mut env) {
             Outcome::Resume(value) => vm.context.rax = value,
             Outcome::Block => {
-                self.note_booted(id);
+                self.note_booted(id, true);
                 self.note_idle(id);
                 return Next::Stop;
             }
@@ -826,7 +826,7 @@ impl<P: Platform> Kernel<P> {
 
     /// Stops VM `id` with `status` and gives its memory back.
     fn finish(&mut self, id: VmId, status: i32) {
-        self.note_booted(id);
+        self.note_booted(id, status == 0);
         let Some(vm) = self.vms[id as usize].take() else {
             return;
         };

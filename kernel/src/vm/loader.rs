@@ -232,6 +232,8 @@ impl Loader<'_> {
             tables_when_out: 0,
             booting: false,
             boot_turns: 0,
+            boot_expected: 0,
+            boot_left: 0,
             pinned: false,
         }
     }

@@ -169,10 +169,14 @@ pub struct Vm {
     pub tables_when_out: u32,
     /// Never swapped out (a debugger holds it).
     pub pinned: bool,
-    /// Started and not yet booted (see `run::starting`).
+    /// Started and still booting (see `run::starting`).
     pub booting: bool,
     /// Turns it has had on the CPU while booting.
     pub boot_turns: u32,
+    /// Frames it was expected to take while booting, when it started.
+    pub boot_expected: u32,
+    /// Its share of what the booting VMs may still take.
+    pub boot_left: u32,
 }
 
 impl Vm {
