@@ -10,7 +10,7 @@
 
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
-use crate::platform::{BlockDevice, Platform, vectors};
+use crate::platform::{BlockDevice, HypercallHook, Platform, vectors};
 use crate::run::Kernel;
 use crate::run::admission::KernelBuilder;
 use crate::time::Clock;
@@ -252,7 +252,52 @@ impl Sim {
     }
 }
 
+/// What a hypercall hook finds in the callee-saved registers' slots of the
+/// context: on the machine they are not saved while it runs.
+const CALLEE_SAVED_POISON: u64 = 0x5afe_d000_0000_0bad;
+
+/// A context's callee-saved registers.
+fn callee_saved(context: &mut UserContext) -> [&mut u64; 6] {
+    [&mut context.rbx, &mut context.rbp, &mut context.r12, &mut context.r13, &mut context.r14, &mut context.r15]
+}
+
 impl Sim {
+    /// Runs the current VM's program until it traps, as the CPU would.
+    fn run_program(&mut self, context: &mut UserContext) {
+        let root = self.root.expect("a VM's tables are loaded before it runs");
+        let mut guest = Guest { root };
+        // Entering through the state-restore routine: it hands back the
+        // registers noted on the info page.
+        if StateSwitch::contains(context.rip) {
+            let resume = guest.info().resume;
+            (context.rip, context.rax, context.rdx) = (resume.rip, resume.rax, resume.rdx);
+            // With the trap flag set, the CPU traps where the routine
+            // lands, before the VM's next instruction.
+            if context.rflags & TRAP_FLAG != 0 {
+                context.vector = vectors::DEBUG;
+                return;
+            }
+        }
+        let id = guest.info().vm_id as usize;
+        let program = self.programs.get_mut(id).expect("a program for this VM");
+        match program(&mut guest, context) {
+            Trap::Hypercall => context.vector = vectors::HYPERCALL,
+            Trap::Breakpoint => context.vector = vectors::BREAKPOINT,
+            Trap::SingleStep => context.vector = vectors::DEBUG,
+            Trap::Spin => {
+                assert!(self.deadline != 0, "a VM spins with no timer armed: the kernel would never run again");
+                self.tsc.set(self.tsc.get().max(self.deadline));
+                context.vector = vectors::TIMER;
+            }
+            Trap::PageFault { addr, write } => {
+                let present = guest.translate(addr, false).is_ok();
+                context.vector = vectors::PAGE_FAULT;
+                context.error_code = u64::from(present) | if write { 2 } else { 0 } | 4;
+                self.cr2 = addr;
+            }
+        }
+    }
+
     /// The TSC, for programs that read the clock (as a VM does, with the
     /// info page's `tsc_base` and `tsc_mult`).
     pub fn tsc(&self) -> Rc<Cell<u64>> {
@@ -307,37 +352,33 @@ impl Platform for Sim {
         self.root = Some(root);
     }
 
-    unsafe fn enter_user(&mut self, context: &mut UserContext) {
-        let root = self.root.expect("a VM's tables are loaded before it runs");
-        let mut guest = Guest { root };
-        // Entering through the state-restore routine: it hands back the
-        // registers noted on the info page.
-        if StateSwitch::contains(context.rip) {
-            let resume = guest.info().resume;
-            (context.rip, context.rax, context.rdx) = (resume.rip, resume.rax, resume.rdx);
-            // With the trap flag set, the CPU traps where the routine
-            // lands, before the VM's next instruction.
-            if context.rflags & TRAP_FLAG != 0 {
-                context.vector = vectors::DEBUG;
-                return;
-            }
-        }
-        let id = guest.info().vm_id as usize;
-        let program = self.programs.get_mut(id).expect("a program for this VM");
-        match program(&mut guest, context) {
-            Trap::Hypercall => context.vector = vectors::HYPERCALL,
-            Trap::Breakpoint => context.vector = vectors::BREAKPOINT,
-            Trap::SingleStep => context.vector = vectors::DEBUG,
-            Trap::Spin => {
-                assert!(self.deadline != 0, "a VM spins with no timer armed: the kernel would never run again");
-                self.tsc.set(self.tsc.get().max(self.deadline));
-                context.vector = vectors::TIMER;
-            }
-            Trap::PageFault { addr, write } => {
-                let present = guest.translate(addr, false).is_ok();
-                context.vector = vectors::PAGE_FAULT;
-                context.error_code = u64::from(present) | if write { 2 } else { 0 } | 4;
-                self.cr2 = addr;
+    unsafe fn enter_user(this: *mut Self, context: *mut UserContext, hook: HypercallHook) {
+        loop {
+            // SAFETY: the caller's promise: both are valid for the call, and
+            // neither reference outlives this block (the hook may reach the
+            // kernel that owns the simulation).
+            let (tsc, kept) = unsafe {
+                let (sim, context) = (&mut *this, &mut *context);
+                sim.run_program(context);
+                if context.vector != vectors::HYPERCALL || !HypercallHook::takes(context.rax) {
+                    return;
+                }
+                // As on the machine, the callee-saved registers are not in
+                // the context while the hook runs: it must not read them.
+                let kept = callee_saved(context).map(|slot| core::mem::replace(slot, CALLEE_SAVED_POISON));
+                (sim.rdtsc(), kept)
+            };
+            // SAFETY: the caller's promise for the hook; no reference into
+            // the simulation or the context is held across it.
+            let answer = unsafe { (hook.handle)(hook.kernel, tsc as u32, (tsc >> 32) as u32) };
+            // SAFETY: as above. Either way they are the VM's again: still
+            // in the CPU, or stored by the stub on its way to the run loop.
+            unsafe { callee_saved(&mut *context).into_iter().zip(kept).for_each(|(slot, value)| *slot = value) };
+            match answer {
+                HypercallHook::TO_RUN_LOOP => return,
+                HypercallHook::RESUME => {}
+                // SAFETY: as above.
+                deadline => unsafe { (*this).set_deadline(deadline) },
             }
         }
     }

@@ -10,7 +10,7 @@ use crate::mem::phys;
 use crate::mem::space::AddressSpace;
 use crate::net::{Delivered, Parked, Port, Switch};
 use crate::platform::vectors::{BREAKPOINT, DEBUG, HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
-use crate::platform::{BlockDevice, NetDevice, Platform};
+use crate::platform::{BlockDevice, HypercallHook, NetDevice, Platform};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::swap::{IdleQueue, SwapArea, Watermarks};
 use crate::time::Clock;
@@ -27,6 +27,7 @@ use denali_abi::counters::SwapCounters;
 use denali_abi::debug::EventKind;
 use denali_abi::disk::DISK_IO_MAX;
 use denali_abi::hypercall::FRAME_MAX;
+use denali_abi::hypercall::Hypercall;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP};
 use x86_64::PhysAddr;
 use x86_64::structures::paging::PhysFrame;
@@ -126,6 +127,18 @@ pub struct Kernel<P: Platform> {
     slice_end: Option<u64>,
     /// The APIC timer's deadline while a VM runs, if armed.
     armed: Option<u64>,
+    /// A VM woke while another ran: the running VM's slice must end on
+    /// time (the run loop arms the timer; the hypercall hook cannot).
+    cut_slice: bool,
+    /// The VM running, whose hypercalls the hook carries out.
+    running: VmId,
+    /// Whether console lines are prefixed with the VM id.
+    prefix_console: bool,
+    /// A hypercall the hook began and left to the run loop.
+    handed: Option<Handed>,
+    /// Whether the platform has a preemption timer (read once, as the
+    /// hypercall hook cannot ask the platform).
+    has_timer: bool,
     /// The virtual Ethernet switch.
     pub switch: Switch,
     /// Where `net_send` copies a frame from its VM (kept, so no send zeroes
@@ -183,6 +196,16 @@ enum Next {
     Stop,
 }
 
+/// How far the hypercall hook took a call before leaving it to the run
+/// loop.
+#[derive(Clone, Debug)]
+enum Handed {
+    /// Decoded only: the run loop first makes room for what it may touch.
+    Decoded(Hypercall),
+    /// Carried out; the VM blocked (or exited).
+    Done(Outcome),
+}
+
 /// Frames a hypercall may need: the pages of its largest buffer
 /// ([`DISK_IO_MAX`] bytes, not page aligned) and the page tables under
 /// them (a PT on each side of a boundary, a PD and a PDPT across a GiB).
@@ -199,6 +222,7 @@ impl<P: Platform> Kernel<P> {
         state_switch: StateSwitch,
     ) -> Self {
         let frames_total = frames.total();
+        let has_timer = platform.has_timer();
         Kernel {
             platform,
             frames,
@@ -224,6 +248,11 @@ impl<P: Platform> Kernel<P> {
             preempted: false,
             slice_end: None,
             armed: None,
+            cut_slice: false,
+            running: 0,
+            prefix_console: false,
+            handed: None,
+            has_timer,
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
             switch: Switch::default(),
             send_buffer: Box::new([0; FRAME_MAX]),
@@ -302,6 +331,7 @@ impl<P: Platform> Kernel<P> {
     /// `print_stats`, ends with a table of per-VM accounting.
     pub fn run(&mut self, print_stats: bool) -> i32 {
         let prefix = self.vms.len() > 1;
+        self.prefix_console = prefix;
         self.platform.share_counters(&self.swap_counters);
         self.start_printed = admission::Printed::from(self.now());
         while self.live > 0 {
@@ -316,7 +346,7 @@ impl<P: Platform> Kernel<P> {
                 self.poll_uplink();
             }
             if let Some(id) = self.sched.pick_next() {
-                self.run_slice(id, prefix);
+                self.run_slice(id);
                 self.relieve_pressure();
                 continue;
             }
@@ -376,7 +406,7 @@ impl<P: Platform> Kernel<P> {
     /// A VM whose slice an alarm cut short keeps the rest of it and runs
     /// again right after the woken VM; one that used its slice up goes to
     /// the back of the queue. Spinning VMs thus share the CPU equally.
-    fn run_slice(&mut self, id: VmId, prefix: bool) {
+    fn run_slice(&mut self, id: VmId) {
         if !self.swap_in(id) {
             return;
         }
@@ -398,7 +428,7 @@ impl<P: Platform> Kernel<P> {
         }
         self.slice_end = Some(started + slice);
         self.preempted = false;
-        self.run_vm(id, prefix);
+        self.run_vm(id);
         self.slice_end = None;
         if self.armed.take().is_some() {
             self.platform.set_deadline(0);
@@ -500,7 +530,8 @@ impl<P: Platform> Kernel<P> {
 
     /// Makes an idle VM with pending events runnable, handing it the batch.
     /// If a VM is running, its slice now ends on time (it may have started
-    /// with nobody else to run, and so without a timer).
+    /// with nobody else to run, and so without a timer): `run_vm` arms the
+    /// timer before it enters the VM again.
     fn wake_if_idle(&mut self, id: VmId) {
         if let Some(vm) = self.vms[id as usize].as_mut()
             && vm.state == State::Idle
@@ -509,21 +540,30 @@ impl<P: Platform> Kernel<P> {
             vm.stats.wakeups += 1;
             vm.context.rax = vm.take_pending();
             self.sched.wake(id);
-            if let Some(end) = self.slice_end {
-                self.arm(end);
-            }
+            self.cut_slice |= self.slice_end.is_some();
         }
     }
 
     /// Arms the APIC timer for `deadline` unless it is already armed for
     /// an earlier one (while a VM runs; without the timer, nothing).
     fn arm(&mut self, deadline: u64) {
-        if self.platform.has_timer() && self.armed.is_none_or(|armed| deadline < armed) {
-            self.platform.set_deadline(self.clock.tsc_at(deadline).max(1));
-            self.armed = Some(deadline);
+        if let Some(tsc) = self.timer_for(deadline) {
+            self.platform.set_deadline(tsc);
         }
     }
 
+    /// The TSC value to arm the timer with for `deadline`, noted as armed;
+    /// none if it is armed for an earlier one already, or there is no
+    /// timer. Never 0 or 1 (disarmed; [`HypercallHook::RESUME`]).
+    fn timer_for(&mut self, deadline: u64) -> Option<u64> {
+        if !self.has_timer || self.armed.is_some_and(|armed| armed <= deadline) {
+            return None;
+        }
+        self.armed = Some(deadline);
+        Some(self.clock.tsc_at(deadline).max(2))
+    }
+
+    #[inline(always)]
     fn fire_alarms(&mut self) {
         let now = self.now();
         while let Some(id) = self.sched.pop_expired(now) {
@@ -663,7 +703,7 @@ impl<P: Platform> Kernel<P> {
     /// preempted. Every tick spent in it or in the kernel on its behalf
     /// (its hypercalls and page faults) is charged to it; the NIC's
     /// interrupt, work for others, is not.
-    fn run_vm(&mut self, id: VmId, prefix: bool) {
+    fn run_vm(&mut self, id: VmId) {
         if !self.switch_user_state(id) {
             return;
         }
@@ -671,11 +711,19 @@ impl<P: Platform> Kernel<P> {
             return;
         };
         self.load_root(root);
-        // One clock read per trip through the kernel: each trap charges the
-        // VM for the time since the one before (its ring-3 time and the
-        // kernel's work for it in between).
+        self.running = id;
+        self.cut_slice = false;
+        // One clock read per trip through the run loop: each charges the VM
+        // for the time since the one before (its ring-3 time and the
+        // kernel's work for it in between, hypercalls the hook finished
+        // included).
         let mut since = self.platform.rdtsc();
         loop {
+            if core::mem::take(&mut self.cut_slice)
+                && let Some(end) = self.slice_end
+            {
+                self.arm(end);
+            }
             let Some(vm) = self.vms[id as usize].as_mut() else { return };
             if vm.context.rip >= vm.layout.mem_size {
                 // Cannot happen for a context the CPU saved; refuse anyway
@@ -683,11 +731,19 @@ impl<P: Platform> Kernel<P> {
                 kprintln!("denali: vm {id} has an impossible rip {:#x}; stopping it", vm.context.rip);
                 return self.finish(id, fault_status(13));
             }
+            let context = core::ptr::addr_of_mut!(vm.context);
+            let kernel: *mut Self = self;
             // SAFETY: the context was built by the loader with user selectors
             // and IOPL 0, or saved by the CPU on a trap from ring 3, and this
-            // VM's page tables are loaded.
-            unsafe { self.platform.enter_user(&mut vm.context) };
+            // VM's page tables are loaded. No reference into the kernel is
+            // held across the call: the platform and the context are passed
+            // as pointers, and the hook (`Self::hypercall_hook`, given the
+            // kernel's pointer) touches neither the platform nor, beyond
+            // what it documents, the context; the VM's box stays alive, as
+            // the hook never ends a VM.
+            unsafe { P::enter_user(core::ptr::addr_of_mut!((*kernel).platform), context, Self::hook(kernel)) };
             let trapped = self.platform.rdtsc();
+            let Some(vm) = self.vms[id as usize].as_mut() else { return };
             vm.stats.cpu_ticks += trapped - since;
             since = trapped;
             let vector = vm.context.vector;
@@ -699,7 +755,7 @@ impl<P: Platform> Kernel<P> {
                     since = self.platform.rdtsc();
                     continue;
                 }
-                HYPERCALL => self.handle_hypercall(id, prefix, trapped),
+                HYPERCALL => self.handle_hypercall(id, trapped),
                 TIMER => {
                     // The timer took the CPU back (run_slice requeues the
                     // VM); one wake-up event lets it recalibrate later.
@@ -729,48 +785,117 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
-    /// Carries out the hypercall VM `id` made at TSC time `trapped`.
-    fn handle_hypercall(&mut self, id: VmId, prefix: bool, trapped: u64) -> Next {
-        // A hypercall may touch up to 64 KiB of the VM's memory for the
-        // first time: have frames for that free, so it never fails for want
-        // of memory while VMs could be swapped out.
-        if self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES {
-            self.reclaim_idle(HYPERCALL_FRAMES);
-        }
-        let now = self.clock.ns_at(trapped);
-        let Some(vm) = self.vms[id as usize].as_mut() else { return Next::Stop };
-        let mut env = Env {
-            frames: &mut self.frames,
-            sched: &mut self.sched,
-            prefix_console: prefix,
-            now,
-            switch: &mut self.switch,
-            send_buffer: &mut self.send_buffer,
-            deliveries: &mut self.deliveries,
-            uplink: self.uplink.as_deref_mut(),
-            disk: self.disk.as_deref_mut(),
+    /// The hook through which the platform hands this kernel each
+    /// hypercall.
+    fn hook(kernel: *mut Self) -> HypercallHook {
+        HypercallHook { kernel: kernel.cast(), handle: Self::hypercall_hook }
+    }
+
+    /// The platform's entry for a hypercall of the running VM (see
+    /// [`HypercallHook`]).
+    ///
+    /// # Safety
+    ///
+    /// `kernel` must be the pointer `run_vm` handed the platform, called
+    /// while that `enter_user` runs.
+    unsafe extern "C" fn hypercall_hook(kernel: *mut (), tsc_low: u32, tsc_high: u32) -> u64 {
+        // SAFETY: the caller's promise; `run_vm` holds no reference into
+        // the kernel while the platform runs the VM.
+        let kernel = unsafe { &mut *kernel.cast::<Self>() };
+        kernel.hypercall_on_trap_path(u64::from(tsc_high) << 32 | u64::from(tsc_low))
+    }
+
+    /// Carries out the running VM's hypercall where it trapped, and answers
+    /// the platform as [`HypercallHook`] says. What follows a call that
+    /// leaves the VM (`yield`, `exit`, an `idle` that blocks) is left to the
+    /// run loop, as is a call that may need VMs swapped out first (see
+    /// [`Handed`]). It reads no callee-saved register of the VM's (they are
+    /// not saved).
+    fn hypercall_on_trap_path(&mut self, trapped: u64) -> u64 {
+        let Some(vm) = self.vms.get_mut(self.running as usize).and_then(Option::as_mut) else {
+            return HypercallHook::TO_RUN_LOOP;
         };
-        match hypercall::dispatch(vm, &mut env) {
-            Outcome::Resume(value) => vm.context.rax = value,
-            Outcome::Block => {
-                self.note_booted(id, true);
-                self.note_idle(id);
-                return Next::Stop;
-            }
-            Outcome::Yield => {
-                vm.context.rax = 0;
-                self.sched.make_runnable(id);
-                return Next::Stop;
-            }
-            Outcome::Exit(status, crashed) => {
-                if crashed {
-                    self.report_crash(id, None, status);
-                } else {
-                    self.stop_for_debugger(id, EventKind::Exited, status);
+        match hypercall::decode(vm) {
+            Some(call) => self.carry_out_on_trap_path(call, trapped),
+            None => HypercallHook::RESUME,
+        }
+    }
+
+    /// [`Self::hypercall_on_trap_path`] for a known call (out of line, so
+    /// an unknown number is answered without this part's stack frame).
+    #[inline(never)]
+    fn carry_out_on_trap_path(&mut self, call: Hypercall, trapped: u64) -> u64 {
+        if self.needs_room_for_hypercall() {
+            self.handed = Some(Handed::Decoded(call));
+            return HypercallHook::TO_RUN_LOOP;
+        }
+        if let Some(left) = self.carry_out(self.running, call, trapped) {
+            self.handed = Some(Handed::Done(left));
+            return HypercallHook::TO_RUN_LOOP;
+        }
+        // A VM the call woke runs once this one's slice ends.
+        match self.slice_end.filter(|_| core::mem::take(&mut self.cut_slice)).and_then(|end| self.timer_for(end)) {
+            Some(tsc) => tsc,
+            None => HypercallHook::RESUME,
+        }
+    }
+
+    /// Whether frames must be freed (VMs swapped out) before a hypercall:
+    /// it may touch up to 64 KiB of the VM's memory for the first time,
+    /// and must not fail for want of memory while VMs could be swapped out.
+    fn needs_room_for_hypercall(&self) -> bool {
+        self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES
+    }
+
+    /// Finishes the hypercall VM `id` made at TSC time `trapped`, from where
+    /// the hook left it (or from the start, for a platform without one).
+    fn handle_hypercall(&mut self, id: VmId, trapped: u64) -> Next {
+        let outcome = match self.handed.take() {
+            Some(Handed::Done(outcome)) => outcome,
+            handed => {
+                let call = match handed {
+                    Some(Handed::Decoded(call)) => call,
+                    _ => {
+                        let Some(vm) = self.vms[id as usize].as_mut() else { return Next::Stop };
+                        let Some(call) = hypercall::decode(vm) else { return Next::Resume };
+                        call
+                    }
+                };
+                if self.needs_room_for_hypercall() {
+                    self.reclaim_idle(HYPERCALL_FRAMES);
                 }
-                self.finish(id, status);
-                return Next::Stop;
+                match self.carry_out(id, call, trapped) {
+                    Some(outcome) => outcome,
+                    None => return Next::Resume,
+                }
             }
+        };
+        self.leave_after_hypercall(id, outcome)
+    }
+
+    /// Runs hypercall `call` of VM `id` (the running VM) made at TSC time
+    /// `trapped`, and does what follows it without the platform; what is
+    /// left for the run loop: a block, a yield or an exit.
+    #[inline(always)]
+    fn carry_out(&mut self, id: VmId, call: Hypercall, trapped: u64) -> Option<Outcome> {
+        let vm = self.vms[id as usize].as_mut()?;
+        let (clock, prefix_console) = (&self.clock, self.prefix_console);
+        let (frames, sched, switch) = (&mut self.frames, &mut self.sched, &mut self.switch);
+        let (send_buffer, deliveries) = (&mut self.send_buffer, &mut self.deliveries);
+        let (uplink, disk) = (self.uplink.as_deref_mut(), self.disk.as_deref_mut());
+        let env = move || Env {
+            frames,
+            sched,
+            prefix_console,
+            now: clock.ns_at(trapped),
+            switch,
+            send_buffer,
+            deliveries,
+            uplink,
+            disk,
+        };
+        match hypercall::dispatch(vm, call, env) {
+            Outcome::Resume(value) => vm.context.rax = value,
             Outcome::Sent(len, delivered) => {
                 vm.context.rax = len;
                 if delivered != Delivered::Dropped {
@@ -792,8 +917,36 @@ impl<P: Platform> Kernel<P> {
                 }
                 self.deliveries.clear();
             }
+            left @ (Outcome::Block | Outcome::Yield | Outcome::Exit(..)) => return Some(left),
         }
-        Next::Resume
+        None
+    }
+
+    /// Takes VM `id` off the CPU after a hypercall that blocked, yielded or
+    /// exited.
+    fn leave_after_hypercall(&mut self, id: VmId, outcome: Outcome) -> Next {
+        match outcome {
+            Outcome::Block => {
+                self.note_booted(id, true);
+                self.note_idle(id);
+            }
+            Outcome::Yield => {
+                if let Some(vm) = self.vms[id as usize].as_mut() {
+                    vm.context.rax = 0;
+                }
+                self.sched.make_runnable(id);
+            }
+            Outcome::Exit(status, crashed) => {
+                if crashed {
+                    self.report_crash(id, None, status);
+                } else {
+                    self.stop_for_debugger(id, EventKind::Exited, status);
+                }
+                self.finish(id, status);
+            }
+            Outcome::Resume(_) | Outcome::Sent(..) | Outcome::SentBatch(_) => return Next::Resume,
+        }
+        Next::Stop
     }
 
     /// Resolves a CPU exception VM `id` took (a first touch, a first

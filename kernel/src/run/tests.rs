@@ -327,7 +327,7 @@ fn a_vm_that_went_out_whole_comes_back_in_the_frames_counted_for_it() {
     // VM 0 fills two heap pages, under a page table its image does not
     // have, and sleeps; it goes out whole.
     let mut kernel = kernel_with_swap(16, 1024, 1, move |id| swapped_whole(id, seen.clone()));
-    kernel.run_slice(0, false);
+    kernel.run_slice(0);
     assert!(!kernel.reclaim_idle(u64::MAX), "only VM 0 can go out");
     assert_eq!(kernel.swap_counters.whole_swap_outs, 1, "{:?}", kernel.swap_counters);
     // Its alarm rings.
@@ -384,7 +384,7 @@ fn frames_freed_are_zeroed_while_the_kernel_waits_and_first_touches_take_them() 
     let mut kernel = kernel(16, 64, 2, move |id| fills_then_reads(id, seen.clone()));
     // VM 0 fills its pages and exits; VM 1 sets its alarm and idles.
     while let Some(id) = kernel.sched.pick_next() {
-        kernel.run_slice(id, false);
+        kernel.run_slice(id);
     }
     assert_eq!(kernel.statuses[0], Some(0));
     assert_eq!(kernel.frames.zeroed_ahead(), 0, "nothing is zeroed ahead while VMs run");
@@ -788,4 +788,51 @@ fn vms_booting_together_in_too_little_memory_start_as_memory_holds_them_and_neve
     assert_eq!(kernel.frames.in_use(), frames_before);
     let swap = kernel.swap.as_ref().expect("a swap area");
     assert_eq!(swap.free_slots(), u64::from(swap.slots()));
+}
+
+/// A VM that makes `rounds` rounds of five hypercalls, each taking one of
+/// the kernel's paths: an unknown number and an `alarm` (finished on the
+/// trap path), a `yield`, and an `alarm` then an `idle` that blocks until
+/// it fires (both left to the run loop). Before each call it sets its
+/// callee-saved registers to a pattern of the call, and after it looks
+/// whether they still hold it; it exits with the number of calls after
+/// which they did not.
+fn register_keeper(tsc: Rc<Cell<u64>>, rounds: u64) -> Program {
+    let pattern = |call: u64| core::array::from_fn::<u64, 6, _>(|r| call << 8 | r as u64);
+    let mut made = 0u64;
+    let mut clobbered = 0u64;
+    Box::new(move |guest: &mut Guest, context| {
+        let regs = |c: &crate::vm::context::UserContext| [c.rbx, c.rbp, c.r12, c.r13, c.r14, c.r15];
+        if made > 0 && regs(context) != pattern(made) {
+            clobbered += 1;
+        }
+        made += 1;
+        [context.rbx, context.rbp, context.r12, context.r13, context.r14, context.r15] = pattern(made);
+        let info = guest.info();
+        let now = InfoPage::tsc_to_ns(tsc.get(), info.tsc_base, info.tsc_mult);
+        let (number, arg) = match made % 5 {
+            _ if made > rounds * 5 => (EXIT, clobbered),
+            1 => (99, 0),
+            2 => (ALARM, 0),
+            3 => (Hypercall::Yield as u64, 0),
+            4 => (ALARM, now + 100_000),
+            _ => (IDLE, 0),
+        };
+        (context.rax, context.rdi) = (number, arg);
+        Trap::Hypercall
+    })
+}
+
+#[test]
+fn every_hypercall_is_counted_once_and_keeps_the_callee_saved_registers_whichever_path_it_takes() {
+    const ROUNDS: u64 = 200;
+    let sim = Sim::new();
+    let tsc = sim.tsc();
+    let mut kernel = kernel_on(sim, 16, 64, 2, |_| register_keeper(Rc::clone(&tsc), ROUNDS));
+    assert_eq!(kernel.run(false), 0, "no VM found its callee-saved registers changed by a hypercall");
+    for id in 0..2 {
+        let stats = &kernel.stats[id];
+        assert_eq!(stats.hypercalls, ROUNDS * 5 + 1, "VM {id}: each call counted once, the exit included");
+        assert!(stats.wakeups >= ROUNDS / 2, "VM {id} blocked and was woken ({} times)", stats.wakeups);
+    }
 }

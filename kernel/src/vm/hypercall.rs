@@ -85,32 +85,43 @@ pub struct Env<'a> {
     pub disk: Option<&'a mut (dyn BlockDevice + 'static)>,
 }
 
-/// Decodes and runs the hypercall in the VM's saved registers. The handlers
-/// that keep a buffer on the stack are `#[inline(never)]`, so the calls that
-/// need none (`yield`, `idle`, `alarm`, an unknown number) do not pay for
-/// their stack frame.
-pub fn dispatch(vm: &mut Vm, env: &mut Env<'_>) -> Outcome {
+/// The hypercall in the VM's saved registers, counted. An unknown number is
+/// answered here (its error in `rax`): `None`.
+pub fn decode(vm: &mut Vm) -> Option<Hypercall> {
     vm.stats.hypercalls += 1;
+    match Hypercall::try_from(vm.context.rax) {
+        Ok(call) => Some(call),
+        Err(e) => {
+            vm.context.rax = e.to_return();
+            None
+        }
+    }
+}
+
+/// Runs `call` (decoded from the VM's saved registers) with its arguments
+/// there; `env` gives the kernel services, made only for a call that uses
+/// them (not `exit`, `idle` or `yield`). The handlers that keep a buffer on
+/// the stack are `#[inline(never)]`, so the calls that need none (`yield`,
+/// `idle`, `alarm`) do not pay for their stack frame; this is inlined, so
+/// the caller makes `env` only where a call uses it.
+#[inline(always)]
+pub fn dispatch<'a>(vm: &mut Vm, call: Hypercall, env: impl FnOnce() -> Env<'a>) -> Outcome {
     let ctx = &vm.context;
-    let (number, a0, a1, a2) = (ctx.rax, ctx.rdi, ctx.rsi, ctx.rdx);
-    let call = match Hypercall::try_from(number) {
-        Ok(call) => call,
-        Err(e) => return Outcome::Resume(e.to_return()),
-    };
+    let (a0, a1, a2) = (ctx.rdi, ctx.rsi, ctx.rdx);
     // Pointer arguments are flat addresses of this VM, checked on use.
     let (p0, p1) = (GuestAddr::new(a0), GuestAddr::new(a1));
     match call {
         Hypercall::Exit => Outcome::Exit(a0 as i32, a1 & denali_abi::debug::EXIT_CRASHED != 0),
-        Hypercall::ConsoleWrite => console_write(vm, env, p0, a1),
+        Hypercall::ConsoleWrite => console_write(vm, &mut env(), p0, a1),
         Hypercall::Idle => idle(vm),
-        Hypercall::Alarm => alarm(vm, env, a0),
+        Hypercall::Alarm => alarm(vm, &mut env(), a0),
         Hypercall::Yield => Outcome::Yield,
-        Hypercall::NetSend => net_send(vm, env, p0, a1),
-        Hypercall::NetRecv => net_recv(vm, env, p0, a1),
-        Hypercall::NetSendBatch => net_send_batch(vm, env, p0, a1),
-        Hypercall::NetRecvBatch => net_recv_batch(vm, env, p0, a1),
-        Hypercall::DiskRead => disk_transfer(vm, env, a0, p1, a2, Direction::Read),
-        Hypercall::DiskWrite => disk_transfer(vm, env, a0, p1, a2, Direction::Write),
+        Hypercall::NetSend => net_send(vm, &mut env(), p0, a1),
+        Hypercall::NetRecv => net_recv(vm, &mut env(), p0, a1),
+        Hypercall::NetSendBatch => net_send_batch(vm, &mut env(), p0, a1),
+        Hypercall::NetRecvBatch => net_recv_batch(vm, &mut env(), p0, a1),
+        Hypercall::DiskRead => disk_transfer(vm, &mut env(), a0, p1, a2, Direction::Read),
+        Hypercall::DiskWrite => disk_transfer(vm, &mut env(), a0, p1, a2, Direction::Write),
     }
 }
 

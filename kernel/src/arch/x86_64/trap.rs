@@ -6,7 +6,15 @@
 //! saved in its [`UserContext`]. Each VM therefore needs no kernel stack of
 //! its own, and the scheduler is an ordinary loop on the boot stack.
 //!
-//! Hypercalls arrive as `int 4` (see `denali_abi`), like any other trap.
+//! Hypercalls arrive as `int 4` (see `denali_abi`). Those that leave the VM
+//! (`exit`, `yield`, `idle`) trap like anything else; the others finish
+//! without the run loop: the hypercall gate's stub saves only the registers a Rust call
+//! clobbers and calls the kernel's [`HypercallHook`] on the kernel stack;
+//! the VM's callee-saved registers stay in the CPU, which the call keeps,
+//! and if the hook says the call is done the stub loads the clobbered ones
+//! back and `iretq`s into the VM. Otherwise (the VM blocks, yields, exits,
+//! or the run loop has work first) it stores the callee-saved registers
+//! too and returns to the run loop like any other trap.
 //! Every IDT gate switches to an IST stack. While a VM runs, the stack of
 //! the ordinary traps (`IST_TRAP`) is the end of its context, so a trap from
 //! ring 3 pushes the VM's registers straight into it and control returns to
@@ -17,6 +25,7 @@
 //! trap there is a kernel bug and ends the run with a report.
 
 use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_TRAP, Selectors};
+pub use crate::platform::HypercallHook;
 pub use crate::vm::context::UserContext;
 use core::arch::global_asm;
 use denali_abi::hypercall::HYPERCALL_VECTOR;
@@ -35,6 +44,11 @@ static mut DENALI_KERNEL_RSP: u64 = 0;
 // Where the running VM's registers are saved.
 #[unsafe(no_mangle)]
 static mut DENALI_CURRENT_CONTEXT: *mut UserContext = core::ptr::null_mut();
+// The hook the hypercall stub calls, and its kernel (see enter_user).
+#[unsafe(no_mangle)]
+static mut DENALI_HYPERCALL_KERNEL: *mut () = core::ptr::null_mut();
+#[unsafe(no_mangle)]
+static mut DENALI_HYPERCALL_HANDLE: usize = 0;
 // 1 while a VM's state-save routine runs (see `user_state`), 2 once it
 // ended at its `ud2`.
 #[unsafe(no_mangle)]
@@ -72,18 +86,28 @@ pub unsafe fn run_save_routine(scratch: &mut UserContext, rip: u64, cs: u64, ss:
     }
 }
 
-/// Runs the VM whose registers are in `context` until it traps; on return,
-/// `context` holds its registers and `context.vector` says why it stopped.
+/// Runs the VM whose registers are in `context` until it traps in a way
+/// `hook` leaves to the caller; on return, `context` holds its registers and
+/// `context.vector` says why it stopped. Each hypercall goes to `hook` first,
+/// on the kernel stack below this call's frame.
 ///
 /// # Safety
 ///
-/// `context` must describe ring-3 code running on the current page tables
-/// (its `cs`/`ss` are the user selectors and its `rflags` has IOPL 0), so
-/// that the `iretq` cannot enter ring 0.
-pub unsafe fn enter_user(context: &mut UserContext) {
-    // SAFETY: the caller guarantees the context is a ring-3 one; the stub
-    // saves the callee-saved registers and returns here when the VM traps.
-    unsafe { denali_enter_user(context) }
+/// `context` must be valid for writes until this returns and describe
+/// ring-3 code running on the current page tables (its `cs`/`ss` are the
+/// user selectors and its `rflags` has IOPL 0), so that the `iretq` cannot
+/// enter ring 0; `hook` must be callable as its contract says while this
+/// runs.
+pub unsafe fn enter_user(context: *mut UserContext, hook: HypercallHook) {
+    // SAFETY: the kernel is single-threaded and its interrupts are off here,
+    // so nothing else reads the hook's statics; the caller guarantees the
+    // context is a ring-3 one; the stub saves the callee-saved registers and
+    // returns here when the VM traps.
+    unsafe {
+        core::ptr::addr_of_mut!(DENALI_HYPERCALL_KERNEL).write(hook.kernel);
+        core::ptr::addr_of_mut!(DENALI_HYPERCALL_HANDLE).write(hook.handle as usize);
+        denali_enter_user(context)
+    }
 }
 
 global_asm!(
@@ -120,10 +144,12 @@ global_asm!(
     "    rep movsq",
     ".endm",
     // Leaving the kernel for ring 3: keeps the callee-saved registers and
-    // the stack pointer to come back to, and where a trap saves the ring-3
-    // registers (rdi), which becomes the trap stack: a trap pushes its
-    // frame and the stub the registers, ending at the context's start.
+    // the stack pointer to come back to (16-byte aligned, as a call from the
+    // hypercall stub needs it), and where a trap saves the ring-3 registers
+    // (rdi), which becomes the trap stack: a trap pushes its frame and the
+    // stub the registers, ending at the context's start.
     ".macro denali_leave_kernel",
+    "    sub rsp, 8",
     "    push rbx",
     "    push rbp",
     "    push r12",
@@ -146,6 +172,7 @@ global_asm!(
     "    pop r12",
     "    pop rbp",
     "    pop rbx",
+    "    add rsp, 8",
     "    ret",
     ".endm",
     "",
@@ -174,6 +201,81 @@ global_asm!(
     // back to run_save_routine's caller at once.
     "denali_state_saved:",
     "    mov byte ptr [rip + DENALI_SAVING_STATE], 2",
+    "    denali_back_to_kernel",
+    "",
+    // The hypercall gate (its stub pushed the error code and vector): the
+    // registers a call clobbers go into the VM's context (the stack here),
+    // slots of the callee-saved ones skipped; then the hook, on the kernel
+    // stack, with the TSC in esi:edx. Only ring 3 raises this gate (the
+    // kernel never executes `int 4`).
+    ".macro denali_hypercall_entry",
+    // The calls that leave the VM take the common path (see
+    // HypercallHook::LEAVING_CALLS; a number of 64 or more is none of them).
+    "    cmp rax, 63",
+    "    ja 1f",
+    "    bt qword ptr [rip + denali_leaving_calls], rax",
+    "    jc denali_trap_common",
+    "1:  push rax",
+    "    sub rsp, 8",
+    "    push rcx",
+    "    push rdx",
+    "    push rsi",
+    "    push rdi",
+    "    sub rsp, 8",
+    "    push r8",
+    "    push r9",
+    "    push r10",
+    "    push r11",
+    "    sub rsp, 32",
+    "    cld",
+    "    mov rsp, [rip + DENALI_KERNEL_RSP]",
+    "    rdtsc",
+    "    mov esi, eax",
+    "    mov rdi, [rip + DENALI_HYPERCALL_KERNEL]",
+    "    call [rip + DENALI_HYPERCALL_HANDLE]",
+    "    cmp rax, {resume}",
+    "    jne denali_hypercall_not_resumed",
+    // Done: back into the VM, rax holding the result.
+    "denali_hypercall_resume:",
+    "    mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
+    "    add rsp, 32",
+    "    pop r11",
+    "    pop r10",
+    "    pop r9",
+    "    pop r8",
+    "    add rsp, 8",
+    "    pop rdi",
+    "    pop rsi",
+    "    pop rdx",
+    "    pop rcx",
+    "    add rsp, 8",
+    "    pop rax",
+    "    add rsp, 16",
+    "    iretq",
+    ".endm",
+    "",
+    ".pushsection .rodata",
+    ".balign 8",
+    "denali_leaving_calls:",
+    "    .quad {leaving_calls}",
+    ".popsection",
+    "",
+    // The hook answered a timer deadline (arm it, then resume the VM), or
+    // left the hypercall to the run loop: the callee-saved registers, still
+    // the VM's, complete its context.
+    "denali_hypercall_not_resumed:",
+    "    test rax, rax",
+    "    jz 5f",
+    "    mov rdi, rax",
+    "    call denali_arm_timer",
+    "    jmp denali_hypercall_resume",
+    "5:  mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
+    "    mov [rsp + {r15}], r15",
+    "    mov [rsp + {r14}], r14",
+    "    mov [rsp + {r13}], r13",
+    "    mov [rsp + {r12}], r12",
+    "    mov [rsp + {rbp}], rbp",
+    "    mov [rsp + {rbx}], rbx",
     "    denali_back_to_kernel",
     "",
     "denali_trap_common:",
@@ -225,10 +327,26 @@ global_asm!(
     words = const CONTEXT_WORDS,
     context_size = const CONTEXT_WORDS * 8,
     trap_stack = const TRAP_STACK_OFFSET,
+    r15 = const core::mem::offset_of!(UserContext, r15),
+    r14 = const core::mem::offset_of!(UserContext, r14),
+    r13 = const core::mem::offset_of!(UserContext, r13),
+    r12 = const core::mem::offset_of!(UserContext, r12),
+    rbp = const core::mem::offset_of!(UserContext, rbp),
+    rbx = const core::mem::offset_of!(UserContext, rbx),
+    resume = const HypercallHook::RESUME,
+    leaving_calls = const HypercallHook::LEAVING_CALLS,
 );
 
+/// Arms the timer for the hypercall stub, when the hook answers a deadline.
+#[unsafe(no_mangle)]
+extern "C" fn denali_arm_timer(tsc: u64) {
+    super::apic::set_deadline(tsc);
+}
+
 // One stub per vector: push a zero error code where the CPU pushes none,
-// then the vector number, then join the common path.
+// then the vector number, then join the common path (the hypercall gate's
+// runs its own, in line).
+const _: () = assert!(HYPERCALL_VECTOR == 4, "the stubs take the hypercall path for vector 4");
 macro_rules! trap_stubs {
     ($($vector:literal)*) => {
         global_asm!(
@@ -247,7 +365,11 @@ macro_rules! trap_stubs {
                 "    push 0",
                 concat!("    push ", $vector),
                 ".endif",
+                concat!(".if ", $vector, " == 4"),
+                "    denali_hypercall_entry",
+                ".else",
                 "    jmp denali_trap_common",
+                ".endif",
             )*
             ".section .rodata",
             ".balign 8",
