@@ -33,6 +33,8 @@ use denali_abi::hypercall::HYPERCALL_VECTOR;
 const CONTEXT_WORDS: usize = core::mem::size_of::<UserContext>() / 8;
 const _: () = assert!(CONTEXT_WORDS == 22);
 const CS_OFFSET: usize = core::mem::offset_of!(UserContext, cs);
+/// Where the CPU's trap frame (without an error code) starts in a context.
+const RIP_OFFSET: usize = core::mem::offset_of!(UserContext, rip);
 const _: () = assert!(core::mem::align_of::<UserContext>() == 16, "the CPU pushes a trap frame 16-aligned");
 /// Where the TSS keeps the `IST_TRAP` stack pointer.
 const TRAP_STACK_OFFSET: usize =
@@ -203,30 +205,32 @@ global_asm!(
     "    mov byte ptr [rip + DENALI_SAVING_STATE], 2",
     "    denali_back_to_kernel",
     "",
-    // The hypercall gate (its stub pushed the error code and vector): the
-    // registers a call clobbers go into the VM's context (the stack here),
-    // slots of the callee-saved ones skipped; then the hook, on the kernel
-    // stack, with the TSC in esi:edx. Only ring 3 raises this gate (the
-    // kernel never executes `int 4`).
+    // The hypercall gate. The calls that leave the VM take the common path
+    // (see HypercallHook::LEAVING_CALLS; a number of 64 or more is none of
+    // them). For the others the CPU's frame ends at the context's `rip`
+    // (the trap stack is the context's end): the registers a call clobbers
+    // go below it into their slots, then the hook is called on the kernel
+    // stack with the TSC in esi:edx. The callee-saved registers stay in the
+    // CPU, and the vector and error code are written only if the call goes
+    // on to the run loop. Only ring 3 raises this gate (the kernel never
+    // executes `int 4`).
     ".macro denali_hypercall_entry",
-    // The calls that leave the VM take the common path (see
-    // HypercallHook::LEAVING_CALLS; a number of 64 or more is none of them).
     "    cmp rax, 63",
     "    ja 1f",
     "    bt qword ptr [rip + denali_leaving_calls], rax",
-    "    jc denali_trap_common",
-    "1:  push rax",
-    "    sub rsp, 8",
-    "    push rcx",
-    "    push rdx",
-    "    push rsi",
-    "    push rdi",
-    "    sub rsp, 8",
-    "    push r8",
-    "    push r9",
-    "    push r10",
-    "    push r11",
-    "    sub rsp, 32",
+    "    jnc 1f",
+    "    push 0",
+    "    push {hypercall}",
+    "    jmp denali_trap_common",
+    "1:  mov [rsp - {rax_below}], rax",
+    "    mov [rsp - {rcx_below}], rcx",
+    "    mov [rsp - {rdx_below}], rdx",
+    "    mov [rsp - {rsi_below}], rsi",
+    "    mov [rsp - {rdi_below}], rdi",
+    "    mov [rsp - {r8_below}], r8",
+    "    mov [rsp - {r9_below}], r9",
+    "    mov [rsp - {r10_below}], r10",
+    "    mov [rsp - {r11_below}], r11",
     "    cld",
     "    mov rsp, [rip + DENALI_KERNEL_RSP]",
     "    rdtsc",
@@ -238,19 +242,16 @@ global_asm!(
     // Done: back into the VM, rax holding the result.
     "denali_hypercall_resume:",
     "    mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
-    "    add rsp, 32",
-    "    pop r11",
-    "    pop r10",
-    "    pop r9",
-    "    pop r8",
-    "    add rsp, 8",
-    "    pop rdi",
-    "    pop rsi",
-    "    pop rdx",
-    "    pop rcx",
-    "    add rsp, 8",
-    "    pop rax",
-    "    add rsp, 16",
+    "    mov rax, [rsp + {rax}]",
+    "    mov rcx, [rsp + {rcx}]",
+    "    mov rdx, [rsp + {rdx}]",
+    "    mov rsi, [rsp + {rsi}]",
+    "    mov rdi, [rsp + {rdi}]",
+    "    mov r8, [rsp + {r8}]",
+    "    mov r9, [rsp + {r9}]",
+    "    mov r10, [rsp + {r10}]",
+    "    mov r11, [rsp + {r11}]",
+    "    add rsp, {rip}",
     "    iretq",
     ".endm",
     "",
@@ -276,6 +277,8 @@ global_asm!(
     "    mov [rsp + {r12}], r12",
     "    mov [rsp + {rbp}], rbp",
     "    mov [rsp + {rbx}], rbx",
+    "    mov qword ptr [rsp + {vector}], {hypercall}",
+    "    mov qword ptr [rsp + {error_code}], 0",
     "    denali_back_to_kernel",
     "",
     "denali_trap_common:",
@@ -333,6 +336,28 @@ global_asm!(
     r12 = const core::mem::offset_of!(UserContext, r12),
     rbp = const core::mem::offset_of!(UserContext, rbp),
     rbx = const core::mem::offset_of!(UserContext, rbx),
+    rax = const core::mem::offset_of!(UserContext, rax),
+    rcx = const core::mem::offset_of!(UserContext, rcx),
+    rdx = const core::mem::offset_of!(UserContext, rdx),
+    rsi = const core::mem::offset_of!(UserContext, rsi),
+    rdi = const core::mem::offset_of!(UserContext, rdi),
+    r8 = const core::mem::offset_of!(UserContext, r8),
+    r9 = const core::mem::offset_of!(UserContext, r9),
+    r10 = const core::mem::offset_of!(UserContext, r10),
+    r11 = const core::mem::offset_of!(UserContext, r11),
+    rax_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rax),
+    rcx_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rcx),
+    rdx_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rdx),
+    rsi_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rsi),
+    rdi_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rdi),
+    r8_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r8),
+    r9_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r9),
+    r10_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r10),
+    r11_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r11),
+    rip = const RIP_OFFSET,
+    vector = const core::mem::offset_of!(UserContext, vector),
+    error_code = const core::mem::offset_of!(UserContext, error_code),
+    hypercall = const HYPERCALL_VECTOR,
     resume = const HypercallHook::RESUME,
     leaving_calls = const HypercallHook::LEAVING_CALLS,
 );
@@ -344,8 +369,8 @@ extern "C" fn denali_arm_timer(tsc: u64) {
 }
 
 // One stub per vector: push a zero error code where the CPU pushes none,
-// then the vector number, then join the common path (the hypercall gate's
-// runs its own, in line).
+// then the vector number, then join the common path (the hypercall gate
+// runs its own entry, in line).
 const _: () = assert!(HYPERCALL_VECTOR == 4, "the stubs take the hypercall path for vector 4");
 macro_rules! trap_stubs {
     ($($vector:literal)*) => {
@@ -356,18 +381,17 @@ macro_rules! trap_stubs {
                 "    cmp byte ptr [rip + DENALI_SAVING_STATE], 1",
                 "    je denali_state_saved",
                 ".endif",
+                concat!(".if ", $vector, " == 4"),
+                "    denali_hypercall_entry",
                 concat!(
-                    ".if ", $vector, " == 8 || (", $vector, " >= 10 && ", $vector, " <= 14) || ",
+                    ".elseif ", $vector, " == 8 || (", $vector, " >= 10 && ", $vector, " <= 14) || ",
                     $vector, " == 17 || ", $vector, " == 21 || ", $vector, " == 29 || ", $vector, " == 30"
                 ),
                 concat!("    push ", $vector),
+                "    jmp denali_trap_common",
                 ".else",
                 "    push 0",
                 concat!("    push ", $vector),
-                ".endif",
-                concat!(".if ", $vector, " == 4"),
-                "    denali_hypercall_entry",
-                ".else",
                 "    jmp denali_trap_common",
                 ".endif",
             )*
