@@ -36,30 +36,40 @@ pub mod vectors {
     pub const SPURIOUS: u64 = 0xff;
 }
 
-/// How a platform hands a hypercall to the kernel while the VM runs (each
-/// but the [`HypercallHook::LEAVING_CALLS`], which trap as usual),
-/// without returning from [`Platform::enter_user`]: `handle(kernel, tsc
-/// low, tsc high)` carries out the call in the VM's saved context and
-/// answers [`HypercallHook::TO_RUN_LOOP`] (the trap goes back to the run
-/// loop: the VM blocks, yields or exits, or the run loop has work first),
-/// [`HypercallHook::RESUME`] (the VM resumes at once), or a TSC value: the
-/// VM resumes once the platform's timer is armed for it (the call woke
-/// another VM, so the running one's slice must end on time). Only the
-/// registers the System V ABI lets a call clobber are saved in the context
-/// when it is called; the others are still the VM's in the CPU, so
-/// `handle` must not read them from the context.
+/// How a platform hands the kernel the traps it can often finish without
+/// its run loop, while the VM runs and without returning from
+/// [`Platform::enter_user`]:
+///
+/// - `hypercall(kernel, tsc low, tsc high)`, for each hypercall but the
+///   [`TrapHooks::LEAVING_CALLS`] (which trap as usual), carries out the
+///   call in the VM's saved context;
+/// - `page_fault(kernel, address)`, for a page fault from ring 3 (its error
+///   code in the context), resolves it if it can (a first touch, a first
+///   write to a shared page).
+///
+/// Each answers [`TrapHooks::TO_RUN_LOOP`] (the trap goes back to the run
+/// loop: the VM blocks, yields or exits, the fault is the VM's, or the run
+/// loop has work first), [`TrapHooks::RESUME`] (the VM resumes at once), or
+/// (a hypercall) a TSC value: the VM resumes once the platform's timer is
+/// armed for it (the call woke another VM, so the running one's slice must
+/// end on time). Only the registers the System V ABI lets a call clobber
+/// are saved in the context when a hook is called (and the CPU's frame);
+/// the others are still the VM's in the CPU, so a hook must not read them
+/// from the context.
 #[derive(Clone, Copy)]
-pub struct HypercallHook {
-    /// The kernel, as `handle` expects it.
+pub struct TrapHooks {
+    /// The kernel, as the hooks expect it.
     pub kernel: *mut (),
     /// The kernel's entry for hypercalls.
-    pub handle: unsafe extern "C" fn(kernel: *mut (), tsc_low: u32, tsc_high: u32) -> u64,
+    pub hypercall: unsafe extern "C" fn(kernel: *mut (), tsc_low: u32, tsc_high: u32) -> u64,
+    /// The kernel's entry for page faults.
+    pub page_fault: unsafe extern "C" fn(kernel: *mut (), address: u64) -> u64,
 }
 
-impl HypercallHook {
-    /// The hook's answer: back to the run loop.
+impl TrapHooks {
+    /// A hook's answer: back to the run loop.
     pub const TO_RUN_LOOP: u64 = 0;
-    /// The hook's answer: the VM resumes.
+    /// A hook's answer: the VM resumes.
     pub const RESUME: u64 = 1;
     /// The calls that take the VM off the CPU (`exit`, `yield`, and `idle`
     /// unless an event is pending), by number as bits: a platform hands
@@ -67,7 +77,7 @@ impl HypercallHook {
     pub const LEAVING_CALLS: u64 =
         1 << Hypercall::Exit as u64 | 1 << Hypercall::Idle as u64 | 1 << Hypercall::Yield as u64;
 
-    /// Whether a platform hands the call numbered `number` to the hook.
+    /// Whether a platform hands the call numbered `number` to its hook.
     pub fn takes(number: u64) -> bool {
         number >= 64 || Self::LEAVING_CALLS & 1 << number == 0
     }
@@ -101,20 +111,20 @@ pub trait Platform {
     /// Makes `root` the page tables in use.
     fn load_address_space(&mut self, root: PhysFrame);
     /// Runs the ring-3 context in the loaded address space until it traps;
-    /// each hypercall goes to `hook` first, and unless it says the VM
-    /// resumes, this returns. On return `context` holds the VM's registers
+    /// a hypercall or page fault goes to `hooks` first (see [`TrapHooks`]),
+    /// and unless it says the VM resumes, this returns. On return `context` holds the VM's registers
     /// and `context.vector` the trap. It takes the platform by pointer, as
-    /// the hook may reach the platform's owner (never the platform itself)
+    /// a hook may reach the platform's owner (never the platform itself)
     /// while it runs: no reference to the platform is held across a call
-    /// of the hook.
+    /// of a hook.
     ///
     /// # Safety
     ///
     /// `this` must be valid, and `context` valid for reads and writes, for
     /// the call; `context` must describe ring-3 code (user selectors, IOPL
-    /// 0) of the VM whose page tables are loaded; `hook` must be safe to
-    /// call as [`HypercallHook`] says, and not touch `*this`.
-    unsafe fn enter_user(this: *mut Self, context: *mut UserContext, hook: HypercallHook);
+    /// 0) of the VM whose page tables are loaded; `hooks` must be safe to
+    /// call as [`TrapHooks`] says, and not touch `*this`.
+    unsafe fn enter_user(this: *mut Self, context: *mut UserContext, hooks: TrapHooks);
     /// Runs the state-save routine at `rip` in the loaded address space
     /// (ring 3, interrupts off); true if it ended at its `ud2`, else
     /// `failure` holds how it trapped.

@@ -10,7 +10,7 @@
 
 use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::phys;
-use crate::platform::{BlockDevice, HypercallHook, Platform, vectors};
+use crate::platform::{BlockDevice, Platform, TrapHooks, vectors};
 use crate::run::Kernel;
 use crate::run::admission::KernelBuilder;
 use crate::time::Clock;
@@ -252,7 +252,15 @@ impl Sim {
     }
 }
 
-/// What a hypercall hook finds in the callee-saved registers' slots of the
+/// Which hook the simulated CPU calls, with what.
+enum Hook {
+    /// A hypercall, at this TSC.
+    Hypercall(u64),
+    /// A page fault at this address.
+    PageFault(u64),
+}
+
+/// What a trap hook finds in the callee-saved registers' slots of the
 /// context: on the machine they are not saved while it runs.
 const CALLEE_SAVED_POISON: u64 = 0x5afe_d000_0000_0bad;
 
@@ -352,31 +360,40 @@ impl Platform for Sim {
         self.root = Some(root);
     }
 
-    unsafe fn enter_user(this: *mut Self, context: *mut UserContext, hook: HypercallHook) {
+    unsafe fn enter_user(this: *mut Self, context: *mut UserContext, hooks: TrapHooks) {
         loop {
             // SAFETY: the caller's promise: both are valid for the call, and
-            // neither reference outlives this block (the hook may reach the
+            // neither reference outlives this block (a hook may reach the
             // kernel that owns the simulation).
-            let (tsc, kept) = unsafe {
+            let (hook, kept) = unsafe {
                 let (sim, context) = (&mut *this, &mut *context);
                 sim.run_program(context);
-                if context.vector != vectors::HYPERCALL || !HypercallHook::takes(context.rax) {
-                    return;
-                }
+                let hook = match context.vector {
+                    vectors::HYPERCALL if TrapHooks::takes(context.rax) => {
+                        let tsc = sim.rdtsc();
+                        Hook::Hypercall(tsc)
+                    }
+                    vectors::PAGE_FAULT => Hook::PageFault(sim.cr2),
+                    _ => return,
+                };
                 // As on the machine, the callee-saved registers are not in
-                // the context while the hook runs: it must not read them.
-                let kept = callee_saved(context).map(|slot| core::mem::replace(slot, CALLEE_SAVED_POISON));
-                (sim.rdtsc(), kept)
+                // the context while a hook runs: it must not read them.
+                (hook, callee_saved(context).map(|slot| core::mem::replace(slot, CALLEE_SAVED_POISON)))
             };
-            // SAFETY: the caller's promise for the hook; no reference into
-            // the simulation or the context is held across it.
-            let answer = unsafe { (hook.handle)(hook.kernel, tsc as u32, (tsc >> 32) as u32) };
+            // SAFETY: the caller's promise for the hooks; no reference into
+            // the simulation or the context is held across them.
+            let answer = unsafe {
+                match hook {
+                    Hook::Hypercall(tsc) => (hooks.hypercall)(hooks.kernel, tsc as u32, (tsc >> 32) as u32),
+                    Hook::PageFault(address) => (hooks.page_fault)(hooks.kernel, address),
+                }
+            };
             // SAFETY: as above. Either way they are the VM's again: still
             // in the CPU, or stored by the stub on its way to the run loop.
             unsafe { callee_saved(&mut *context).into_iter().zip(kept).for_each(|(slot, value)| *slot = value) };
             match answer {
-                HypercallHook::TO_RUN_LOOP => return,
-                HypercallHook::RESUME => {}
+                TrapHooks::TO_RUN_LOOP => return,
+                TrapHooks::RESUME => {}
                 // SAFETY: as above.
                 deadline => unsafe { (*this).set_deadline(deadline) },
             }

@@ -10,7 +10,7 @@ use crate::mem::phys;
 use crate::mem::space::AddressSpace;
 use crate::net::{Delivered, Parked, Port, Switch};
 use crate::platform::vectors::{BREAKPOINT, DEBUG, HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
-use crate::platform::{BlockDevice, HypercallHook, NetDevice, Platform};
+use crate::platform::{BlockDevice, NetDevice, Platform, TrapHooks};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::swap::{IdleQueue, SwapArea, Watermarks};
 use crate::time::Clock;
@@ -196,14 +196,16 @@ enum Next {
     Stop,
 }
 
-/// How far the hypercall hook took a call before leaving it to the run
-/// loop.
+/// How far a trap hook took a hypercall or a page fault before leaving it
+/// to the run loop.
 #[derive(Clone, Debug)]
 enum Handed {
     /// Decoded only: the run loop first makes room for what it may touch.
     Decoded(Hypercall),
     /// Carried out; the VM blocked (or exited).
     Done(Outcome),
+    /// A page fault the VM's memory could not resolve.
+    Unresolved,
 }
 
 /// Frames a hypercall may need: the pages of its largest buffer
@@ -554,7 +556,7 @@ impl<P: Platform> Kernel<P> {
 
     /// The TSC value to arm the timer with for `deadline`, noted as armed;
     /// none if it is armed for an earlier one already, or there is no
-    /// timer. Never 0 or 1 (disarmed; [`HypercallHook::RESUME`]).
+    /// timer. Never 0 or 1 (disarmed; [`TrapHooks::RESUME`]).
     fn timer_for(&mut self, deadline: u64) -> Option<u64> {
         if !self.has_timer || self.armed.is_some_and(|armed| armed <= deadline) {
             return None;
@@ -741,7 +743,7 @@ impl<P: Platform> Kernel<P> {
             // kernel's pointer) touches neither the platform nor, beyond
             // what it documents, the context; the VM's box stays alive, as
             // the hook never ends a VM.
-            unsafe { P::enter_user(core::ptr::addr_of_mut!((*kernel).platform), context, Self::hook(kernel)) };
+            unsafe { P::enter_user(core::ptr::addr_of_mut!((*kernel).platform), context, Self::hooks(kernel)) };
             let trapped = self.platform.rdtsc();
             let Some(vm) = self.vms[id as usize].as_mut() else { return };
             vm.stats.cpu_ticks += trapped - since;
@@ -785,14 +787,46 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
-    /// The hook through which the platform hands this kernel each
-    /// hypercall.
-    fn hook(kernel: *mut Self) -> HypercallHook {
-        HypercallHook { kernel: kernel.cast(), handle: Self::hypercall_hook }
+    /// The hooks through which the platform hands this kernel hypercalls
+    /// and page faults.
+    fn hooks(kernel: *mut Self) -> TrapHooks {
+        TrapHooks { kernel: kernel.cast(), hypercall: Self::hypercall_hook, page_fault: Self::page_fault_hook }
+    }
+
+    /// The platform's entry for a page fault of the running VM (see
+    /// [`TrapHooks`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Self::hypercall_hook`].
+    unsafe extern "C" fn page_fault_hook(kernel: *mut (), address: u64) -> u64 {
+        // SAFETY: as for the hypercall hook.
+        let kernel = unsafe { &mut *kernel.cast::<Self>() };
+        kernel.page_fault_on_trap_path(address)
+    }
+
+    /// Resolves the running VM's page fault at `address` where it trapped
+    /// (a first touch, a first write to a shared page), or leaves it to the
+    /// run loop: out of memory, or the VM's own fault.
+    fn page_fault_on_trap_path(&mut self, address: u64) -> u64 {
+        let Some(vm) = self.vms.get_mut(self.running as usize).and_then(Option::as_mut) else {
+            return TrapHooks::TO_RUN_LOOP;
+        };
+        let fault = Fault {
+            vector: PAGE_FAULT,
+            error_code: vm.context.error_code,
+            rip: vm.context.rip,
+            address: Some(GuestAddr::new(address)),
+        };
+        if vm.resolve_fault(&mut self.frames, &fault) {
+            return TrapHooks::RESUME;
+        }
+        self.handed = Some(Handed::Unresolved);
+        TrapHooks::TO_RUN_LOOP
     }
 
     /// The platform's entry for a hypercall of the running VM (see
-    /// [`HypercallHook`]).
+    /// [`TrapHooks`]).
     ///
     /// # Safety
     ///
@@ -806,18 +840,18 @@ impl<P: Platform> Kernel<P> {
     }
 
     /// Carries out the running VM's hypercall where it trapped, and answers
-    /// the platform as [`HypercallHook`] says. What follows a call that
+    /// the platform as [`TrapHooks`] says. What follows a call that
     /// leaves the VM (`yield`, `exit`, an `idle` that blocks) is left to the
     /// run loop, as is a call that may need VMs swapped out first (see
     /// [`Handed`]). It reads no callee-saved register of the VM's (they are
     /// not saved).
     fn hypercall_on_trap_path(&mut self, trapped: u64) -> u64 {
         let Some(vm) = self.vms.get_mut(self.running as usize).and_then(Option::as_mut) else {
-            return HypercallHook::TO_RUN_LOOP;
+            return TrapHooks::TO_RUN_LOOP;
         };
         match hypercall::decode(vm) {
             Some(call) => self.carry_out_on_trap_path(call, trapped),
-            None => HypercallHook::RESUME,
+            None => TrapHooks::RESUME,
         }
     }
 
@@ -827,16 +861,16 @@ impl<P: Platform> Kernel<P> {
     fn carry_out_on_trap_path(&mut self, call: Hypercall, trapped: u64) -> u64 {
         if self.needs_room_for_hypercall() {
             self.handed = Some(Handed::Decoded(call));
-            return HypercallHook::TO_RUN_LOOP;
+            return TrapHooks::TO_RUN_LOOP;
         }
         if let Some(left) = self.carry_out(self.running, call, trapped) {
             self.handed = Some(Handed::Done(left));
-            return HypercallHook::TO_RUN_LOOP;
+            return TrapHooks::TO_RUN_LOOP;
         }
         // A VM the call woke runs once this one's slice ends.
         match self.slice_end.filter(|_| core::mem::take(&mut self.cut_slice)).and_then(|end| self.timer_for(end)) {
             Some(tsc) => tsc,
-            None => HypercallHook::RESUME,
+            None => TrapHooks::RESUME,
         }
     }
 
@@ -959,7 +993,8 @@ impl<P: Platform> Kernel<P> {
             rip: vm.context.rip,
             address: (vector == PAGE_FAULT).then(|| GuestAddr::new(self.platform.fault_address())),
         };
-        if vm.resolve_fault(&mut self.frames, &fault) {
+        let tried = vector == PAGE_FAULT && matches!(self.handed.take(), Some(Handed::Unresolved));
+        if !tried && vm.resolve_fault(&mut self.frames, &fault) {
             return Next::Resume;
         }
         // Out of frames: swap VMs out and, if that freed any, run the

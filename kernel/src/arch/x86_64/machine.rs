@@ -4,7 +4,7 @@
 
 use super::{apic, trap};
 use crate::drivers::virtio_net::INTERRUPTED;
-use crate::platform::{HypercallHook, Platform};
+use crate::platform::{Platform, TrapHooks};
 use crate::vm::context::{UserContext, UserSelectors};
 use core::sync::atomic::Ordering;
 use x86_64::registers::control::{Cr2, Cr3, Cr3Flags};
@@ -61,9 +61,9 @@ impl Platform for Machine {
         unsafe { Cr3::write(root, Cr3Flags::empty()) };
     }
 
-    unsafe fn enter_user(_this: *mut Self, context: *mut UserContext, hook: HypercallHook) {
+    unsafe fn enter_user(_this: *mut Self, context: *mut UserContext, hooks: TrapHooks) {
         // SAFETY: the caller's promise, passed on.
-        unsafe { trap::enter_user(context, hook) }
+        unsafe { trap::enter_user(context, hooks) }
     }
 
     fn run_save_routine(&mut self, rip: u64, failure: &mut UserContext) -> bool {

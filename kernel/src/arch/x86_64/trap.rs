@@ -7,14 +7,15 @@
 //! its own, and the scheduler is an ordinary loop on the boot stack.
 //!
 //! Hypercalls arrive as `int 4` (see `denali_abi`). Those that leave the VM
-//! (`exit`, `yield`, `idle`) trap like anything else; the others finish
-//! without the run loop: the hypercall gate's stub saves only the registers a Rust call
-//! clobbers and calls the kernel's [`HypercallHook`] on the kernel stack;
-//! the VM's callee-saved registers stay in the CPU, which the call keeps,
-//! and if the hook says the call is done the stub loads the clobbered ones
-//! back and `iretq`s into the VM. Otherwise (the VM blocks, yields, exits,
-//! or the run loop has work first) it stores the callee-saved registers
-//! too and returns to the run loop like any other trap.
+//! (`exit`, `yield`, `idle`) trap like anything else; the others, and page
+//! faults from ring 3, are handed to the kernel's [`TrapHooks`] without
+//! the run loop: the gate's stub saves only the registers a Rust call
+//! clobbers and calls the hook on the kernel stack; the VM's callee-saved
+//! registers stay in the CPU, which the call keeps, and if the hook says
+//! the VM resumes the stub loads the clobbered ones back and `iretq`s into
+//! it. Otherwise (the VM blocks, yields, exits, faults for good, or the run
+//! loop has work first) it stores the callee-saved registers too and
+//! returns to the run loop like any other trap.
 //! Every IDT gate switches to an IST stack. While a VM runs, the stack of
 //! the ordinary traps (`IST_TRAP`) is the end of its context, so a trap from
 //! ring 3 pushes the VM's registers straight into it and control returns to
@@ -25,7 +26,7 @@
 //! trap there is a kernel bug and ends the run with a report.
 
 use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_TRAP, Selectors};
-pub use crate::platform::HypercallHook;
+pub use crate::platform::TrapHooks;
 pub use crate::vm::context::UserContext;
 use core::arch::global_asm;
 use denali_abi::hypercall::HYPERCALL_VECTOR;
@@ -46,11 +47,14 @@ static mut DENALI_KERNEL_RSP: u64 = 0;
 // Where the running VM's registers are saved.
 #[unsafe(no_mangle)]
 static mut DENALI_CURRENT_CONTEXT: *mut UserContext = core::ptr::null_mut();
-// The hook the hypercall stub calls, and its kernel (see enter_user).
+// The hooks the hypercall and page-fault stubs call, and their kernel (see
+// enter_user).
 #[unsafe(no_mangle)]
-static mut DENALI_HYPERCALL_KERNEL: *mut () = core::ptr::null_mut();
+static mut DENALI_HOOK_KERNEL: *mut () = core::ptr::null_mut();
 #[unsafe(no_mangle)]
-static mut DENALI_HYPERCALL_HANDLE: usize = 0;
+static mut DENALI_HOOK_HYPERCALL: usize = 0;
+#[unsafe(no_mangle)]
+static mut DENALI_HOOK_PAGE_FAULT: usize = 0;
 // 1 while a VM's state-save routine runs (see `user_state`), 2 once it
 // ended at its `ud2`.
 #[unsafe(no_mangle)]
@@ -78,9 +82,13 @@ unsafe extern "C" {
 pub unsafe fn run_save_routine(scratch: &mut UserContext, rip: u64, cs: u64, ss: u64) -> bool {
     // SAFETY: the caller's promise makes the iretq enter ring 3 at code
     // that ends in `ud2` or traps; both return here, the first through
-    // denali_state_saved, the second through the common trap path into
-    // `scratch`. The kernel is single-threaded: nothing else reads the flag.
+    // denali_state_saved, the second through the common trap path (or a
+    // hook's stub, whose hook sends it on) into `scratch`. The kernel is
+    // single-threaded and its interrupts are off: nothing else reads the
+    // flag or the hooks.
     unsafe {
+        let none = no_hook as extern "C" fn() -> u64 as usize;
+        set_hooks(core::ptr::null_mut(), none, none);
         denali_enter_save(scratch, rip, cs, ss);
         let saved = core::ptr::addr_of!(DENALI_SAVING_STATE).read() == 2;
         core::ptr::addr_of_mut!(DENALI_SAVING_STATE).write(0);
@@ -89,27 +97,47 @@ pub unsafe fn run_save_routine(scratch: &mut UserContext, rip: u64, cs: u64, ss:
 }
 
 /// Runs the VM whose registers are in `context` until it traps in a way
-/// `hook` leaves to the caller; on return, `context` holds its registers and
-/// `context.vector` says why it stopped. Each hypercall goes to `hook` first,
-/// on the kernel stack below this call's frame.
+/// `hooks` leave to the caller; on return, `context` holds its registers and
+/// `context.vector` says why it stopped. Hypercalls and page faults go to
+/// `hooks` first, on the kernel stack below this call's frame.
 ///
 /// # Safety
 ///
 /// `context` must be valid for writes until this returns and describe
 /// ring-3 code running on the current page tables (its `cs`/`ss` are the
 /// user selectors and its `rflags` has IOPL 0), so that the `iretq` cannot
-/// enter ring 0; `hook` must be callable as its contract says while this
+/// enter ring 0; `hooks` must be callable as their contract says while this
 /// runs.
-pub unsafe fn enter_user(context: *mut UserContext, hook: HypercallHook) {
+pub unsafe fn enter_user(context: *mut UserContext, hooks: TrapHooks) {
     // SAFETY: the kernel is single-threaded and its interrupts are off here,
-    // so nothing else reads the hook's statics; the caller guarantees the
+    // so nothing else reads the hooks' statics; the caller guarantees the
     // context is a ring-3 one; the stub saves the callee-saved registers and
     // returns here when the VM traps.
     unsafe {
-        core::ptr::addr_of_mut!(DENALI_HYPERCALL_KERNEL).write(hook.kernel);
-        core::ptr::addr_of_mut!(DENALI_HYPERCALL_HANDLE).write(hook.handle as usize);
+        set_hooks(hooks.kernel, hooks.hypercall as usize, hooks.page_fault as usize);
         denali_enter_user(context)
     }
+}
+
+/// Points the stubs at the hooks.
+///
+/// # Safety
+///
+/// The kernel is single-threaded and calls this with interrupts off; the
+/// hooks are what the stubs may call until the next call of this.
+unsafe fn set_hooks(kernel: *mut (), hypercall: usize, page_fault: usize) {
+    // SAFETY: the caller's promise: nothing reads the statics meanwhile.
+    unsafe {
+        core::ptr::addr_of_mut!(DENALI_HOOK_KERNEL).write(kernel);
+        core::ptr::addr_of_mut!(DENALI_HOOK_HYPERCALL).write(hypercall);
+        core::ptr::addr_of_mut!(DENALI_HOOK_PAGE_FAULT).write(page_fault);
+    }
+}
+
+/// The hooks while a state-save routine runs: none of its traps is a VM's
+/// to finish, so each goes back to `run_save_routine`.
+extern "C" fn no_hook() -> u64 {
+    TrapHooks::TO_RUN_LOOP
 }
 
 global_asm!(
@@ -205,43 +233,22 @@ global_asm!(
     "    mov byte ptr [rip + DENALI_SAVING_STATE], 2",
     "    denali_back_to_kernel",
     "",
-    // The hypercall gate. The calls that leave the VM take the common path
-    // (see HypercallHook::LEAVING_CALLS; a number of 64 or more is none of
-    // them). For the others the CPU's frame ends at the context's `rip`
-    // (the trap stack is the context's end): the registers a call clobbers
-    // go below it into their slots, then the hook is called on the kernel
-    // stack with the TSC in esi:edx. The callee-saved registers stay in the
-    // CPU, and the vector and error code are written only if the call goes
-    // on to the run loop. Only ring 3 raises this gate (the kernel never
-    // executes `int 4`).
-    ".macro denali_hypercall_entry",
-    "    cmp rax, 63",
-    "    ja 1f",
-    "    bt qword ptr [rip + denali_leaving_calls], rax",
-    "    jnc 1f",
-    "    push 0",
-    "    push {hypercall}",
-    "    jmp denali_trap_common",
-    "1:  mov [rsp - {rax_below}], rax",
-    "    mov [rsp - {rcx_below}], rcx",
-    "    mov [rsp - {rdx_below}], rdx",
-    "    mov [rsp - {rsi_below}], rsi",
-    "    mov [rsp - {rdi_below}], rdi",
-    "    mov [rsp - {r8_below}], r8",
-    "    mov [rsp - {r9_below}], r9",
-    "    mov [rsp - {r10_below}], r10",
-    "    mov [rsp - {r11_below}], r11",
-    "    cld",
-    "    mov rsp, [rip + DENALI_KERNEL_RSP]",
-    "    rdtsc",
-    "    mov esi, eax",
-    "    mov rdi, [rip + DENALI_HYPERCALL_KERNEL]",
-    "    call [rip + DENALI_HYPERCALL_HANDLE]",
-    "    cmp rax, {resume}",
-    "    jne denali_hypercall_not_resumed",
-    // Done: back into the VM, rax holding the result.
-    "denali_hypercall_resume:",
-    "    mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
+    // Stores the registers a Rust call clobbers into their slots of the
+    // VM's context, which starts `below` bytes under rsp (the CPU's frame
+    // ends in the context: the trap stack is its end).
+    ".macro denali_store_clobbered below",
+    "    mov [rsp - (\\below - {rax})], rax",
+    "    mov [rsp - (\\below - {rcx})], rcx",
+    "    mov [rsp - (\\below - {rdx})], rdx",
+    "    mov [rsp - (\\below - {rsi})], rsi",
+    "    mov [rsp - (\\below - {rdi})], rdi",
+    "    mov [rsp - (\\below - {r8})], r8",
+    "    mov [rsp - (\\below - {r9})], r9",
+    "    mov [rsp - (\\below - {r10})], r10",
+    "    mov [rsp - (\\below - {r11})], r11",
+    ".endm",
+    // Loads them back from the context at rsp, and returns to the VM.
+    ".macro denali_load_clobbered_and_resume",
     "    mov rax, [rsp + {rax}]",
     "    mov rcx, [rsp + {rcx}]",
     "    mov rdx, [rsp + {rdx}]",
@@ -254,6 +261,66 @@ global_asm!(
     "    add rsp, {rip}",
     "    iretq",
     ".endm",
+    // A hook left the trap to the run loop: the callee-saved registers,
+    // still the VM's, and the vector complete its context.
+    ".macro denali_complete_context vector",
+    "    mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
+    "    mov [rsp + {r15}], r15",
+    "    mov [rsp + {r14}], r14",
+    "    mov [rsp + {r13}], r13",
+    "    mov [rsp + {r12}], r12",
+    "    mov [rsp + {rbp}], rbp",
+    "    mov [rsp + {rbx}], rbx",
+    "    mov qword ptr [rsp + {vector}], \\vector",
+    ".endm",
+    "",
+    // The hypercall gate. The calls that leave the VM take the common path
+    // (see TrapHooks::LEAVING_CALLS; a number of 64 or more is none of
+    // them). For the others the hook is called with the TSC in esi:edx; the
+    // vector and error code are written only if the call goes on to the
+    // run loop. Only ring 3 raises this gate (the kernel never executes
+    // `int 4`).
+    ".macro denali_hypercall_entry",
+    "    cmp rax, 63",
+    "    ja 1f",
+    "    bt qword ptr [rip + denali_leaving_calls], rax",
+    "    jnc 1f",
+    "    push 0",
+    "    push {hypercall}",
+    "    jmp denali_trap_common",
+    "1:  denali_store_clobbered {rip}",
+    "    cld",
+    "    mov rsp, [rip + DENALI_KERNEL_RSP]",
+    "    rdtsc",
+    "    mov esi, eax",
+    "    mov rdi, [rip + DENALI_HOOK_KERNEL]",
+    "    call [rip + DENALI_HOOK_HYPERCALL]",
+    "    cmp rax, {resume}",
+    "    jne denali_hypercall_not_resumed",
+    "denali_hypercall_resume:",
+    "    mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
+    "    denali_load_clobbered_and_resume",
+    ".endm",
+    "",
+    // The page-fault gate (the CPU pushed an error code, at the context's
+    // `error_code`). From ring 3 the hook is called with the address; a
+    // fault in ring 0 is the kernel's and takes the common path.
+    ".macro denali_page_fault_entry",
+    "    test qword ptr [rsp + 16], 3",
+    "    jz 1f",
+    "    denali_store_clobbered {error_code}",
+    "    cld",
+    "    mov rsp, [rip + DENALI_KERNEL_RSP]",
+    "    mov rsi, cr2",
+    "    mov rdi, [rip + DENALI_HOOK_KERNEL]",
+    "    call [rip + DENALI_HOOK_PAGE_FAULT]",
+    "    cmp rax, {resume}",
+    "    jne denali_page_fault_to_run_loop",
+    "    mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
+    "    denali_load_clobbered_and_resume",
+    "1:  push {page_fault}",
+    "    jmp denali_trap_common",
+    ".endm",
     "",
     ".pushsection .rodata",
     ".balign 8",
@@ -261,24 +328,20 @@ global_asm!(
     "    .quad {leaving_calls}",
     ".popsection",
     "",
-    // The hook answered a timer deadline (arm it, then resume the VM), or
-    // left the hypercall to the run loop: the callee-saved registers, still
-    // the VM's, complete its context.
+    // The hypercall hook answered a timer deadline (arm it, then resume the
+    // VM), or left the call to the run loop.
     "denali_hypercall_not_resumed:",
     "    test rax, rax",
     "    jz 5f",
     "    mov rdi, rax",
     "    call denali_arm_timer",
     "    jmp denali_hypercall_resume",
-    "5:  mov rsp, [rip + DENALI_CURRENT_CONTEXT]",
-    "    mov [rsp + {r15}], r15",
-    "    mov [rsp + {r14}], r14",
-    "    mov [rsp + {r13}], r13",
-    "    mov [rsp + {r12}], r12",
-    "    mov [rsp + {rbp}], rbp",
-    "    mov [rsp + {rbx}], rbx",
-    "    mov qword ptr [rsp + {vector}], {hypercall}",
+    "5:  denali_complete_context {hypercall}",
     "    mov qword ptr [rsp + {error_code}], 0",
+    "    denali_back_to_kernel",
+    "",
+    "denali_page_fault_to_run_loop:",
+    "    denali_complete_context {page_fault}",
     "    denali_back_to_kernel",
     "",
     "denali_trap_common:",
@@ -345,21 +408,13 @@ global_asm!(
     r9 = const core::mem::offset_of!(UserContext, r9),
     r10 = const core::mem::offset_of!(UserContext, r10),
     r11 = const core::mem::offset_of!(UserContext, r11),
-    rax_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rax),
-    rcx_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rcx),
-    rdx_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rdx),
-    rsi_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rsi),
-    rdi_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, rdi),
-    r8_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r8),
-    r9_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r9),
-    r10_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r10),
-    r11_below = const RIP_OFFSET - core::mem::offset_of!(UserContext, r11),
     rip = const RIP_OFFSET,
     vector = const core::mem::offset_of!(UserContext, vector),
     error_code = const core::mem::offset_of!(UserContext, error_code),
     hypercall = const HYPERCALL_VECTOR,
-    resume = const HypercallHook::RESUME,
-    leaving_calls = const HypercallHook::LEAVING_CALLS,
+    page_fault = const crate::platform::vectors::PAGE_FAULT,
+    resume = const TrapHooks::RESUME,
+    leaving_calls = const TrapHooks::LEAVING_CALLS,
 );
 
 /// Arms the timer for the hypercall stub, when the hook answers a deadline.
@@ -369,9 +424,10 @@ extern "C" fn denali_arm_timer(tsc: u64) {
 }
 
 // One stub per vector: push a zero error code where the CPU pushes none,
-// then the vector number, then join the common path (the hypercall gate
-// runs its own entry, in line).
+// then the vector number, then join the common path (the hypercall and
+// page-fault gates run their own entries, in line).
 const _: () = assert!(HYPERCALL_VECTOR == 4, "the stubs take the hypercall path for vector 4");
+const _: () = assert!(crate::platform::vectors::PAGE_FAULT == 14, "and the page-fault path for vector 14");
 macro_rules! trap_stubs {
     ($($vector:literal)*) => {
         global_asm!(
@@ -383,6 +439,8 @@ macro_rules! trap_stubs {
                 ".endif",
                 concat!(".if ", $vector, " == 4"),
                 "    denali_hypercall_entry",
+                concat!(".elseif ", $vector, " == 14"),
+                "    denali_page_fault_entry",
                 concat!(
                     ".elseif ", $vector, " == 8 || (", $vector, " >= 10 && ", $vector, " <= 14) || ",
                     $vector, " == 17 || ", $vector, " == 21 || ", $vector, " == 29 || ", $vector, " == 30"
