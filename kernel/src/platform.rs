@@ -53,9 +53,13 @@ pub mod vectors {
 /// (a hypercall) a TSC value: the VM resumes once the platform's timer is
 /// armed for it (the call woke another VM, so the running one's slice must
 /// end on time). Only the registers the System V ABI lets a call clobber
-/// are saved in the context when a hook is called (and the CPU's frame);
-/// the others are still the VM's in the CPU, so a hook must not read them
-/// from the context.
+/// are saved in the context when a hook is called (and the CPU's frame,
+/// with a page fault's error code); the others are still the VM's in the
+/// CPU, and the vector (and a hypercall's error code) are stale, so a hook
+/// must not read them from the context, and what it writes to the
+/// callee-saved ones is lost. Hooks run with interrupts off, on the kernel
+/// stack, while the VM's context is still the trap stack: they must not
+/// enable interrupts or fault.
 #[derive(Clone, Copy)]
 pub struct TrapHooks {
     /// The kernel, as the hooks expect it.
@@ -73,7 +77,7 @@ impl TrapHooks {
     pub const RESUME: u64 = 1;
     /// The calls that take the VM off the CPU (`exit`, `yield`, and `idle`
     /// unless an event is pending), by number as bits: a platform hands
-    /// them straight to the run loop, as the hook would only pass them on.
+    /// them straight to the run loop, which takes the VM off the CPU.
     pub const LEAVING_CALLS: u64 =
         1 << Hypercall::Exit as u64 | 1 << Hypercall::Idle as u64 | 1 << Hypercall::Yield as u64;
 

@@ -253,6 +253,7 @@ impl Sim {
 }
 
 /// Which hook the simulated CPU calls, with what.
+#[derive(Clone, Copy)]
 enum Hook {
     /// A hypercall, at this TSC.
     Hypercall(u64),
@@ -260,8 +261,8 @@ enum Hook {
     PageFault(u64),
 }
 
-/// What a trap hook finds in the callee-saved registers' slots of the
-/// context: on the machine they are not saved while it runs.
+/// What a trap hook finds in the context's slots the machine does not save
+/// while it runs (the callee-saved registers, the vector).
 const CALLEE_SAVED_POISON: u64 = 0x5afe_d000_0000_0bad;
 
 /// A context's callee-saved registers.
@@ -377,8 +378,14 @@ impl Platform for Sim {
                     _ => return,
                 };
                 // As on the machine, the callee-saved registers are not in
-                // the context while a hook runs: it must not read them.
-                (hook, callee_saved(context).map(|slot| core::mem::replace(slot, CALLEE_SAVED_POISON)))
+                // the context while a hook runs, nor the vector (nor a
+                // hypercall's error code): it must not read them.
+                let kept = callee_saved(context).map(|slot| core::mem::replace(slot, CALLEE_SAVED_POISON));
+                context.vector = CALLEE_SAVED_POISON;
+                if matches!(hook, Hook::Hypercall(_)) {
+                    context.error_code = CALLEE_SAVED_POISON;
+                }
+                (hook, kept)
             };
             // SAFETY: the caller's promise for the hooks; no reference into
             // the simulation or the context is held across them.
@@ -389,13 +396,25 @@ impl Platform for Sim {
                 }
             };
             // SAFETY: as above. Either way they are the VM's again: still
-            // in the CPU, or stored by the stub on its way to the run loop.
-            unsafe { callee_saved(&mut *context).into_iter().zip(kept).for_each(|(slot, value)| *slot = value) };
-            match answer {
-                TrapHooks::TO_RUN_LOOP => return,
-                TrapHooks::RESUME => {}
+            // in the CPU, or stored by the stub on its way to the run loop
+            // with the vector (and a hypercall's error code of 0).
+            unsafe {
+                let context = &mut *context;
+                callee_saved(context).into_iter().zip(kept).for_each(|(slot, value)| *slot = value);
+                (context.vector, context.error_code) = match hook {
+                    Hook::Hypercall(_) => (vectors::HYPERCALL, 0),
+                    Hook::PageFault(_) => (vectors::PAGE_FAULT, context.error_code),
+                };
+            }
+            match (answer, hook) {
+                (TrapHooks::RESUME, _) => {}
+                // Only a hypercall's hook may answer a deadline; the
+                // page-fault stub takes anything else for the run loop.
                 // SAFETY: as above.
-                deadline => unsafe { (*this).set_deadline(deadline) },
+                (deadline, Hook::Hypercall(_)) if deadline != TrapHooks::TO_RUN_LOOP => unsafe {
+                    (*this).set_deadline(deadline)
+                },
+                _ => return,
             }
         }
     }

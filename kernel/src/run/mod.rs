@@ -202,7 +202,8 @@ enum Next {
 enum Handed {
     /// Decoded only: the run loop first makes room for what it may touch.
     Decoded(Hypercall),
-    /// Carried out; the VM blocked (or exited).
+    /// Carried out; the VM leaves the CPU (blocks, yields or exits: only
+    /// where a platform hands the hook such calls, which ours do not).
     Done(Outcome),
     /// A page fault the VM's memory could not resolve.
     Unresolved,
@@ -739,10 +740,10 @@ impl<P: Platform> Kernel<P> {
             // and IOPL 0, or saved by the CPU on a trap from ring 3, and this
             // VM's page tables are loaded. No reference into the kernel is
             // held across the call: the platform and the context are passed
-            // as pointers, and the hook (`Self::hypercall_hook`, given the
-            // kernel's pointer) touches neither the platform nor, beyond
-            // what it documents, the context; the VM's box stays alive, as
-            // the hook never ends a VM.
+            // as pointers, and the hooks (`Self::hypercall_hook` and
+            // `Self::page_fault_hook`, given the kernel's pointer) touch
+            // neither the platform nor, beyond what `TrapHooks` allows, the
+            // context; the VM's box stays alive, as no hook ends a VM.
             unsafe { P::enter_user(core::ptr::addr_of_mut!((*kernel).platform), context, Self::hooks(kernel)) };
             let trapped = self.platform.rdtsc();
             let Some(vm) = self.vms[id as usize].as_mut() else { return };

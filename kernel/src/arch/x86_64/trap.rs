@@ -20,8 +20,13 @@
 //! the ordinary traps (`IST_TRAP`) is the end of its context, so a trap from
 //! ring 3 pushes the VM's registers straight into it and control returns to
 //! the scheduler without a copy; the kernel's own trap stack is put back
-//! before any kernel code runs. A trap from ring 3 on another IST (an NMI, a
-//! machine check) is copied into the context.
+//! before the run loop runs again. A hook runs with the VM's context still
+//! the trap stack: it runs with interrupts off and must not fault (a trap
+//! in ring 0 then is a kernel bug, reported as any other). A trap from ring
+//! 3 on another IST (an NMI, a machine check) is copied into the context.
+//! The hook entries are assembler macros expanded in the stubs' block: both
+//! blocks are one assembler unit, as the stubs' references to the local
+//! label `denali_state_saved` already require (a split fails the build).
 //! In ring 0 only the timer waking a halted kernel is expected; any other
 //! trap there is a kernel bug and ends the run with a report.
 
@@ -276,7 +281,8 @@ global_asm!(
     "",
     // The hypercall gate. The calls that leave the VM take the common path
     // (see TrapHooks::LEAVING_CALLS; a number of 64 or more is none of
-    // them). For the others the hook is called with the TSC in esi:edx; the
+    // them). For the others the hook is called with the TSC's low half in
+    // esi and its high half in edx; the
     // vector and error code are written only if the call goes on to the
     // run loop. Only ring 3 raises this gate (the kernel never executes
     // `int 4`).
