@@ -318,6 +318,22 @@ impl Stack {
         });
     }
 
+    /// Whether a poll could do anything now: frames may wait (looped back,
+    /// left over from a poll's budget, or announced since the ring was last
+    /// found empty), a socket has something to send or a timer due, a full
+    /// backlog waits for room, or a closed stream for its goodbye. Every
+    /// operation polls once it succeeds, so between operations only these
+    /// change what a poll would do.
+    fn has_work(&mut self) -> bool {
+        let now = now();
+        !self.vnic.loopback.frames.is_empty()
+            || self.vnic.over_budget
+            || self.vnic.empty_at.is_none_or(super::frames_may_wait)
+            || !self.vnic.full.is_empty()
+            || !self.orphans.is_empty()
+            || self.iface.poll_at(now, &self.sockets).is_some_and(|at| at <= now)
+    }
+
     /// Brings listening port `port` up to date after a segment (from
     /// `syn_from`, if a SYN) or a timer (see `listen`).
     fn refresh_listener(&mut self, port: u16, syn_from: Option<smoltcp::wire::IpEndpoint>) {
@@ -478,7 +494,9 @@ pub(crate) fn wait<T>(wait: Wait, mut ready: impl FnMut(&mut Stack) -> Option<Re
     loop {
         let (outcome, delay, looped): (_, Option<u64>, _) = with(|stack| {
             let delivered = stack.vnic.loopback.delivered;
-            stack.poll();
+            if stack.has_work() {
+                stack.poll();
+            }
             let outcome = ready(stack);
             if outcome.is_some() {
                 // Send what the operation queued.
