@@ -85,6 +85,16 @@ impl Port {
     fn listening(&self, sockets: &SocketSet<'static>) -> usize {
         self.opening.iter().filter(|&&h| sockets.get::<Socket>(h).state() == State::Listen).count()
     }
+
+    /// Whether the port is as its last refresh left it, with enough
+    /// sockets listening: every socket of `opening` still listens (and so
+    /// `listening` holds them all). A segment that is not a SYN moves no
+    /// socket out of `Listen`, so after one a refresh would change nothing.
+    fn settled(&self, sockets: &SocketSet<'static>) -> bool {
+        self.opening.len() >= LISTENING
+            && self.listening.len() == self.opening.len()
+            && self.opening.iter().all(|&h| sockets.get::<Socket>(h).state() == State::Listen)
+    }
 }
 
 /// Every listening port of the VM.
@@ -136,6 +146,10 @@ impl Listeners {
         sockets: &mut SocketSet<'static>,
     ) -> bool {
         let Some(state) = self.ports.get_mut(&port) else { return false };
+        // The common case: a segment of a connection already accepted.
+        if syn_from.is_none() && state.settled(sockets) {
+            return state.queued() >= BACKLOG;
+        }
         if let Some(from) = syn_from {
             forget_duplicate(port, from, &state.listening, sockets);
         }

@@ -298,10 +298,19 @@ impl Stack {
         // A full backlog drops SYNs before smoltcp sees them, so no packet
         // would refresh it: look again as handshakes time out and memory
         // frees.
-        let full: Vec<u16> = self.vnic.full.iter().copied().collect();
-        for port in full {
-            self.refresh_listener(port, None);
+        if !self.vnic.full.is_empty() {
+            let full: Vec<u16> = self.vnic.full.iter().copied().collect();
+            for port in full {
+                self.refresh_listener(port, None);
+            }
         }
+        if !self.orphans.is_empty() {
+            self.free_finished_orphans();
+        }
+    }
+
+    /// Frees the closed streams whose goodbye is over, and their ports.
+    fn free_finished_orphans(&mut self) {
         let sockets = &mut self.sockets;
         let tcp_ports = &mut self.tcp_ports;
         self.orphans.retain(|&(handle, port)| {
@@ -498,15 +507,17 @@ pub(crate) fn wait<T>(wait: Wait, mut ready: impl FnMut(&mut Stack) -> Option<Re
                 stack.poll();
             }
             let outcome = ready(stack);
-            if outcome.is_some() {
-                // Send what the operation queued.
+            let delay = if outcome.is_some() {
+                // Send what the operation queued; no wait follows, so no
+                // timer is looked for.
                 stack.poll();
-            }
-            // Frames still on their way back to this VM (a long exchange
-            // with itself), or left by a poll's budget, are due at once.
-            let delay = if stack.vnic.loopback.frames.is_empty() && !stack.vnic.over_budget {
+                None
+            } else if stack.vnic.loopback.frames.is_empty() && !stack.vnic.over_budget {
                 stack.iface.poll_delay(now(), &stack.sockets).map(|d| d.total_micros() * 1000)
             } else {
+                // Frames still on their way back to this VM (a long
+                // exchange with itself), or left by a poll's budget, are
+                // due at once.
                 Some(0)
             };
             (outcome, delay, stack.vnic.loopback.delivered != delivered)
