@@ -40,6 +40,49 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// A raw (`AF_PACKET`) socket on `device` inside the namespace: it sends
+    /// frames into the device as its host side, and sees every frame that
+    /// crosses it. Reads give up after `patience`.
+    pub fn packet_socket(&self, device: &str, patience: std::time::Duration) -> std::fs::File {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let netns = std::fs::File::open(format!("/var/run/netns/{}", self.0)).expect("the namespace's handle");
+        let device = std::ffi::CString::new(device).expect("a device name");
+        // A thread of its own enters the namespace: the socket stays bound
+        // to it, and the test's other threads stay where they are.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: `setns` on this thread only, with a descriptor of
+                // a network namespace held open above.
+                assert_eq!(unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) }, 0, "setns");
+                let all = (libc::ETH_P_ALL as u16).to_be();
+                // SAFETY: plain socket calls with a valid, owned descriptor
+                // and structures sized for them.
+                unsafe {
+                    let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(all));
+                    assert!(fd >= 0, "AF_PACKET socket (the TAP tests run as root)");
+                    let file = std::fs::File::from_raw_fd(fd);
+                    let index = libc::if_nametoindex(device.as_ptr());
+                    assert_ne!(index, 0, "no device {device:?} in the namespace");
+                    let mut address: libc::sockaddr_ll = std::mem::zeroed();
+                    address.sll_family = libc::AF_PACKET as u16;
+                    address.sll_protocol = all;
+                    address.sll_ifindex = index as i32;
+                    let size = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                    assert_eq!(libc::bind(fd, (&raw const address).cast(), size), 0, "bind to {device:?}");
+                    let timeout = libc::timeval { tv_sec: patience.as_secs() as i64, tv_usec: 0 };
+                    let size = std::mem::size_of::<libc::timeval>() as u32;
+                    let option = (&raw const timeout).cast();
+                    assert_eq!(libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, option, size), 0);
+                    file
+                }
+            })
+            .join()
+            .expect("the namespace's socket")
+        })
+    }
+}
+
 impl Drop for Namespace {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();

@@ -23,10 +23,12 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use denali_abi::hypercall::{EVENT_NET_RX, FRAME_MAX};
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
-use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
+use denali_abi::net::vm_of;
+use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant as NetInstant;
 use smoltcp::wire::{
-    ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpCidr, Ipv4Address, Ipv4Packet,
+    ArpPacket, EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, Icmpv4Packet, IpCidr, IpProtocol,
+    Ipv4Address, Ipv4Packet, TcpPacket, UdpPacket,
 };
 
 /// How long a closed stream may wait for its peer's answers before it is
@@ -137,10 +139,49 @@ impl phy::TxToken for TxToken<'_> {
     }
 }
 
+/// Whether the checksums of `frame`, if it came from beyond this machine,
+/// hold (the stack does not verify them itself, see
+/// [`Vnic::capabilities`]).
+///
+/// A frame whose source is a VM's MAC came from a VM of this machine (or
+/// from this VM itself, looped back): the kernel's switch takes a VM's
+/// frame only with that VM's own MAC as its source and drops any frame
+/// from the uplink that claims a VM's MAC. Such a frame went from memory
+/// to memory, where nothing corrupts it, so its checksums prove nothing
+/// (as Linux trusts a veth pair's or virtio-net's `DATA_VALID`). A frame
+/// from the uplink crossed a wire: its IPv4 header and its TCP, UDP or
+/// ICMP checksum are verified here, and it is dropped if one is wrong.
+fn checksums_hold(frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else { return true };
+    if vm_of(&eth.src_addr().0).is_some() || eth.ethertype() != EthernetProtocol::Ipv4 {
+        return true;
+    }
+    // What smoltcp cannot parse it drops anyway (fragments included).
+    let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return true };
+    if !ip.verify_checksum() {
+        return false;
+    }
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return true;
+    }
+    let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+    match ip.next_header() {
+        IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).ok().is_none_or(|tcp| tcp.verify_checksum(&src, &dst)),
+        IpProtocol::Udp => UdpPacket::new_checked(ip.payload()).ok().is_none_or(|udp| udp.verify_checksum(&src, &dst)),
+        IpProtocol::Icmp => Icmpv4Packet::new_checked(ip.payload()).ok().is_none_or(|icmp| icmp.verify_checksum()),
+        _ => true,
+    }
+}
+
 impl Vnic {
     /// Notes the TCP port of the frame now in `rx` (for the listeners);
-    /// false if it is a SYN for a port whose backlog is full.
+    /// false if it is a SYN for a port whose backlog is full, or a frame
+    /// from beyond the machine whose checksums are wrong.
     fn admit(&mut self, len: usize) -> bool {
+        if !checksums_hold(&self.rx[..len]) {
+            self.last_tcp = None;
+            return false;
+        }
         self.last_tcp = listen::tcp_arrival(&self.rx[..len]);
         match self.last_tcp {
             Some(arrival) if arrival.syn_from.is_some() && self.full.contains(&arrival.port) => {
@@ -190,6 +231,13 @@ impl Device for Vnic {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = FRAME_MAX;
+        // Checksums are filled in on every frame sent (a VM on the segment
+        // may run its own stack, and frames reach the uplink), and verified
+        // by `admit` only where they can have been corrupted.
+        caps.checksum.ipv4 = Checksum::Tx;
+        caps.checksum.tcp = Checksum::Tx;
+        caps.checksum.udp = Checksum::Tx;
+        caps.checksum.icmpv4 = Checksum::Tx;
         caps
     }
 }
