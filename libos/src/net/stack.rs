@@ -22,8 +22,8 @@ use alloc::collections::{BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use denali_abi::hypercall::{EVENT_NET_RX, FRAME_MAX};
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use denali_abi::net::vm_of;
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Checksum, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant as NetInstant;
 use smoltcp::wire::{
