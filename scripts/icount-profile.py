@@ -8,13 +8,18 @@
 #
 #   qemu-system-x86_64 -machine q35,accel=tcg -cpu max -m 1024M -smp 1 \
 #       -display none -serial null -monitor none -no-reboot -nodefaults \
-#       -kernel DIR/kernel.elf -initrd DIR/run-K.bundle -s -S &
+#       -kernel DIR/kernel.elf -initrd DIR/run-K.bundle \
+#       -icount shift=0,sleep=off -s -S &
 #   SKIP=3000 STEPS=100000 ELFS=DIR/hypercall-bench.elf,DIR/http.elf \
 #       gdb -batch -x scripts/icount-profile.py DIR/kernel.elf
 #
 # It lets SKIP hypercalls pass (the boot and the warm-up), then single-steps
-# STEPS instructions and prints the table (or writes it to OUT). Stepping
-# under gdb is slow: 100,000 steps take some minutes.
+# STEPS instructions (fewer if the run ends) and prints the table (or
+# writes it to OUT). Stepping under gdb is slow: 100,000 steps take some
+# minutes. A kept run is short (`--ops 2000` makes 20 HTTP requests, about
+# 15 hypercalls each, after about 350 for the boot): for the HTTP bundle
+# SKIP=380 STEPS=35000 steps one request; a SKIP past the run's end is
+# refused with a sentence.
 import bisect
 import collections
 import os
@@ -46,17 +51,32 @@ def function_at(table, pc):
     return table[1][i] if i >= 0 else "?"
 
 
+def run_end():
+    """The address of the kernel's `Kernel::finish`, where a run ends."""
+    addrs, names = symbols(gdb.objfiles()[0].filename)
+    return next(a for a, n in zip(addrs, names) if n.startswith("<denali_kernel::run::Kernel<") and n.endswith(">::finish"))
+
+
 def step_and_count():
     """Instructions stepped, by (CR3 or 0 for the kernel, pc)."""
     gdb.execute("set pagination off")
     gdb.execute("target remote :1234")
+    end = run_end()
+    gdb.Breakpoint("*0x%x" % end, internal=True)
     hypercall = gdb.Breakpoint("*denali_trap_stub_4", internal=True)
-    for _ in range(SKIP):
+    for made in range(SKIP):
         gdb.execute("continue", to_string=True)
+        if int(gdb.parse_and_eval("$pc")) == end:
+            # A kept run is short: `--ops N` makes N/100 HTTP requests of
+            # about 15 hypercalls each, after a boot of a few hundred.
+            gdb.execute("kill")
+            raise gdb.GdbError("the run ended after %d hypercalls, before SKIP=%d: give a smaller SKIP" % (made, SKIP))
     hypercall.enabled = False
     counts = collections.Counter()
     for _ in range(STEPS):
         pc = int(gdb.parse_and_eval("$pc"))
+        if pc == end:
+            break
         space = 0 if pc >= KERNEL_HALF else int(gdb.parse_and_eval("$cr3")) & ~0xFFF
         counts[(space, pc)] += 1
         gdb.execute("stepi", to_string=True)
