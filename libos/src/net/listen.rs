@@ -93,7 +93,7 @@ impl Port {
     fn settled(&self, sockets: &SocketSet<'static>) -> bool {
         self.opening.len() >= LISTENING
             && self.listening.len() == self.opening.len()
-            && self.opening.iter().all(|&h| sockets.get::<Socket>(h).state() == State::Listen)
+            && self.listening(sockets) == self.opening.len()
     }
 }
 
