@@ -1,6 +1,14 @@
 //! The virtual Ethernet segment's addressing: every VM's MAC address is
 //! derived from its id, so the switch finds a frame's VM from its
 //! destination address alone, without a table to learn or search.
+//!
+//! A unicast frame to a VM's MAC never leaves the machine: the switch parks
+//! it for that VM or drops it. It goes from memory to memory, so its IPv4,
+//! TCP, UDP and ICMP checksums may be left zero by its sender (the libOS
+//! leaves them so), and a receiver should not verify them on a frame whose
+//! source is a VM's MAC (the switch takes a VM's frame only with its own
+//! MAC as the source, and drops frames from the uplink that claim a VM's).
+//! A frame that may reach the uplink carries its checksums.
 
 /// First three bytes of every VM's MAC: locally administered, unicast, "DN".
 pub const MAC_PREFIX: [u8; 3] = [0x02, 0x44, 0x4e];

@@ -228,3 +228,84 @@ fn a_frame_from_beyond_the_machine_with_a_wrong_checksum_is_dropped() {
     assert!(!answered.contains(&bad_tcp), "a SYN with a wrong TCP checksum was answered");
     assert!(!answered.contains(&bad_ip), "a SYN with a wrong IPv4 header checksum was answered");
 }
+
+/// Whether `frame` is IPv4 from VM 0 whose header checksum and TCP or ICMP
+/// checksum are filled in and hold; `None` if it is neither.
+fn sums_from_vm0_hold(frame: &[u8]) -> Option<bool> {
+    use smoltcp::wire::*;
+    let eth = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 || ip.src_addr() != Ipv4Address::new(10, 0, 2, 15) {
+        return None;
+    }
+    let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+    let upper = match ip.next_header() {
+        IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).ok()?.verify_checksum(&src, &dst),
+        IpProtocol::Icmp => Icmpv4Packet::new_checked(ip.payload()).ok()?.verify_checksum(),
+        _ => return None,
+    };
+    Some(ip.checksum() != 0 && ip.verify_checksum() && upper)
+}
+
+/// A UDP datagram to VM 0 (10.0.2.15), port 9, where the `http` template
+/// has no socket, from the namespace's host side.
+fn datagram_to_vm0(from: [u8; 6]) -> Vec<u8> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::*;
+    let data = b"denali checksums";
+    let udp = UdpRepr { src_port: 40005, dst_port: 9 };
+    let (host, vm) = (Ipv4Address::new(10, 0, 2, 2), Ipv4Address::new(10, 0, 2, 15));
+    let len = udp.header_len() + data.len();
+    let ip = Ipv4Repr { src_addr: host, dst_addr: vm, next_header: IpProtocol::Udp, payload_len: len, hop_limit: 64 };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(from),
+        dst_addr: EthernetAddress(denali_abi::net::mac_of(0)),
+        ethertype: EthernetProtocol::Ipv4,
+    };
+    let mut frame = vec![0; 14 + 20 + len];
+    let caps = ChecksumCapabilities::default();
+    eth.emit(&mut EthernetFrame::new_unchecked(&mut frame[..]));
+    ip.emit(&mut Ipv4Packet::new_unchecked(&mut frame[14..]), &caps);
+    let mut packet = UdpPacket::new_unchecked(&mut frame[34..]);
+    udp.emit(&mut packet, &host.into(), &vm.into(), data.len(), |p| p.copy_from_slice(data), &caps);
+    frame
+}
+
+#[test]
+fn frames_leaving_the_machine_carry_their_checksums() {
+    // Between VMs the libOS leaves checksums zero (the switch moves such
+    // frames from memory to memory); a frame that leaves for the uplink
+    // has them filled in: here a SYN-ACK (TCP) and a "port unreachable"
+    // (ICMP, answering a datagram to a closed port), both over IPv4.
+    use std::io::{Read, Write};
+    let dir = scratch();
+    let service = new_from_template(dir.path(), "fills", "http");
+    build(&service, "fills");
+    let ns = Namespace::new("fills");
+    let mut server = Background::spawn(run_in(&ns, &service, &["--net", "tap=dn0"]));
+    server.wait_for("http: serving 2048 bytes on 10.0.2.15:80", Duration::from_secs(300));
+    let out = ns.command("cat").arg("/sys/class/net/dn0/address").output().expect("cat");
+    let mac = String::from_utf8_lossy(&out.stdout);
+    let mac: Vec<u8> = mac.trim().split(':').map(|b| u8::from_str_radix(b, 16).expect("a MAC")).collect();
+    let mac: [u8; 6] = mac.try_into().expect("six bytes");
+    let mut socket = ns.packet_socket("dn0", Duration::from_secs(2));
+
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 2048];
+    for (request, protocol) in [(syn_to_vm0(mac, 40004), 6), (datagram_to_vm0(mac), 1)] {
+        socket.write_all(&request).expect("send a frame to VM 0");
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline && !seen.iter().any(|&(p, _)| p == protocol) {
+            if let Ok(n) = socket.read(&mut buf)
+                && let Some(hold) = sums_from_vm0_hold(&buf[..n])
+            {
+                seen.push((buf[14 + 9], hold));
+            }
+        }
+    }
+    for (protocol, name) in [(6, "TCP"), (1, "ICMP")] {
+        let answers: Vec<bool> = seen.iter().filter(|&&(p, _)| p == protocol).map(|&(_, hold)| hold).collect();
+        assert!(!answers.is_empty(), "VM 0 sent no {name} answer to the uplink\n{}", server.output());
+        assert!(answers.iter().all(|&hold| hold), "a {name} frame from VM 0 reached the uplink with wrong checksums");
+    }
+}

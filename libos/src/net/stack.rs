@@ -124,18 +124,67 @@ impl phy::RxToken for RxToken<'_> {
 
 impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        // Only the frame's own bytes are cleared (not the whole buffer per
-        // frame): any byte smoltcp leaves unwritten goes out as zero, never
-        // as a byte of an earlier frame.
         let frame = &mut self.0[..len.min(FRAME_MAX)];
-        frame.fill(0);
+        // Any byte smoltcp leaves unwritten goes out as zero, never as a
+        // byte of an earlier frame. It writes headers field by field (TCP
+        // option padding past the end-of-list byte, ICMP's unused word are
+        // left as they were), all within the header room; past it, it
+        // copies payloads whole.
+        let header_room = frame.len().min(HEADER_ROOM);
+        frame[..header_room].fill(0);
         let result = f(frame);
         if !self.1.take(frame) {
+            if may_leave_the_machine(frame) {
+                fill_checksums(frame);
+            }
             // The switch drops what nobody takes, as a wire would; a refused
             // frame is smoltcp's bug, and TCP retransmits it anyway.
             let _ = frame::send(frame);
         }
         result
+    }
+}
+
+/// Where smoltcp may leave bytes unwritten: an Ethernet header, the
+/// largest IPv4 header and the largest TCP header.
+const HEADER_ROOM: usize = 14 + 60 + 60;
+
+/// Whether `frame` may reach the uplink: all but a unicast frame to a VM,
+/// which the switch only ever parks for that VM (see
+/// [`denali_abi::net::vm_of`]).
+fn may_leave_the_machine(frame: &[u8]) -> bool {
+    frame.get(..6).and_then(|dst| dst.try_into().ok()).is_none_or(|dst: [u8; 6]| vm_of(&dst).is_none())
+}
+
+/// Fills in the IPv4 header checksum of `frame` and its TCP, UDP or ICMP
+/// checksum (smoltcp leaves them zero, see [`Vnic::capabilities`]).
+fn fill_checksums(frame: &mut [u8]) {
+    let Ok(mut eth) = EthernetFrame::new_checked(frame) else { return };
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return;
+    }
+    let Ok(mut ip) = Ipv4Packet::new_checked(eth.payload_mut()) else { return };
+    ip.fill_checksum();
+    let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+    let protocol = ip.next_header();
+    let payload = ip.payload_mut();
+    match protocol {
+        IpProtocol::Tcp => {
+            if let Ok(mut tcp) = TcpPacket::new_checked(payload) {
+                tcp.fill_checksum(&src, &dst);
+            }
+        }
+        IpProtocol::Udp => {
+            if let Ok(mut udp) = UdpPacket::new_checked(payload) {
+                udp.fill_checksum(&src, &dst);
+            }
+        }
+        IpProtocol::Icmp => {
+            if let Ok(mut icmp) = Icmpv4Packet::new_checked(payload) {
+                icmp.fill_checksum();
+            }
+        }
+        _ => {}
     }
 }
 
@@ -231,13 +280,15 @@ impl Device for Vnic {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = FRAME_MAX;
-        // Checksums are filled in on every frame sent (a VM on the segment
-        // may run its own stack, and frames reach the uplink), and verified
-        // by `admit` only where they can have been corrupted.
-        caps.checksum.ipv4 = Checksum::Tx;
-        caps.checksum.tcp = Checksum::Tx;
-        caps.checksum.udp = Checksum::Tx;
-        caps.checksum.icmpv4 = Checksum::Tx;
+        // smoltcp neither fills in nor verifies checksums. A frame that may
+        // leave the machine gets them in `TxToken::consume`; a frame to a
+        // VM goes from memory to memory, and its receiver trusts it as
+        // this one trusts a VM's (`checksums_hold`). Frames from beyond
+        // the machine are verified by `admit`.
+        caps.checksum.ipv4 = Checksum::None;
+        caps.checksum.tcp = Checksum::None;
+        caps.checksum.udp = Checksum::None;
+        caps.checksum.icmpv4 = Checksum::None;
         caps
     }
 }
