@@ -169,35 +169,44 @@ fn echo(iterations: u64) {
     per_op("TCP echo round trip (64 B)", iterations, round);
 }
 
-/// One GET of the page on `stream` and its whole answer.
-fn fetch(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+/// One GET of the page on `stream` and its whole answer, read through
+/// `chunk` into `buf` (both kept from one request to the next, as a load
+/// generator keeps them).
+fn fetch(stream: &mut TcpStream, chunk: &mut [u8], buf: &mut Vec<u8>) {
     stream.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").expect("the server reads");
     buf.clear();
-    let mut chunk = [0u8; 4096];
+    let mut whole = None;
     loop {
-        let n = stream.read(&mut chunk).expect("the server answers");
+        let n = stream.read(chunk).expect("the server answers");
         assert!(n > 0, "the server closed the connection");
         buf.extend_from_slice(&chunk[..n]);
-        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
-        let head = core::str::from_utf8(&buf[..end]).expect("an ASCII header").to_ascii_lowercase();
-        let length: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("a Content-Length");
-        if buf.len() >= end + 4 + length {
+        if whole.is_none() {
+            whole = answer_length(buf);
+        }
+        if whole.is_some_and(|whole| buf.len() >= whole) {
             return;
         }
     }
+}
+
+/// The length of the whole answer (head and body), once its head is in
+/// `buf`.
+fn answer_length(buf: &[u8]) -> Option<usize> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut answer = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = answer.parse(buf).expect("an HTTP answer") else { return None };
+    let length = answer.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length"));
+    let length = length.and_then(|h| core::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+    Some(head + length.expect("a Content-Length"))
 }
 
 /// Times keep-alive requests to the `http` template at 10.0.2.15.
 fn http(iterations: u64) {
     let mut stream = TcpStream::connect("10.0.2.15:80").expect("the http template listens on port 80");
     stream.set_nodelay(true).expect("a connected socket");
-    let mut buf = Vec::new();
-    fetch(&mut stream, &mut buf);
-    per_op("HTTP request, keep-alive (2 KB page)", iterations, || fetch(&mut stream, &mut buf));
+    let (mut chunk, mut buf) = (alloc::vec![0u8; 4096], Vec::new());
+    fetch(&mut stream, &mut chunk, &mut buf);
+    per_op("HTTP request, keep-alive (2 KB page)", iterations, || fetch(&mut stream, &mut chunk, &mut buf));
 }
 
 #[denali::main]
