@@ -53,6 +53,29 @@ fn one_vm_talks_tcp_and_udp_to_another_inside_the_kernel() {
 }
 
 #[test]
+fn a_frame_wakes_only_the_thread_whose_socket_it_changes() {
+    // VM 0 has a thread per connection: forty idle ones, one accepting and
+    // one echoing. Each round trip wakes the echoing thread; were every
+    // waiting thread woken per frame, a round trip would cost over eighty
+    // switches.
+    let dir = scratch();
+    let service = new_service(dir.path(), "idle_conns", Some(include_str!("guests/idle_conns.rs")));
+    // A 64 KiB stack and 16 KiB of socket buffers per connection.
+    std::fs::write(service.join("Denali.toml"), "memory = \"16 MiB\"\n").unwrap();
+    build(&service, "idle_conns");
+    let out = run(&service, &["--instances", "2", "--timeout", "120"]);
+    let text = &out.stdout;
+    assert!(text.contains("vm1| client: 200 round trips with 40 idle connections"), "{text}");
+    let line = text.lines().find(|l| l.contains("thread switches")).expect("the server's tally");
+    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    // vm0| server: R round trips, S thread switches
+    let [_, rounds, switches] = numbers[..] else { panic!("{line}") };
+    assert_eq!(rounds, 200, "{line}");
+    assert!(switches <= 4 * rounds, "threads woke for frames that were not theirs: {line}");
+    assert_eq!(out.status, 0, "{text}\n{}", out.stderr);
+}
+
+#[test]
 fn a_vm_cannot_intercept_or_forge_another_pairs_traffic() {
     let dir = scratch();
     let service = new_service(dir.path(), "spoof", Some(include_str!("guests/spoof.rs")));

@@ -23,6 +23,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
+use denali_abi::hypercall::EVENT_NET_RX;
 
 /// Stack size of a spawned thread.
 pub const STACK_SIZE: usize = 64 * 1024;
@@ -34,7 +35,8 @@ enum State {
     Ready,
     Sleeping,
     Joining,
-    WaitingForEvent,
+    /// Waiting for an event or a socket (and perhaps a deadline).
+    Waiting,
     /// Waiting on a key (a futex address) until `unpark` or its deadline.
     #[cfg_attr(not(target_os = "hermit"), allow(dead_code))]
     Parked,
@@ -101,8 +103,13 @@ struct Runtime {
     free: Vec<ThreadId>,
     /// Threads waiting for one of these event bits.
     event_waiters: Vec<(ThreadId, u64)>,
+    /// Threads waiting for a change of one socket (the key), which the
+    /// network stack announces with [`wake_socket_waiters`].
+    socket_waiters: Vec<(ThreadId, usize)>,
     /// Parked threads by key, in the order they parked.
     parked: BTreeMap<usize, VecDeque<ThreadId>>,
+    /// Switches from one thread to another so far.
+    switches: u64,
 }
 
 /// The runtime of this VM's threads. A VM has one CPU and the kernel never
@@ -126,7 +133,9 @@ fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
         dead: Vec::new(),
         free: Vec::new(),
         event_waiters: Vec::new(),
+        socket_waiters: Vec::new(),
         parked: BTreeMap::new(),
+        switches: 0,
     });
     f(rt)
 }
@@ -197,6 +206,40 @@ pub(crate) fn wake_event_waiters(events: u64) {
     });
 }
 
+/// Makes ready every thread waiting on socket `key` (`None`: on any
+/// socket).
+pub(crate) fn wake_socket_waiters(key: Option<usize>) {
+    with(|rt| {
+        let Runtime { socket_waiters, threads, sleepers, ready, .. } = rt;
+        socket_waiters.retain(|&(id, waited)| {
+            if key.is_some_and(|key| key != waited) {
+                return true;
+            }
+            if let Some(due) = threads[id].deadline.take() {
+                sleepers.remove(&(due, id));
+            }
+            threads[id].state = State::Ready;
+            ready.push_back(id);
+            false
+        });
+    });
+}
+
+/// Hands a batch of `events` to the threads waiting for them. Frames are
+/// taken in here, once, before any thread runs: the stack wakes the
+/// threads whose sockets they changed, and no other socket waiter runs.
+fn deliver(events: u64) {
+    if events & EVENT_NET_RX != 0 && with(|rt| !rt.socket_waiters.is_empty()) {
+        crate::net::stack::take_in_frames();
+    }
+    wake_event_waiters(events);
+}
+
+/// Whether a thread waits for an event (or a socket, which events change).
+fn waiting_for_events(rt: &Runtime) -> bool {
+    !rt.event_waiters.is_empty() || !rt.socket_waiters.is_empty()
+}
+
 /// Runs the next ready thread; with none ready, idles the VM until the
 /// earliest sleeper is due or an awaited event arrives. Returns when the
 /// calling thread runs again.
@@ -204,8 +247,8 @@ fn schedule() {
     loop {
         // Events that arrived while threads ran: take the batch now, so a
         // waiting thread is not kept waiting behind busy ones.
-        if with(|rt| !rt.event_waiters.is_empty()) && crate::vm::pending_events() != 0 {
-            wake_event_waiters(idle());
+        if with(|rt| waiting_for_events(rt)) && crate::vm::pending_events() != 0 {
+            deliver(idle());
         }
         let next = with(|rt| {
             let now = Instant::now().as_nanos_since_boot();
@@ -216,10 +259,11 @@ fn schedule() {
                 rt.sleepers.remove(&(due, id));
                 rt.threads[id].deadline = None;
                 rt.event_waiters.retain(|&(waiter, _)| waiter != id);
+                rt.socket_waiters.retain(|&(waiter, _)| waiter != id);
                 if let Some(key) = rt.threads[id].parked_on.take() {
                     rt.unlist_parked(key, id);
-                    rt.threads[id].timed_out = true;
                 }
+                rt.threads[id].timed_out = true;
                 rt.threads[id].state = State::Ready;
                 rt.ready.push_back(id);
             }
@@ -228,15 +272,15 @@ fn schedule() {
                 None => Err(rt.sleepers.first_key_value().map(|(&(due, _), _)| due)),
             }
         });
-        let waiting_for_events = with(|rt| !rt.event_waiters.is_empty());
+        let waiting_for_events = with(|rt| waiting_for_events(rt));
         match next {
             Ok(id) => return switch_to(id),
             Err(Some(due)) => {
                 // SAFETY: `alarm` takes no pointer.
                 let _ = unsafe { call2(Hypercall::Alarm, due, 0) };
-                wake_event_waiters(idle());
+                deliver(idle());
             }
-            Err(None) if waiting_for_events => wake_event_waiters(idle()),
+            Err(None) if waiting_for_events => deliver(idle()),
             Err(None) => panic!("every thread of this VM is waiting for another: deadlock"),
         }
     }
@@ -262,6 +306,7 @@ fn switch_to(next: ThreadId) {
             return None;
         }
         rt.current = next;
+        rt.switches += 1;
         let from: *mut u64 = &mut rt.threads[current].rsp;
         Some((from, rt.threads[next].rsp, rt.threads[next].fs_base))
     });
@@ -296,6 +341,13 @@ pub fn count() -> usize {
     with(|rt| rt.threads.iter().filter(|t| !matches!(t.state, State::Finished)).count())
 }
 
+/// How many times this VM has switched from one thread to another (as
+/// Linux counts context switches): a thread that wakes for nothing costs
+/// two.
+pub fn switches() -> u64 {
+    with(|rt| rt.switches)
+}
+
 /// The running thread's id.
 pub fn current() -> ThreadId {
     with(|rt| rt.current)
@@ -321,28 +373,55 @@ pub(crate) fn yield_if_others_ready() {
 
 /// Parks the running thread until global-clock time `due_ns`.
 pub(crate) fn sleep_until(due_ns: u64) {
-    park(0, Some(due_ns));
+    park(Awaits::Nothing, Some(due_ns));
 }
 
 /// Parks the running thread until one of the `events` bits
 /// (`denali_abi::hypercall::EVENT_*`) is delivered to the VM.
 pub(crate) fn wait_for_event(events: u64) {
-    park(events, None);
+    park(Awaits::Events(events), None);
 }
 
 /// Parks the running thread until one of the `events` bits is delivered or
 /// global-clock time `due_ns` comes, whichever is first.
 pub(crate) fn wait_for_event_until(events: u64, due_ns: u64) {
-    park(events, Some(due_ns));
+    park(Awaits::Events(events), Some(due_ns));
 }
 
-fn park(events: u64, due_ns: Option<u64>) {
+/// Parks the running thread until [`wake_socket_waiters`] names socket
+/// `key` or global-clock time `due_ns` comes, whichever is first.
+pub(crate) fn wait_for_socket(key: usize, due_ns: Option<u64>) -> Wake {
     with(|rt| {
         let current = rt.current;
-        rt.threads[current].state = if events != 0 { State::WaitingForEvent } else { State::Sleeping };
-        if events != 0 {
-            rt.event_waiters.push((current, events));
-        }
+        rt.threads[current].timed_out = false;
+    });
+    park(Awaits::Socket(key), due_ns);
+    with(|rt| if rt.threads[rt.current].timed_out { Wake::TimedOut } else { Wake::Unparked })
+}
+
+/// What a parked thread waits for besides its deadline.
+enum Awaits {
+    Nothing,
+    /// One of these event bits.
+    Events(u64),
+    /// A change of this socket.
+    Socket(usize),
+}
+
+fn park(awaits: Awaits, due_ns: Option<u64>) {
+    with(|rt| {
+        let current = rt.current;
+        rt.threads[current].state = match awaits {
+            Awaits::Nothing => State::Sleeping,
+            Awaits::Events(events) => {
+                rt.event_waiters.push((current, events));
+                State::Waiting
+            }
+            Awaits::Socket(key) => {
+                rt.socket_waiters.push((current, key));
+                State::Waiting
+            }
+        };
         if let Some(due) = due_ns {
             rt.threads[current].deadline = Some(due);
             rt.sleepers.insert((due, current), ());
@@ -353,9 +432,8 @@ fn park(events: u64, due_ns: Option<u64>) {
 
 /// How a wait on a key ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // used by std's platform layer
 pub(crate) enum Wake {
-    /// Another thread called [`unpark`] on the key.
+    /// Another thread called [`unpark`] on the key, or the socket changed.
     Unparked,
     /// The deadline came first.
     TimedOut,

@@ -67,7 +67,7 @@ pub fn wake_when_ready(fd: i32, interest: Interest, waker: &Waker) {
 /// futures waiting on the ready ones, and waits again.
 fn run() {
     loop {
-        let woken = stack::wait(Wait::Forever, |stack| {
+        let woken = stack::wait(Wait::Forever, stack::Interest::Any, |stack| {
             let mut waiting = REACTOR.waiting.borrow_mut();
             let mut woken = Vec::new();
             waiting.retain(|w| {

@@ -721,7 +721,7 @@ unsafe extern "C" fn sys_poll(fds: *mut pollfd, nfds: nfds_t, timeout_ms: i32) -
         t if t < 0 => Wait::Forever,
         t => Wait::at_most(Some(Duration::from_millis(t as u64))),
     };
-    let outcome = stack::wait(wait, |stack| {
+    let outcome = stack::wait(wait, stack::Interest::Any, |stack| {
         let mut ready = 0;
         for pfd in fds.iter_mut() {
             pfd.revents = if pfd.fd < 0 { 0 } else { revents(stack, pfd.fd, pfd.events) };

@@ -115,6 +115,7 @@ impl Listeners {
     /// (aborted; the caller frees each socket once its reset is sent).
     pub(crate) fn close(&mut self, port: u16, sockets: &mut SocketSet<'static>) -> Vec<SocketHandle> {
         let Some(state) = self.ports.remove(&port) else { return Vec::new() };
+        super::wake::wake_acceptors(port);
         let handles: Vec<SocketHandle> = state.opening.into_iter().chain(state.ready).collect();
         for &handle in &handles {
             sockets.get_mut::<Socket>(handle).abort();
@@ -153,6 +154,7 @@ impl Listeners {
         if let Some(from) = syn_from {
             forget_duplicate(port, from, &state.listening, sockets);
         }
+        let queued = state.ready.len();
         {
             let mut index = 0;
             while index < state.opening.len() {
@@ -170,6 +172,9 @@ impl Listeners {
                     }
                 }
             }
+        }
+        if state.ready.len() > queued {
+            super::wake::wake_acceptors(port);
         }
         top_up(port, state, sockets);
         state.queued() >= BACKLOG || state.listening(sockets) == 0

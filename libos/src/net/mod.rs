@@ -25,6 +25,7 @@ mod listen;
 pub(crate) mod stack;
 pub(crate) mod tcp;
 pub(crate) mod udp;
+mod wake;
 
 pub use core::net::{Ipv4Addr, SocketAddrV4};
 pub use listen::BACKLOG;

@@ -15,6 +15,7 @@ extern crate alloc;
 
 use super::frame;
 use super::listen::{self, Listeners};
+pub(crate) use super::wake::Interest;
 use crate::io::{Error, ErrorKind, Result};
 use crate::time::Instant;
 use alloc::boxed::Box;
@@ -591,18 +592,26 @@ impl Wait {
 /// is a scheduling point: the other ready threads run first, so one busy
 /// connection cannot starve the others.
 pub(crate) fn block_on<T>(ready: impl FnMut(&mut Stack) -> Option<Result<T>>) -> Result<T> {
-    wait(Wait::Forever, ready)
+    wait(Wait::Forever, Interest::Any, ready)
 }
 
-/// As [`block_on`], waiting at most as long as `wait` says.
-pub(crate) fn wait<T>(wait: Wait, mut ready: impl FnMut(&mut Stack) -> Option<Result<T>>) -> Result<T> {
+/// As [`block_on`], waiting at most as long as `wait` says, and between
+/// tries only until what `interest` names changes (or a timer is due).
+pub(crate) fn wait<T>(
+    wait: Wait,
+    interest: Interest,
+    mut ready: impl FnMut(&mut Stack) -> Option<Result<T>>,
+) -> Result<T> {
     if wait != Wait::Never {
         crate::thread::yield_if_others_ready();
     }
+    // Whether a poll just changed the socket waited on (it woke the thread):
+    // then the stack has nothing more to do yet.
+    let mut just_polled = false;
     loop {
-        let (outcome, delay, looped): (_, Option<u64>, _) = with(|stack| {
+        let (outcome, delay, looped, key): (_, Option<u64>, _, _) = with(|stack| {
             let delivered = stack.vnic.loopback.delivered;
-            if stack.has_work() {
+            if !just_polled && stack.has_work() {
                 stack.poll();
             }
             let outcome = ready(stack);
@@ -619,7 +628,10 @@ pub(crate) fn wait<T>(wait: Wait, mut ready: impl FnMut(&mut Stack) -> Option<Re
                 // due at once.
                 Some(0)
             };
-            (outcome, delay, stack.vnic.loopback.delivered != delivered)
+            // After the last poll: any change from here on wakes the thread.
+            let key =
+                if outcome.is_none() && wait != Wait::Never { interest.register(&mut stack.sockets) } else { None };
+            (outcome, delay, stack.vnic.loopback.delivered != delivered, key)
         })?;
         if looped {
             // Another thread of this VM may be waiting for what this one
@@ -637,10 +649,35 @@ pub(crate) fn wait<T>(wait: Wait, mut ready: impl FnMut(&mut Stack) -> Option<Re
             Wait::Until(deadline) => Some(due.map_or(deadline, |d| d.min(deadline))),
             Wait::Forever => due,
         };
-        match due {
-            Some(due) => crate::thread::wait_for_event_until(EVENT_NET_RX, due),
-            None => crate::thread::wait_for_event(EVENT_NET_RX),
-        }
+        just_polled = match (key, due) {
+            (Some(key), due) => crate::thread::wait_for_socket(key, due) == crate::thread::Wake::Unparked,
+            (None, Some(due)) => {
+                crate::thread::wait_for_event_until(EVENT_NET_RX, due);
+                false
+            }
+            (None, None) => {
+                crate::thread::wait_for_event(EVENT_NET_RX);
+                false
+            }
+        };
+    }
+}
+
+/// Takes in the frames that arrived, for the scheduler before it runs the
+/// threads waiting on sockets (see [`super::wake`]): the sockets the frames
+/// change wake their threads. If frames are left (past the poll's budget,
+/// or the VM's own on their way back), every socket waiter is woken to
+/// take them in.
+pub(crate) fn take_in_frames() {
+    let left = match STACK.0.try_borrow_mut() {
+        Ok(mut slot) => slot.as_mut().is_none_or(|stack| {
+            stack.poll();
+            stack.vnic.over_budget || !stack.vnic.loopback.frames.is_empty()
+        }),
+        Err(_) => true,
+    };
+    if left {
+        crate::thread::wake_socket_waiters(None);
     }
 }
 

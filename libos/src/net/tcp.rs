@@ -6,7 +6,7 @@
 
 extern crate alloc;
 
-use super::stack::{self, Protocol, Stack, Wait, block_on};
+use super::stack::{self, Interest, Protocol, Stack, Wait, block_on};
 use super::{Ipv4Addr, SocketAddrV4, ToSocketAddr};
 use crate::io::{self, Error, ErrorKind, Result};
 use smoltcp::iface::SocketHandle;
@@ -73,7 +73,7 @@ pub(crate) fn unlisten(port: u16) {
 
 /// Takes a connection from listening port `port`, waiting as `wait` says.
 pub(crate) fn accept(port: u16, wait: Wait) -> Result<(SocketHandle, SocketAddrV4)> {
-    stack::wait(wait, |stack| {
+    stack::wait(wait, Interest::Accept(port), |stack| {
         loop {
             let handle = stack.accept(port)?;
             // A client that gave up while queued (reset, timed out) left
@@ -126,13 +126,13 @@ pub(crate) fn connect_outcome(stack: &mut Stack, handle: SocketHandle) -> Option
 
 /// Waits, as `wait` says, for the handshake [`start_connect`] began.
 pub(crate) fn finish_connect(handle: SocketHandle, wait: Wait) -> Result<()> {
-    stack::wait(wait, |stack| connect_outcome(stack, handle))
+    stack::wait(wait, Interest::TcpSend(handle), |stack| connect_outcome(stack, handle))
 }
 
 /// Reads from connection `handle` into `buf` (0: the peer's end of
 /// stream), waiting as `wait` says; `peek` leaves the bytes queued.
 pub(crate) fn recv(handle: SocketHandle, buf: &mut [u8], wait: Wait, peek: bool) -> Result<usize> {
-    stack::wait(wait, |stack| {
+    stack::wait(wait, Interest::TcpRecv(handle), |stack| {
         let socket = stack.sockets.get_mut::<Socket>(handle);
         if socket.can_recv() {
             let got = if peek { socket.peek_slice(buf) } else { socket.recv_slice(buf) };
@@ -148,7 +148,7 @@ pub(crate) fn recv(handle: SocketHandle, buf: &mut [u8], wait: Wait, peek: bool)
 
 /// Writes some of `buf` to connection `handle`, waiting as `wait` says.
 pub(crate) fn send(handle: SocketHandle, buf: &[u8], wait: Wait) -> Result<usize> {
-    stack::wait(wait, |stack| {
+    stack::wait(wait, Interest::TcpSend(handle), |stack| {
         let socket = stack.sockets.get_mut::<Socket>(handle);
         if socket.can_send() {
             return Some(socket.send_slice(buf).map_err(|_| reset()));

@@ -4,7 +4,7 @@
 
 extern crate alloc;
 
-use super::stack::{self, Protocol, Stack, Wait};
+use super::stack::{self, Interest, Protocol, Stack, Wait};
 use super::{Ipv4Addr, SocketAddrV4, ToSocketAddr};
 use crate::io::{Error, ErrorKind, Result};
 use alloc::vec;
@@ -69,12 +69,14 @@ pub(crate) fn open(addr: SocketAddrV4) -> Result<(SocketHandle, u16)> {
 /// as `wait` says.
 pub(crate) fn send_to(handle: SocketHandle, buf: &[u8], addr: SocketAddrV4, wait: Wait) -> Result<usize> {
     let remote = IpEndpoint::new(IpAddress::Ipv4(addr.ip().octets().into()), addr.port());
-    stack::wait(wait, |stack| match stack.sockets.get_mut::<Socket>(handle).send_slice(buf, remote) {
-        Ok(()) => Some(Ok(buf.len())),
-        Err(SendError::BufferFull) if buf.len() <= BYTES => None,
-        Err(SendError::BufferFull) => Some(Err(Error::new(ErrorKind::InvalidInput, "the datagram is too long"))),
-        Err(SendError::Unaddressable) => {
-            Some(Err(Error::new(ErrorKind::InvalidInput, "cannot send to port 0 or to that address")))
+    stack::wait(wait, Interest::UdpSend(handle), |stack| {
+        match stack.sockets.get_mut::<Socket>(handle).send_slice(buf, remote) {
+            Ok(()) => Some(Ok(buf.len())),
+            Err(SendError::BufferFull) if buf.len() <= BYTES => None,
+            Err(SendError::BufferFull) => Some(Err(Error::new(ErrorKind::InvalidInput, "the datagram is too long"))),
+            Err(SendError::Unaddressable) => {
+                Some(Err(Error::new(ErrorKind::InvalidInput, "cannot send to port 0 or to that address")))
+            }
         }
     })
 }
@@ -82,7 +84,7 @@ pub(crate) fn send_to(handle: SocketHandle, buf: &[u8], addr: SocketAddrV4, wait
 /// Takes a datagram from `handle` into `buf` (cut to fit; `peek` leaves
 /// it queued), waiting as `wait` says; returns its length and sender.
 pub(crate) fn recv_from(handle: SocketHandle, buf: &mut [u8], wait: Wait, peek: bool) -> Result<(usize, SocketAddrV4)> {
-    stack::wait(wait, |stack| {
+    stack::wait(wait, Interest::UdpRecv(handle), |stack| {
         let socket = stack.sockets.get_mut::<Socket>(handle);
         let (data, meta) = if peek { socket.peek().map(|(d, m)| (d, *m)).ok()? } else { socket.recv().ok()? };
         let n = data.len().min(buf.len());
