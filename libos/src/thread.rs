@@ -110,6 +110,10 @@ struct Runtime {
     parked: BTreeMap<usize, VecDeque<ThreadId>>,
     /// Switches from one thread to another so far.
     switches: u64,
+    /// When the scheduler polls the network stack itself, with no frame
+    /// announced: a timer the stack set that no waiting thread's deadline
+    /// covers, or frames a poll left (see [`deliver`]).
+    net_due: Option<u64>,
 }
 
 /// The runtime of this VM's threads. A VM has one CPU and the kernel never
@@ -136,6 +140,7 @@ fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
         socket_waiters: Vec::new(),
         parked: BTreeMap::new(),
         switches: 0,
+        net_due: None,
     });
     f(rt)
 }
@@ -225,14 +230,59 @@ pub(crate) fn wake_socket_waiters(key: Option<usize>) {
     });
 }
 
+/// Whether a thread is ready to run.
+pub(crate) fn any_ready() -> bool {
+    with(|rt| !rt.ready.is_empty())
+}
+
+/// Has the scheduler poll the network stack by global-clock time `due_ns`
+/// (see [`deliver`]).
+pub(crate) fn poll_network_by(due_ns: u64) {
+    with(|rt| rt.net_due = Some(rt.net_due.map_or(due_ns, |due| due.min(due_ns))));
+}
+
+/// Stack a thread keeps free for the scheduler to poll the network on it.
+const NET_POLL_STACK: usize = 24 * 1024;
+
 /// Hands a batch of `events` to the threads waiting for them. Frames are
-/// taken in here, once, before any thread runs: the stack wakes the
-/// threads whose sockets they changed, and no other socket waiter runs.
+/// taken in here, once, before any thread runs (and the stack's timers
+/// run here when `net_due` comes): the stack wakes the threads whose
+/// sockets they changed, and no other socket waiter runs. On a thread
+/// with too little stack left for a poll, every socket waiter is woken to
+/// poll on its own.
 fn deliver(events: u64) {
-    if events & EVENT_NET_RX != 0 && with(|rt| !rt.socket_waiters.is_empty()) {
-        crate::net::stack::take_in_frames();
+    let (sockets, due) = with(|rt| {
+        let due = rt.net_due.is_some_and(|due| due <= Instant::now().as_nanos_since_boot());
+        if due {
+            rt.net_due = None;
+        }
+        (!rt.socket_waiters.is_empty(), due)
+    });
+    if sockets && (events & EVENT_NET_RX != 0 || due) {
+        if stack_room() >= NET_POLL_STACK {
+            crate::net::stack::take_in_frames();
+        } else {
+            wake_socket_waiters(None);
+        }
     }
     wake_event_waiters(events);
+}
+
+/// Bytes of stack the running thread has left (the main thread runs on
+/// the VM's own stack, which is larger than any thread's).
+fn stack_room() -> usize {
+    let here = 0u8;
+    let at = core::ptr::addr_of!(here) as usize;
+    with(|rt| match &rt.threads[rt.current].stack {
+        Some(stack) => at.saturating_sub(stack.as_ptr() as usize),
+        None => usize::MAX,
+    })
+}
+
+/// When the scheduler is to poll the network itself (only while a thread
+/// waits on a socket: others poll on their own).
+fn network_due(rt: &Runtime) -> Option<u64> {
+    rt.net_due.filter(|_| !rt.socket_waiters.is_empty())
 }
 
 /// Whether a thread waits for an event (or a socket, which events change).
@@ -245,10 +295,14 @@ fn waiting_for_events(rt: &Runtime) -> bool {
 /// calling thread runs again.
 fn schedule() {
     loop {
-        // Events that arrived while threads ran: take the batch now, so a
-        // waiting thread is not kept waiting behind busy ones.
-        if with(|rt| waiting_for_events(rt)) && crate::vm::pending_events() != 0 {
+        // Events that arrived while threads ran (or the network's own
+        // deadline): take them now, so a waiting thread is not kept waiting
+        // behind busy ones.
+        let (waiting, net_due) = with(|rt| (waiting_for_events(rt), network_due(rt)));
+        if waiting && crate::vm::pending_events() != 0 {
             deliver(idle());
+        } else if net_due.is_some_and(|due| due <= Instant::now().as_nanos_since_boot()) {
+            deliver(0);
         }
         let next = with(|rt| {
             let now = Instant::now().as_nanos_since_boot();
@@ -269,7 +323,13 @@ fn schedule() {
             }
             match rt.ready.pop_front() {
                 Some(id) => Ok(id),
-                None => Err(rt.sleepers.first_key_value().map(|(&(due, _), _)| due)),
+                None => {
+                    let sleeper = rt.sleepers.first_key_value().map(|(&(due, _), _)| due);
+                    Err(match (sleeper, network_due(rt)) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    })
+                }
             }
         });
         let waiting_for_events = with(|rt| waiting_for_events(rt));
@@ -366,7 +426,7 @@ pub fn yield_now() {
 /// point for operations that did not have to wait (a thread whose socket
 /// is always ready would otherwise keep the VM to itself).
 pub(crate) fn yield_if_others_ready() {
-    if with(|rt| !rt.ready.is_empty()) {
+    if any_ready() {
         yield_now();
     }
 }

@@ -123,6 +123,11 @@ impl Listeners {
         handles
     }
 
+    /// Whether no port listens.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
     /// Whether `port` has a connection waiting for `accept`.
     #[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
     pub(crate) fn has_pending(&self, port: u16) -> bool {

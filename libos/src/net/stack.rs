@@ -108,6 +108,11 @@ struct Vnic {
     full: BTreeSet<u16>,
     /// The last TCP segment handed to smoltcp.
     last_tcp: Option<listen::Arrival>,
+    /// Frames sent so far.
+    sent: u64,
+    /// Ports listen: the TCP segments taken in matter to the listeners (a
+    /// VM that only connects parses none for them).
+    listening: bool,
     /// The last poll stopped at [`INGRESS_BUDGET`]: frames may be waiting
     /// that no new arrival will announce, so the next poll is due at once.
     over_budget: bool,
@@ -115,7 +120,9 @@ struct Vnic {
 }
 
 struct RxToken<'a>(&'a [u8]);
-struct TxToken<'a>(&'a mut [u8; FRAME_MAX], &'a mut Loopback);
+/// Where smoltcp writes a frame, where frames to this VM go, and the count
+/// of frames sent.
+struct TxToken<'a>(&'a mut [u8; FRAME_MAX], &'a mut Loopback, &'a mut u64);
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -141,6 +148,7 @@ impl phy::TxToken for TxToken<'_> {
             // The switch drops what nobody takes, as a wire would; a refused
             // frame is smoltcp's bug, and TCP retransmits it anyway.
             let _ = frame::send(frame);
+            *self.2 += 1;
         }
         result
     }
@@ -232,7 +240,7 @@ impl Vnic {
             self.last_tcp = None;
             return false;
         }
-        self.last_tcp = listen::tcp_arrival(&self.rx[..len]);
+        self.last_tcp = if self.listening { listen::tcp_arrival(&self.rx[..len]) } else { None };
         match self.last_tcp {
             Some(arrival) if arrival.syn_from.is_some() && self.full.contains(&arrival.port) => {
                 self.last_tcp = None;
@@ -253,7 +261,7 @@ impl Device for Vnic {
             let len = looped.len().min(FRAME_MAX);
             self.rx[..len].copy_from_slice(&looped[..len]);
             if self.admit(len) {
-                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.tx, &mut self.loopback)));
+                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.tx, &mut self.loopback, &mut self.sent)));
             }
         }
         if let Some(seen) = self.empty_at
@@ -268,13 +276,13 @@ impl Device for Vnic {
                 return None;
             };
             if self.admit(len) {
-                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.tx, &mut self.loopback)));
+                return Some((RxToken(&self.rx[..len]), TxToken(&mut self.tx, &mut self.loopback, &mut self.sent)));
             }
         }
     }
 
     fn transmit(&mut self, _now: NetInstant) -> Option<TxToken<'_>> {
-        Some(TxToken(&mut self.tx, &mut self.loopback))
+        Some(TxToken(&mut self.tx, &mut self.loopback, &mut self.sent))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -346,6 +354,8 @@ impl Stack {
             empty_at: None,
             full: BTreeSet::new(),
             last_tcp: None,
+            sent: 0,
+            listening: false,
             over_budget: false,
             loopback,
         };
@@ -456,6 +466,7 @@ impl Stack {
     /// Listens on `port` (already claimed) with a backlog.
     pub(crate) fn listen(&mut self, port: u16) {
         self.listeners.open(port, &mut self.sockets);
+        self.vnic.listening = true;
     }
 
     /// Stops listening on `port` and gives it back.
@@ -465,6 +476,7 @@ impl Stack {
             self.orphans.push((handle, None));
         }
         self.vnic.full.remove(&port);
+        self.vnic.listening = !self.listeners.is_empty();
         self.release_port(Protocol::Tcp, port);
     }
 
@@ -617,8 +629,12 @@ pub(crate) fn wait<T>(
             let outcome = ready(stack);
             let delay = if outcome.is_some() {
                 // Send what the operation queued; no wait follows, so no
-                // timer is looked for.
+                // timer is looked for. Frames the poll left are the
+                // scheduler's to take in.
                 stack.poll();
+                if stack.vnic.over_budget || !stack.vnic.loopback.frames.is_empty() {
+                    crate::thread::poll_network_by(0);
+                }
                 None
             } else if stack.vnic.loopback.frames.is_empty() && !stack.vnic.over_budget {
                 stack.iface.poll_delay(now(), &stack.sockets).map(|d| d.total_micros() * 1000)
@@ -663,21 +679,38 @@ pub(crate) fn wait<T>(
     }
 }
 
-/// Takes in the frames that arrived, for the scheduler before it runs the
-/// threads waiting on sockets (see [`super::wake`]): the sockets the frames
-/// change wake their threads. If frames are left (past the poll's budget,
-/// or the VM's own on their way back), every socket waiter is woken to
-/// take them in.
+/// Takes in the frames that arrived and runs the stack's timers, for the
+/// scheduler before it runs the threads waiting on sockets (see
+/// [`super::wake`]): the sockets the frames change wake their threads. If
+/// the poll sent frames and no thread is ready, the stack's next timer (a
+/// retransmission) is the scheduler's to keep: a thread that runs works it
+/// out again before it waits, and a poll that sent nothing started no
+/// timer a waiting thread's deadline does not already cover. If it left
+/// frames (past its budget, or the VM's own on their way back), the
+/// scheduler polls again once the woken threads have run.
 pub(crate) fn take_in_frames() {
-    let left = match STACK.0.try_borrow_mut() {
-        Ok(mut slot) => slot.as_mut().is_none_or(|stack| {
+    let due = match STACK.0.try_borrow_mut() {
+        Ok(mut slot) => slot.as_mut().and_then(|stack| {
+            let sent = stack.vnic.sent;
             stack.poll();
-            stack.vnic.over_budget || !stack.vnic.loopback.frames.is_empty()
+            if stack.vnic.over_budget || !stack.vnic.loopback.frames.is_empty() {
+                Some(0)
+            } else if stack.vnic.sent != sent && !crate::thread::any_ready() {
+                let delay = stack.iface.poll_delay(now(), &stack.sockets);
+                delay.map(|d| Instant::now().as_nanos_since_boot().saturating_add(d.total_micros() * 1000))
+            } else {
+                None
+            }
         }),
-        Err(_) => true,
+        // Not reached (nothing schedules while the stack is in use); were it,
+        // the socket waiters would poll on their own.
+        Err(_) => {
+            crate::thread::wake_socket_waiters(None);
+            None
+        }
     };
-    if left {
-        crate::thread::wake_socket_waiters(None);
+    if let Some(due) = due {
+        crate::thread::poll_network_by(due);
     }
 }
 
