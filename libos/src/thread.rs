@@ -114,6 +114,9 @@ struct Runtime {
     /// announced: a timer the stack set that no waiting thread's deadline
     /// covers, or frames a poll left (see [`deliver`]).
     net_due: Option<u64>,
+    /// The deadline the VM's alarm clock was last set to (it has gone off
+    /// once that time has passed).
+    alarm: Option<u64>,
 }
 
 /// The runtime of this VM's threads. A VM has one CPU and the kernel never
@@ -141,6 +144,7 @@ fn with<R>(f: impl FnOnce(&mut Runtime) -> R) -> R {
         parked: BTreeMap::new(),
         switches: 0,
         net_due: None,
+        alarm: None,
     });
     f(rt)
 }
@@ -336,8 +340,13 @@ fn schedule() {
         match next {
             Ok(id) => return switch_to(id),
             Err(Some(due)) => {
-                // SAFETY: `alarm` takes no pointer.
-                let _ = unsafe { call2(Hypercall::Alarm, due, 0) };
+                // An alarm stays set until it goes off: one set for this
+                // same deadline, still to come, is not set again.
+                let set = with(|rt| rt.alarm.replace(due));
+                if set != Some(due) || due <= Instant::now().as_nanos_since_boot() {
+                    // SAFETY: `alarm` takes no pointer.
+                    let _ = unsafe { call2(Hypercall::Alarm, due, 0) };
+                }
                 deliver(idle());
             }
             Err(None) if waiting_for_events => deliver(idle()),
