@@ -190,17 +190,7 @@ fn a_frame_from_beyond_the_machine_with_a_wrong_checksum_is_dropped() {
     // the uplink: a SYN whose TCP or IPv4 checksum is wrong goes
     // unanswered, and the same SYN with both right is answered.
     use std::io::{Read, Write};
-    let dir = scratch();
-    let service = new_from_template(dir.path(), "sums", "http");
-    build(&service, "sums");
-    let ns = Namespace::new("sums");
-    let mut server = Background::spawn(run_in(&ns, &service, &["--net", "tap=dn0"]));
-    server.wait_for("http: serving 2048 bytes on 10.0.2.15:80", Duration::from_secs(300));
-    let out = ns.command("cat").arg("/sys/class/net/dn0/address").output().expect("cat");
-    let mac = String::from_utf8_lossy(&out.stdout);
-    let mac: Vec<u8> = mac.trim().split(':').map(|b| u8::from_str_radix(b, 16).expect("a MAC")).collect();
-    let mac: [u8; 6] = mac.try_into().expect("six bytes");
-    let mut socket = ns.packet_socket("dn0", Duration::from_secs(2));
+    let (_dir, _ns, server, mac, mut socket) = http_vm0_on_tap("sums");
 
     let (bad_tcp, bad_ip, good) = (40001, 40002, 40003);
     let mut frame = syn_to_vm0(mac, bad_tcp);
@@ -227,6 +217,24 @@ fn a_frame_from_beyond_the_machine_with_a_wrong_checksum_is_dropped() {
     assert!(answered.contains(&good), "the good SYN was not answered\n{}", server.output());
     assert!(!answered.contains(&bad_tcp), "a SYN with a wrong TCP checksum was answered");
     assert!(!answered.contains(&bad_ip), "a SYN with a wrong IPv4 header checksum was answered");
+}
+
+/// The `http` template serving as VM 0 on `dn0` in a namespace of its own
+/// (all kept alive by the caller), the host side's MAC, and a raw socket
+/// on `dn0` that reads for two seconds at a time.
+fn http_vm0_on_tap(tag: &str) -> (tempfile::TempDir, Namespace, Background, [u8; 6], std::fs::File) {
+    let dir = scratch();
+    let service = new_from_template(dir.path(), tag, "http");
+    build(&service, tag);
+    let ns = Namespace::new(tag);
+    let mut server = Background::spawn(run_in(&ns, &service, &["--net", "tap=dn0"]));
+    server.wait_for("http: serving 2048 bytes on 10.0.2.15:80", Duration::from_secs(300));
+    let out = ns.command("cat").arg("/sys/class/net/dn0/address").output().expect("cat");
+    let mac = String::from_utf8_lossy(&out.stdout);
+    let mac: Vec<u8> = mac.trim().split(':').map(|b| u8::from_str_radix(b, 16).expect("a MAC")).collect();
+    let mac: [u8; 6] = mac.try_into().expect("six bytes");
+    let socket = ns.packet_socket("dn0", Duration::from_secs(2));
+    (dir, ns, server, mac, socket)
 }
 
 /// Whether `frame` is IPv4 from VM 0 whose header checksum and TCP or ICMP
@@ -278,17 +286,7 @@ fn frames_leaving_the_machine_carry_their_checksums() {
     // has them filled in: here a SYN-ACK (TCP) and a "port unreachable"
     // (ICMP, answering a datagram to a closed port), both over IPv4.
     use std::io::{Read, Write};
-    let dir = scratch();
-    let service = new_from_template(dir.path(), "fills", "http");
-    build(&service, "fills");
-    let ns = Namespace::new("fills");
-    let mut server = Background::spawn(run_in(&ns, &service, &["--net", "tap=dn0"]));
-    server.wait_for("http: serving 2048 bytes on 10.0.2.15:80", Duration::from_secs(300));
-    let out = ns.command("cat").arg("/sys/class/net/dn0/address").output().expect("cat");
-    let mac = String::from_utf8_lossy(&out.stdout);
-    let mac: Vec<u8> = mac.trim().split(':').map(|b| u8::from_str_radix(b, 16).expect("a MAC")).collect();
-    let mac: [u8; 6] = mac.try_into().expect("six bytes");
-    let mut socket = ns.packet_socket("dn0", Duration::from_secs(2));
+    let (_dir, _ns, server, mac, mut socket) = http_vm0_on_tap("fills");
 
     let mut seen = Vec::new();
     let mut buf = [0u8; 2048];

@@ -198,20 +198,8 @@ extern "C" fn thread_start() -> ! {
 /// Makes ready every thread waiting for one of the bits in `events`.
 pub(crate) fn wake_event_waiters(events: u64) {
     with(|rt| {
-        // In place, in the order they began to wait: nothing is allocated
-        // for an event that every waiting thread polls the stack after.
         let Runtime { event_waiters, threads, sleepers, ready, .. } = rt;
-        event_waiters.retain(|&(id, mask)| {
-            if mask & events == 0 {
-                return true;
-            }
-            if let Some(due) = threads[id].deadline.take() {
-                sleepers.remove(&(due, id));
-            }
-            threads[id].state = State::Ready;
-            ready.push_back(id);
-            false
-        });
+        wake_matching(event_waiters, |mask| mask & events != 0, threads, sleepers, ready);
     });
 }
 
@@ -220,17 +208,30 @@ pub(crate) fn wake_event_waiters(events: u64) {
 pub(crate) fn wake_socket_waiters(key: Option<usize>) {
     with(|rt| {
         let Runtime { socket_waiters, threads, sleepers, ready, .. } = rt;
-        socket_waiters.retain(|&(id, waited)| {
-            if key.is_some_and(|key| key != waited) {
-                return true;
-            }
-            if let Some(due) = threads[id].deadline.take() {
-                sleepers.remove(&(due, id));
-            }
-            threads[id].state = State::Ready;
-            ready.push_back(id);
-            false
-        });
+        wake_matching(socket_waiters, |waited| key.is_none_or(|key| key == waited), threads, sleepers, ready);
+    });
+}
+
+/// Makes ready the threads of `waiters` whose wait `matches`, and takes
+/// them off the list and off `sleepers`: in place, in the order they began
+/// to wait, so nothing is allocated per event.
+fn wake_matching<T: Copy>(
+    waiters: &mut Vec<(ThreadId, T)>,
+    matches: impl Fn(T) -> bool,
+    threads: &mut [Thread],
+    sleepers: &mut BTreeMap<(u64, ThreadId), ()>,
+    ready: &mut VecDeque<ThreadId>,
+) {
+    waiters.retain(|&(id, waited)| {
+        if !matches(waited) {
+            return true;
+        }
+        if let Some(due) = threads[id].deadline.take() {
+            sleepers.remove(&(due, id));
+        }
+        threads[id].state = State::Ready;
+        ready.push_back(id);
+        false
     });
 }
 
