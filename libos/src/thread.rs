@@ -461,11 +461,12 @@ pub(crate) fn wait_for_event_until(events: u64, due_ns: u64) {
 /// Parks the running thread until [`wake_socket_waiters`] names socket
 /// `key` or global-clock time `due_ns` comes, whichever is first.
 pub(crate) fn wait_for_socket(key: usize, due_ns: Option<u64>) -> Wake {
-    with(|rt| {
-        let current = rt.current;
-        rt.threads[current].timed_out = false;
-    });
     park(Awaits::Socket(key), due_ns);
+    woke_by()
+}
+
+/// How the running thread's last wait ended.
+fn woke_by() -> Wake {
     with(|rt| if rt.threads[rt.current].timed_out { Wake::TimedOut } else { Wake::Unparked })
 }
 
@@ -481,6 +482,7 @@ enum Awaits {
 fn park(awaits: Awaits, due_ns: Option<u64>) {
     with(|rt| {
         let current = rt.current;
+        rt.threads[current].timed_out = false;
         rt.threads[current].state = match awaits {
             Awaits::Nothing => State::Sleeping,
             Awaits::Events(events) => {
@@ -526,7 +528,7 @@ pub(crate) fn park_on(key: usize, due_ns: Option<u64>) -> Wake {
         rt.parked.entry(key).or_default().push_back(current);
     });
     schedule();
-    with(|rt| if rt.threads[rt.current].timed_out { Wake::TimedOut } else { Wake::Unparked })
+    woke_by()
 }
 
 /// Makes ready up to `count` threads parked on `key`, first parked first;

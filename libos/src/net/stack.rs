@@ -232,6 +232,12 @@ fn checksums_hold(frame: &[u8]) -> bool {
 }
 
 impl Vnic {
+    /// Whether frames wait that no arrival will announce: looped back, or
+    /// left by a poll's budget.
+    fn frames_left(&self) -> bool {
+        self.over_budget || !self.loopback.frames.is_empty()
+    }
+
     /// Notes the TCP port of the frame now in `rx` (for the listeners);
     /// false if it is a SYN for a port whose backlog is full, or a frame
     /// from beyond the machine whose checksums are wrong.
@@ -445,8 +451,7 @@ impl Stack {
     /// change what a poll would do.
     fn has_work(&mut self) -> bool {
         let now = now();
-        !self.vnic.loopback.frames.is_empty()
-            || self.vnic.over_budget
+        self.vnic.frames_left()
             || self.vnic.empty_at.is_none_or(super::frames_may_wait)
             || !self.vnic.full.is_empty()
             || !self.orphans.is_empty()
@@ -461,6 +466,12 @@ impl Stack {
         } else {
             self.vnic.full.remove(&port);
         }
+    }
+
+    /// How long until smoltcp's next timer (a retransmission, a delayed
+    /// ACK) is due, in ns; `None`: no timer.
+    fn next_timer_in(&mut self) -> Option<u64> {
+        self.iface.poll_delay(now(), &self.sockets).map(|d| d.total_micros() * 1000)
     }
 
     /// Listens on `port` (already claimed) with a backlog.
@@ -632,12 +643,12 @@ pub(crate) fn wait<T>(
                 // timer is looked for. Frames the poll left are the
                 // scheduler's to take in.
                 stack.poll();
-                if stack.vnic.over_budget || !stack.vnic.loopback.frames.is_empty() {
+                if stack.vnic.frames_left() {
                     crate::thread::poll_network_by(0);
                 }
                 None
-            } else if stack.vnic.loopback.frames.is_empty() && !stack.vnic.over_budget {
-                stack.iface.poll_delay(now(), &stack.sockets).map(|d| d.total_micros() * 1000)
+            } else if !stack.vnic.frames_left() {
+                stack.next_timer_in()
             } else {
                 // Frames still on their way back to this VM (a long
                 // exchange with itself), or left by a poll's budget, are
@@ -693,11 +704,10 @@ pub(crate) fn take_in_frames() {
         Ok(mut slot) => slot.as_mut().and_then(|stack| {
             let sent = stack.vnic.sent;
             stack.poll();
-            if stack.vnic.over_budget || !stack.vnic.loopback.frames.is_empty() {
+            if stack.vnic.frames_left() {
                 Some(0)
             } else if stack.vnic.sent != sent && !crate::thread::any_ready() {
-                let delay = stack.iface.poll_delay(now(), &stack.sockets);
-                delay.map(|d| Instant::now().as_nanos_since_boot().saturating_add(d.total_micros() * 1000))
+                stack.next_timer_in().map(|d| Instant::now().as_nanos_since_boot().saturating_add(d))
             } else {
                 None
             }
