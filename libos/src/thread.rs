@@ -273,6 +273,20 @@ fn deliver(events: u64) {
     wake_event_waiters(events);
 }
 
+/// Sends what the network stack put off while the threads that frames
+/// woke ran (see `net::stack::take_in_frames`): each scheduling point
+/// settles it. On a thread with too little stack left for a poll, the
+/// socket waiters are woken to poll on their own.
+fn send_owed_frames() {
+    if crate::net::stack::egress_owed() {
+        if stack_room() >= NET_POLL_STACK {
+            crate::net::stack::send_owed();
+        } else {
+            wake_socket_waiters(None);
+        }
+    }
+}
+
 /// Bytes of stack the running thread has left (the main thread runs on
 /// the VM's own stack, which is larger than any thread's).
 fn stack_room() -> usize {
@@ -299,6 +313,7 @@ fn waiting_for_events(rt: &Runtime) -> bool {
 /// earliest sleeper is due or an awaited event arrives. Returns when the
 /// calling thread runs again.
 fn schedule() {
+    send_owed_frames();
     loop {
         // Events that arrived while threads ran (or the network's own
         // deadline): take them now, so a waiting thread is not kept waiting
@@ -341,10 +356,20 @@ fn schedule() {
         match next {
             Ok(id) => return switch_to(id),
             Err(Some(due)) => {
-                // An alarm stays set until it goes off: one set for this
-                // same deadline, still to come, is not set again.
-                let set = with(|rt| rt.alarm.replace(due));
-                if set != Some(due) || due <= Instant::now().as_nanos_since_boot() {
+                // An alarm stays set until it goes off. One still to come
+                // and no later than this deadline is kept: a retransmission
+                // deadline moves a little later with every segment sent,
+                // and an alarm that goes off early only brings the VM back
+                // here to set the later one.
+                let now = Instant::now().as_nanos_since_boot();
+                let keep = with(|rt| match rt.alarm {
+                    Some(set) if now < set && set <= due => true,
+                    _ => {
+                        rt.alarm = Some(due);
+                        false
+                    }
+                });
+                if !keep {
                     // SAFETY: `alarm` takes no pointer.
                     let _ = unsafe { call2(Hypercall::Alarm, due, 0) };
                 }

@@ -325,6 +325,13 @@ pub(crate) struct Stack {
     listeners: Listeners,
     /// This VM's address.
     pub(crate) address: Ipv4Address,
+    /// Frames were taken in and the egress that follows was put off, for
+    /// the threads they woke to add their answers first (see
+    /// [`take_in_frames`]); the next scheduling point sends it.
+    egress_owed: bool,
+    /// The operation that just succeeded only read: its egress may wait
+    /// for the next operation or scheduling point (see [`Stack::defer_egress`]).
+    egress_may_wait: bool,
 }
 
 /// Which port table.
@@ -383,6 +390,8 @@ impl Stack {
             orphans: Vec::new(),
             listeners: Listeners::default(),
             address,
+            egress_owed: false,
+            egress_may_wait: false,
         })
     }
 
@@ -391,21 +400,37 @@ impl Stack {
     /// and lets go of closed streams nobody holds.
     pub(crate) fn poll(&mut self) {
         let now = now();
+        self.take_in(now);
+        self.send_out(now);
+    }
+
+    /// The first half of a poll: the interface's upkeep and the frames
+    /// that arrived, within [`INGRESS_BUDGET`].
+    fn take_in(&mut self, now: NetInstant) {
         self.iface.poll_maintenance(now);
-        // Frames the VM sends itself are taken in at once; a conversation
-        // with itself settles in a few rounds (bounded all the same).
-        for _ in 0..LOOPBACK_FRAMES {
-            let mut taken = 0;
-            while taken < INGRESS_BUDGET
-                && self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets)
-                    != PollIngressSingleResult::None
-            {
-                taken += 1;
-                if let Some(arrival) = self.vnic.last_tcp.take() {
-                    self.refresh_listener(arrival.port, arrival.syn_from);
-                }
+        let mut taken = 0;
+        while taken < INGRESS_BUDGET
+            && self.iface.poll_ingress_single(now, &mut self.vnic, &mut self.sockets) != PollIngressSingleResult::None
+        {
+            taken += 1;
+            if let Some(arrival) = self.vnic.last_tcp.take() {
+                self.refresh_listener(arrival.port, arrival.syn_from);
             }
-            self.vnic.over_budget = taken == INGRESS_BUDGET;
+        }
+        self.vnic.over_budget = taken == INGRESS_BUDGET;
+    }
+
+    /// The second half: sends what the sockets have queued (ACKs, data,
+    /// retransmissions) and runs their timers, takes in the frames the VM
+    /// sent itself (a conversation with itself settles in a few rounds,
+    /// bounded all the same), refreshes full backlogs and frees finished
+    /// streams.
+    fn send_out(&mut self, now: NetInstant) {
+        self.egress_owed = false;
+        for round in 0..LOOPBACK_FRAMES {
+            if round > 0 {
+                self.take_in(now);
+            }
             while self.iface.poll_egress(now, &mut self.vnic, &mut self.sockets) != PollResult::None {}
             if self.vnic.loopback.frames.is_empty() {
                 break;
@@ -422,6 +447,29 @@ impl Stack {
         }
         if !self.orphans.is_empty() {
             self.free_finished_orphans();
+        }
+    }
+
+    /// Lets the egress after the operation that calls this (one that only
+    /// read) wait for the next operation or scheduling point, so the ACK
+    /// it would send alone rides on the thread's answer. A read that frees
+    /// more than half the receive buffer does not call it: the peer may be
+    /// waiting for that window.
+    pub(crate) fn defer_egress(&mut self) {
+        self.egress_may_wait = true;
+    }
+
+    /// When the scheduler's poll must come back (see [`take_in_frames`]):
+    /// at once if it left frames; at the stack's next timer if it sent
+    /// frames (`sent_before` counts them) and no thread is ready to work
+    /// that timer out.
+    fn scheduler_due(&mut self, sent_before: u64) -> Option<u64> {
+        if self.vnic.frames_left() {
+            Some(0)
+        } else if self.vnic.sent != sent_before && !crate::thread::any_ready() {
+            self.next_timer_in().map(|d| Instant::now().as_nanos_since_boot().saturating_add(d))
+        } else {
+            None
         }
     }
 
@@ -635,14 +683,28 @@ pub(crate) fn wait<T>(
         let (outcome, delay, looped, key): (_, Option<u64>, _, _) = with(|stack| {
             let delivered = stack.vnic.loopback.delivered;
             if !just_polled && stack.has_work() {
-                stack.poll();
+                // Only what arrived: what the stack would send now goes with
+                // what the operation adds (below).
+                stack.take_in(now());
+                stack.egress_owed = true;
             }
-            let outcome = ready(stack);
+            let mut outcome = ready(stack);
+            if outcome.is_none() && stack.egress_owed {
+                // The put-off egress may change the socket waited on (a
+                // timer that closes it): look again after it.
+                stack.send_out(now());
+                outcome = ready(stack);
+            }
             let delay = if outcome.is_some() {
-                // Send what the operation queued; no wait follows, so no
-                // timer is looked for. Frames the poll left are the
-                // scheduler's to take in.
-                stack.poll();
+                // Send what the operation queued, or leave it to the next
+                // operation or scheduling point if it only read; no wait
+                // follows, so no timer is looked for. Frames the poll left
+                // are the scheduler's to take in.
+                if core::mem::take(&mut stack.egress_may_wait) {
+                    stack.egress_owed = true;
+                } else {
+                    stack.poll();
+                }
                 if stack.vnic.frames_left() {
                     crate::thread::poll_network_by(0);
                 }
@@ -692,8 +754,12 @@ pub(crate) fn wait<T>(
 
 /// Takes in the frames that arrived and runs the stack's timers, for the
 /// scheduler before it runs the threads waiting on sockets (see
-/// [`super::wake`]): the sockets the frames change wake their threads. If
-/// the poll sent frames and no thread is ready, the stack's next timer (a
+/// [`super::wake`]): the sockets the frames change wake their threads.
+/// When a thread is ready, what the stack would send now (an ACK, most
+/// often) waits for it: the scheduler sends it at the next scheduling
+/// point ([`send_owed`]), by which time the thread may have answered and
+/// the ACK rides on its answer. Otherwise it is sent now; if the poll sent
+/// frames and no thread is ready, the stack's next timer (a
 /// retransmission) is the scheduler's to keep: a thread that runs works it
 /// out again before it waits, and a poll that sent nothing started no
 /// timer a waiting thread's deadline does not already cover. If it left
@@ -702,15 +768,14 @@ pub(crate) fn wait<T>(
 pub(crate) fn take_in_frames() {
     let due = match STACK.0.try_borrow_mut() {
         Ok(mut slot) => slot.as_mut().and_then(|stack| {
-            let sent = stack.vnic.sent;
-            stack.poll();
-            if stack.vnic.frames_left() {
-                Some(0)
-            } else if stack.vnic.sent != sent && !crate::thread::any_ready() {
-                stack.next_timer_in().map(|d| Instant::now().as_nanos_since_boot().saturating_add(d))
-            } else {
-                None
+            let (sent, now) = (stack.vnic.sent, now());
+            stack.take_in(now);
+            if crate::thread::any_ready() && !stack.vnic.frames_left() {
+                stack.egress_owed = true;
+                return None;
             }
+            stack.send_out(now);
+            stack.scheduler_due(sent)
         }),
         // Not reached (nothing schedules while the stack is in use); were it,
         // the socket waiters would poll on their own.
@@ -718,6 +783,28 @@ pub(crate) fn take_in_frames() {
             crate::thread::wake_socket_waiters(None);
             None
         }
+    };
+    if let Some(due) = due {
+        crate::thread::poll_network_by(due);
+    }
+}
+
+/// Whether frames were taken in and the egress after them put off (see
+/// [`take_in_frames`]).
+pub(crate) fn egress_owed() -> bool {
+    STACK.0.try_borrow().is_ok_and(|slot| slot.as_ref().is_some_and(|stack| stack.egress_owed))
+}
+
+/// Sends what the stack put off sending, for the scheduler at a
+/// scheduling point (see [`take_in_frames`]).
+pub(crate) fn send_owed() {
+    let due = match STACK.0.try_borrow_mut() {
+        Ok(mut slot) => slot.as_mut().filter(|stack| stack.egress_owed).and_then(|stack| {
+            let sent = stack.vnic.sent;
+            stack.send_out(now());
+            stack.scheduler_due(sent)
+        }),
+        Err(_) => None,
     };
     if let Some(due) = due {
         crate::thread::poll_network_by(due);
