@@ -143,8 +143,23 @@ impl Switch {
     /// Takes `frame`, which entered at `from`: decides where it goes and
     /// parks it there, or hands it to `transmit` for the uplink.
     pub fn send(&mut self, from: Port, frame: &[u8], transmit: &mut dyn FnMut(&[u8])) -> Result<Delivered, SendError> {
+        let room = self.parking.staging(frame.len()).ok_or(SendError::BadLength)?;
+        room.copy_from_slice(frame);
+        self.send_staged(from, frame.len(), transmit)
+    }
+
+    /// As [`Switch::send`], for the frame of `len` bytes already in the
+    /// parking's staging slot (where a VM's frame is copied from its
+    /// memory): a frame for a VM is parked without another copy.
+    pub fn send_staged(
+        &mut self,
+        from: Port,
+        len: usize,
+        transmit: &mut dyn FnMut(&[u8]),
+    ) -> Result<Delivered, SendError> {
+        let frame = self.parking.staged(len).ok_or(SendError::BadLength)?;
         Ok(match (self.forward(from, frame)?, from) {
-            (Action::ToVm(to), _) => Delivered::ToVm(to, self.parking.park(from.sender(), to, frame)),
+            (Action::ToVm(to), _) => Delivered::ToVm(to, self.parking.park_staged(from.sender(), to, len)),
             (Action::Reply(reply), Port::Vm(asker)) => Delivered::ToVm(asker, self.parking.park(asker, asker, &reply)),
             (Action::Reply(reply), Port::Uplink) => {
                 transmit(&reply);

@@ -2,7 +2,10 @@
 //!
 //! Every parked frame lives in one pool of frame-sized slots allocated at
 //! boot: that pool is the global budget, so no flood, from VMs or from the
-//! wire, makes the kernel allocate. Each VM's receive ring is a list
+//! wire, makes the kernel allocate. One slot more, the staging slot, takes
+//! a frame while the switch decides on it: a VM's frame is copied there
+//! from its memory once, and parking it trades the slot for a free one
+//! instead of copying it again. Each VM's receive ring is a list
 //! threaded through the pool. Three bounds keep one VM from taking what
 //! another needs:
 //!
@@ -80,32 +83,38 @@ pub enum Parked {
 /// The pool of slots and every VM's ring.
 #[derive(Debug, Default)]
 pub struct Parking {
-    /// The frames' bytes, [`FRAME_MAX`] per slot.
+    /// The frames' bytes, [`FRAME_MAX`] per slot (the pool's and the
+    /// staging slot).
     bytes: Vec<u8>,
     slots: Vec<Slot>,
     /// Free slots, a list through `Slot::next`.
     free: u32,
     free_count: u32,
+    /// The slot outside the pool that holds the frame being decided on.
+    staging: u32,
     rings: Vec<Ring>,
     /// Each non-empty ring's length, longest first.
     longest: IndexedHeap<Reverse<u16>>,
 }
 
 impl Parking {
-    /// A pool of `slots` frames, allocated now and never grown.
+    /// A pool of `slots` frames and the staging slot, allocated now and
+    /// never grown.
     pub fn with_slots(slots: u32) -> Result<Parking, TryReserveError> {
-        let slots = slots.min(NONE - 1);
+        let slots = slots.min(NONE - 2);
+        let all = slots as usize + 1;
         let mut parking = Parking::default();
-        parking.bytes.try_reserve_exact(slots as usize * FRAME_MAX)?;
-        parking.bytes.resize(slots as usize * FRAME_MAX, 0);
-        parking.slots.try_reserve_exact(slots as usize)?;
-        parking.slots.extend((0..slots).map(|i| Slot {
+        parking.bytes.try_reserve_exact(all * FRAME_MAX)?;
+        parking.bytes.resize(all * FRAME_MAX, 0);
+        parking.slots.try_reserve_exact(all)?;
+        parking.slots.extend((0..=slots).map(|i| Slot {
             next: if i + 1 < slots { i + 1 } else { NONE },
             sender: 0,
             len: 0,
         }));
         parking.free = if slots > 0 { 0 } else { NONE };
         parking.free_count = slots;
+        parking.staging = slots;
         Ok(parking)
     }
 
@@ -118,7 +127,7 @@ impl Parking {
 
     /// Slots in the pool.
     pub fn capacity(&self) -> u32 {
-        self.slots.len() as u32
+        self.slots.len() as u32 - 1
     }
 
     /// Frames parked in all rings.
@@ -131,12 +140,36 @@ impl Parking {
         self.rings.get(vm as usize).map_or(0, |ring| ring.len)
     }
 
+    /// The first `len` bytes of the staging slot, to copy a frame into for
+    /// [`Parking::park_staged`]; `None` past [`FRAME_MAX`], or before the
+    /// pool is made. Its bytes past the frame are an earlier frame's: only
+    /// the frame's length is ever read back.
+    pub fn staging(&mut self, len: usize) -> Option<&mut [u8]> {
+        let start = self.staging as usize * FRAME_MAX;
+        self.bytes.get_mut(start..start + FRAME_MAX)?.get_mut(..len)
+    }
+
+    /// The first `len` bytes of the staging slot, as [`Parking::staging`].
+    pub fn staged(&self, len: usize) -> Option<&[u8]> {
+        let start = self.staging as usize * FRAME_MAX;
+        self.bytes.get(start..start + FRAME_MAX)?.get(..len)
+    }
+
     /// Puts a copy of `frame` (at most [`FRAME_MAX`] bytes) from `sender`
     /// in VM `to`'s ring, within the bounds above.
     pub fn park(&mut self, sender: u32, to: VmId, frame: &[u8]) -> Parked {
+        let Some(room) = self.staging(frame.len()) else { return Parked::Dropped };
+        room.copy_from_slice(frame);
+        self.park_staged(sender, to, frame.len())
+    }
+
+    /// Puts the frame of `len` bytes in the staging slot, from `sender`, in
+    /// VM `to`'s ring, within the bounds above, without copying it: the
+    /// slot joins the ring and a free one becomes the staging slot.
+    pub fn park_staged(&mut self, sender: u32, to: VmId, len: usize) -> Parked {
         let Some(ring) = self.rings.get(to as usize) else { return Parked::Dropped };
         let share = if sender == UPLINK_SENDER { RX_RING_UPLINK } else { RX_RING_PER_SENDER };
-        if ring.closed || frame.len() > FRAME_MAX || ring.len >= RX_RING_FRAMES || held(ring, sender) >= share {
+        if ring.closed || len > FRAME_MAX || ring.len >= RX_RING_FRAMES || held(ring, sender) >= share {
             return Parked::Dropped;
         }
         // When the pool is full the longest ring pays, unless it is this one.
@@ -155,12 +188,11 @@ impl Parking {
             }
             None => Parked::Queued,
         };
-        let slot = self.free;
-        self.free = self.slots[slot as usize].next;
+        let slot = self.staging;
+        self.staging = self.free;
+        self.free = self.slots[self.staging as usize].next;
         self.free_count -= 1;
-        let start = slot as usize * FRAME_MAX;
-        self.bytes[start..start + frame.len()].copy_from_slice(frame);
-        self.slots[slot as usize] = Slot { next: NONE, sender, len: frame.len() as u16 };
+        self.slots[slot as usize] = Slot { next: NONE, sender, len: len as u16 };
         let ring = &mut self.rings[to as usize];
         if ring.len == 0 {
             ring.head = slot;
@@ -265,6 +297,24 @@ mod tests {
         let firsts: Vec<u8> = core::iter::from_fn(|| p.pop(0, |f| f[0])).collect();
         assert_eq!(firsts, [0, 1, 2]);
         assert_eq!((p.parked(), p.peek_len(0)), (0, None));
+    }
+
+    #[test]
+    fn a_staged_frame_is_parked_as_copied_and_the_next_one_stages_elsewhere() {
+        let mut p = parking(2, 1);
+        p.staging(60).unwrap().fill(1);
+        assert_eq!(p.park_staged(1, 0, 60), Parked::Queued);
+        // Staging the next frame leaves the parked one as it was.
+        p.staging(60).unwrap().fill(2);
+        assert_eq!(p.park_staged(1, 0, 60), Parked::Queued);
+        p.staging(60).unwrap().fill(3);
+        assert_eq!(p.park_staged(1, 0, 60), Parked::Dropped, "the pool holds two");
+        assert_eq!(p.staged(60).unwrap()[0], 3, "a refused frame stays where it was staged");
+        let firsts: Vec<u8> = core::iter::from_fn(|| p.pop(0, |f| f[0])).collect();
+        assert_eq!(firsts, [1, 2]);
+        assert_eq!((p.parked(), p.capacity()), (0, 2));
+        assert!(p.staging(FRAME_MAX + 1).is_none() && p.staged(FRAME_MAX + 1).is_none());
+        assert!(Parking::default().staging(60).is_none(), "no pool, no staging slot");
     }
 
     #[test]

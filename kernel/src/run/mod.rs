@@ -141,9 +141,6 @@ pub struct Kernel<P: Platform> {
     has_timer: bool,
     /// The virtual Ethernet switch.
     pub switch: Switch,
-    /// Where `net_send` copies a frame from its VM (kept, so no send zeroes
-    /// or allocates a buffer).
-    send_buffer: Box<[u8; FRAME_MAX]>,
     /// Where the frames of a `net_send_batch` went.
     deliveries: Box<Deliveries>,
     /// The machine's NIC, the switch's uplink.
@@ -258,7 +255,6 @@ impl<P: Platform> Kernel<P> {
             has_timer,
             loaded_root: PhysFrame::containing_address(PhysAddr::new(kernel_pml4)),
             switch: Switch::default(),
-            send_buffer: Box::new([0; FRAME_MAX]),
             deliveries: Box::default(),
             uplink: None,
             uplink_backlog: false,
@@ -916,19 +912,10 @@ impl<P: Platform> Kernel<P> {
         let vm = self.vms[id as usize].as_mut()?;
         let (clock, prefix_console) = (&self.clock, self.prefix_console);
         let (frames, sched, switch) = (&mut self.frames, &mut self.sched, &mut self.switch);
-        let (send_buffer, deliveries) = (&mut self.send_buffer, &mut self.deliveries);
+        let deliveries = &mut self.deliveries;
         let (uplink, disk) = (self.uplink.as_deref_mut(), self.disk.as_deref_mut());
-        let env = move || Env {
-            frames,
-            sched,
-            prefix_console,
-            now: clock.ns_at(trapped),
-            switch,
-            send_buffer,
-            deliveries,
-            uplink,
-            disk,
-        };
+        let env =
+            move || Env { frames, sched, prefix_console, now: clock.ns_at(trapped), switch, deliveries, uplink, disk };
         match hypercall::dispatch(vm, call, env) {
             Outcome::Resume(value) => vm.context.rax = value,
             Outcome::Sent(len, delivered) => {

@@ -8,7 +8,7 @@ use crate::mem::guest::GuestAddr;
 use crate::net::{Delivered, Port, Switch};
 use crate::platform::{BlockDevice, NetDevice};
 use crate::sched::Scheduler;
-use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FRAME_MAX, FrameRef, Hypercall, NET_BATCH_MAX};
+use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FrameRef, Hypercall, NET_BATCH_MAX};
 
 /// What the kernel does with the VM after a hypercall.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,8 +75,6 @@ pub struct Env<'a> {
     pub now: u64,
     /// The virtual Ethernet switch.
     pub switch: &'a mut Switch,
-    /// Room for a frame on its way from the VM to the switch.
-    pub send_buffer: &'a mut [u8; FRAME_MAX],
     /// Where the frames of a batch went.
     pub deliveries: &'a mut Deliveries,
     /// The machine's NIC, the switch's uplink.
@@ -156,18 +154,17 @@ fn net_send(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Outcom
 
 /// Hands the frame of `len` bytes at `addr` to the switch.
 fn send_frame(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Result<Delivered, Error> {
-    if len as usize > FRAME_MAX {
-        return Err(Error::InvalidArgument);
-    }
-    let frame = &mut env.send_buffer[..len as usize];
-    vm.copy_from_guest(env.frames, addr, frame)?;
+    // Straight into the switch's staging slot: a frame for a VM is parked
+    // from there without another copy.
+    let room = env.switch.parking.staging(len as usize).ok_or(Error::InvalidArgument)?;
+    vm.copy_from_guest(env.frames, addr, room)?;
     let uplink = &mut env.uplink;
     let mut transmit = |frame: &[u8]| {
         if let Some(nic) = uplink.as_deref_mut() {
             nic.send(frame);
         }
     };
-    env.switch.send(Port::Vm(vm.id), frame, &mut transmit).map_err(|_| Error::InvalidArgument)
+    env.switch.send_staged(Port::Vm(vm.id), len as usize, &mut transmit).map_err(|_| Error::InvalidArgument)
 }
 
 /// The number of entries of a batch, if it is one (1 to
