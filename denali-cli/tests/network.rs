@@ -53,6 +53,27 @@ fn one_vm_talks_tcp_and_udp_to_another_inside_the_kernel() {
 }
 
 #[test]
+fn an_ack_rides_on_the_request_that_follows_it() {
+    // Each answer is two full segments, which the client must acknowledge
+    // at once; its next request carries the ACK. Were the ACK sent when the
+    // answer arrived, each request would cost the client two frames.
+    let dir = scratch();
+    let service = new_service(dir.path(), "acks", Some(include_str!("guests/acks.rs")));
+    build(&service, "acks");
+    let out = run(&service, &["--instances", "2", "--timeout", "120"]);
+    let text = &out.stdout;
+    let line = text.lines().find(|l| l.contains("vm1| client:")).unwrap_or_else(|| panic!("{text}"));
+    let numbers: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    // vm1| client: R requests in F frames
+    let [_, rounds, frames] = numbers[..] else { panic!("{line}") };
+    assert_eq!(rounds, 100, "{line}");
+    // A delayed-ACK timer that goes off under a slow kernel may add a few.
+    assert!(frames <= rounds * 5 / 4, "ACKs went out in frames of their own: {line}\n{text}");
+    assert!(text.contains("vm0| server: 100 answers in"), "{text}");
+    assert_eq!(out.status, 0, "{text}\n{}", out.stderr);
+}
+
+#[test]
 fn a_frame_wakes_only_the_thread_whose_socket_it_changes() {
     // VM 0 has a thread per connection: forty idle ones, one accepting and
     // one echoing. Each round trip wakes the echoing thread; were every

@@ -60,6 +60,13 @@ pub fn open_sockets() -> usize {
     stack::with(|stack| stack.sockets.iter().count()).unwrap_or(0)
 }
 
+/// Frames this VM's TCP/IP stack has handed to the virtual NIC (0 before
+/// the first socket; frames to itself are not counted): what its traffic
+/// costs in frames.
+pub fn frames_sent() -> u64 {
+    stack::with(|stack| stack.frames_sent()).unwrap_or(0)
+}
+
 /// This VM's IPv4 address, if its manifest gave it one.
 pub fn local_ip() -> Option<Ipv4Addr> {
     let config = crate::vm::info().ipv4;

@@ -450,6 +450,11 @@ impl Stack {
         }
     }
 
+    /// Frames handed to the virtual NIC.
+    pub(crate) fn frames_sent(&self) -> u64 {
+        self.vnic.sent
+    }
+
     /// Lets the egress after the operation that calls this (one that only
     /// read) wait for the next operation or scheduling point, so the ACK
     /// it would send alone rides on the thread's answer. A read that frees
