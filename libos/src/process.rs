@@ -4,6 +4,8 @@ use crate::hypercall::{Hypercall, call2};
 
 /// Stops this VM with exit status `code`; `cargo denali run` exits with it.
 pub fn exit(code: i32) -> ! {
+    // What the network stack put off sending (an ACK) goes before the VM.
+    crate::thread::send_owed_frames();
     stop(code, 0)
 }
 

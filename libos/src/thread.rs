@@ -274,15 +274,17 @@ fn deliver(events: u64) {
 }
 
 /// Sends what the network stack put off while the threads that frames
-/// woke ran (see `net::stack::take_in_frames`): each scheduling point
-/// settles it. On a thread with too little stack left for a poll, the
-/// socket waiters are woken to poll on their own.
-fn send_owed_frames() {
+/// woke ran (see `net::stack::take_in_frames`): each scheduling point, and
+/// the VM's exit, settles it. On a thread with too little stack left for a
+/// poll, the threads waiting on the network are woken to poll on their
+/// own.
+pub(crate) fn send_owed_frames() {
     if crate::net::stack::egress_owed() {
         if stack_room() >= NET_POLL_STACK {
             crate::net::stack::send_owed();
         } else {
             wake_socket_waiters(None);
+            wake_event_waiters(EVENT_NET_RX);
         }
     }
 }

@@ -332,6 +332,9 @@ pub(crate) struct Stack {
     /// The operation that just succeeded only read: its egress may wait
     /// for the next operation or scheduling point (see [`Stack::defer_egress`]).
     egress_may_wait: bool,
+    /// A read put the egress off and nothing has been sent since: the
+    /// next read does not put it off again.
+    read_deferred: bool,
 }
 
 /// Which port table.
@@ -392,6 +395,7 @@ impl Stack {
             address,
             egress_owed: false,
             egress_may_wait: false,
+            read_deferred: false,
         })
     }
 
@@ -427,6 +431,7 @@ impl Stack {
     /// streams.
     fn send_out(&mut self, now: NetInstant) {
         self.egress_owed = false;
+        self.read_deferred = false;
         for round in 0..LOOPBACK_FRAMES {
             if round > 0 {
                 self.take_in(now);
@@ -459,9 +464,11 @@ impl Stack {
     /// read) wait for the next operation or scheduling point, so the ACK
     /// it would send alone rides on the thread's answer. A read that frees
     /// more than half the receive buffer does not call it: the peer may be
-    /// waiting for that window.
+    /// waiting for that window. Only one read in a row puts it off: a
+    /// thread that reads in small pieces still acknowledges as it goes.
     pub(crate) fn defer_egress(&mut self) {
-        self.egress_may_wait = true;
+        self.egress_may_wait = !self.read_deferred;
+        self.read_deferred = true;
     }
 
     /// When the scheduler's poll must come back (see [`take_in_frames`]):
@@ -774,8 +781,11 @@ pub(crate) fn take_in_frames() {
     let due = match STACK.0.try_borrow_mut() {
         Ok(mut slot) => slot.as_mut().and_then(|stack| {
             let (sent, now) = (stack.vnic.sent, now());
+            // Put off only for threads these frames woke: a thread already
+            // ready may compute for long before it schedules again.
+            let none_ready = !crate::thread::any_ready();
             stack.take_in(now);
-            if crate::thread::any_ready() && !stack.vnic.frames_left() {
+            if none_ready && crate::thread::any_ready() && !stack.vnic.frames_left() {
                 stack.egress_owed = true;
                 return None;
             }
@@ -803,14 +813,18 @@ pub(crate) fn egress_owed() -> bool {
 /// Sends what the stack put off sending, for the scheduler at a
 /// scheduling point (see [`take_in_frames`]).
 pub(crate) fn send_owed() {
-    let due = match STACK.0.try_borrow_mut() {
-        Ok(mut slot) => slot.as_mut().filter(|stack| stack.egress_owed).and_then(|stack| {
-            let sent = stack.vnic.sent;
+    let (due, looped) = match STACK.0.try_borrow_mut() {
+        Ok(mut slot) => slot.as_mut().filter(|stack| stack.egress_owed).map_or((None, false), |stack| {
+            let (sent, delivered) = (stack.vnic.sent, stack.vnic.loopback.delivered);
             stack.send_out(now());
-            stack.scheduler_due(sent)
+            (stack.scheduler_due(sent), stack.vnic.loopback.delivered != delivered)
         }),
-        Err(_) => None,
+        Err(_) => (None, false),
     };
+    if looped {
+        // As in `wait`: no NIC event announces the VM's own frames.
+        crate::thread::wake_event_waiters(EVENT_NET_RX);
+    }
     if let Some(due) = due {
         crate::thread::poll_network_by(due);
     }

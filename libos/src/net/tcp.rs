@@ -135,12 +135,14 @@ pub(crate) fn recv(handle: SocketHandle, buf: &mut [u8], wait: Wait, peek: bool)
     stack::wait(wait, Interest::TcpRecv(handle), |stack| {
         let socket = stack.sockets.get_mut::<Socket>(handle);
         if socket.can_recv() {
-            // The window this read opens matters to the peer only if the
-            // buffer was more than half full; otherwise the ACK waits to
-            // ride on this thread's answer.
+            // The window a read opens matters to the peer only if the
+            // buffer was more than half full; otherwise the ACK may wait to
+            // ride on this thread's answer. A peek opens none, and may be
+            // waiting for the rest of a message the peer holds back until
+            // it has that ACK.
             let window_matters = socket.recv_queue() * 2 > socket.recv_capacity();
             let got = if peek { socket.peek_slice(buf) } else { socket.recv_slice(buf) };
-            if !window_matters {
+            if !window_matters && !peek {
                 stack.defer_egress();
             }
             return Some(got.map_err(|_| reset()));
