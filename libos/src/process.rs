@@ -1,11 +1,26 @@
 //! Ending the service.
 
 use crate::hypercall::{Hypercall, call2};
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+/// What runs before the VM stops (0: nothing), set by [`before_exit`].
+static BEFORE_EXIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Has [`exit`] run `hook` first. The network stack sets it when it is
+/// made (to send what it put off), so a service that never uses the
+/// network does not link it.
+pub(crate) fn before_exit(hook: fn()) {
+    BEFORE_EXIT.store(hook as usize, Ordering::Relaxed);
+}
 
 /// Stops this VM with exit status `code`; `cargo denali run` exits with it.
 pub fn exit(code: i32) -> ! {
-    // What the network stack put off sending (an ACK) goes before the VM.
-    crate::thread::send_owed_frames();
+    let hook = BEFORE_EXIT.load(Ordering::Relaxed);
+    if hook != 0 {
+        // SAFETY: only `before_exit` stores here, and it stores a `fn()`.
+        let hook = unsafe { core::mem::transmute::<usize, fn()>(hook) };
+        hook();
+    }
     stop(code, 0)
 }
 

@@ -640,6 +640,8 @@ pub(crate) fn with<R>(f: impl FnOnce(&mut Stack) -> R) -> Result<R> {
     let mut slot = STACK.0.borrow_mut();
     if slot.is_none() {
         *slot = Some(Box::new(Stack::new()?));
+        // What the stack puts off sending goes before the VM stops.
+        crate::process::before_exit(crate::thread::send_owed_frames);
     }
     Ok(f(slot.as_mut().expect("made above")))
 }
