@@ -91,11 +91,13 @@ def kernel_function(pc, cache={}):
 
 
 def service_of(counter, tables):
-    """The ELF whose crate name appears most in the functions this space ran."""
+    """The ELF in which most of the addresses this space ran are where a
+    function starts (every call steps onto one; in another ELF's table the
+    same addresses fall mid-function)."""
 
     def score(elf):
-        crate = os.path.basename(elf).split(".")[0].replace("-", "_")
-        return sum(n for pc, n in counter.items() if crate in function_at(tables[elf], pc))
+        starts = set(tables[elf][0])
+        return sum(1 for pc in counter if pc in starts)
 
     return max(tables, key=score)
 

@@ -63,6 +63,8 @@ pub enum Hypercall {
     /// capacity) and its length into `list[n].len`. Fails with
     /// [`Error::WouldBlock`] when none waits; stops before a frame longer
     /// than its buffer ([`Error::InvalidArgument`] if it is the first).
+    /// The lengths go into the list after the frames are taken: if the VM
+    /// cannot write the list, the call fails and those frames are lost.
     NetRecvBatch = 10,
 }
 

@@ -97,6 +97,7 @@ fn runs(make: &[u32]) -> Vec<Run> {
         Run { args: "{n} frames 1514 batch", instances: 2, share: 80, http_server: false },
         Run { args: "{n} echo", instances: 2, share: 100, http_server: false },
         Run { args: "{n} http", instances: 1, share: 100, http_server: true },
+        Run { args: "{n} stream", instances: 2, share: 1000, http_server: false },
     ];
     runs.extend(make.iter().map(|&n| Run::make(n)));
     runs

@@ -23,6 +23,9 @@
 //!   figure is per frame each way (comparable to the round trip above).
 //! - `echo`: VM 0 echoes TCP on port 7, VM 1 sends it 64 bytes and reads
 //!   them back, over the libOS's TCP/IP stack.
+//! - `stream`: VM 1 sends VM 0 64 KiB over TCP, and VM 0 answers each
+//!   64 KiB with one byte (many segments a poll: where the libOS's stack
+//!   batches frames).
 //! - `http`: this VM (id 1) asks VM 0, the `http` template at 10.0.2.15,
 //!   for its 2 KB page over one keep-alive connection.
 //! - `exit`: nothing (many instances time making VMs).
@@ -169,6 +172,30 @@ fn echo(iterations: u64) {
     per_op("TCP echo round trip (64 B)", iterations, round);
 }
 
+/// Bytes of one `stream` transfer.
+const STREAM_BYTES: usize = 64 << 10;
+
+/// VM 0 reads `STREAM_BYTES` at a time on port 9 and answers each with a
+/// byte; VM 1 times sending them.
+fn stream(iterations: u64) {
+    if denali::vm::id() == 0 {
+        let mut listener = TcpListener::bind("0.0.0.0:9").expect("port 9 is free in a fresh VM");
+        let (mut stream, _) = listener.accept().expect("VM 1 connects");
+        let mut buf = alloc::vec![0u8; STREAM_BYTES];
+        while stream.read_exact(&mut buf).is_ok() && stream.write_all(&[1]).is_ok() {}
+        return;
+    }
+    let mut stream = TcpStream::connect((neighbour(0), 9)).expect("VM 0 listens on port 9");
+    stream.set_nodelay(true).expect("a connected socket");
+    let data = alloc::vec![9u8; STREAM_BYTES];
+    let mut round = || {
+        stream.write_all(&data).expect("VM 0 reads");
+        stream.read_exact(&mut [0u8; 1]).expect("VM 0 answers");
+    };
+    round();
+    per_op("TCP stream, 64 KiB one way", iterations, round);
+}
+
 /// One GET of the page on `stream` and its whole answer, read through
 /// `chunk` into `buf` (both kept from one request to the next, as a load
 /// generator keeps them).
@@ -226,6 +253,7 @@ fn main() {
             }
         }
         Some("echo") => echo(iterations),
+        Some("stream") => stream(iterations),
         Some("http") => http(iterations),
         // For timing VM creation: nothing to do.
         Some("exit") => {}

@@ -8,6 +8,7 @@ use crate::mem::guest::GuestAddr;
 use crate::net::{Delivered, Port, Switch};
 use crate::platform::{BlockDevice, NetDevice};
 use crate::sched::Scheduler;
+use core::mem::MaybeUninit;
 use denali_abi::hypercall::{CONSOLE_WRITE_MAX, EVENT_ALARM, Error, FrameRef, Hypercall, NET_BATCH_MAX};
 
 /// What the kernel does with the VM after a hypercall.
@@ -167,44 +168,85 @@ fn send_frame(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, len: u64) -> Resu
     env.switch.send_staged(Port::Vm(vm.id), len as usize, &mut transmit).map_err(|_| Error::InvalidArgument)
 }
 
-/// The number of entries of a batch, if it is one (1 to
-/// [`NET_BATCH_MAX`]).
-fn batch_len(count: u64) -> Result<u64, Error> {
-    (1..=NET_BATCH_MAX as u64).contains(&count).then_some(count).ok_or(Error::InvalidArgument)
+/// Bytes of the longest batch list.
+const LIST_MAX: usize = NET_BATCH_MAX * FrameRef::SIZE;
+
+/// The entries of a batch list, read from the VM in one copy (only the
+/// entries' bytes are cleared first, not room for the longest list).
+struct BatchList {
+    raw: MaybeUninit<[u8; LIST_MAX]>,
+    /// Entries read.
+    count: usize,
 }
 
-/// Entry `n` of the batch list at `list` (read one at a time: no buffer
-/// for the whole list to clear on every call).
-fn batch_entry(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, n: u64) -> Result<FrameRef, Error> {
-    let mut raw = [0u8; FrameRef::SIZE];
-    let at = list.checked_add(n * FrameRef::SIZE as u64).ok_or(Error::BadAddress)?;
-    vm.copy_from_guest(env.frames, at, &mut raw)?;
-    Ok(FrameRef::from_bytes(raw))
+impl BatchList {
+    /// The list of `count` entries (1 to [`NET_BATCH_MAX`], else
+    /// `InvalidArgument`) at `list`.
+    fn read(vm: &mut Vm, frames: &mut FrameAllocator, list: GuestAddr, count: u64) -> Result<Self, Error> {
+        if !(1..=NET_BATCH_MAX as u64).contains(&count) {
+            return Err(Error::InvalidArgument);
+        }
+        let mut entries = BatchList { raw: MaybeUninit::uninit(), count: count as usize };
+        let len = entries.count * FrameRef::SIZE;
+        // SAFETY: `len` is at most `LIST_MAX`, within `raw`; those bytes are
+        // cleared here, before the slice over them is made.
+        let bytes = unsafe {
+            let at = entries.raw.as_mut_ptr().cast::<u8>();
+            at.write_bytes(0, len);
+            core::slice::from_raw_parts_mut(at, len)
+        };
+        vm.copy_from_guest(frames, list, bytes)?;
+        Ok(entries)
+    }
+
+    /// The bytes of the first `count` entries (at most those read).
+    fn bytes(&self, count: usize) -> &[u8] {
+        // SAFETY: `read` initialised the bytes of `self.count` entries,
+        // within `raw`.
+        unsafe { core::slice::from_raw_parts(self.raw.as_ptr().cast::<u8>(), count.min(self.count) * FrameRef::SIZE) }
+    }
+
+    /// Entry `n` (one of those read).
+    fn entry(&self, n: usize) -> FrameRef {
+        let at = n * FrameRef::SIZE;
+        FrameRef::from_bytes(self.bytes(self.count)[at..at + FrameRef::SIZE].try_into().expect("one entry"))
+    }
+
+    /// Sets the length of entry `n` (one of those read).
+    fn set_len(&mut self, n: usize, len: u64) {
+        let entry = FrameRef { len, ..self.entry(n) };
+        // SAFETY: entry `n` lies within the initialised bytes of `raw`.
+        unsafe { self.raw.as_mut_ptr().cast::<[u8; FrameRef::SIZE]>().add(n).write(entry.to_bytes()) }
+    }
 }
 
-/// Runs `each` on the entries of a batch of `count` (checked) in order
-/// until one fails: `rax` for the call, how many went or, if none did, the
-/// error that stopped the first.
-fn run_batch(count: u64, mut each: impl FnMut(u64) -> Result<(), Error>) -> Result<u64, Error> {
-    let count = batch_len(count)?;
+/// Runs `each` on the entries of `list` in order until one fails: `rax`
+/// for the call, how many went or, if none did, the error that stopped the
+/// first.
+fn run_batch(
+    list: &mut BatchList,
+    mut each: impl FnMut(&mut BatchList, usize) -> Result<(), Error>,
+) -> Result<u64, Error> {
     let mut done = 0;
-    while done < count {
-        match each(done) {
+    while done < list.count {
+        match each(list, done) {
             Ok(()) => done += 1,
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
         }
     }
-    Ok(done)
+    Ok(done as u64)
 }
 
 #[inline(never)]
 fn net_send_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Outcome {
-    let sent = run_batch(count, |n| {
-        let entry = batch_entry(vm, env, list, n)?;
-        let delivered = send_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
-        env.deliveries.push(delivered);
-        Ok(())
+    let sent = BatchList::read(vm, env.frames, list, count).and_then(|mut entries| {
+        run_batch(&mut entries, |entries, n| {
+            let entry = entries.entry(n);
+            let delivered = send_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
+            env.deliveries.push(delivered);
+            Ok(())
+        })
     });
     match sent {
         Ok(sent) => Outcome::SentBatch(sent),
@@ -233,15 +275,22 @@ fn recv_frame(vm: &mut Vm, env: &mut Env<'_>, addr: GuestAddr, cap: u64) -> Resu
 
 #[inline(never)]
 fn net_recv_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Outcome {
-    let received = run_batch(count, |n| {
-        // The length goes back into the entry; an entry the VM cannot
-        // write loses the frame taken, as a bad buffer loses its frame.
-        let entry = batch_entry(vm, env, list, n)?;
+    Outcome::Resume(recv_batch(vm, env, list, count).unwrap_or_else(Error::to_return))
+}
+
+/// Takes frames into the buffers of the batch list at `list`, then writes
+/// their lengths into it in one copy: a list the VM cannot write loses the
+/// frames taken, as a bad buffer loses its frame.
+fn recv_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Result<u64, Error> {
+    let mut entries = BatchList::read(vm, env.frames, list, count)?;
+    let received = run_batch(&mut entries, |entries, n| {
+        let entry = entries.entry(n);
         let len = recv_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
-        let at = list.checked_add(n * FrameRef::SIZE as u64 + 8).ok_or(Error::BadAddress)?;
-        vm.write_guest(env.frames, at, &len.to_le_bytes())
-    });
-    Outcome::Resume(received.unwrap_or_else(Error::to_return))
+        entries.set_len(n, len);
+        Ok(())
+    })?;
+    vm.write_guest(env.frames, list, entries.bytes(received as usize))?;
+    Ok(received)
 }
 
 /// Which way a disk transfer goes.
