@@ -220,16 +220,13 @@ impl BatchList {
     }
 }
 
-/// Runs `each` on the entries of `list` in order until one fails: `rax`
-/// for the call, how many went or, if none did, the error that stopped the
-/// first.
-fn run_batch(
-    list: &mut BatchList,
-    mut each: impl FnMut(&mut BatchList, usize) -> Result<(), Error>,
-) -> Result<u64, Error> {
+/// Runs `each` on entries `0..count` of a batch in order until one fails:
+/// `rax` for the call, how many went or, if none did, the error that
+/// stopped the first.
+fn run_batch(count: usize, mut each: impl FnMut(usize) -> Result<(), Error>) -> Result<u64, Error> {
     let mut done = 0;
-    while done < list.count {
-        match each(list, done) {
+    while done < count {
+        match each(done) {
             Ok(()) => done += 1,
             Err(e) if done == 0 => return Err(e),
             Err(_) => break,
@@ -240,8 +237,8 @@ fn run_batch(
 
 #[inline(never)]
 fn net_send_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Outcome {
-    let sent = BatchList::read(vm, env.frames, list, count).and_then(|mut entries| {
-        run_batch(&mut entries, |entries, n| {
+    let sent = BatchList::read(vm, env.frames, list, count).and_then(|entries| {
+        run_batch(entries.count, |n| {
             let entry = entries.entry(n);
             let delivered = send_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
             env.deliveries.push(delivered);
@@ -283,7 +280,7 @@ fn net_recv_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -
 /// frames taken, as a bad buffer loses its frame.
 fn recv_batch(vm: &mut Vm, env: &mut Env<'_>, list: GuestAddr, count: u64) -> Result<u64, Error> {
     let mut entries = BatchList::read(vm, env.frames, list, count)?;
-    let received = run_batch(&mut entries, |entries, n| {
+    let received = run_batch(entries.count, |n| {
         let entry = entries.entry(n);
         let len = recv_frame(vm, env, GuestAddr::new(entry.addr), entry.len)?;
         entries.set_len(n, len);
