@@ -51,7 +51,8 @@ counters! {
         requests,
         /// Nanoseconds swapping VMs out, disk requests included.
         out_ns,
-        /// Nanoseconds swapping VMs in, disk requests included.
+        /// Nanoseconds swapping VMs in, disk requests included (not the
+        /// swap-outs that made room for them).
         in_ns,
         /// Nanoseconds waiting for the disk to take pages written out.
         write_wait_ns,

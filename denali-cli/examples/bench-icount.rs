@@ -4,13 +4,15 @@
 //!
 //! ```text
 //! cargo run --release -p denali-cli --example bench-icount -- [--ops N] [--kvm-ops N] [--keep DIR]
-//!     [--make 1000,10000,100000]
+//!     [--make 1000,10000,100000] [--only WORD]
 //! ```
 //!
 //! `--make` lists how many VMs the VM-making runs boot (default 1,000); runs
-//! of more than 1,000 are counted under TCG only.
+//! of more than 1,000 are counted under TCG only. `--only WORD` makes only
+//! the runs whose hypercall-bench arguments hold WORD (`swap`, `http`).
 //!
-//! `--keep DIR` writes each TCG run's bundle there (`run-K.bundle`), to boot
+//! `--keep DIR` writes each TCG run's bundle there (`run-K.bundle`, and
+//! for the run that swaps its disk, `run-K.disk`), to boot
 //! by hand, e.g. under QEMU's gdb stub to step through one operation, with
 //! the ELFs of the kernel and both services for their symbols.
 //!
@@ -33,9 +35,9 @@
 use anyhow::{Context, Result, bail};
 use denali_abi::boot::{BOOT_FLAG_STATS, BundleSpec, build_bundle, set_run_flags};
 use denali_abi::net::Ipv4Config;
-use denali_cli::bare_metal::{QemuBoot, qemu_command};
+use denali_cli::bare_metal::{QemuBoot, qemu_command, qemu_disk};
 use denali_cli::build::{BuildOptions, build};
-use denali_cli::{image, kernel, paths};
+use denali_cli::{image, kernel, paths, vm_disk};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -67,37 +69,58 @@ enum Way {
 
 /// One boot of the benchmark: hypercall-bench's arguments (`{n}` for the
 /// operation count), its VM count, how many operations (a share of
-/// `--ops`), and whether the `http` template runs as VM 0.
+/// `--ops`), whether the `http` template runs as VM 0, and for a run that
+/// swaps, the memory its machine gets (it gets a disk with a swap area).
 struct Run {
     args: &'static str,
     instances: u32,
     share: u64,
     http_server: bool,
+    swap_memory: Option<u64>,
 }
 
 impl Run {
+    /// A run of `instances` hypercall-bench VMs with `args`, `share`.
+    fn new(args: &'static str, instances: u32, share: u64) -> Run {
+        Run { args, instances, share, http_server: false, swap_memory: None }
+    }
+
     /// A run that times making `instances` VMs (each exits at once).
     fn make(instances: u32) -> Run {
-        Run { args: "1 exit", instances, share: 1, http_server: false }
+        Run::new("1 exit", instances, 1)
     }
 
     fn makes_vms(&self) -> bool {
         self.args.ends_with("exit")
     }
+
+    /// Whether its VMs all exit, so the run ends with the kernel's report
+    /// (which holds its figures).
+    fn ends_by_itself(&self) -> bool {
+        self.makes_vms() || self.swap_memory.is_some()
+    }
 }
+
+/// VMs of the swapping run, and the memory they share: about half of them
+/// fit.
+const SWAP_VMS: u32 = 400;
+const SWAP_MEMORY: u64 = 32 << 20;
+/// The swap area of the swapping run's disk.
+const SWAP_AREA: u64 = 64 << 20;
 
 /// Every run: the operations, then making each of `make` VMs.
 fn runs(make: &[u32]) -> Vec<Run> {
     let mut runs = vec![
-        Run { args: "{n}", instances: 1, share: 1, http_server: false },
-        Run { args: "{n} switch", instances: 2, share: 1, http_server: false },
-        Run { args: "{n} frames 64", instances: 2, share: 10, http_server: false },
-        Run { args: "{n} frames 1514", instances: 2, share: 10, http_server: false },
-        Run { args: "{n} frames 64 batch", instances: 2, share: 80, http_server: false },
-        Run { args: "{n} frames 1514 batch", instances: 2, share: 80, http_server: false },
-        Run { args: "{n} echo", instances: 2, share: 100, http_server: false },
-        Run { args: "{n} http", instances: 1, share: 100, http_server: true },
-        Run { args: "{n} stream", instances: 2, share: 1000, http_server: false },
+        Run::new("{n}", 1, 1),
+        Run::new("{n} switch", 2, 1),
+        Run::new("{n} frames 64", 2, 10),
+        Run::new("{n} frames 1514", 2, 10),
+        Run::new("{n} frames 64 batch", 2, 80),
+        Run::new("{n} frames 1514 batch", 2, 80),
+        Run::new("{n} echo", 2, 100),
+        Run { http_server: true, ..Run::new("{n} http", 1, 100) },
+        Run::new("{n} stream", 2, 1000),
+        Run { swap_memory: Some(SWAP_MEMORY), ..Run::new("{n} swap", SWAP_VMS, 200) },
     ];
     runs.extend(make.iter().map(|&n| Run::make(n)));
     runs
@@ -121,10 +144,36 @@ fn figures(text: &str) -> Figures {
         let us: f64 = words.nth(2)?.parse().ok()?;
         Some((vms, us * 1000.0 / vms as f64))
     });
-    if let Some((vms, ns)) = made.filter(|&(vms, _)| vms > 2) {
+    // (A swapping run's VMs are made in a small memory: not the figure.)
+    let swapping = text.contains("denali: swap:");
+    if let Some((vms, ns)) = made.filter(|&(vms, _)| vms > 2 && !swapping) {
         figures.insert(format!("make a VM, image loaded (of {vms})"), ns);
     }
+    figures.extend(swap_figures(text));
     figures
+}
+
+/// Heap pages each VM of the swapping run fills (hypercall-bench's
+/// `SWAP_PAGES`).
+const SWAP_PAGES: u32 = 16;
+
+/// The kernel's time for a swap-out and a swap-in, less the disk's (from
+/// its `denali: swap: one swap-out took A ns (B ns ...), one swap-in C ns
+/// (D ns waiting)` line).
+fn swap_figures(text: &str) -> Vec<(String, f64)> {
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("denali: swap: one swap-out took ")) else {
+        return Vec::new();
+    };
+    let numbers: Vec<f64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|word| !word.is_empty())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let [out, out_disk, back, back_disk] = numbers[..] else { return Vec::new() };
+    vec![
+        (format!("swap-out of a sleeping VM ({SWAP_PAGES} heap pages), no disk"), out - out_disk),
+        (format!("swap-in of a sleeping VM ({SWAP_PAGES} heap pages), no disk"), back - back_disk),
+    ]
 }
 
 /// Builds the service of `manifest` (release); its image, and its ELF for
@@ -134,9 +183,14 @@ fn build_image(manifest: PathBuf) -> Result<(Vec<u8>, PathBuf)> {
     Ok((image::read_dvm(&built[0].dvm)?, image::elf_beside(&built[0].dvm)))
 }
 
-/// A bundle, and whether its run ends by itself (else it is stopped once
-/// the measuring VM is done: its servers never exit).
-type Boot = (Vec<u8>, bool);
+/// A bundle to boot: whether its run ends by itself (else it is stopped
+/// once the measuring VM is done: its servers never exit), and for a run
+/// that swaps, its machine's memory.
+struct Boot {
+    bundle: Vec<u8>,
+    ends_by_itself: bool,
+    swap_memory: Option<u64>,
+}
 
 /// The bundles of `runs`, with `ops` (before each run's share).
 fn bundles(runs: &[Run], bench: &[u8], http: &[u8], ops: u64) -> Vec<Boot> {
@@ -158,12 +212,11 @@ fn bundles(runs: &[Run], bench: &[u8], http: &[u8], ops: u64) -> Vec<Boot> {
             let first = if run.http_server { [10, 0, 2, 16] } else { [10, 0, 2, 15] };
             specs.push(spec("hypercall-bench", run.instances, bench, &args, first));
             let mut bundle = build_bundle(&specs);
-            // A VM-making run ends with the kernel's report.
-            let ends_by_itself = run.makes_vms();
-            if ends_by_itself {
+            // A run that ends by itself ends with the kernel's report.
+            if run.ends_by_itself() {
                 set_run_flags(&mut bundle, BOOT_FLAG_STATS);
             }
-            (bundle, ends_by_itself)
+            Boot { bundle, ends_by_itself: run.ends_by_itself(), swap_memory: run.swap_memory }
         })
         .collect()
 }
@@ -171,21 +224,34 @@ fn bundles(runs: &[Run], bench: &[u8], http: &[u8], ops: u64) -> Vec<Boot> {
 /// Boots `bundle` the `way` asked; returns what it printed once the
 /// measuring VM said it was done (the servers are then stopped) or the
 /// kernel ended the run.
-fn boot(way: Way, kernel: &Path, (bundle, ends_by_itself): &Boot, scratch: &Path) -> Result<String> {
+fn boot(way: Way, kernel: &Path, boot: &Boot, scratch: &Path) -> Result<String> {
     let path = scratch.join("bench.bundle");
-    std::fs::write(&path, bundle)?;
+    std::fs::write(&path, &boot.bundle)?;
+    let ends_by_itself = boot.ends_by_itself;
     let pvh = QemuBoot::Pvh { kernel, bundle: &path, machine: "q35" };
+    let memory = boot.swap_memory.unwrap_or(1 << 30);
+    let disk = match boot.swap_memory {
+        Some(_) => Some(swap_disk(&boot.bundle, scratch, "swap.disk")?),
+        None => None,
+    };
     let mut command = match way {
-        Way::Icount => {
-            let mut qemu = qemu_command(pvh, "tcg", 1 << 30);
-            qemu.args(["-icount", "shift=0,sleep=off"]);
-            qemu
-        }
-        Way::QemuKvm => qemu_command(pvh, "kvm", 1 << 30),
         Way::Monitor => {
             let mut me = Command::new(std::env::current_exe()?);
-            me.arg("--monitor").arg(&path);
+            me.arg("--monitor").arg(&path).args(["--mem", &memory.to_string()]);
+            if let Some(disk) = &disk {
+                me.arg("--disk").arg(disk);
+            }
             me
+        }
+        Way::Icount | Way::QemuKvm => {
+            let mut qemu = qemu_command(pvh, if way == Way::Icount { "tcg" } else { "kvm" }, memory);
+            if way == Way::Icount {
+                qemu.args(["-icount", "shift=0,sleep=off"]);
+            }
+            if let Some(disk) = &disk {
+                qemu_disk(&mut qemu, disk);
+            }
+            qemu
         }
     };
     let mut child = command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().context("start the boot")?;
@@ -222,6 +288,13 @@ fn boot(way: Way, kernel: &Path, (bundle, ends_by_itself): &Boot, scratch: &Path
     Ok(text)
 }
 
+/// A disk for `bundle` with a swap area of `SWAP_AREA`: `dir/name`.
+fn swap_disk(bundle: &[u8], dir: &Path, name: &str) -> Result<PathBuf> {
+    let path = dir.join(name);
+    vm_disk::prepare(&path, vm_disk::windows_end_of_bundle(bundle)?, SWAP_AREA)?;
+    Ok(path)
+}
+
 /// Every run's figures one way; a domain switch derived.
 fn measure(way: Way, kernel: &Path, bundles: &[Boot], scratch: &Path) -> Result<Figures> {
     let mut all = Figures::new();
@@ -241,11 +314,14 @@ fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
     }
 }
 
-/// `--monitor BUNDLE`: boots the bundle on our monitor, console on stdout
-/// (a process of its own, so the benchmark can stop servers that never
-/// exit).
-fn monitor(bundle: &Path) -> Result<()> {
-    let config = denali_monitor::Config::new(&kernel::kernel_elf()?, std::fs::read(bundle)?);
+/// `--monitor BUNDLE --mem BYTES [--disk PATH]`: boots the bundle on our
+/// monitor, console on stdout (a process of its own, so the benchmark can
+/// stop servers that never exit).
+fn monitor(args: &[String]) -> Result<()> {
+    let bundle = args.get(1).context("--monitor takes a bundle")?;
+    let mut config = denali_monitor::Config::new(&kernel::kernel_elf()?, std::fs::read(bundle)?);
+    config.mem_size = flag(args, "--mem", config.mem_size)?;
+    config.disk = args.iter().position(|a| a == "--disk").and_then(|i| args.get(i + 1)).map(PathBuf::from);
     denali_monitor::run(&config, Box::new(std::io::stdout()))?;
     Ok(())
 }
@@ -253,7 +329,7 @@ fn monitor(bundle: &Path) -> Result<()> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--monitor") {
-        return monitor(Path::new(args.get(1).context("--monitor takes a bundle")?));
+        return monitor(&args);
     }
     let ops = flag(&args, "--ops", 100_000)?;
     let make = args.iter().position(|a| a == "--make").and_then(|i| args.get(i + 1)).map_or("1000", String::as_str);
@@ -262,8 +338,11 @@ fn main() -> Result<()> {
         .map(|n| n.trim().parse())
         .collect::<Result<_, _>>()
         .context("--make takes counts like 1000,10000")?;
-    let counted_runs = runs(&make);
-    let timed_runs = runs(&make.iter().copied().filter(|&n| n <= MAKE_TIMED_MAX).collect::<Vec<_>>());
+    // `--only WORD`: the runs whose arguments hold WORD (e.g. `swap`).
+    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map_or("", String::as_str);
+    let chosen = |runs: Vec<Run>| runs.into_iter().filter(|run| run.args.contains(only)).collect::<Vec<_>>();
+    let counted_runs = chosen(runs(&make));
+    let timed_runs = chosen(runs(&make.iter().copied().filter(|&n| n <= MAKE_TIMED_MAX).collect::<Vec<_>>()));
     let kvm_ops = flag(&args, "--kvm-ops", 2_000)?;
     eprintln!("building examples/hypercall-bench, the http template and the kernel ...");
     let (bench, bench_elf) = build_image(paths::repo_root().join("examples/hypercall-bench/Cargo.toml"))?;
@@ -277,8 +356,11 @@ fn main() -> Result<()> {
     if let Some(i) = args.iter().position(|a| a == "--keep") {
         let dir = PathBuf::from(args.get(i + 1).context("--keep takes a directory")?);
         std::fs::create_dir_all(&dir)?;
-        for (k, (bundle, _)) in counted_bundles.iter().enumerate() {
-            std::fs::write(dir.join(format!("run-{k}.bundle")), bundle)?;
+        for (k, boot) in counted_bundles.iter().enumerate() {
+            std::fs::write(dir.join(format!("run-{k}.bundle")), &boot.bundle)?;
+            if boot.swap_memory.is_some() {
+                swap_disk(&boot.bundle, &dir, &format!("run-{k}.disk"))?;
+            }
         }
         for (elf, name) in [(&bench_elf, "hypercall-bench.elf"), (&http_elf, "http.elf"), (&kernel, "kernel.elf")] {
             std::fs::copy(elf, dir.join(name)).with_context(|| format!("cannot keep {}", elf.display()))?;
@@ -295,12 +377,16 @@ fn main() -> Result<()> {
         Figures::new()
     });
 
-    println!("{:<38} {:>14} {:>16} {:>16}", "operation", "instructions", "our monitor ns", "QEMU+KVM ns");
+    println!("{:<50} {:>14} {:>16} {:>16}", "operation", "instructions", "our monitor ns", "QEMU+KVM ns");
     let cell = |figures: &Figures, op: &str| figures.get(op).map_or("-".to_string(), |v| format!("{v:.0}"));
     for (op, instructions) in &counted {
-        println!("{op:<38} {instructions:>14.0} {:>16} {:>16}", cell(&monitor, op), cell(&qemu_kvm, op));
+        println!("{op:<50} {instructions:>14.0} {:>16} {:>16}", cell(&monitor, op), cell(&qemu_kvm, op));
     }
-    let repeat = if counted == again { "the same" } else { "different" };
-    println!("(per operation, the loop included; two TCG runs gave {repeat} figures)");
+    // Which VMs are out when depends on the disk's timing: the swap rows
+    // are means over many swaps and vary a little from run to run.
+    let steady = |figures: &Figures| figures.iter().filter(|(op, _)| !op.starts_with("swap-")).count();
+    let same = counted.iter().filter(|(op, v)| !op.starts_with("swap-") && again.get(*op) == Some(v)).count();
+    let repeat = if same == steady(&counted) && same == steady(&again) { "the same" } else { "different" };
+    println!("(per operation, the loop included; two TCG runs gave {repeat} figures, swap rows aside: they are means)");
     Ok(())
 }

@@ -191,6 +191,14 @@ pub fn qemu_command(boot: QemuBoot<'_>, accel: &str, memory: u64) -> Command {
     qemu
 }
 
+/// Gives `qemu` the VMs' disk file `disk`, as a virtio-blk device on the
+/// PCI bus (where the kernel looks for it).
+pub fn qemu_disk(qemu: &mut Command, disk: &Path) {
+    qemu.arg("-drive")
+        .arg(format!("format=raw,if=none,id=vmdisk,file={}", qemu_path(disk)))
+        .args(["-device", "virtio-blk-pci,drive=vmdisk"]);
+}
+
 /// A path as a value in a QEMU option list (a comma is written twice).
 fn qemu_path(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
@@ -212,10 +220,7 @@ fn boot(how: QemuBoot<'_>, disk: Option<&Path>, options: &RunOptions) -> Result<
         qemu.arg("-append").arg(format!("{PVH_TIME_LIMIT_KEY}{}", limit.as_millis().max(1)));
     }
     if let Some(disk) = disk {
-        // The VMs' disk on the PCI bus, where the kernel looks for it.
-        qemu.arg("-drive")
-            .arg(format!("format=raw,if=none,id=vmdisk,file={}", qemu_path(disk)))
-            .args(["-device", "virtio-blk-pci,drive=vmdisk"]);
+        qemu_disk(&mut qemu, disk);
     }
     if !forwards.is_empty() {
         // QEMU's user-mode network: the first VM is at 10.0.2.15, its

@@ -28,6 +28,11 @@
 //!   batches frames).
 //! - `http`: this VM (id 1) asks VM 0, the `http` template at 10.0.2.15,
 //!   for its 2 KB page over one keep-alive connection.
+//! - `swap`: many instances each fill `SWAP_PAGES` heap pages, then sleep
+//!   a millisecond and check them, as often as the count says. Booted in a
+//!   memory that holds only some of them, with a swap area, the kernel
+//!   swaps the sleeping ones out and back in; its report (`--stats`) says
+//!   what a swap-out and a swap-in took.
 //! - `exit`: nothing (many instances time making VMs).
 //!
 //! The measuring VM prints `hypercall-bench: done` last (the servers of the
@@ -255,11 +260,38 @@ fn main() {
         Some("echo") => echo(iterations),
         Some("stream") => stream(iterations),
         Some("http") => http(iterations),
+        Some("swap") => swap(iterations),
         // For timing VM creation: nothing to do.
         Some("exit") => {}
         _ => one_vm(iterations),
     }
     println!("hypercall-bench: done");
+}
+
+/// Heap pages each VM of the `swap` run fills: about what a web VM has
+/// of its own beside its stack and info page.
+const SWAP_PAGES: usize = 16;
+
+/// Waits until every VM has booted small (the kernel's load control
+/// starts VMs only as memory holds them while they boot: three seconds is
+/// time enough to make hundreds, even where the kernel is emulated), fills
+/// `SWAP_PAGES` heap pages, then `rounds` times sleeps a millisecond (long
+/// enough for the kernel to swap it out for another) and checks the pages
+/// came back.
+fn swap(rounds: u64) {
+    let id = denali::vm::id() as u8;
+    let pattern = |page: usize| id.wrapping_mul(31).wrapping_add(page as u8);
+    denali::time::sleep(core::time::Duration::from_secs(3));
+    let pages: Vec<Page> = (0..SWAP_PAGES).map(|page| Page([pattern(page); 4096])).collect();
+    for round in 1..=rounds {
+        denali::time::sleep(core::time::Duration::from_millis(1));
+        // A byte a cache line: a page lost, zeroed or another's shows.
+        let changed = pages.iter().enumerate().find(|(i, page)| page.0.iter().step_by(64).any(|&b| b != pattern(*i)));
+        if let Some((page, _)) = changed {
+            println!("vm {id}: page {page} changed after sleep {round}");
+            denali::process::exit(1);
+        }
+    }
 }
 
 /// The figures one VM can measure alone.

@@ -391,29 +391,32 @@ impl AddressSpace {
     /// for these pages went with its last CR3 load.
     pub fn take_private(&mut self, keep: Option<GuestAddr>, limit: usize) -> Vec<TakenPage> {
         let keep = keep.map(GuestAddr::as_u64);
-        let private = core::mem::take(&mut self.private);
         let mut pages = Vec::new();
-        let mut kept = Vec::new();
-        if pages.try_reserve_exact(private.len().min(limit)).is_err() || kept.try_reserve_exact(private.len()).is_err()
-        {
+        if pages.try_reserve_exact(self.private.len().min(limit)).is_err() {
             // No heap to note them in: take nothing.
-            self.private = private;
             return pages;
         }
-        for (vaddr, frame) in private {
+        // The pages kept stay in the list's own memory: nothing allocated.
+        let mut private = core::mem::take(&mut self.private);
+        private.retain(|&(vaddr, frame)| {
             let wanted = Some(vaddr) != keep && pages.len() < limit;
             let entry = self.leaf(vaddr).filter(|entry| wanted && entry.flags().contains(Flags::PRESENT));
-            let Some(entry) = entry else {
-                kept.push((vaddr, frame));
-                continue;
-            };
+            let Some(entry) = entry else { return true };
             let flags = entry.flags().bits();
             entry.set_unused();
             phys::flush_page(vaddr);
             pages.push(TakenPage { vaddr, frame, flags });
-        }
-        self.private = kept;
+            false
+        });
+        self.private = private;
         pages
+    }
+
+    /// Makes room to note `count` more private pages at once (a swap-in's),
+    /// so they do not grow the list one by one. Without the heap for it,
+    /// each page makes its own room as it comes.
+    pub fn reserve_private(&mut self, count: usize) {
+        let _ = self.private.try_reserve_exact(count);
     }
 
     /// Frames of its page tables (its PML4 included).

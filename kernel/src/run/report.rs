@@ -170,6 +170,14 @@ impl<P: Platform> Kernel<P> {
                 u64::from(swap.slots()) >> 8,
                 u64::from(swap.slots()) - swap.free_slots()
             );
+            let per = |ns: u64, count: u64| ns / count.max(1);
+            kprintln!(
+                "denali: swap: one swap-out took {} ns ({} ns of it waiting for the disk), one swap-in {} ns ({} ns waiting)",
+                per(counters.out_ns, counters.swap_outs),
+                per(counters.write_wait_ns, counters.swap_outs),
+                per(counters.in_ns, counters.swap_ins),
+                per(counters.read_wait_ns, counters.swap_ins)
+            );
             kprintln!(
                 "denali: swap: {} swap-outs took an idle VM out whole (its page tables and info page too), leaving it at most {} B of kernel memory",
                 counters.whole_swap_outs,

@@ -196,10 +196,12 @@ impl<P: Platform> Kernel<P> {
             return true;
         }
         let swapped = !vm.swapped.is_empty();
-        let started = self.now();
+        let (started, out_before) = (self.now(), self.swap_counters.out_ns);
         let resident = self.bring_in(id);
         if swapped {
-            self.swap_counters.in_ns += self.now() - started;
+            // Swap-outs that made room count as swap-outs, not here.
+            let making_room = self.swap_counters.out_ns - out_before;
+            self.swap_counters.in_ns += (self.now() - started).saturating_sub(making_room);
         }
         resident
     }
@@ -310,6 +312,7 @@ impl<P: Platform> Kernel<P> {
         let per_transfer = disk.frames_per_transfer().clamp(1, FRAMES_PER_TRANSFER);
         let mut problem = None;
         let moved = !vm.swapped.is_empty();
+        space.reserve_private(vm.swapped.len());
         while problem.is_none() && !vm.swapped.is_empty() {
             let start = last_run(&vm.swapped, per_transfer);
             let run = &vm.swapped[start..];

@@ -115,11 +115,8 @@ impl SwapArea {
             return None;
         }
         let first = self.first_free_from(self.cursor).or_else(|| self.first_free_from(0))?;
-        let mut len = 0;
-        while len < most && first + len < self.slots && !self.is_used(first + len) {
-            self.set_used(first + len, true);
-            len += 1;
-        }
+        let len = self.free_from(first, most);
+        self.set_range(first, len, true);
         self.free -= len;
         self.cursor = if first + len == self.slots { 0 } else { first + len };
         Some((first, len))
@@ -128,10 +125,8 @@ impl SwapArea {
     /// Gives back the `len` slots from `first` (a run `alloc_run` handed
     /// out, or part of one).
     pub fn free_run(&mut self, first: u32, len: u32) {
-        for slot in first..first + len {
-            debug_assert!(self.is_used(slot), "slot {slot} freed twice");
-            self.set_used(slot, false);
-        }
+        debug_assert!((first..first + len).all(|slot| self.is_used(slot)), "a slot of {first}+{len} freed twice");
+        self.set_range(first, len, false);
         self.free += len;
     }
 
@@ -162,14 +157,43 @@ impl SwapArea {
         Some(word as u32 * SLOTS_PER_WORD + bits.trailing_ones())
     }
 
-    fn is_used(&self, slot: u32) -> bool {
-        self.used[(slot / SLOTS_PER_WORD) as usize] & (1 << (slot % SLOTS_PER_WORD)) != 0
+    /// How many slots from `first` are free, up to `most`: a word of the
+    /// bitmap at a time (the bits past the last slot are set, so a run
+    /// never passes it).
+    fn free_from(&self, first: u32, most: u32) -> u32 {
+        let mut len = 0;
+        while len < most {
+            let slot = first + len;
+            let bit = slot % SLOTS_PER_WORD;
+            let Some(&word) = self.used.get((slot / SLOTS_PER_WORD) as usize) else { break };
+            let free_here = (!word >> bit).trailing_ones().min(SLOTS_PER_WORD - bit);
+            len += free_here.min(most - len);
+            if bit + free_here < SLOTS_PER_WORD {
+                break;
+            }
+        }
+        len
     }
 
-    fn set_used(&mut self, slot: u32, used: bool) {
-        let word = &mut self.used[(slot / SLOTS_PER_WORD) as usize];
-        let bit = 1 << (slot % SLOTS_PER_WORD);
-        if used { *word |= bit } else { *word &= !bit }
+    /// Marks the `len` slots from `first` used or free, a word at a time.
+    fn set_range(&mut self, first: u32, len: u32, used: bool) {
+        let (mut slot, end) = (first, first + len);
+        while slot < end {
+            let bit = slot % SLOTS_PER_WORD;
+            let count = (end - slot).min(SLOTS_PER_WORD - bit);
+            let mask = (u64::MAX >> (SLOTS_PER_WORD - count)) << bit;
+            let word = &mut self.used[(slot / SLOTS_PER_WORD) as usize];
+            if used {
+                *word |= mask
+            } else {
+                *word &= !mask
+            }
+            slot += count;
+        }
+    }
+
+    fn is_used(&self, slot: u32) -> bool {
+        self.used[(slot / SLOTS_PER_WORD) as usize] & (1 << (slot % SLOTS_PER_WORD)) != 0
     }
 }
 
