@@ -44,6 +44,9 @@ pub use denali_abi::boot::TIMED_OUT_STATUS;
 
 /// Waits shorter than this are spun: parking the vCPU costs an exit.
 const IDLE_THRESHOLD_NS: u64 = 50_000;
+/// Idle time the kernel must have ahead to swap a VM out in it (a web VM's
+/// swap-out takes about 3 ms under PVM, disk included).
+const IDLE_SWAP_MIN_NS: u64 = 20_000_000;
 /// How often an idle kernel looks at a NIC whose interrupts it does not
 /// take (bare metal, for now).
 const NIC_POLL_NS: u64 = 1_000_000;
@@ -362,7 +365,7 @@ impl<P: Platform> Kernel<P> {
                     }
                 }
                 None if self.uplink.is_some() && self.platform.has_timer() => {
-                    self.zero_frames_while_idle(None);
+                    self.work_while_idle(None);
                     if !self.platform.nic_interrupted() {
                         self.platform.halt_until_interrupt();
                     }
@@ -573,6 +576,25 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
+    /// Uses time in which nothing is runnable, until TSC time `until` (none:
+    /// no timed event is due) or a frame arrives: first swaps idle VMs out,
+    /// one at a time, until free frames are back at the high watermark, so
+    /// that the next VM woken comes in without waiting for another to go
+    /// out (only with that much time ahead: a swap-out takes milliseconds
+    /// where the kernel is emulated); then zeroes free frames.
+    fn work_while_idle(&mut self, until: Option<u64>) {
+        let last_start = until.map(|tsc| self.clock.ns_at(tsc).saturating_sub(IDLE_SWAP_MIN_NS));
+        while self.swap.is_some()
+            && self.frames.available() < self.watermarks.high
+            && last_start.is_none_or(|ns| self.now() < ns)
+            && !self.platform.nic_interrupted()
+            && self.swap_out_oldest_idle()
+        {
+            self.platform.take_pending_interrupts();
+        }
+        self.zero_frames_while_idle(until);
+    }
+
     /// Zeroes free frames while nothing is runnable, so that first touches
     /// find them ready, until TSC time `until` (none: no timed event is
     /// due), a frame arrives, or the allocator has enough zeroed. Pending
@@ -605,7 +627,7 @@ impl<P: Platform> Kernel<P> {
         let now = self.now();
         if deadline > now + IDLE_THRESHOLD_NS {
             if self.platform.has_timer() {
-                self.zero_frames_while_idle(Some(self.clock.tsc_at(deadline - IDLE_THRESHOLD_NS)));
+                self.work_while_idle(Some(self.clock.tsc_at(deadline - IDLE_THRESHOLD_NS)));
                 // A far deadline may fire early (the xAPIC's count is 32
                 // bits): halt again until it is close.
                 while !self.platform.nic_interrupted() && self.now() + IDLE_THRESHOLD_NS < deadline {

@@ -49,14 +49,22 @@ impl<P: Platform> Kernel<P> {
     /// free. False if it could not free that many.
     pub(super) fn reclaim_idle(&mut self, wanted: u64) -> bool {
         while self.frames.available() < wanted {
-            // A full area frees nothing: leave the queue as it is.
-            if self.swap.as_ref().is_none_or(|swap| swap.free_slots() == 0) {
+            if !self.swap_out_oldest_idle() {
                 return false;
             }
-            let vms = &self.vms;
-            let Some(victim) = self.idle.pop_oldest(|id, stamp| is_swappable(vms, id, stamp)) else { return false };
-            self.swap_out(victim);
         }
+        true
+    }
+
+    /// Swaps out the VM idle longest. False if there is none, or the swap
+    /// area is full (it frees nothing then: the queue stays as it is).
+    pub(super) fn swap_out_oldest_idle(&mut self) -> bool {
+        if self.swap.as_ref().is_none_or(|swap| swap.free_slots() == 0) {
+            return false;
+        }
+        let vms = &self.vms;
+        let Some(victim) = self.idle.pop_oldest(|id, stamp| is_swappable(vms, id, stamp)) else { return false };
+        self.swap_out(victim);
         true
     }
 
@@ -79,10 +87,13 @@ impl<P: Platform> Kernel<P> {
         true
     }
 
-    /// Swaps idle VMs out if free frames are below the low watermark.
+    /// After a VM's turn: swaps idle VMs out until free frames are back at
+    /// the low watermark, if they fell below it. A VM swapped in takes from
+    /// that reserve at once, and this gives it back a VM or two at a time,
+    /// after the VM that came in has answered what woke it.
     pub(super) fn relieve_pressure(&mut self) {
         if self.swap.is_some() && self.frames.available() < self.watermarks.low {
-            self.reclaim_idle(self.watermarks.high);
+            self.reclaim_idle(self.watermarks.low);
         }
     }
 
@@ -258,7 +269,10 @@ impl<P: Platform> Kernel<P> {
         }
     }
 
-    /// Frees `count` frames for VM `id` to come in: from idle VMs; failing
+    /// Frees `count` frames for VM `id` to come in: from the reserve of free
+    /// frames if it holds them (idle VMs refill it after the VM's turn, see
+    /// [`Kernel::relieve_pressure`], so a woken VM does not wait for
+    /// another to be swapped out first), else from idle VMs; failing
     /// that, it waits a turn while VMs in memory run on (they will go idle
     /// or exit) rather than push one of them out at once: that way lies
     /// thrashing. After a few turns it pushes VMs in memory out; if even
@@ -266,7 +280,7 @@ impl<P: Platform> Kernel<P> {
     /// run, and only when none can (nothing will free memory) does it go
     /// ahead and fail. False if it waits.
     fn make_room(&mut self, id: VmId, count: u64) -> bool {
-        if self.reclaim_idle(count + self.watermarks.low) || self.frames.available() >= count {
+        if self.frames.available() >= count || self.reclaim_idle(count) {
             return true;
         }
         let others_can_run =

@@ -320,6 +320,45 @@ fn a_vm_swapped_out_whole_wakes_on_an_alarm_and_on_a_frame_with_its_memory_intac
     assert_eq!(swap.free_slots(), u64::from(swap.slots()));
 }
 
+/// Fills two heap pages, sleeps until `(id + 1) * 100` ms, and exits 0 if
+/// they are intact (1 if not).
+fn sleeps_with_two_pages(id: u32) -> Program {
+    let pattern: Vec<u8> = (0..8192u32).map(|i| (i * 5 + id) as u8).collect();
+    let mut step = 0;
+    Box::new(move |guest: &mut Guest, context| {
+        let call = match step {
+            0 => {
+                if let Err(fault) = guest.write(HEAP, &pattern) {
+                    return fault;
+                }
+                (ALARM, (u64::from(id) + 1) * 100_000_000, 0)
+            }
+            1 => (IDLE, 0, 0),
+            _ => {
+                let mut seen = vec![0; pattern.len()];
+                let intact = guest.read(HEAP, &mut seen).is_ok() && seen == pattern;
+                (EXIT, u64::from(!intact), 0)
+            }
+        };
+        step += 1;
+        (context.rax, context.rdi, context.rsi) = call;
+        Trap::Hypercall
+    })
+}
+
+#[test]
+fn idle_time_swaps_idle_vms_out_to_the_high_watermark_and_woken_vms_come_in_from_the_reserve() {
+    let mut kernel = kernel_with_swap(16, 1024, 2, sleeps_with_two_pages);
+    // Never short of memory for a VM's turn (low 0), but below the high
+    // watermark: only time with nothing to run swaps VMs out.
+    kernel.watermarks = crate::swap::Watermarks { low: 0, high: u64::MAX / 4 };
+    assert_eq!(kernel.run(false), 0, "both VMs found their pages intact");
+    // Asleep for 100 and 200 ms, both went out while the kernel waited,
+    // and came back in without another going out for them.
+    let swaps: Vec<_> = kernel.stats.iter().map(|stats| (stats.swap_outs, stats.swap_ins)).collect();
+    assert_eq!(swaps, [(1, 1), (1, 1)]);
+}
+
 #[test]
 fn a_vm_that_went_out_whole_comes_back_in_the_frames_counted_for_it() {
     let findings = Findings::default();
