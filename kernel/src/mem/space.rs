@@ -412,13 +412,6 @@ impl AddressSpace {
         pages
     }
 
-    /// Makes room to note `count` more private pages at once (a swap-in's),
-    /// so they do not grow the list one by one. Without the heap for it,
-    /// each page makes its own room as it comes.
-    pub fn reserve_private(&mut self, count: usize) {
-        let _ = self.private.try_reserve_exact(count);
-    }
-
     /// Frames of its page tables (its PML4 included).
     pub fn table_frames(&self) -> u64 {
         self.tables.len() as u64
@@ -437,19 +430,27 @@ impl AddressSpace {
     /// pages in a VM's half).
     fn walk(&mut self, vaddr: u64, parents: Flags) -> Option<&mut PageTableEntry> {
         let page = Page::<Size4KiB>::containing_address(VirtAddr::try_new(vaddr).ok()?);
-        // SAFETY: the PML4 is a frame this space owns, reached through the
-        // physmap; `&mut self` keeps every table of the space unshared.
-        let mut table = unsafe { &mut *(phys::to_virt(self.pml4) as *mut PageTable) };
+        let table = self.last_level_table(page, parents)?;
+        // SAFETY: a table of this space's, in the physmap; `&mut self`
+        // keeps every table of the space unshared.
+        Some(unsafe { &mut (&mut *table)[page.p1_index()] })
+    }
+
+    /// The last-level table over `page`, if every table above it is there
+    /// with at least the flags `parents`. It lives as long as the space
+    /// (tables are freed only with it).
+    fn last_level_table(&self, page: Page<Size4KiB>, parents: Flags) -> Option<*mut PageTable> {
+        let mut table = phys::to_virt(self.pml4) as *mut PageTable;
         for index in [page.p4_index(), page.p3_index(), page.p2_index()] {
-            let entry = &table[index];
+            // SAFETY: `table` is a table of this space (the PML4, or one a
+            // present entry above pointed to), in the physmap.
+            let entry = unsafe { &(&*table)[index] };
             if !entry.flags().contains(parents) || entry.flags().contains(Flags::HUGE_PAGE) {
                 return None;
             }
-            // SAFETY: a present entry above the last level of this space's
-            // lower half points to another of its tables, in the physmap.
-            table = unsafe { &mut *(phys::to_virt(entry.addr().as_u64()) as *mut PageTable) };
+            table = phys::to_virt(entry.addr().as_u64()) as *mut PageTable;
         }
-        Some(&mut table[page.p1_index()])
+        Some(table)
     }
 
     /// Maps a page [`AddressSpace::take_private`] took back in, in a frame
@@ -466,20 +467,11 @@ impl AddressSpace {
         let target = PhysFrame::containing_address(PhysAddr::new(page.frame));
         let at = Page::<Size4KiB>::containing_address(VirtAddr::new(page.vaddr));
         self.room_for_one()?;
-        // Its table is normally still there: fill the entry in. In a space
-        // made again from its prototype, a private copy of a data page goes
-        // where the image's copy-on-write page is (the image owns that
-        // frame: nothing to free).
-        if let Some(entry) = self.leaf(page.vaddr) {
-            let shared = entry.flags().contains(COPY_ON_WRITE);
-            if entry.is_unused() || shared {
-                entry.set_addr(target.start_address(), flags);
-                if shared {
-                    phys::flush_page(page.vaddr);
-                }
-                self.private.push((page.vaddr, page.frame));
-                return Ok(());
-            }
+        if let Some(entry) = self.leaf(page.vaddr)
+            && fill_in(entry, &page)
+        {
+            self.private.push((page.vaddr, page.frame));
+            return Ok(());
         }
         let (mut mapper, owned) = self.parts();
         // SAFETY: the caller hands over a frame of its own and the flags the
@@ -494,6 +486,71 @@ impl AddressSpace {
             Err(_) => Err(MapError::AlreadyMapped),
         }
     }
+
+    /// [`AddressSpace::restore_private`] for each of `pages` in order,
+    /// until one fails: how many were mapped. A page under the same
+    /// last-level table as the page before finds it without walking the
+    /// tables again (a swap-in's pages mostly lie side by side), and the
+    /// list of private pages makes room for all of them at once.
+    ///
+    /// # Safety
+    ///
+    /// As for [`AddressSpace::restore_private`], for each page.
+    pub unsafe fn restore_private_run(
+        &mut self,
+        frames: &mut FrameAllocator,
+        pages: impl ExactSizeIterator<Item = TakenPage>,
+    ) -> usize {
+        let parents = Flags::PRESENT;
+        let _ = self.private.try_reserve_exact(pages.len());
+        // The table the page before lay under, and its 2 MiB.
+        let mut under: Option<(u64, *mut PageTable)> = None;
+        let mut mapped = 0;
+        for page in pages {
+            let Ok(vaddr) = VirtAddr::try_new(page.vaddr) else { break };
+            let at = Page::<Size4KiB>::containing_address(vaddr);
+            let region = page.vaddr >> TABLE_SPAN_SHIFT;
+            if under.is_none_or(|(seen, _)| seen != region) {
+                under = self.last_level_table(at, parents).map(|table| (region, table));
+            }
+            let filled = self.private.len() < self.private.capacity()
+                && under.is_some_and(|(_, table)| {
+                    // SAFETY: a last-level table of this space's, which lives
+                    // as long as the space; `&mut self` keeps it unshared.
+                    fill_in(unsafe { &mut (&mut *table)[at.p1_index()] }, &page)
+                });
+            if filled {
+                self.private.push((page.vaddr, page.frame));
+            } else {
+                // The general way, which may add tables: look again next time.
+                under = None;
+                // SAFETY: the caller's promise, passed on.
+                if unsafe { self.restore_private(frames, page) }.is_err() {
+                    break;
+                }
+            }
+            mapped += 1;
+        }
+        mapped
+    }
+}
+
+/// Flat address bits one last-level table covers (2 MiB).
+const TABLE_SPAN_SHIFT: u32 = 21;
+
+/// Maps `page` at `entry` if the entry is free for it: unused, or (in a
+/// space made again from its prototype) the image's copy-on-write page,
+/// whose frame the image owns. False if the entry maps something else.
+fn fill_in(entry: &mut PageTableEntry, page: &TakenPage) -> bool {
+    let shared = entry.flags().contains(COPY_ON_WRITE);
+    if !(entry.is_unused() || shared) {
+        return false;
+    }
+    entry.set_addr(PhysAddr::new(page.frame), Flags::from_bits_truncate(page.flags));
+    if shared {
+        phys::flush_page(page.vaddr);
+    }
+    true
 }
 
 /// Calls `visit` with the flat address and entry of every page the VM's
@@ -585,16 +642,23 @@ mod tests {
         assert_eq!(space.private_pages(), 2);
     }
 
+    /// A prototype with one copy-on-write page at 0x10_1000, and a space
+    /// made from it that has written that page (its own copy now).
+    fn space_with_its_copy_of_an_image_page(frames: &mut FrameAllocator) -> (Prototype, AddressSpace) {
+        let kernel = phys::alloc_zeroed(frames).unwrap();
+        let data = phys::alloc_zeroed(frames).unwrap();
+        let mut space = AddressSpace::new(frames, kernel).unwrap();
+        space.map_frame(frames, GuestAddr::new(0x10_1000), data, DATA, Backing::CopyOnWrite).unwrap();
+        let prototype = space.into_prototype().ok().unwrap();
+        let mut a = AddressSpace::from_prototype(&prototype, frames).unwrap();
+        assert!(a.break_cow(frames, GuestAddr::new(0x10_1000)).unwrap());
+        (prototype, a)
+    }
+
     #[test]
     fn a_private_copy_comes_back_over_the_copy_on_write_page() {
         let mut frames = frames(4);
-        let kernel = phys::alloc_zeroed(&mut frames).unwrap();
-        let data = phys::alloc_zeroed(&mut frames).unwrap();
-        let mut space = AddressSpace::new(&mut frames, kernel).unwrap();
-        space.map_frame(&mut frames, GuestAddr::new(0x10_1000), data, DATA, Backing::CopyOnWrite).unwrap();
-        let prototype = space.into_prototype().ok().unwrap();
-        let mut a = AddressSpace::from_prototype(&prototype, &mut frames).unwrap();
-        assert!(a.break_cow(&mut frames, GuestAddr::new(0x10_1000)).unwrap());
+        let (prototype, mut a) = space_with_its_copy_of_an_image_page(&mut frames);
         let taken = a.take_private(None, usize::MAX);
         assert_eq!(taken.len(), 1);
         a.destroy(&mut frames);
@@ -605,5 +669,41 @@ mod tests {
         unsafe { again.restore_private(&mut frames, taken[0]) }.unwrap();
         assert_eq!(again.frame_of(GuestAddr::new(0x10_1000), true), Some(taken[0].frame));
         assert_eq!(again.private_pages(), 1);
+    }
+
+    #[test]
+    fn a_run_of_pages_comes_back_under_tables_old_and_new_and_stops_at_one_that_cannot() {
+        let mut frames = frames(4);
+        // Its copy of the image's page, one page beside it (under the
+        // image's table), and two in a 2 MiB the image has no table for.
+        let (prototype, mut a) = space_with_its_copy_of_an_image_page(&mut frames);
+        for vaddr in [0x10_2000, 0x40_0000, 0x40_1000] {
+            a.map_zeroed(&mut frames, GuestAddr::new(vaddr), DATA).unwrap();
+        }
+        let taken = a.take_private(None, usize::MAX);
+        assert_eq!(taken.len(), 4);
+        a.destroy(&mut frames);
+        // Out whole and back: a fresh copy of the prototype's tables, and
+        // every page where it was; the table for 0x40_0000 is made anew.
+        let mut again = AddressSpace::from_prototype(&prototype, &mut frames).unwrap();
+        let tables = again.table_frames();
+        // SAFETY: the frames and flags take_private handed over.
+        let mapped = unsafe { again.restore_private_run(&mut frames, taken.iter().copied()) };
+        assert_eq!(mapped, 4);
+        for page in &taken {
+            assert_eq!(again.frame_of(GuestAddr::new(page.vaddr), true), Some(page.frame), "{:#x}", page.vaddr);
+        }
+        assert_eq!((again.private_pages(), again.table_frames()), (4, tables + 1));
+        // A page already mapped, or at no flat address, ends the run there.
+        let more = TakenPage { vaddr: 0x40_2000, ..taken[3] };
+        let bad = [TakenPage { vaddr: 0x40_0000, ..taken[3] }, more];
+        // SAFETY: nothing is mapped: the first page is refused, the run ends.
+        assert_eq!(unsafe { again.restore_private_run(&mut frames, bad.into_iter()) }, 0);
+        let frame = phys::alloc_zeroed(&mut frames).unwrap();
+        let odd = [more, TakenPage { vaddr: 0x8000_0000_0000, ..taken[3] }].map(|page| TakenPage { frame, ..page });
+        // SAFETY: the first page maps a fresh frame of the test's; the
+        // second is refused before anything is mapped for it.
+        assert_eq!(unsafe { again.restore_private_run(&mut frames, odd.into_iter()) }, 1);
+        assert_eq!(again.frame_of(GuestAddr::new(0x40_2000), true), Some(frame));
     }
 }

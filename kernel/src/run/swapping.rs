@@ -326,7 +326,6 @@ impl<P: Platform> Kernel<P> {
         let per_transfer = disk.frames_per_transfer().clamp(1, FRAMES_PER_TRANSFER);
         let mut problem = None;
         let moved = !vm.swapped.is_empty();
-        space.reserve_private(vm.swapped.len());
         while problem.is_none() && !vm.swapped.is_empty() {
             let start = last_run(&vm.swapped, per_transfer);
             let run = &vm.swapped[start..];
@@ -359,17 +358,17 @@ impl<P: Platform> Kernel<P> {
                 problem = Some(why);
                 0
             } else {
-                let restored = run.iter().zip(&frames).take_while(|&(page, &frame)| {
-                    let taken = TakenPage { vaddr: page.vaddr(), frame, flags: page.flags() };
-                    // SAFETY: the frame holds the page's contents and is
-                    // handed over with the flags take_private gave.
-                    let back = unsafe { space.restore_private(&mut self.frames, taken) }.is_ok();
-                    if back && page.vaddr() == INFO_PAGE {
-                        vm.info_frame = Some(frame);
-                    }
-                    back
+                let pages = run.iter().zip(&frames).map(|(page, &frame)| TakenPage {
+                    vaddr: page.vaddr(),
+                    frame,
+                    flags: page.flags(),
                 });
-                let restored = restored.count();
+                // SAFETY: each frame holds its page's contents and is handed
+                // over with the flags take_private gave.
+                let restored = unsafe { space.restore_private_run(&mut self.frames, pages) };
+                if let Some(info) = run[..restored].iter().position(|page| page.vaddr() == INFO_PAGE) {
+                    vm.info_frame = Some(frames[info]);
+                }
                 if restored < run.len() {
                     problem = Some("its page could not be mapped again");
                 }
