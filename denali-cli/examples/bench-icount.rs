@@ -307,11 +307,19 @@ fn measure(way: Way, kernel: &Path, bundles: &[Boot], scratch: &Path) -> Result<
     Ok(all)
 }
 
-fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
+/// The value after option `name`, if it is given (an error if it is
+/// given without one).
+fn value<'a>(args: &'a [String], name: &str) -> Result<Option<&'a str>> {
     match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).with_context(|| format!("{name} takes a number")),
+        None => Ok(None),
+        Some(i) => args.get(i + 1).map(|v| Some(v.as_str())).with_context(|| format!("{name} takes a value")),
     }
+}
+
+/// The number after option `name`, or `default`.
+fn flag(args: &[String], name: &str, default: u64) -> Result<u64> {
+    let number = value(args, name)?.map(|v| v.parse().with_context(|| format!("{name} takes a number")));
+    Ok(number.transpose()?.unwrap_or(default))
 }
 
 /// `--monitor BUNDLE --mem BYTES [--disk PATH]`: boots the bundle on our
@@ -321,7 +329,7 @@ fn monitor(args: &[String]) -> Result<()> {
     let bundle = args.get(1).context("--monitor takes a bundle")?;
     let mut config = denali_monitor::Config::new(&kernel::kernel_elf()?, std::fs::read(bundle)?);
     config.mem_size = flag(args, "--mem", config.mem_size)?;
-    config.disk = args.iter().position(|a| a == "--disk").and_then(|i| args.get(i + 1)).map(PathBuf::from);
+    config.disk = value(args, "--disk")?.map(PathBuf::from);
     denali_monitor::run(&config, Box::new(std::io::stdout()))?;
     Ok(())
 }
@@ -332,14 +340,14 @@ fn main() -> Result<()> {
         return monitor(&args);
     }
     let ops = flag(&args, "--ops", 100_000)?;
-    let make = args.iter().position(|a| a == "--make").and_then(|i| args.get(i + 1)).map_or("1000", String::as_str);
+    let make = value(&args, "--make")?.unwrap_or("1000");
     let make: Vec<u32> = make
         .split(',')
         .map(|n| n.trim().parse())
         .collect::<Result<_, _>>()
         .context("--make takes counts like 1000,10000")?;
     // `--only WORD`: the runs whose arguments hold WORD (e.g. `swap`).
-    let only = args.iter().position(|a| a == "--only").and_then(|i| args.get(i + 1)).map_or("", String::as_str);
+    let only = value(&args, "--only")?.unwrap_or("");
     let chosen = |runs: Vec<Run>| runs.into_iter().filter(|run| run.args.contains(only)).collect::<Vec<_>>();
     let counted_runs = chosen(runs(&make));
     let timed_runs = chosen(runs(&make.iter().copied().filter(|&n| n <= MAKE_TIMED_MAX).collect::<Vec<_>>()));
@@ -353,8 +361,8 @@ fn main() -> Result<()> {
 
     eprintln!("counting instructions under QEMU TCG -icount ({ops} operations, twice) ...");
     let counted_bundles = bundles(&counted_runs, &bench, &http, ops);
-    if let Some(i) = args.iter().position(|a| a == "--keep") {
-        let dir = PathBuf::from(args.get(i + 1).context("--keep takes a directory")?);
+    if let Some(dir) = value(&args, "--keep")? {
+        let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir)?;
         for (k, boot) in counted_bundles.iter().enumerate() {
             std::fs::write(dir.join(format!("run-{k}.bundle")), &boot.bundle)?;
