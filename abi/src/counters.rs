@@ -58,6 +58,11 @@ counters! {
         write_wait_ns,
         /// Nanoseconds waiting for the disk to give pages read back.
         read_wait_ns,
+        /// Data segments those requests carried: runs of physically
+        /// adjacent frames, each of which costs the driver its own
+        /// descriptor (as many as the pages moved when no frame lies next
+        /// to the one before).
+        segments,
     }
 }
 
@@ -98,7 +103,8 @@ mod tests {
             out_ns: 7,
             in_ns: 8,
             write_wait_ns: 9,
-            read_wait_ns: u64::MAX,
+            read_wait_ns: 10,
+            segments: u64::MAX,
         };
         // SAFETY: SwapCounters is repr(C), all u64, no padding: its bytes
         // are initialised, and are what the kernel leaves in memory.
@@ -106,6 +112,6 @@ mod tests {
         assert_eq!(SwapCounters::from_bytes(&bytes), counters);
         assert_eq!(SwapCounters::from_words(counters.to_words()), counters);
         let later = SwapCounters::from_words(counters.to_words().map(|w| w.saturating_add(2)));
-        assert_eq!(later.since(&counters).to_words()[..9], [2; 9]);
+        assert_eq!(later.since(&counters).to_words()[..10], [2; 10]);
     }
 }

@@ -57,7 +57,7 @@ const MAKE_TIMED_MAX: u32 = 1000;
 type Figures = BTreeMap<String, f64>;
 
 /// Where a bundle boots.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Way {
     /// QEMU TCG, one instruction a nanosecond.
     Icount,
@@ -299,7 +299,11 @@ fn swap_disk(bundle: &[u8], dir: &Path, name: &str) -> Result<PathBuf> {
 fn measure(way: Way, kernel: &Path, bundles: &[Boot], scratch: &Path) -> Result<Figures> {
     let mut all = Figures::new();
     for bundle in bundles {
-        all.extend(figures(&boot(way, kernel, bundle, scratch)?));
+        let text = boot(way, kernel, bundle, scratch)?;
+        // The swapping run's totals (segments a request, the disk's wait),
+        // which its rows leave out.
+        text.lines().filter(|line| line.starts_with("denali: swap: ")).for_each(|line| eprintln!("  {way:?}: {line}"));
+        all.extend(figures(&text));
     }
     if let (Some(round), Some(yield_one)) = (all.get(ROUND), all.get("yield hypercall")) {
         all.insert("domain switch (derived)".into(), round / 2.0 - yield_one);

@@ -189,18 +189,19 @@ pub trait BlockDevice {
     /// The most frames one `write_frames` or `read_frames` moves.
     fn frames_per_transfer(&self) -> usize;
     /// Writes the 4 KiB frames at physical addresses `frames` to
-    /// consecutive pages from `sector`, in one request.
+    /// consecutive pages from `sector`, in one request; the data segments
+    /// it carried (see [`crate::swap::extents`]).
     ///
     /// # Safety
     ///
     /// Each frame must be RAM, listed once, that nothing writes meanwhile.
-    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), Error>;
+    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<usize, Error>;
     /// Reads consecutive pages from `sector` into the frames at physical
-    /// addresses `frames`, in one request.
+    /// addresses `frames`, in one request; the data segments it carried.
     ///
     /// # Safety
     ///
     /// Each frame must be RAM the caller owns, listed once, mapped nowhere
     /// a VM could see it half-written.
-    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), Error>;
+    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<usize, Error>;
 }

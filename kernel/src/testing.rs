@@ -561,24 +561,24 @@ impl BlockDevice for RamDisk {
         32
     }
 
-    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), DiskError> {
+    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<usize, DiskError> {
         let pages = self.pages(sector, frames)?;
         for (page, &frame) in pages.chunks_mut(FRAME_SIZE as usize).zip(frames) {
             // SAFETY: the caller's promise: `frame` is RAM (in the test's
             // memory, through the physmap), a whole frame.
             page.copy_from_slice(unsafe { core::slice::from_raw_parts(phys::to_virt(frame), page.len()) });
         }
-        Ok(())
+        Ok(crate::swap::extents(frames).count())
     }
 
-    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), DiskError> {
+    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<usize, DiskError> {
         let pages = self.pages(sector, frames)?;
         for (page, &frame) in pages.chunks(FRAME_SIZE as usize).zip(frames) {
             // SAFETY: the caller's promise: `frame` is RAM it owns, a whole
             // frame, mapped nowhere.
             unsafe { core::ptr::copy_nonoverlapping(page.as_ptr(), phys::to_virt(frame), page.len()) };
         }
-        Ok(())
+        Ok(crate::swap::extents(frames).count())
     }
 }
 

@@ -17,7 +17,7 @@
 use super::KernelHal;
 use crate::mem::phys;
 use crate::platform::BlockDevice;
-use crate::swap::FRAMES_PER_TRANSFER;
+use crate::swap::{FRAMES_PER_TRANSFER, extents};
 use alloc::vec;
 use alloc::vec::Vec;
 use bitflags::bitflags;
@@ -182,13 +182,13 @@ impl Disk {
 
     /// Moves the frames at physical addresses `frames` to (`kind`
     /// [`T_OUT`]) or from ([`T_IN`]) consecutive pages of the disk from
-    /// `sector`, in one request.
+    /// `sector`, in one request; the segments it carried.
     ///
     /// # Safety
     ///
     /// Each frame must be RAM the caller owns, listed once, which nothing
     /// else reads or writes until this returns.
-    unsafe fn transfer_frames(&mut self, kind: u32, sector: u64, frames: &[u64]) -> Result<(), Error> {
+    unsafe fn transfer_frames(&mut self, kind: u32, sector: u64, frames: &[u64]) -> Result<usize, Error> {
         self.check(sector, frames.len() * FRAME_SIZE, self.device.segments * FRAME_SIZE)?;
         let mut segments: [&mut [u8]; FRAMES_PER_TRANSFER] = core::array::from_fn(|_| &mut [][..]);
         let mut count = 0;
@@ -198,22 +198,9 @@ impl Disk {
             segments[count] = unsafe { core::slice::from_raw_parts_mut(phys::to_virt(start), len) };
             count += 1;
         }
-        self.device.request(kind, sector, &mut segments[..count])
+        self.device.request(kind, sector, &mut segments[..count])?;
+        Ok(count)
     }
-}
-
-/// `frames` as (start, bytes) extents of physically adjacent frames: each
-/// becomes one segment of a request, and every segment costs the driver's
-/// emulated instructions (frames freed together come back together, so
-/// swapped-in runs are often adjacent).
-fn extents(frames: &[u64]) -> impl Iterator<Item = (u64, usize)> + '_ {
-    let mut rest = frames;
-    core::iter::from_fn(move || {
-        let (&start, _) = rest.split_first()?;
-        let adjacent = rest.windows(2).take_while(|pair| pair[1] == pair[0] + FRAME_SIZE as u64).count();
-        rest = &rest[adjacent + 1..];
-        Some((start, (adjacent + 1) * FRAME_SIZE))
-    })
 }
 
 impl BlockDevice for Disk {
@@ -260,7 +247,7 @@ impl BlockDevice for Disk {
     ///
     /// Each frame must be RAM the caller owns, which nothing writes until
     /// this returns (the transfer is complete by then).
-    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), Error> {
+    unsafe fn write_frames(&mut self, sector: u64, frames: &[u64]) -> Result<usize, Error> {
         // SAFETY: the caller's promise, passed on.
         unsafe { self.transfer_frames(T_OUT, sector, frames) }
     }
@@ -273,7 +260,7 @@ impl BlockDevice for Disk {
     ///
     /// Each frame must be RAM the caller owns, mapped nowhere else and
     /// referenced by nothing while this runs.
-    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<(), Error> {
+    unsafe fn read_frames(&mut self, sector: u64, frames: &[u64]) -> Result<usize, Error> {
         // SAFETY: the caller's promise, passed on.
         unsafe { self.transfer_frames(T_IN, sector, frames) }
     }

@@ -157,7 +157,7 @@ impl<P: Platform> Kernel<P> {
         if let Some(swap) = &self.swap {
             let counters = self.swap_counters;
             kprintln!(
-                "denali: swap: {} swap-outs ({} pages, {} KiB written, {} ms), {} swap-ins ({} pages read, {} ms), in {} disk requests ({} ms waiting for the disk); swap area {} MiB, {} pages in use at the end",
+                "denali: swap: {} swap-outs ({} pages, {} KiB written, {} ms), {} swap-ins ({} pages read, {} ms), in {} disk requests of {} segments ({} ms waiting for the disk); swap area {} MiB, {} pages in use at the end",
                 counters.swap_outs,
                 counters.pages_out,
                 counters.pages_out * 4,
@@ -166,6 +166,7 @@ impl<P: Platform> Kernel<P> {
                 counters.pages_in,
                 counters.in_ns / 1_000_000,
                 counters.requests,
+                counters.segments,
                 (counters.write_wait_ns + counters.read_wait_ns) / 1_000_000,
                 u64::from(swap.slots()) >> 8,
                 u64::from(swap.slots()) - swap.free_slots()

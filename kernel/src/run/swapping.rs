@@ -147,7 +147,8 @@ impl<P: Platform> Kernel<P> {
             // and are ours until they are freed below; nothing writes them.
             let done = unsafe { disk.write_frames(swap.sector(first), &frames[..run.len()]) };
             self.swap_counters.write_wait_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
-            if done.is_ok() {
+            if let Ok(segments) = done {
+                self.swap_counters.segments += segments as u64;
                 for (slot, page) in (first..).zip(run) {
                     if page.vaddr == INFO_PAGE {
                         // Pending events wait in the record until it is back.
@@ -354,25 +355,29 @@ impl<P: Platform> Kernel<P> {
                 unsafe { disk.read_frames(swap.sector(run[0].slot()), &frames[..got]) }.map_err(|_| "the disk failed")
             };
             self.swap_counters.read_wait_ns += self.clock.ns_at(self.platform.rdtsc()) - asked;
-            let restored = if let Err(why) = read {
-                problem = Some(why);
-                0
-            } else {
-                let pages = run.iter().zip(&frames).map(|(page, &frame)| TakenPage {
-                    vaddr: page.vaddr(),
-                    frame,
-                    flags: page.flags(),
-                });
-                // SAFETY: each frame holds its page's contents and is handed
-                // over with the flags take_private gave.
-                let restored = unsafe { space.restore_private_run(&mut self.frames, pages) };
-                if let Some(info) = run[..restored].iter().position(|page| page.vaddr() == INFO_PAGE) {
-                    vm.info_frame = Some(frames[info]);
+            let restored = match read {
+                Err(why) => {
+                    problem = Some(why);
+                    0
                 }
-                if restored < run.len() {
-                    problem = Some("its page could not be mapped again");
+                Ok(segments) => {
+                    self.swap_counters.segments += segments as u64;
+                    let pages = run.iter().zip(&frames).map(|(page, &frame)| TakenPage {
+                        vaddr: page.vaddr(),
+                        frame,
+                        flags: page.flags(),
+                    });
+                    // SAFETY: each frame holds its page's contents and is handed
+                    // over with the flags take_private gave.
+                    let restored = unsafe { space.restore_private_run(&mut self.frames, pages) };
+                    if let Some(info) = run[..restored].iter().position(|page| page.vaddr() == INFO_PAGE) {
+                        vm.info_frame = Some(frames[info]);
+                    }
+                    if restored < run.len() {
+                        problem = Some("its page could not be mapped again");
+                    }
+                    restored
                 }
-                restored
             };
             // Frames not handed to the VM go back; slots whose pages came
             // back are free.

@@ -268,9 +268,30 @@ impl Watermarks {
     }
 }
 
+/// `frames` (physical addresses) as (start, bytes) extents of physically
+/// adjacent frames, in order: each becomes one segment of a disk request,
+/// and every segment costs the driver a descriptor's work both ways.
+pub fn extents(frames: &[u64]) -> impl Iterator<Item = (u64, usize)> + '_ {
+    let mut rest = frames;
+    core::iter::from_fn(move || {
+        let (&start, _) = rest.split_first()?;
+        let adjacent = rest.windows(2).take_while(|pair| pair[1] == pair[0] + FRAME_SIZE).count();
+        rest = &rest[adjacent + 1..];
+        Some((start, (adjacent + 1) * FRAME_SIZE as usize))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_next_to_the_one_before_share_its_extent() {
+        let frames = [0x5000, 0x6000, 0x7000, 0x3000, 0x9000, 0xa000, 0x8000];
+        let runs: Vec<(u64, usize)> = extents(&frames).collect();
+        assert_eq!(runs, [(0x5000, 0x3000), (0x3000, 0x1000), (0x9000, 0x2000), (0x8000, 0x1000)]);
+        assert_eq!(extents(&[]).count(), 0);
+    }
 
     #[test]
     fn a_swapped_page_keeps_its_address_flags_and_slot_in_twelve_bytes() {
