@@ -73,6 +73,7 @@ fn std_net_works_inside_a_vm() {
             "refused: Some(ConnectionRefused)",
             "connect_timeout: true",
             "bind in use: Some(AddrInUse)",
+            "read woken by shutdown: Ok(0)",
             "udp pingpong",
             "udp timeout: Some(WouldBlock)",
         ],

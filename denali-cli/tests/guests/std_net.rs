@@ -77,6 +77,17 @@ fn main() {
     println!("connect_timeout: {}", timeout.is_ok());
     println!("bind in use: {:?}", TcpListener::bind("0.0.0.0:7000").err().map(|e| e.kind()));
 
+    // A thread blocked in a read wakes with the end of the stream when
+    // another shuts the reading half (the peer stays open and silent).
+    listener.set_nonblocking(false).unwrap();
+    let blocked = TcpStream::connect("127.0.0.1:7000").unwrap();
+    let (_held, _) = listener.accept().unwrap();
+    let shutter = blocked.try_clone().unwrap();
+    let reader = thread::spawn(move || (&blocked).read(&mut [0u8; 8]).map_err(|e| e.kind()));
+    thread::sleep(Duration::from_millis(20));
+    shutter.shutdown(Shutdown::Read).unwrap();
+    println!("read woken by shutdown: {:?}", reader.join().unwrap());
+
     let a = UdpSocket::bind("127.0.0.1:9000").unwrap();
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     b.send_to(b"ping", "127.0.0.1:9000").unwrap();

@@ -57,8 +57,6 @@ pub(super) struct Socket {
     nonblocking: bool,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
-    /// Reads return end-of-stream (`shutdown(Read)`).
-    read_shut: bool,
     /// The pending error `SO_ERROR` reports (0: none).
     error: i32,
     /// Options kept for `getsockopt` only (smoltcp has no use for them).
@@ -93,7 +91,6 @@ impl Socket {
             nonblocking: false,
             read_timeout: None,
             write_timeout: None,
-            read_shut: false,
             error: 0,
             keepalive: 0,
             broadcast: 0,
@@ -337,17 +334,16 @@ fn settle_connect(entry: &Entry, outcome: crate::io::Result<bool>) -> Result<(),
 /// Reads into `buf` from a connected TCP socket or a UDP one; returns the
 /// length and the sender.
 pub(super) fn receive(entry: &Entry, buf: &mut [u8], peek: bool) -> Result<(usize, Option<SocketAddrV4>), i32> {
-    let (state, wait, read_shut) = {
+    let (state, wait) = {
         let socket = entry.borrow();
         let state = match socket.state {
             State::Connected { handle, .. } => Ok(handle),
             State::Udp { handle, .. } => Err(handle),
             _ => return Err(ENOTCONN),
         };
-        (state, socket.wait_read(), socket.read_shut)
+        (state, socket.wait_read())
     };
     match state {
-        Ok(_) if read_shut => Ok((0, None)),
         Ok(handle) => tcp::recv(handle, buf, wait, peek).map(|n| (n, None)).map_err(errno),
         Err(handle) => udp::recv_from(handle, buf, wait, peek).map(|(n, from)| (n, Some(from))).map_err(errno),
     }
@@ -455,7 +451,7 @@ extern "C" fn sys_shutdown(fd: i32, how: i32) -> i32 {
             _ => return Err(ENOTCONN),
         };
         if how == SHUT_RD || how == SHUT_RDWR {
-            entry.borrow_mut().read_shut = true;
+            tcp::shutdown_read(handle).map_err(errno)?;
         }
         if how == SHUT_WR || how == SHUT_RDWR {
             tcp::shutdown_write(handle).map_err(errno)?;
@@ -684,7 +680,7 @@ pub(super) fn revents(stack: &mut stack::Stack, fd: i32, events: i16) -> i16 {
                     State::Connected { handle, .. } => {
                         let (readable, writable, hung_up) = tcp::readiness(stack, handle);
                         let mut bits = 0;
-                        if readable || socket.read_shut {
+                        if readable {
                             bits |= POLLIN;
                         }
                         if writable {

@@ -321,6 +321,9 @@ pub(crate) struct Stack {
     /// Closed streams still finishing their goodbye, with the ephemeral
     /// port to give back once they are done.
     orphans: Vec<(SocketHandle, Option<u16>)>,
+    /// Connections whose reading half this VM shut: reads give the end of
+    /// the stream (see `tcp::shutdown_read`).
+    pub(crate) read_shut: Vec<SocketHandle>,
     /// Listening ports and their backlogs.
     listeners: Listeners,
     /// This VM's address.
@@ -391,6 +394,7 @@ impl Stack {
             udp_ports: BTreeSet::new(),
             next_ephemeral: EPHEMERAL_FIRST,
             orphans: Vec::new(),
+            read_shut: Vec::new(),
             listeners: Listeners::default(),
             address,
             egress_owed: false,

@@ -133,6 +133,9 @@ pub(crate) fn finish_connect(handle: SocketHandle, wait: Wait) -> Result<()> {
 /// stream), waiting as `wait` says; `peek` leaves the bytes queued.
 pub(crate) fn recv(handle: SocketHandle, buf: &mut [u8], wait: Wait, peek: bool) -> Result<usize> {
     stack::wait(wait, Interest::TcpRecv(handle), |stack| {
+        if stack.read_shut.contains(&handle) {
+            return Some(Ok(0));
+        }
         let socket = stack.sockets.get_mut::<Socket>(handle);
         if socket.can_recv() {
             // The window a read opens matters to the peer only if the
@@ -177,7 +180,21 @@ pub(crate) fn send(handle: SocketHandle, buf: &[u8], wait: Wait) -> Result<usize
 pub(crate) fn readiness(stack: &mut Stack, handle: SocketHandle) -> (bool, bool, bool) {
     let socket = stack.sockets.get::<Socket>(handle);
     let closed = socket.state() == State::Closed;
-    (socket.can_recv() || !socket.may_recv(), socket.can_send() || closed, closed)
+    let readable = socket.can_recv() || !socket.may_recv() || stack.read_shut.contains(&handle);
+    (readable, socket.can_send() || closed, closed)
+}
+
+/// Ends this side's reading: reads, those waiting now among them, give the
+/// end of the stream (as a Linux socket's do after `shutdown(SHUT_RD)`).
+#[cfg_attr(not(target_os = "hermit"), allow(dead_code))] // std's platform layer uses it
+pub(crate) fn shutdown_read(handle: SocketHandle) -> Result<()> {
+    stack::with(|stack| {
+        if !stack.read_shut.contains(&handle) {
+            stack.read_shut.push(handle);
+        }
+    })?;
+    super::wake::wake_readers(handle);
+    Ok(())
 }
 
 /// Ends this side's writing: the peer reads the end of the stream.
@@ -193,6 +210,8 @@ pub(crate) fn shutdown_write(handle: SocketHandle) -> Result<()> {
 pub(crate) fn close(handle: SocketHandle, port: Option<u16>) {
     let _ = stack::with(|stack| {
         stack.sockets.get_mut::<Socket>(handle).close();
+        // The handle may name another connection later.
+        stack.read_shut.retain(|&shut| shut != handle);
         stack.orphan(handle, port);
     });
 }

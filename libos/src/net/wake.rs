@@ -73,6 +73,13 @@ pub(crate) fn wake_acceptors(port: u16) {
     crate::thread::wake_socket_waiters(Some(accept_key(port)));
 }
 
+/// Wakes the threads reading from connection `handle`, and those polling
+/// any socket (they wait for any change of the network).
+pub(crate) fn wake_readers(handle: SocketHandle) {
+    crate::thread::wake_socket_waiters(Interest::TcpRecv(handle).key());
+    crate::thread::wake_event_waiters(denali_abi::hypercall::EVENT_NET_RX);
+}
+
 /// A socket handle's index in the socket set. smoltcp keeps it private,
 /// but its `Hash` writes exactly it; were that to change, sockets would
 /// share keys, which costs wake-ups, not correctness.
