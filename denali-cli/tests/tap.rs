@@ -225,10 +225,21 @@ fn a_frame_from_beyond_the_machine_with_a_wrong_checksum_is_dropped() {
 fn http_vm0_on_tap(tag: &str) -> (tempfile::TempDir, Namespace, Background, [u8; 6], std::fs::File) {
     let dir = scratch();
     let service = new_from_template(dir.path(), tag, "http");
-    build(&service, tag);
+    vm0_on_tap(dir, &service, tag, "http: serving 2048 bytes on 10.0.2.15:80")
+}
+
+/// `service` (in `dir`) built and booted as VM 0 on `dn0` in a namespace
+/// of its own, once it prints `ready`; as [`http_vm0_on_tap`].
+fn vm0_on_tap(
+    dir: tempfile::TempDir,
+    service: &std::path::Path,
+    tag: &str,
+    ready: &str,
+) -> (tempfile::TempDir, Namespace, Background, [u8; 6], std::fs::File) {
+    build(service, tag);
     let ns = Namespace::new(tag);
-    let mut server = Background::spawn(run_in(&ns, &service, &["--net", "tap=dn0"]));
-    server.wait_for("http: serving 2048 bytes on 10.0.2.15:80", Duration::from_secs(300));
+    let mut server = Background::spawn(run_in(&ns, service, &["--net", "tap=dn0"]));
+    server.wait_for(ready, Duration::from_secs(300));
     let out = ns.command("cat").arg("/sys/class/net/dn0/address").output().expect("cat");
     let mac = String::from_utf8_lossy(&out.stdout);
     let mac: Vec<u8> = mac.trim().split(':').map(|b| u8::from_str_radix(b, 16).expect("a MAC")).collect();
@@ -237,8 +248,8 @@ fn http_vm0_on_tap(tag: &str) -> (tempfile::TempDir, Namespace, Background, [u8;
     (dir, ns, server, mac, socket)
 }
 
-/// Whether `frame` is IPv4 from VM 0 whose header checksum and TCP or ICMP
-/// checksum are filled in and hold; `None` if it is neither.
+/// Whether `frame` is IPv4 from VM 0 whose header checksum and TCP, UDP or
+/// ICMP checksum are filled in and hold; `None` if it is none of those.
 fn sums_from_vm0_hold(frame: &[u8]) -> Option<bool> {
     use smoltcp::wire::*;
     let eth = EthernetFrame::new_checked(frame).ok()?;
@@ -250,18 +261,23 @@ fn sums_from_vm0_hold(frame: &[u8]) -> Option<bool> {
     let upper = match ip.next_header() {
         IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).ok()?.verify_checksum(&src, &dst),
         IpProtocol::Icmp => Icmpv4Packet::new_checked(ip.payload()).ok()?.verify_checksum(),
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(ip.payload()).ok()?;
+            // Zero would mean "no checksum", which holds trivially.
+            udp.checksum() != 0 && udp.verify_checksum(&src, &dst)
+        }
         _ => return None,
     };
     Some(ip.checksum() != 0 && ip.verify_checksum() && upper)
 }
 
-/// A UDP datagram to VM 0 (10.0.2.15), port 9, where the `http` template
-/// has no socket, from the namespace's host side.
-fn datagram_to_vm0(from: [u8; 6]) -> Vec<u8> {
+/// A UDP datagram to VM 0 (10.0.2.15), port `port`, from the namespace's
+/// host side.
+fn datagram_to_vm0(from: [u8; 6], port: u16) -> Vec<u8> {
     use smoltcp::phy::ChecksumCapabilities;
     use smoltcp::wire::*;
     let data = b"denali checksums";
-    let udp = UdpRepr { src_port: 40005, dst_port: 9 };
+    let udp = UdpRepr { src_port: 40005, dst_port: port };
     let (host, vm) = (Ipv4Address::new(10, 0, 2, 2), Ipv4Address::new(10, 0, 2, 15));
     let len = udp.header_len() + data.len();
     let ip = Ipv4Repr { src_addr: host, dst_addr: vm, next_header: IpProtocol::Udp, payload_len: len, hop_limit: 64 };
@@ -284,16 +300,38 @@ fn frames_leaving_the_machine_carry_their_checksums() {
     // Between VMs the libOS leaves checksums zero (the switch moves such
     // frames from memory to memory); a frame that leaves for the uplink
     // has them filled in: here a SYN-ACK (TCP) and a "port unreachable"
-    // (ICMP, answering a datagram to a closed port), both over IPv4.
-    use std::io::{Read, Write};
+    // (ICMP, answering a datagram to port 9, where the `http` template has
+    // no socket), both over IPv4.
     let (_dir, _ns, server, mac, mut socket) = http_vm0_on_tap("fills");
+    let requests = [(syn_to_vm0(mac, 40004), 6, "TCP"), (datagram_to_vm0(mac, 9), 1, "ICMP")];
+    assert_answers_carry_their_checksums(&mut socket, &server, &requests);
+}
 
+#[test]
+fn datagrams_leaving_the_machine_carry_their_checksums() {
+    // A std service's UDP echo answers the uplink with the UDP checksum
+    // filled in (zero, "none", is not enough).
+    let dir = scratch();
+    let service = new_service(dir.path(), "udpecho", Some(include_str!("guests/udp_echo.rs")));
+    let (_dir, _ns, server, mac, mut socket) = vm0_on_tap(dir, &service, "udpecho", "udp echo: ready on port 7");
+    assert_answers_carry_their_checksums(&mut socket, &server, &[(datagram_to_vm0(mac, 7), 17, "UDP")]);
+}
+
+/// Sends each frame of `requests` to VM 0 on `socket` and checks that VM 0
+/// answered it to the uplink with an IPv4 frame of the protocol given
+/// (its IP protocol number and name) whose checksums hold.
+fn assert_answers_carry_their_checksums(
+    socket: &mut std::fs::File,
+    server: &Background,
+    requests: &[(Vec<u8>, u8, &str)],
+) {
+    use std::io::{Read, Write};
     let mut seen = Vec::new();
     let mut buf = [0u8; 2048];
-    for (request, protocol) in [(syn_to_vm0(mac, 40004), 6), (datagram_to_vm0(mac), 1)] {
-        socket.write_all(&request).expect("send a frame to VM 0");
+    for (request, protocol, _) in requests {
+        socket.write_all(request).expect("send a frame to VM 0");
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
-        while std::time::Instant::now() < deadline && !seen.iter().any(|&(p, _)| p == protocol) {
+        while std::time::Instant::now() < deadline && !seen.iter().any(|&(p, _)| p == *protocol) {
             if let Ok(n) = socket.read(&mut buf)
                 && let Some(hold) = sums_from_vm0_hold(&buf[..n])
             {
@@ -301,8 +339,8 @@ fn frames_leaving_the_machine_carry_their_checksums() {
             }
         }
     }
-    for (protocol, name) in [(6, "TCP"), (1, "ICMP")] {
-        let answers: Vec<bool> = seen.iter().filter(|&&(p, _)| p == protocol).map(|&(_, hold)| hold).collect();
+    for (_, protocol, name) in requests {
+        let answers: Vec<bool> = seen.iter().filter(|&&(p, _)| p == *protocol).map(|&(_, hold)| hold).collect();
         assert!(!answers.is_empty(), "VM 0 sent no {name} answer to the uplink\n{}", server.output());
         assert!(answers.iter().all(|&hold| hold), "a {name} frame from VM 0 reached the uplink with wrong checksums");
     }
