@@ -4,12 +4,13 @@
 //!
 //! ```text
 //! cargo run --release -p denali-cli --example bench-icount -- [--ops N] [--kvm-ops N] [--keep DIR]
-//!     [--make 1000,10000,100000] [--only WORD]
+//!     [--make 1000,10000,100000] [--only WORD[,WORD...]]
 //! ```
 //!
 //! `--make` lists how many VMs the VM-making runs boot (default 1,000); runs
 //! of more than 1,000 are counted under TCG only. `--only WORD` makes only
-//! the runs whose hypercall-bench arguments hold WORD (`swap`, `http`).
+//! the runs whose hypercall-bench arguments hold WORD (`swap`, `http`), or
+//! one of several words (`--only http,echo,stream`).
 //!
 //! `--keep DIR` writes each TCG run's bundle there (`run-K.bundle`, and
 //! for the run that swaps its disk, `run-K.disk`), to boot
@@ -350,9 +351,12 @@ fn main() -> Result<()> {
         .map(|n| n.trim().parse())
         .collect::<Result<_, _>>()
         .context("--make takes counts like 1000,10000")?;
-    // `--only WORD`: the runs whose arguments hold WORD (e.g. `swap`).
-    let only = value(&args, "--only")?.unwrap_or("");
-    let chosen = |runs: Vec<Run>| runs.into_iter().filter(|run| run.args.contains(only)).collect::<Vec<_>>();
+    // `--only WORD[,WORD...]`: the runs whose arguments hold one of the
+    // words (e.g. `swap`, or `http,echo,stream`).
+    let only: Vec<&str> = value(&args, "--only")?.unwrap_or("").split(',').collect();
+    let chosen = |runs: Vec<Run>| {
+        runs.into_iter().filter(|run| only.iter().any(|word| run.args.contains(word))).collect::<Vec<_>>()
+    };
     let counted_runs = chosen(runs(&make));
     let timed_runs = chosen(runs(&make.iter().copied().filter(|&n| n <= MAKE_TIMED_MAX).collect::<Vec<_>>()));
     let kvm_ops = flag(&args, "--kvm-ops", 2_000)?;
