@@ -450,11 +450,17 @@ impl Platform for Sim {
     }
 }
 
-/// A minimal image: one page of "code" (the programs stand in for it).
+/// A minimal image: one page of "code" (the programs stand in for it), in
+/// a flat space of 4 MiB.
 pub fn image() -> Vec<u8> {
+    image_of(4 << 20)
+}
+
+/// As [`image`], in a flat space of `mem_size` bytes (its stack at the top).
+pub fn image_of(mem_size: u64) -> Vec<u8> {
     let code = [0xf4u8; 16];
     let text = SegmentSpec { vaddr: IMAGE_BASE, mem_size: 0x1000, flags: SEG_READ | SEG_EXEC, data: &code };
-    build_image(IMAGE_BASE, 4 << 20, 64 << 10, &[text])
+    build_image(IMAGE_BASE, mem_size, 64 << 10, &[text])
 }
 
 /// A kernel on a [`Sim`] with `mib` MiB of memory, a pool of `frame_slots`
@@ -466,22 +472,36 @@ pub fn kernel(mib: u64, frame_slots: u32, vms: u32, program: impl FnMut(u32) -> 
 
 /// As [`kernel`], on the CPU `sim`.
 pub fn kernel_on(sim: Sim, mib: u64, frame_slots: u32, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
-    kernel_with_disk(sim, mib, frame_slots, None, 0, vms, program)
+    kernel_with_disk(sim, &image(), mib, frame_slots, None, 0, vms, program)
 }
 
 /// As [`kernel_on`], with 16 MiB and the run's time limit set before the
 /// VMs are made, as the boot sets it.
 pub fn kernel_with_time_limit(sim: Sim, limit_ms: u64, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
-    kernel_with_disk(sim, 16, 64, None, limit_ms, vms, program)
+    kernel_with_disk(sim, &image(), 16, 64, None, limit_ms, vms, program)
 }
 
 /// As [`kernel`], with a [`RamDisk`] of `swap_pages` pages of swap area.
 pub fn kernel_with_swap(mib: u64, swap_pages: u64, vms: u32, program: impl FnMut(u32) -> Program) -> Kernel<Sim> {
-    kernel_with_disk(Sim::new(), mib, 64, Some(Box::new(RamDisk::with_swap(swap_pages))), 0, vms, program)
+    kernel_with_swap_of(&image(), mib, swap_pages, vms, program)
 }
 
+/// As [`kernel_with_swap`], with VMs of `image`.
+pub fn kernel_with_swap_of(
+    image: &[u8],
+    mib: u64,
+    swap_pages: u64,
+    vms: u32,
+    program: impl FnMut(u32) -> Program,
+) -> Kernel<Sim> {
+    let disk: Option<Box<dyn BlockDevice>> = Some(Box::new(RamDisk::with_swap(swap_pages)));
+    kernel_with_disk(Sim::new(), image, mib, 64, disk, 0, vms, program)
+}
+
+#[allow(clippy::too_many_arguments)] // the test kernels' one builder
 fn kernel_with_disk(
     sim: Sim,
+    image: &[u8],
     mib: u64,
     frame_slots: u32,
     disk: Option<Box<dyn BlockDevice>>,
@@ -501,9 +521,7 @@ fn kernel_with_disk(
         .build()
         .expect("a kernel");
     kernel.set_time_limit_ms(time_limit_ms);
-    let image = image();
-    let spec =
-        BundleSpec { name: "sim", instances: vms, image: &image, args: "", ipv4: Ipv4Config::DEFAULT, disk_sectors: 0 };
+    let spec = BundleSpec { name: "sim", instances: vms, image, args: "", ipv4: Ipv4Config::DEFAULT, disk_sectors: 0 };
     let bundle = build_bundle(&[spec]);
     kernel.admit_bundle(&Bundle::parse(&bundle).expect("a valid bundle"), 64 << 20).expect("room for the VMs");
     for id in 0..vms {

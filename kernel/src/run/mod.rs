@@ -26,9 +26,10 @@ use alloc::vec::Vec;
 use denali_abi::counters::SwapCounters;
 use denali_abi::debug::EventKind;
 use denali_abi::disk::DISK_IO_MAX;
-use denali_abi::hypercall::FRAME_MAX;
 use denali_abi::hypercall::Hypercall;
 use denali_abi::hypercall::{EVENT_ALARM, EVENT_NET_RX, EVENT_WAKEUP};
+use denali_abi::hypercall::{FRAME_MAX, FrameRef, NET_BATCH_MAX};
+use denali_abi::layout::MAX_MEM_SIZE;
 use x86_64::PhysAddr;
 use x86_64::structures::paging::PhysFrame;
 
@@ -209,10 +210,31 @@ enum Handed {
     Unresolved,
 }
 
-/// Frames a hypercall may need: the pages of its largest buffer
-/// ([`DISK_IO_MAX`] bytes, not page aligned) and the page tables under
-/// them (a PT on each side of a boundary, a PD and a PDPT across a GiB).
-const HYPERCALL_FRAMES: u64 = (DISK_IO_MAX as u64).div_ceil(4096) + 1 + 5;
+/// Frames a hypercall may need, as pages it touches for the first time
+/// and the page tables under them: the larger of a disk transfer's and a
+/// batch of frames'.
+const HYPERCALL_FRAMES: u64 = if DISK_CALL_FRAMES > BATCH_CALL_FRAMES { DISK_CALL_FRAMES } else { BATCH_CALL_FRAMES };
+
+/// A disk transfer: the pages of one buffer of [`DISK_IO_MAX`] bytes and
+/// the tables under them (a PT on each side of a boundary, a PD and a
+/// PDPT across a GiB).
+const DISK_CALL_FRAMES: u64 = pages_of_buffer(DISK_IO_MAX as u64) + 1 + 5;
+
+/// A batch (`net_send_batch`, `net_recv_batch`): the pages of its list and
+/// of [`NET_BATCH_MAX`] frames of up to [`FRAME_MAX`] bytes, each of which
+/// may lie in a 2 MiB of its own (a PT each) and a GiB of its own (a PD
+/// each, as many as a VM's space has GiBs), under one PDPT.
+const BATCH_CALL_FRAMES: u64 = {
+    let list = (NET_BATCH_MAX * FrameRef::SIZE) as u64;
+    let pages = NET_BATCH_MAX as u64 * pages_of_buffer(FRAME_MAX as u64) + pages_of_buffer(list);
+    let gibs = MAX_MEM_SIZE >> 30;
+    2 * pages + if pages < gibs { pages } else { gibs } + 1
+};
+
+/// The most pages a buffer of `len` bytes spans, wherever it starts.
+const fn pages_of_buffer(len: u64) -> u64 {
+    len.div_ceil(4096) + 1
+}
 
 impl<P: Platform> Kernel<P> {
     /// A kernel with no VMs yet.
@@ -894,8 +916,9 @@ impl<P: Platform> Kernel<P> {
     }
 
     /// Whether frames must be freed (VMs swapped out) before a hypercall:
-    /// it may touch up to 64 KiB of the VM's memory for the first time,
-    /// and must not fail for want of memory while VMs could be swapped out.
+    /// it may touch up to [`HYPERCALL_FRAMES`] pages and tables of the VM's
+    /// for the first time, and must not fail for want of memory while VMs
+    /// could be swapped out.
     fn needs_room_for_hypercall(&self) -> bool {
         self.swap.is_some() && self.frames.available() < HYPERCALL_FRAMES
     }
@@ -1007,11 +1030,14 @@ impl<P: Platform> Kernel<P> {
         if !tried && vm.resolve_fault(&mut self.frames, &fault) {
             return Next::Resume;
         }
-        // Out of frames: swap VMs out and, if that freed any, run the
-        // faulting instruction again.
+        // Out of frames (or of kernel heap for the page's bookkeeping):
+        // swap VMs out and, if that freed any, run the faulting instruction
+        // again. Without progress, the VM stops: a page and its tables may
+        // need more frames than are free, and retrying would fault for ever.
         if vm.out_of_memory {
+            let before = self.frames.available();
             self.reclaim(self.watermarks.high, id);
-            if self.vms[id as usize].is_some() && self.frames.available() > 0 {
+            if self.vms[id as usize].is_some() && self.frames.available() > before {
                 return Next::Resume;
             }
         }

@@ -3,8 +3,8 @@
 //! arguments no VM should get past.
 
 use crate::testing::{
-    Guest, Program, Sim, Trap, calls, heap_peak_of_this_thread, kernel, kernel_on, kernel_with_swap,
-    kernel_with_time_limit, reset_heap_peak,
+    Guest, Program, Sim, Trap, calls, heap_peak_of_this_thread, image_of, kernel, kernel_on, kernel_with_swap,
+    kernel_with_swap_of, kernel_with_time_limit, reset_heap_peak,
 };
 use denali_abi::hypercall::{EVENT_ALARM, Error, FRAME_MAX, FrameRef, Hypercall, NET_BATCH_MAX};
 use denali_abi::info::InfoPage;
@@ -617,6 +617,116 @@ fn a_long_boot_prints_its_progress_where_no_monitor_shows_it() {
 }
 
 /// Where frame `n` of a batch lies in a VM's heap, and where the list is.
+/// A VM of 16 MiB that naps, then writes a byte at 4 MiB, where its image
+/// has no page table (the page needs a frame and a table); it gives up
+/// (exits 1) if the write faults a hundred times.
+fn touches_a_new_table(_id: u32) -> Program {
+    let (mut step, mut faults) = (0, 0);
+    Box::new(move |guest: &mut Guest, context| {
+        let call = match step {
+            0 => (ALARM, 50_000_000, 0),
+            1 => (IDLE, 0, 0),
+            _ => match guest.write(0x40_0000, &[1]) {
+                Err(_) if faults == 100 => (EXIT, 1, 0),
+                Err(fault) => {
+                    faults += 1;
+                    return fault;
+                }
+                Ok(()) => (EXIT, 0, 0),
+            },
+        };
+        step += 1;
+        (context.rax, context.rdi, context.rsi) = call;
+        Trap::Hypercall
+    })
+}
+
+#[test]
+fn a_first_touch_that_memory_cannot_meet_stops_the_vm_instead_of_faulting_for_ever() {
+    // One frame is free and nothing can be swapped out; the page needs two
+    // (itself and a page table).
+    let mut kernel = kernel_with_swap_of(&image_of(16 << 20), 16, 1024, 1, touches_a_new_table);
+    kernel.run_slice(0);
+    let tsc = kernel.platform.tsc();
+    tsc.set(tsc.get() + 1_000_000_000);
+    kernel.fire_alarms();
+    let held: Vec<u64> = (1..kernel.frames.available()).map(|_| kernel.frames.alloc().unwrap()).collect();
+    kernel.run_slice(0);
+    held.into_iter().for_each(|frame| kernel.frames.free(frame));
+    assert_eq!(kernel.statuses[0], Some(crate::vm::fault_status(14)), "it faulted on with no frame to come");
+}
+
+/// Heap pages VM 1 of [`batch_into_fresh_pages`] fills before it sleeps.
+const FILLED_PAGES: usize = 300;
+
+/// VM 1 fills [`FILLED_PAGES`] heap pages and sleeps for an hour. VM 0
+/// writes the headers of [`NET_BATCH_MAX`] full frames (to a MAC nobody
+/// has), each in the last bytes of a page, so that the rest of each frame
+/// lies in a page it never touched, and naps; woken, it sends them in one
+/// batch and notes what the call returned.
+fn batch_into_fresh_pages(id: u32, returned: Rc<Cell<Option<u64>>>) -> Program {
+    const SLOTS: u64 = HEAP + 0x10_0000;
+    const HEADER: usize = 96;
+    let slot = |n: u64| SLOTS + n * 0x2000 + 0x1000 - HEADER as u64;
+    let mut step = 0;
+    Box::new(move |guest: &mut Guest, context| {
+        let call = match (id, step) {
+            (1, 0) => {
+                if let Err(fault) = guest.write(HEAP, &vec![1u8; FILLED_PAGES * 4096]) {
+                    return fault;
+                }
+                (ALARM, 3_600_000_000_000, 0)
+            }
+            (0, 0) => {
+                let mut list = Vec::new();
+                for n in 0..NET_BATCH_MAX as u64 {
+                    if let Err(fault) = guest.write(slot(n), &frame(0, 7)[..HEADER]) {
+                        return fault;
+                    }
+                    list.extend(FrameRef { addr: slot(n), len: FRAME_MAX as u64 }.to_bytes());
+                }
+                if let Err(fault) = guest.write(HEAP, &list) {
+                    return fault;
+                }
+                (ALARM, 50_000_000, 0)
+            }
+            (_, 1) => (IDLE, 0, 0),
+            (0, 2) => (SEND_BATCH, HEAP, NET_BATCH_MAX as u64),
+            (0, 3) => {
+                returned.set(Some(context.rax));
+                (EXIT, 0, 0)
+            }
+            _ => (IDLE, 0, 0),
+        };
+        step += 1;
+        (context.rax, context.rdi, context.rsi) = call;
+        Trap::Hypercall
+    })
+}
+
+#[test]
+fn a_batch_into_pages_never_touched_gets_its_memory_when_memory_is_short() {
+    // The kernel frees frames before a hypercall as the largest call may
+    // need them: a batch touching a page of its own for each of its frames
+    // needs far more than a disk transfer's 64 KiB.
+    let returned = Rc::new(Cell::new(None));
+    let seen = Rc::clone(&returned);
+    let mut kernel = kernel_with_swap(16, 1024, 2, move |id| batch_into_fresh_pages(id, Rc::clone(&seen)));
+    kernel.run_slice(1);
+    kernel.run_slice(0);
+    let tsc = kernel.platform.tsc();
+    tsc.set(tsc.get() + 1_000_000_000);
+    kernel.fire_alarms();
+    // Fewer frames free than the batch touches; only VM 1, asleep, can
+    // give any back.
+    let short = NET_BATCH_MAX as u64 - 2;
+    let held: Vec<u64> = (short..kernel.frames.available()).map(|_| kernel.frames.alloc().unwrap()).collect();
+    kernel.run_slice(0);
+    held.into_iter().for_each(|frame| kernel.frames.free(frame));
+    assert_eq!(returned.get(), Some(NET_BATCH_MAX as u64), "every frame went: {:?}", kernel.statuses);
+    assert_eq!(kernel.swap_counters.swap_outs, 1, "the sleeping VM made room: {:?}", kernel.swap_counters);
+}
+
 fn batch_slot(n: u64) -> u64 {
     HEAP + n * 0x800
 }
