@@ -3,7 +3,7 @@
 //! every VM has exited.
 
 use crate::kprintln;
-use crate::mem::frame::FrameAllocator;
+use crate::mem::frame::{FRAME_SIZE, FrameAllocator};
 use crate::mem::guest::GuestAddr;
 use crate::mem::heap::{CountingHeap, HeapUse};
 use crate::mem::phys;
@@ -233,7 +233,7 @@ const BATCH_CALL_FRAMES: u64 = {
 
 /// The most pages a buffer of `len` bytes spans, wherever it starts.
 const fn pages_of_buffer(len: u64) -> u64 {
-    len.div_ceil(4096) + 1
+    len.div_ceil(FRAME_SIZE) + 1
 }
 
 impl<P: Platform> Kernel<P> {
