@@ -278,8 +278,12 @@ pub fn run(options: &RunOptions) -> Result<i32> {
     config.disk = crate::vm_disk::for_run(&services, options.disk.as_deref(), options.swap)?;
     config.elves = services.iter().map(|s| s.elf.clone()).collect();
     if let Some(dir) = &options.core_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create the core-file directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot use {} for core files ({e}): name a directory you can write with --core-dir",
+                dir.display()
+            )
+        })?;
         config.core_dir = Some(dir.clone());
     }
     if let Some(gdb) = options.gdb {

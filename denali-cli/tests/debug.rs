@@ -145,6 +145,9 @@ fn a_null_dereference_names_the_function_and_its_callers() {
     assert_eq!(read_through, 1, "{}", frames.join("\n"));
     assert!(frames[1].contains("src/main.rs:4:"), "{}", frames.join("\n"));
     assert!(frame_of(&frames, "nullread::look_up") < frame_of(&frames, "nullread::main"), "{}", frames.join("\n"));
+    // Core files only when asked.
+    assert!(!out.stdout.contains("core file"), "{}", out.stdout);
+    assert!(!service.join("core.vm0").exists(), "a core file was written unasked");
 }
 
 #[test]
