@@ -45,7 +45,14 @@ pub enum Command {
     Continue = 1,
     /// Run one instruction, then stop again.
     Step = 2,
+    /// End the VM (gdb's `kill`): it finishes with status
+    /// [`KILLED_STATUS`].
+    Kill = 3,
 }
+
+/// The status of a VM its debugger killed: 128 + `SIGKILL`, as a shell
+/// reports a killed process.
+pub const KILLED_STATUS: i32 = 137;
 
 /// [`DebugEvent::flags`]: every page of the VM is its own (its image's
 /// shared pages were copied), so the debugger may write its memory, and
@@ -153,7 +160,7 @@ impl DebugEvent {
 
     /// The monitor's answer to a stop, if a known one.
     pub fn command(&self) -> Option<Command> {
-        [Command::Continue, Command::Step].into_iter().find(|command| *command as u64 == self.command)
+        [Command::Continue, Command::Step, Command::Kill].into_iter().find(|command| *command as u64 == self.command)
     }
 
     /// Whether the VM stopped for good (a fault or a panic).

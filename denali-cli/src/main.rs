@@ -116,7 +116,7 @@ enum Command {
         /// Serve gdb on 127.0.0.1:PORT: the debugged VM stops at its entry
         /// point until gdb connects (`target remote :PORT`); while it is
         /// stopped, every VM waits.
-        #[arg(long, value_name = "PORT")]
+        #[arg(long, value_name = "PORT", value_parser = gdb_port)]
         gdb: Option<u16>,
         /// The VM gdb debugs (default: VM 0).
         #[arg(long, value_name = "N", requires = "gdb")]
@@ -125,6 +125,15 @@ enum Command {
 }
 
 /// Says what was built, and how big.
+/// `--gdb`'s port: not 0, which would listen where gdb cannot know.
+fn gdb_port(text: &str) -> Result<u16, String> {
+    match text.parse::<u16>() {
+        Ok(0) => Err("port 0 would let the system pick one gdb cannot know: name a port, e.g. --gdb 1234".into()),
+        Ok(port) => Ok(port),
+        Err(_) => Err(format!("{text} is not a port number: name one from 1 to 65535, e.g. --gdb 1234")),
+    }
+}
+
 fn report_built(paths: &[PathBuf]) -> i32 {
     for path in paths {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -206,5 +215,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gdb_needs_a_port_it_can_be_told() {
+        assert_eq!(super::gdb_port("1234"), Ok(1234));
+        assert!(super::gdb_port("0").unwrap_err().contains("name a port"));
+        assert!(super::gdb_port("65536").unwrap_err().contains("not a port number"));
     }
 }

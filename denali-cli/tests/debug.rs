@@ -223,37 +223,48 @@ fn main() {
 }
 "#;
 
-#[test]
-fn gdb_breaks_reads_writes_memory_and_registers_steps_and_continues_while_other_vms_wait() {
-    let _turn = take_turn();
-    let dir = scratch();
-    let service = new_service(dir.path(), "gdbme", Some(TO_DEBUG));
+/// Boots two VMs of `TO_DEBUG` (as `name`) with VM 0 under `--gdb`, runs
+/// a `gdb -batch` session of `commands` against it, and hands back the
+/// run and what gdb said.
+fn debug_session(dir: &std::path::Path, name: &str, commands: &[&str]) -> (Background, String) {
+    let service = new_service(dir, name, Some(&TO_DEBUG.replace("gdbme", name)));
     let port = free_port().to_string();
     let mut run = Background::start(&service, &["--instances", "2", "--gdb", &port]);
     run.wait_for("stopped at its entry point for gdb", std::time::Duration::from_secs(600));
     std::thread::sleep(std::time::Duration::from_secs(1));
     assert!(!run.output().contains("result"), "a VM ran while VM 0 waited for gdb:\n{}", run.output());
 
-    let elf = support::guest_target_dir().join("denali/debug/gdbme.elf");
+    let elf = support::guest_target_dir().join(format!("denali/debug/{name}.elf"));
     let mut gdb = gdb();
     gdb.current_dir(&service).args(["-nx", "-batch", "-ex", &format!("target remote 127.0.0.1:{port}")]);
-    for command in [
-        "set var gdbme::FACTOR = 5",
-        "break gdbme::scale",
-        "continue",
-        "print value",
-        "stepi",
-        "next",
-        "print scaled",
-        // Pops the frame and sets rax: registers written.
-        "return 77",
-        "continue",
-    ] {
+    for command in commands {
         gdb.args(["-ex", command]);
     }
     gdb.arg(&elf);
     let session = run_with_timeout(gdb, std::time::Duration::from_secs(120));
-    let said = format!("{}\n{}", session.stdout, session.stderr);
+    (run, format!("{}\n{}", session.stdout, session.stderr))
+}
+
+#[test]
+fn gdb_breaks_reads_writes_memory_and_registers_steps_and_continues_while_other_vms_wait() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let (mut run, said) = debug_session(
+        dir.path(),
+        "gdbme",
+        &[
+            "set var gdbme::FACTOR = 5",
+            "break gdbme::scale",
+            "continue",
+            "print value",
+            "stepi",
+            "next",
+            "print scaled",
+            // Pops the frame and sets rax: registers written.
+            "return 77",
+            "continue",
+        ],
+    );
     assert!(said.contains("Breakpoint 1, gdbme::scale (value=20, factor=5) at src/main.rs:9"), "{said}");
     assert!(said.contains("$1 = 20"), "{said}");
     assert!(said.contains("$2 = 100"), "the local after `next`: {said}");
@@ -263,4 +274,17 @@ fn gdb_breaks_reads_writes_memory_and_registers_steps_and_continues_while_other_
     let output = run.output();
     assert!(output.contains("vm 0 result 77"), "gdb's `return` (its register writes) reached VM 0:\n{output}");
     assert!(output.contains("vm 1 result 61"), "VM 1 saw VM 0's debugger's write:\n{output}");
+}
+
+#[test]
+fn gdb_kill_ends_the_debugged_vm_and_the_other_runs_on() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let (mut run, said) = debug_session(dir.path(), "killme", &["break killme::scale", "continue", "kill"]);
+    assert!(said.contains("Breakpoint 1, killme::scale"), "{said}");
+    assert_eq!(run.finish(std::time::Duration::from_secs(60)), 137, "{}", run.output());
+    let output = run.output();
+    assert!(output.contains("vm 0 was killed by its debugger"), "{output}");
+    assert!(!output.contains("vm 0 result"), "the killed VM ran on:\n{output}");
+    assert!(output.contains("vm 1 result 61"), "{output}");
 }

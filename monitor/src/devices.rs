@@ -177,6 +177,9 @@ impl PortBus {
     /// Ends an unfinished line and flushes the console.
     pub fn flush(&mut self) {
         let mut screen = self.screen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(text) = self.debug.unserved() {
+            screen.draw(Writer::Kernel, false, text.as_bytes());
+        }
         let Screen { lines, out } = &mut *screen;
         lines.finish(&mut |b| drop(out.write_all(b)));
         let _ = out.flush();

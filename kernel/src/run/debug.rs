@@ -13,12 +13,13 @@
 //! waits too.
 
 use super::{Kernel, Next};
+use crate::kprintln;
 use crate::platform::Platform;
 use crate::platform::vectors::DEBUG;
 use crate::sched::VmId;
 use crate::vm::fault::Fault;
 use crate::vm::state_switch::StateSwitch;
-use denali_abi::debug::{Command, EVENT_MEMORY_PRIVATE, EventKind};
+use denali_abi::debug::{Command, EVENT_MEMORY_PRIVATE, EventKind, KILLED_STATUS};
 
 /// The x86 trap flag: a debug trap after the next instruction.
 const TRAP_FLAG: u64 = 1 << 8;
@@ -83,23 +84,28 @@ impl<P: Platform> Kernel<P> {
             DEBUG if debugged.stepping => EventKind::Step,
             _ => EventKind::Trap,
         };
-        self.stop_for_debugger(id, kind, 0);
-        Next::Resume
+        self.stop_for_debugger(id, kind, 0)
     }
 
     /// Stops the debugged VM `id` (`kind`, with exit `status` for
     /// [`EventKind::Exited`]) until the debugger answers; takes the
-    /// registers it set and whether to step.
-    pub(super) fn stop_for_debugger(&mut self, id: VmId, kind: EventKind, status: i32) {
-        let Some(mut debugged) = self.debugged.filter(|debugged| debugged.vm == id) else { return };
-        let Some(vm) = self.vms[id as usize].as_mut() else { return };
+    /// registers it set and whether to step. The VM resumes, or, if the
+    /// debugger killed it, has finished.
+    pub(super) fn stop_for_debugger(&mut self, id: VmId, kind: EventKind, status: i32) -> Next {
+        let Some(mut debugged) = self.debugged.filter(|debugged| debugged.vm == id) else { return Next::Resume };
+        let Some(vm) = self.vms[id as usize].as_mut() else { return Next::Resume };
         if kind == EventKind::Entry {
             debugged.memory_private = vm.privatize_image(&mut self.frames);
         }
-        let Some(mut event) = vm.debug_event(kind, None) else { return };
+        let Some(mut event) = vm.debug_event(kind, None) else { return Next::Resume };
         event.status = status as u64;
         event.flags = if debugged.memory_private { EVENT_MEMORY_PRIVATE } else { 0 };
         self.platform.debug_event(&mut event);
+        if event.command() == Some(Command::Kill) && kind != EventKind::Exited {
+            kprintln!("denali: vm {id} was killed by its debugger");
+            self.finish(id, KILLED_STATUS);
+            return Next::Stop;
+        }
         vm.context.set_from_debugger(&event.regs);
         // No answer (no monitor): run on.
         debugged.stepping = event.command() == Some(Command::Step);
@@ -110,6 +116,7 @@ impl<P: Platform> Kernel<P> {
             vm.context.rflags &= !TRAP_FLAG;
         }
         self.debugged = Some(debugged);
+        Next::Resume
     }
 
     /// Tells the platform that VM `id` crashed (`fault`: how, if a CPU

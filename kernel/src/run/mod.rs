@@ -1007,7 +1007,8 @@ impl<P: Platform> Kernel<P> {
                 if crashed {
                     self.report_crash(id, None, status);
                 } else {
-                    self.stop_for_debugger(id, EventKind::Exited, status);
+                    // The VM ends either way: a `kill` changes nothing.
+                    let _ = self.stop_for_debugger(id, EventKind::Exited, status);
                 }
                 self.finish(id, status);
             }

@@ -543,6 +543,26 @@ fn the_debugged_vm_stops_for_its_debugger_and_the_others_run_on() {
     assert!(kernel.stats[1].shared_pages > 1);
 }
 
+#[test]
+fn a_debugger_kill_ends_the_debugged_vm_and_the_others_run_on() {
+    use denali_abi::debug::{Command, EventKind, KILLED_STATUS};
+    let program = move |id: u32| -> Program {
+        Box::new(move |_: &mut Guest, context| {
+            assert_ne!(id, 0, "the killed VM never runs an instruction of its own");
+            (context.rax, context.rdi, context.rsi) = (EXIT, 3, 0);
+            Trap::Hypercall
+        })
+    };
+    let mut kernel = kernel(16, 64, 2, program);
+    kernel.debug_vm(0);
+    kernel.platform.answers.push_back((Command::Kill, |_| {}));
+    kernel.run(false);
+
+    assert_eq!(kernel.statuses, [Some(KILLED_STATUS), Some(3)]);
+    let kinds: Vec<_> = kernel.platform.events.iter().map(|e| (e.vm, e.event_kind().unwrap())).collect();
+    assert_eq!(kinds, [(0, EventKind::Entry)], "no exit stop after a kill");
+}
+
 /// A VM that sleeps 1 ms (an alarm, then idle until it fires) `times` times
 /// and notes by how many ns each sleep overshot, reading the clock as a VM
 /// does.

@@ -6,7 +6,10 @@
 
 use super::walk::{Page, VmSpace};
 use denali_abi::debug::DebugEvent;
+use std::fs::File;
 use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use vm_memory::{Bytes, GuestAddress};
 
 const PAGE_SIZE: u64 = 4096;
@@ -39,17 +42,36 @@ struct Segment {
     flags: u32,
 }
 
-/// Writes the core of the VM `report` describes, whose memory `space`
-/// reads, to `out`. `program` is the file name of the ELF it was made
-/// from (gdb checks the core against it), `name` the service's.
+/// The bytes of memory a core of `pages` holds.
+pub fn memory_bytes(pages: &[Page]) -> u64 {
+    pages.len() as u64 * PAGE_SIZE
+}
+
+/// A new file at `path` for a core, readable by its owner alone (a core
+/// holds the VM's secrets). A file already there (an earlier run's core)
+/// is replaced; a symbolic link there is removed, never followed.
+pub fn create(path: &Path) -> io::Result<File> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    // `create_new` fails on anything put there since, a link included.
+    File::options().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// Writes the core of the VM `report` describes to `out`: its `pages`
+/// (from [`VmSpace::pages`]), read through `space`. `program` is the file
+/// name of the ELF it was made from (gdb checks the core against it),
+/// `name` the service's.
 pub fn write_core(
     out: &mut impl Write,
     space: &VmSpace<'_>,
+    pages: &[Page],
     report: &DebugEvent,
     program: &str,
     name: &str,
 ) -> io::Result<()> {
-    let mut segments = segments(&space.pages());
+    let mut segments = segments(pages);
     // An ELF header counts at most 65,535 program headers (one is the
     // notes'): a VM whose pages form more runs gets a core of the first.
     segments.truncate(usize::from(u16::MAX) - 1);
@@ -198,7 +220,8 @@ mod tests {
             ..DebugEvent::default()
         };
         let mut core = Vec::new();
-        write_core(&mut core, &VmSpace::new(&memory, 0x1000, 1 << 30), &report, "svc.elf", "svc").unwrap();
+        let space = VmSpace::new(&memory, 0x1000, 1 << 30);
+        write_core(&mut core, &space, &space.pages(), &report, "svc.elf", "svc").unwrap();
 
         let elf = ElfFile64::<LittleEndian>::parse(&*core).unwrap();
         assert_eq!(elf.elf_header().e_type.get(LittleEndian), ET_CORE);
@@ -219,5 +242,24 @@ mod tests {
         let info = notes.next().unwrap().unwrap();
         assert_eq!(info.n_type(LittleEndian), NT_PRPSINFO);
         assert!(info.desc()[PRPSINFO_FNAME..].starts_with(b"svc.elf\0"));
+    }
+
+    #[test]
+    fn a_core_file_replaces_an_old_one_follows_no_link_and_only_its_owner_reads_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("core.vm0");
+        std::fs::write(&old, b"an earlier run's core").unwrap();
+        create(&old).unwrap().write_all(b"new").unwrap();
+        assert_eq!(std::fs::read(&old).unwrap(), b"new");
+        assert_eq!(std::fs::metadata(&old).unwrap().permissions().mode() & 0o777, 0o600);
+
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"not the monitor's").unwrap();
+        let planted = dir.path().join("core.vm1");
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        create(&planted).unwrap().write_all(b"core").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"not the monitor's", "the link was followed");
+        assert!(!std::fs::symlink_metadata(&planted).unwrap().file_type().is_symlink());
     }
 }

@@ -16,7 +16,7 @@ use denali_abi::layout::IMAGE_BASE;
 use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
-use gdbstub::stub::{GdbStub, SingleThreadStopReason};
+use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::singlethread::{
     SingleThreadBase, SingleThreadResume, SingleThreadResumeOps, SingleThreadSingleStep, SingleThreadSingleStepOps,
@@ -63,6 +63,11 @@ impl GdbServer {
         GdbServer { listener, session: None, target, detached: false }
     }
 
+    /// Whether the debugged VM has stopped for gdb yet.
+    pub fn has_stopped(&self) -> bool {
+        self.session.is_some() || self.detached
+    }
+
     /// The debugged VM stopped as `event` (read from guest-physical
     /// `addr`) says: serves gdb until it resumes the VM, then writes the
     /// answer back. What there is to say goes to `say`.
@@ -73,6 +78,13 @@ impl GdbServer {
         self.target.event = event;
         self.target.answer = None;
         let reason = self.target.stop_reason();
+        if event.event_kind() == Some(EventKind::Entry) && event.flags & EVENT_MEMORY_PRIVATE == 0 {
+            say(&format!(
+                "denali: vm {} still shares its image's pages (memory is short), so gdb can read its memory \
+                 but not write it or set breakpoints: give the run more memory with --mem\n",
+                event.vm
+            ));
+        }
         let served = match self.session.take() {
             None => {
                 say(&format!("denali: vm {} stopped at its entry point for gdb\n", event.vm));
@@ -94,9 +106,13 @@ impl GdbServer {
         match served {
             Ok(session) => self.session = Some(session),
             // After the VM ended, gdb leaving is the end of the session.
-            Err(_) if event.event_kind() == Some(EventKind::Exited) || event.is_crash() => self.detach(),
+            Err(_) if event.event_kind() == Some(EventKind::Exited) || event.is_crash() => {
+                self.detach(Command::Continue)
+            }
+            // The kernel says the VM ended.
+            Err(_) if self.target.answer == Some(Command::Kill) => self.detach(Command::Kill),
             Err(why) => {
-                self.detach();
+                self.detach(Command::Continue);
                 say(&format!("denali: gdb left ({why}); vm {} runs on\n", event.vm));
             }
         }
@@ -127,19 +143,24 @@ impl GdbServer {
                     let reason = Some(SingleThreadStopReason::Signal(Signal::SIGINT));
                     interrupt.interrupt_handled(&mut self.target, reason).map_err(|e| e.to_string())?
                 }
+                GdbStubStateMachine::Disconnected(gone) if gone.get_reason() == DisconnectReason::Kill => {
+                    self.target.answer = Some(Command::Kill);
+                    return Err("it killed the VM".into());
+                }
                 GdbStubStateMachine::Disconnected(_) => return Err("it disconnected".into()),
             }
         }
     }
 
-    /// gdb is gone: its breakpoints come out and the VM runs on.
-    fn detach(&mut self) {
+    /// gdb is gone: its breakpoints come out and the VM does as `then`
+    /// says (runs on, or ends).
+    fn detach(&mut self, then: Command) {
         self.detached = true;
         let planted = std::mem::take(&mut self.target.breakpoints);
         for (addr, byte) in planted {
             let _ = self.target.write_bytes(addr, &[byte]);
         }
-        self.target.answer = Some(Command::Continue);
+        self.target.answer = Some(then);
     }
 
     /// Writes the registers and the command into the event at `addr`.
@@ -201,8 +222,12 @@ impl VmTarget {
             return Err(());
         }
         let space = self.space();
-        for (va, piece) in pieces(addr, bytes.len()) {
-            let physical = space.translate(va).ok_or(())?;
+        // Every page first: a write that cannot be whole changes nothing.
+        let targets: Vec<(u64, std::ops::Range<usize>)> = pieces(addr, bytes.len())
+            .map(|(va, piece)| space.translate(va).map(|physical| (physical, piece)))
+            .collect::<Option<_>>()
+            .ok_or(())?;
+        for (physical, piece) in targets {
             self.memory.write_slice(&bytes[piece], GuestAddress(physical)).map_err(drop)?;
         }
         Ok(())
@@ -250,6 +275,10 @@ impl SingleThreadBase for VmTarget {
     }
 
     fn write_registers(&mut self, regs: &X86_64CoreRegs) -> TargetResult<(), Self> {
+        // The kernel would stop a VM sent outside its space.
+        if regs.rip >= self.event.space_size {
+            return Err(TargetError::NonFatal);
+        }
         let r = &mut self.event.regs;
         [r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.rbp, r.rsp] = regs.regs[..8].try_into().expect("8 registers");
         [r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15] = regs.regs[8..].try_into().expect("8 registers");
@@ -358,5 +387,25 @@ mod tests {
         assert!(shared.write_addrs(IMAGE_BASE, &[1]).is_err(), "pages another VM may share");
         assert_eq!(shared.add_sw_breakpoint(IMAGE_BASE, 1).ok(), Some(false));
         assert_eq!(shared.memory.read_obj::<u8>(GuestAddress(0x11000)).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_whole_changes_nothing() {
+        let mut vm = stopped(EVENT_MEMORY_PRIVATE);
+        // The first image page is mapped, the next is not.
+        assert!(vm.write_addrs(IMAGE_BASE + PAGE_SIZE - 2, &[1, 2, 3, 4]).is_err());
+        assert_eq!(vm.memory.read_obj::<u16>(GuestAddress(0x11000 + PAGE_SIZE - 2)).unwrap(), 0);
+    }
+
+    #[test]
+    fn gdb_cannot_send_the_vm_outside_its_space() {
+        let mut vm = stopped(EVENT_MEMORY_PRIVATE);
+        let mut regs = X86_64CoreRegs::default();
+        assert!(vm.read_registers(&mut regs).is_ok());
+        regs.rip = vm.event.space_size;
+        assert!(vm.write_registers(&regs).is_err());
+        regs.rip = IMAGE_BASE + 16;
+        assert!(vm.write_registers(&regs).is_ok());
+        assert_eq!(vm.event.regs.rip, IMAGE_BASE + 16);
     }
 }

@@ -50,6 +50,8 @@ struct Image {
 /// Most core files one run writes: a bundle of many VMs that all crash
 /// must not fill the disk.
 pub const CORE_FILES_MAX: usize = 16;
+/// Most bytes of VM memory in one run's core files.
+pub const CORE_BYTES_MAX: u64 = 4 << 30;
 
 /// What the monitor knows to explain crashes, and the gdb server.
 pub struct DebugPort {
@@ -57,8 +59,9 @@ pub struct DebugPort {
     images: Vec<Image>,
     /// Where to write core files, if anywhere.
     core_dir: Option<PathBuf>,
-    /// Core files written so far.
+    /// Core files written so far, and the bytes of memory in them.
     cores: usize,
+    core_bytes: u64,
     /// gdb's server and the VM it debugs, if any.
     gdb: Option<(GdbServer, u64)>,
 }
@@ -84,13 +87,20 @@ impl DebugPort {
                 images.push(Image { name: entry.name().to_string(), vms, elf, symbols: None });
             }
         }
-        DebugPort { memory, images, core_dir, cores: 0, gdb: None }
+        DebugPort { memory, images, core_dir, cores: 0, core_bytes: 0, gdb: None }
     }
 
     /// Serves gdb with `server` for VM `vm`.
     pub fn with_gdb(mut self, server: GdbServer, vm: u32) -> DebugPort {
         self.gdb = Some((server, u64::from(vm)));
         self
+    }
+
+    /// What to say at the end of a run whose debugged VM never stopped
+    /// for gdb (the kernel refused it, or the run ended first).
+    pub fn unserved(&self) -> Option<String> {
+        let (_, vm) = self.gdb.as_ref().filter(|(server, _)| !server.has_stopped())?;
+        Some(format!("denali: vm {vm} never reached its entry point, so gdb was not served\n"))
     }
 
     /// The kernel's event at guest-physical `addr`: a crash is explained,
@@ -149,15 +159,33 @@ impl DebugPort {
         if self.cores >= CORE_FILES_MAX {
             return format!("denali: vm {vm} left no core file: this run wrote {CORE_FILES_MAX} already\n");
         }
-        self.cores += 1;
-        let path = dir.join(format!("core.vm{vm}"));
         let space = VmSpace::new(&self.memory, report.root, report.space_size);
+        let pages = space.pages();
+        let bytes = core_file::memory_bytes(&pages);
+        if self.core_bytes + bytes > CORE_BYTES_MAX {
+            let mib = |bytes: u64| bytes >> 20;
+            return format!(
+                "denali: vm {vm} left no core file: its {} MiB would take this run's core files past {} MiB\n",
+                mib(bytes),
+                mib(CORE_BYTES_MAX)
+            );
+        }
+        let path = dir.join(format!("core.vm{vm}"));
         let program = elf.file_name().map_or_else(|| name.into(), |file| file.to_string_lossy());
-        let written = std::fs::File::create(&path)
-            .and_then(|file| core_file::write_core(&mut std::io::BufWriter::new(file), &space, report, &program, name));
+        let written = core_file::create(&path).and_then(|file| {
+            core_file::write_core(&mut std::io::BufWriter::new(file), &space, &pages, report, &program, name)
+        });
+        if written.is_err() {
+            // Half a core would only mislead gdb.
+            let _ = std::fs::remove_file(&path);
+        }
         let (path, elf) = (path.display(), elf.display());
         match written {
-            Ok(()) => format!("denali: vm {vm} core file: {path} (open it with `gdb {elf} {path}`)\n"),
+            Ok(()) => {
+                self.cores += 1;
+                self.core_bytes += bytes;
+                format!("denali: vm {vm} core file: {path} (open it with `gdb {elf} {path}`)\n")
+            }
             Err(e) => format!("denali: vm {vm} left no core file: cannot write {path}: {e}\n"),
         }
     }
