@@ -80,6 +80,10 @@ pub const TIMED_OUT_STATUS: i32 = 124;
 /// Interrupt vector of the machine's NIC.
 pub const NIC_VECTOR: u8 = 33;
 
+/// Interrupt vector the monitor raises (as an MSI) when the debugger asks
+/// to stop the debugged VM while it runs (gdb's Ctrl-C).
+pub const DEBUG_REQUEST_VECTOR: u8 = 34;
+
 /// Boot flag: the kernel reports its own progress (boot banner, per-VM
 /// exit lines) on the console, not only faults.
 pub const BOOT_FLAG_VERBOSE: u64 = 1 << 0;

@@ -35,6 +35,9 @@ pub enum EventKind {
     Trap = 5,
     /// The debugged VM exited with `status`.
     Exited = 6,
+    /// The debugger asked to stop the VM while it ran (gdb's Ctrl-C; see
+    /// [`DEBUG_REQUEST_VECTOR`](crate::boot::DEBUG_REQUEST_VECTOR)).
+    Interrupted = 7,
 }
 
 /// What the debugged VM does after a stop (the monitor's answer).
@@ -155,7 +158,7 @@ impl DebugEvent {
     /// What kind of event it is, if a known one.
     pub fn event_kind(&self) -> Option<EventKind> {
         use EventKind::*;
-        [Fault, Panic, Entry, Step, Trap, Exited].into_iter().find(|kind| *kind as u64 == self.kind)
+        [Fault, Panic, Entry, Step, Trap, Exited, Interrupted].into_iter().find(|kind| *kind as u64 == self.kind)
     }
 
     /// The monitor's answer to a stop, if a known one.

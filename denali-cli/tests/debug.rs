@@ -223,11 +223,11 @@ fn main() {
 }
 "#;
 
-/// Boots two VMs of `TO_DEBUG` (as `name`) with VM 0 under `--gdb`, runs
-/// a `gdb -batch` session of `commands` against it, and hands back the
-/// run and what gdb said.
-fn debug_session(dir: &std::path::Path, name: &str, commands: &[&str]) -> (Background, String) {
-    let service = new_service(dir, name, Some(&TO_DEBUG.replace("gdbme", name)));
+/// Boots two VMs of `source` (a service named `name`) with VM 0 waiting
+/// for gdb, and hands back the run, the service's directory and gdb's
+/// command line, connected, with `commands` to run.
+fn debugged(dir: &std::path::Path, name: &str, source: &str, commands: &[&str]) -> (Background, std::process::Command) {
+    let service = new_service(dir, name, Some(source));
     let port = free_port().to_string();
     let mut run = Background::start(&service, &["--instances", "2", "--gdb", &port]);
     run.wait_for("stopped at its entry point for gdb", std::time::Duration::from_secs(600));
@@ -241,6 +241,14 @@ fn debug_session(dir: &std::path::Path, name: &str, commands: &[&str]) -> (Backg
         gdb.args(["-ex", command]);
     }
     gdb.arg(&elf);
+    (run, gdb)
+}
+
+/// Boots two VMs of `TO_DEBUG` (as `name`) with VM 0 under `--gdb`, runs
+/// a `gdb -batch` session of `commands` against it, and hands back the
+/// run and what gdb said.
+fn debug_session(dir: &std::path::Path, name: &str, commands: &[&str]) -> (Background, String) {
+    let (run, gdb) = debugged(dir, name, &TO_DEBUG.replace("gdbme", name), commands);
     let session = run_with_timeout(gdb, std::time::Duration::from_secs(120));
     (run, format!("{}\n{}", session.stdout, session.stderr))
 }
@@ -287,4 +295,69 @@ fn gdb_kill_ends_the_debugged_vm_and_the_other_runs_on() {
     assert!(output.contains("vm 0 was killed by its debugger"), "{output}");
     assert!(!output.contains("vm 0 result"), "the killed VM ran on:\n{output}");
     assert!(output.contains("vm 1 result 61"), "{output}");
+}
+
+/// A no_std service whose VM 0 computes until a debugger changes `PHASE`,
+/// then sleeps for ten minutes; VM 1 exits at once.
+const SPINS_THEN_SLEEPS: &str = r#"#![no_std]
+#![no_main]
+use core::time::Duration;
+use denali::prelude::*;
+
+static mut PHASE: u64 = 0;
+
+#[inline(never)]
+fn spin() -> u64 {
+    let mut turns = 0u64;
+    // SAFETY: one thread; only a debugger changes it, with the VM stopped.
+    while unsafe { core::ptr::read_volatile(&raw const PHASE) } == 0 {
+        turns = turns.wrapping_add(1);
+    }
+    turns
+}
+
+#[inline(never)]
+fn nap() {
+    denali::time::sleep(Duration::from_secs(600));
+}
+
+#[denali::main]
+fn main() {
+    if denali::vm::id() == 0 {
+        println!("spun {}", spin() > 0);
+        nap();
+    }
+    println!("vm {} done", denali::vm::id());
+}
+"#;
+
+#[test]
+fn ctrl_c_in_gdb_stops_the_vm_computing_and_sleeping() {
+    let _turn = take_turn();
+    let dir = scratch();
+    let commands = ["continue", "bt", "set var spinner::PHASE = 1", "continue", "bt", "kill"];
+    let (mut run, gdb) = debugged(dir.path(), "spinner", SPINS_THEN_SLEEPS, &commands);
+    let limit = std::time::Duration::from_secs(120);
+    let mut gdb = Background::spawn(gdb);
+    // Ctrl-C while VM 0 computes (it has the CPU)... gdb shows where it
+    // connected, then continues (in batch mode, silently).
+    gdb.wait_for("src/rt.rs", limit);
+    run.wait_for("vm 1 done", limit);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    gdb.interrupt();
+    gdb.wait_for("#0", limit);
+    // ...and while it sleeps (the kernel is idle).
+    run.wait_for("spun true", limit);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    gdb.interrupt();
+    // gdb ends with `kill` (status 1: the connection closes under it).
+    gdb.finish(limit);
+
+    let said = gdb.output();
+    let stops: Vec<&str> = said.split("Program received signal SIGINT").skip(1).collect();
+    assert_eq!(stops.len(), 2, "two stops for two Ctrl-Cs:\n{said}");
+    assert!(stops[0].contains("spinner::spin ()"), "the first stop is in the loop:\n{said}");
+    assert!(stops[1].contains("spinner::nap ()"), "the second is in the sleep:\n{said}");
+    assert_eq!(run.finish(limit), 137, "{}", run.output());
+    assert!(run.output().contains("vm 1 done"), "{}", run.output());
 }

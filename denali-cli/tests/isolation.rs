@@ -105,6 +105,10 @@ fn the_kernel_loader_refuses_a_corrupted_image_and_runs_the_rest() {
 
 const STACK_OVERFLOW: &str = "#![no_std]\n#![no_main]\n\nfn deep(n: u64) -> u64 {\n    let pad = core::hint::black_box([n; 64]);\n    if n == 0 { 0 } else { deep(n - 1) + pad[3] }\n}\n\n#[denali::main]\nfn main() {\n    denali::println!(\"{}\", deep(1 << 30));\n}\n";
 const PRIVILEGED: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    unsafe { core::arch::asm!(\"cli\") };\n    denali::println!(\"interrupts are off\");\n}\n";
+/// Raises the vector only the monitor may raise (gdb's Ctrl-C), as if
+/// it were the monitor: a fault, like `int` to any vector but the
+/// hypercall's and `int3`.
+const FORGED_INTERRUPT: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    unsafe { core::arch::asm!(\"int 34\") };\n    denali::println!(\"forged the debugger's interrupt\");\n}\n";
 const WILD_JUMP: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    let f: fn() = unsafe { core::mem::transmute(core::hint::black_box(0x3000_0000usize)) };\n    f();\n}\n";
 
 const INFO_WRITE: &str = "#![no_std]\n#![no_main]\n\n#[denali::main]\nfn main() {\n    // The info page: the kernel maps it read-only.\n    let p = core::hint::black_box(0x1000usize) as *mut u32;\n    unsafe { p.add(1).write_volatile(99) };\n    denali::println!(\"I am VM {} now\", denali::vm::id());\n}\n";
@@ -125,13 +129,14 @@ fn the_info_page_and_code_are_read_only() {
 }
 
 #[test]
-fn stack_overflow_privileged_instructions_and_wild_jumps_stop_only_their_vm() {
+fn stack_overflow_privileged_instructions_forged_interrupts_and_wild_jumps_stop_only_their_vm() {
     let dir = scratch();
     let overflow = build(&new_service(dir.path(), "overflow", Some(STACK_OVERFLOW)), "overflow");
     let privileged = build(&new_service(dir.path(), "privileged", Some(PRIVILEGED)), "privileged");
     let wild = build(&new_service(dir.path(), "wild", Some(WILD_JUMP)), "wild");
+    let forged = build(&new_service(dir.path(), "forged", Some(FORGED_INTERRUPT)), "forged");
     let survivor = build(&new_service(dir.path(), "bystander", Some(SURVIVOR)), "bystander");
-    let images = [&overflow, &privileged, &wild, &survivor].map(|p| p.to_str().unwrap().to_owned());
+    let images = [&overflow, &privileged, &wild, &forged, &survivor].map(|p| p.to_str().unwrap().to_owned());
     let out = run(dir.path(), &images.iter().map(String::as_str).collect::<Vec<_>>());
     let text = &out.stdout;
     assert!(text.contains("vm 0 (overflow) stopped: page fault (#PF)"), "{text}");
@@ -142,7 +147,11 @@ fn stack_overflow_privileged_instructions_and_wild_jumps_stop_only_their_vm() {
         text.contains("vm 2 (wild) stopped: page fault (#PF) (vector 14) at rip 0x30000000, executing 0x30000000"),
         "{text}"
     );
-    assert!(text.contains("vm3| survivor 3 of 4 done"), "{text}");
+    // #GP on hardware (the gate's DPL is 0); PVM reports #UD. Either way
+    // the VM stops at the instruction, and no debugger is asked for.
+    assert!(text.contains("vm 3 (forged) stopped: "), "{text}");
+    assert!(!text.contains("forged the debugger's interrupt"), "{text}");
+    assert!(text.contains("vm4| survivor 4 of 5 done"), "{text}");
     assert_eq!(out.status, 142, "stderr: {}", out.stderr);
 }
 

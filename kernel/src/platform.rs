@@ -30,6 +30,8 @@ pub mod vectors {
     pub const TIMER: u64 = 32;
     /// The NIC's receive interrupt (MSI).
     pub const NIC: u64 = denali_abi::boot::NIC_VECTOR as u64;
+    /// The monitor's request to stop the debugged VM (MSI).
+    pub const DEBUG_REQUEST: u64 = denali_abi::boot::DEBUG_REQUEST_VECTOR as u64;
     /// The legacy PICs' vectors (remapped out of the way, masked).
     pub const PIC: core::ops::RangeInclusive<u64> = 0xe0..=0xef;
     /// The local APIC's spurious-interrupt vector.
@@ -112,6 +114,10 @@ pub trait Platform {
     /// [`Platform::nic_interrupted`], and clears it: the caller takes
     /// what the NIC received.
     fn take_nic_interrupt(&mut self) -> bool;
+    /// Whether the monitor asked, while the kernel was halted, to stop the
+    /// debugged VM; clears the request. (Such a request also sets
+    /// [`Platform::nic_interrupted`], so that every idle wait ends.)
+    fn take_debug_request(&mut self) -> bool;
     /// Makes `root` the page tables in use.
     fn load_address_space(&mut self, root: PhysFrame);
     /// Runs the ring-3 context in the loaded address space until it traps;

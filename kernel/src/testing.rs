@@ -117,6 +117,8 @@ pub enum Trap {
     SingleStep,
     /// It computed until the timer took the CPU back.
     Spin,
+    /// It computed until the monitor asked to stop the debugged VM.
+    DebugRequest,
 }
 
 /// A debugger's answer to a stop: the command, and how it changes the
@@ -223,6 +225,9 @@ pub struct Sim {
     /// The debugger's answers to stops, in order, and how it changes the
     /// registers (then: run on).
     pub answers: std::collections::VecDeque<Answer>,
+    /// The monitor asked to stop the debugged VM while the kernel was
+    /// halted.
+    pub debug_request: bool,
 }
 
 /// The simulated TSC's frequency: 1 GHz (1 ns a tick).
@@ -248,6 +253,7 @@ impl Sim {
             shared_counters: None,
             events: Vec::new(),
             answers: Default::default(),
+            debug_request: false,
         }
     }
 }
@@ -293,6 +299,7 @@ impl Sim {
             Trap::Hypercall => context.vector = vectors::HYPERCALL,
             Trap::Breakpoint => context.vector = vectors::BREAKPOINT,
             Trap::SingleStep => context.vector = vectors::DEBUG,
+            Trap::DebugRequest => context.vector = vectors::DEBUG_REQUEST,
             Trap::Spin => {
                 assert!(self.deadline != 0, "a VM spins with no timer armed: the kernel would never run again");
                 self.tsc.set(self.tsc.get().max(self.deadline));
@@ -355,6 +362,10 @@ impl Platform for Sim {
 
     fn take_nic_interrupt(&mut self) -> bool {
         false
+    }
+
+    fn take_debug_request(&mut self) -> bool {
+        core::mem::take(&mut self.debug_request)
     }
 
     fn load_address_space(&mut self, root: PhysFrame) {

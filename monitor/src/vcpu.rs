@@ -12,7 +12,7 @@ use denali_abi::boot::{
     BOOT_FLAG_CONSOLE_PORT, BOOT_FLAG_PROGRESS_SHOWN, BOOT_FLAG_STATS, BOOT_FLAG_VERBOSE, BOOT_FLAG_ZEROED_MEMORY,
     BOOT_MAGIC, BootInfo, MAX_MEM_REGIONS, MemRegion,
 };
-use denali_abi::boot::{NIC_VECTOR, VIRTIO_MMIO_SIZE};
+use denali_abi::boot::{DEBUG_REQUEST_VECTOR, NIC_VECTOR, VIRTIO_MMIO_SIZE};
 use kvm_bindings::kvm_msi;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment, kvm_userspace_memory_region};
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
@@ -153,12 +153,7 @@ impl Machine {
         write(BOOT_INFO_ADDR, info_bytes)?;
 
         let network = backend.map(|backend| {
-            let vm = vm.clone();
-            let raise = move || {
-                // A fixed-delivery MSI to APIC 0: the in-kernel LAPIC takes it.
-                let msi = kvm_msi { address_lo: 0xfee0_0000, data: u32::from(NIC_VECTOR), ..Default::default() };
-                let _ = vm.signal_msi(msi);
-            };
+            let raise = interrupt_raiser(vm.clone(), NIC_VECTOR);
             Network::start(NetDevice::new(memory.clone(), NIC_MAC, Box::new(raise)), backend)
         });
         let disk = match (disk_file, &config.disk) {
@@ -173,7 +168,8 @@ impl Machine {
         let mut debug = DebugPort::new(memory.clone(), &config.bundle, &config.elves, config.core_dir.clone());
         if let Some(gdb) = &config.gdb {
             let listener = std::net::TcpListener::bind(("127.0.0.1", gdb.port)).map_err(|e| Error::Gdb(gdb.port, e))?;
-            debug = debug.with_gdb(GdbServer::new(listener, memory.clone()), gdb.vm);
+            let raise = Box::new(interrupt_raiser(vm.clone(), DEBUG_REQUEST_VECTOR));
+            debug = debug.with_gdb(GdbServer::new(listener, memory.clone(), raise), gdb.vm);
         }
         let machine = Machine { _vm: vm, memory, vcpu, network, disk, progress, counters, debug: Some(debug) };
         machine.enter_long_mode(kernel_entry(config)?)?;
@@ -355,4 +351,13 @@ fn kernel_entry(config: &Config) -> Result<u64, Error> {
     let mut header = [0u8; 64];
     std::io::Read::read_exact(&mut file, &mut header).map_err(|e| Error::Kernel(e.to_string()))?;
     Ok(u64::from_le_bytes(header[24..32].try_into().expect("8 bytes")))
+}
+
+/// Raises interrupt `vector` in the kernel, from any thread: a
+/// fixed-delivery MSI to APIC 0, which the in-kernel LAPIC takes.
+fn interrupt_raiser(vm: Arc<VmFd>, vector: u8) -> impl Fn() + Send + 'static {
+    move || {
+        let msi = kvm_msi { address_lo: 0xfee0_0000, data: u32::from(vector), ..Default::default() };
+        let _ = vm.signal_msi(msi);
+    }
 }

@@ -169,6 +169,12 @@ impl Background {
         status.code().unwrap_or(-1)
     }
 
+    /// Sends the process SIGINT, as Ctrl-C in its terminal would.
+    pub fn interrupt(&self) {
+        let sent = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot send SIGINT to process {}", self.child.id());
+    }
+
     /// Everything printed so far (stdout and stderr).
     pub fn output(&self) -> String {
         self.stdout.lock().unwrap().clone()

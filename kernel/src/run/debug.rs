@@ -39,6 +39,9 @@ pub struct Debugged {
     /// Its image pages are copies of its own, so the debugger may write
     /// any of its memory.
     memory_private: bool,
+    /// The debugger asked to stop it while it was inside its state-restore
+    /// routine: it stops where it lands.
+    interrupt_pending: bool,
 }
 
 impl<P: Platform> Kernel<P> {
@@ -48,8 +51,14 @@ impl<P: Platform> Kernel<P> {
         let Some(vm) = self.vms.get_mut(id as usize).and_then(Option::as_mut) else { return };
         vm.pinned = true;
         vm.context.rflags |= TRAP_FLAG;
-        self.debugged =
-            Some(Debugged { vm: id, stepping: true, landing: false, at_entry: true, memory_private: false });
+        self.debugged = Some(Debugged {
+            vm: id,
+            stepping: true,
+            landing: false,
+            at_entry: true,
+            memory_private: false,
+            interrupt_pending: false,
+        });
     }
 
     /// Whether VM `id` is the one under a debugger.
@@ -74,6 +83,7 @@ impl<P: Platform> Kernel<P> {
         };
         let kind = match vector {
             DEBUG if StateSwitch::contains(vm.context.rip) => return Next::Resume,
+            DEBUG if core::mem::take(&mut debugged.interrupt_pending) => EventKind::Interrupted,
             DEBUG if debugged.landing => {
                 debugged.landing = false;
                 if !core::mem::take(&mut debugged.at_entry) {
@@ -85,6 +95,22 @@ impl<P: Platform> Kernel<P> {
             _ => EventKind::Trap,
         };
         self.stop_for_debugger(id, kind, 0)
+    }
+
+    /// The debugger asked to stop the debugged VM (gdb's Ctrl-C) while VM
+    /// `running`, if any, had the CPU: it stops where it is, or, inside its
+    /// state-restore routine, where it lands. Whether `running` runs on.
+    pub(super) fn interrupt_debugged(&mut self, running: Option<VmId>) -> Next {
+        let Some(debugged) = self.debugged.as_mut() else { return Next::Resume };
+        let id = debugged.vm;
+        let Some(vm) = self.vms[id as usize].as_mut() else { return Next::Resume };
+        if StateSwitch::contains(vm.context.rip) {
+            debugged.interrupt_pending = true;
+            vm.context.rflags |= TRAP_FLAG;
+            return Next::Resume;
+        }
+        let next = self.stop_for_debugger(id, EventKind::Interrupted, 0);
+        if running == Some(id) { next } else { Next::Resume }
     }
 
     /// Stops the debugged VM `id` (`kind`, with exit `status` for

@@ -9,7 +9,7 @@ use crate::mem::heap::{CountingHeap, HeapUse};
 use crate::mem::phys;
 use crate::mem::space::AddressSpace;
 use crate::net::{Delivered, Parked, Port, Switch};
-use crate::platform::vectors::{BREAKPOINT, DEBUG, HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
+use crate::platform::vectors::{BREAKPOINT, DEBUG, DEBUG_REQUEST, HYPERCALL, NIC, PAGE_FAULT, PIC, SPURIOUS, TIMER};
 use crate::platform::{BlockDevice, NetDevice, Platform, TrapHooks};
 use crate::sched::{MIN_SLICE_NS, Scheduler, TIME_SLICE_NS, VmId};
 use crate::swap::{IdleQueue, SwapArea, Watermarks};
@@ -366,6 +366,11 @@ impl<P: Platform> Kernel<P> {
             }
             self.fire_alarms();
             self.start_waiting();
+            if self.platform.take_debug_request() {
+                // The debugger may have killed the last VM.
+                self.interrupt_debugged(None);
+                continue;
+            }
             if self.uplink_backlog || self.platform.take_nic_interrupt() || self.nic_polled() {
                 self.poll_uplink();
             }
@@ -811,6 +816,16 @@ impl<P: Platform> Kernel<P> {
                 SPURIOUS | NMI => Next::Resume,
                 vector if PIC.contains(&vector) => Next::Resume,
                 DEBUG | BREAKPOINT if self.is_debugged(id) => self.handle_debug_trap(id, vector),
+                DEBUG_REQUEST => {
+                    // The time the debugger holds the VMs is nobody's.
+                    self.platform.end_of_interrupt();
+                    let next = self.interrupt_debugged(Some(id));
+                    since = self.platform.rdtsc();
+                    if next == Next::Resume {
+                        continue;
+                    }
+                    next
+                }
                 vector => self.handle_fault(id, vector),
             };
             if next == Next::Stop {

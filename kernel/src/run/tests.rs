@@ -563,6 +563,42 @@ fn a_debugger_kill_ends_the_debugged_vm_and_the_others_run_on() {
     assert_eq!(kinds, [(0, EventKind::Entry)], "no exit stop after a kill");
 }
 
+#[test]
+fn the_debugger_interrupts_the_debugged_vm_running_or_not() {
+    use denali_abi::debug::EventKind;
+    const YIELD: u64 = Hypercall::Yield as u64;
+    let program = move |id: u32| -> Program {
+        let mut step = 0;
+        Box::new(move |_: &mut Guest, context| {
+            step += 1;
+            match (id, step) {
+                // VM 0 gives the CPU to VM 1, which has it when gdb's
+                // Ctrl-C comes; later VM 0 has it when the next comes.
+                (0, 1) => {
+                    context.rax = YIELD;
+                    Trap::Hypercall
+                }
+                (_, 1) | (0, 2) => Trap::DebugRequest,
+                _ => {
+                    (context.rax, context.rdi, context.rsi) = (EXIT, 5 + u64::from(id), 0);
+                    Trap::Hypercall
+                }
+            }
+        })
+    };
+    let mut kernel = kernel(16, 64, 2, program);
+    kernel.debug_vm(0);
+    kernel.run(false);
+
+    assert_eq!(kernel.statuses, [Some(5), Some(6)], "both ran on after the debugger let them");
+    let events: Vec<_> = kernel.platform.events.iter().map(|e| (e.vm, e.event_kind().unwrap())).collect();
+    let interrupted = (0, EventKind::Interrupted);
+    assert_eq!(events, [(0, EventKind::Entry), interrupted, interrupted, (0, EventKind::Exited)]);
+    let (waiting, running) = (&kernel.platform.events[1], &kernel.platform.events[2]);
+    assert_eq!(waiting.regs.rax, 0, "stopped where its yield returned");
+    assert_ne!(running.regs.rip, 0);
+}
+
 /// A VM that sleeps 1 ms (an alarm, then idle until it fires) `times` times
 /// and notes by how many ns each sleep overshot, reading the clock as a VM
 /// does.

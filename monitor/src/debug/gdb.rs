@@ -2,8 +2,8 @@
 //! crate) for one VM, served on the vCPU's thread while that VM is stopped.
 //!
 //! The kernel stops the debugged VM at its entry point, after each single
-//! step, at `int3` and when it exits or crashes, and hands the monitor a
-//! [`DebugEvent`]. The monitor then talks to gdb until gdb resumes the VM,
+//! step, at `int3`, when gdb interrupts it (see [`super::watch`]) and when
+//! it exits or crashes, and hands the monitor a [`DebugEvent`]. The monitor then talks to gdb until gdb resumes the VM,
 //! and writes the registers gdb set and the [`Command`] (continue or step)
 //! back into the event. gdb sees only that VM's flat address space, read
 //! and written through the VM's own page tables; it may write memory (and
@@ -11,6 +11,7 @@
 //! the VM's own copy.
 
 use super::walk::VmSpace;
+use super::watch::{Raise, Watcher};
 use denali_abi::debug::{Command, DebugEvent, EVENT_MEMORY_PRIVATE, EventKind};
 use denali_abi::layout::IMAGE_BASE;
 use gdbstub::common::Signal;
@@ -42,6 +43,10 @@ pub struct GdbServer {
     target: VmTarget,
     /// gdb left (or the connection broke): the VM runs on undebugged.
     detached: bool,
+    /// Raises the kernel's debug-request interrupt (until gdb connects).
+    raise: Option<Raise>,
+    /// Listens to gdb while the VM runs (once gdb is connected).
+    watcher: Option<Watcher>,
 }
 
 /// The stopped VM as gdb sees it.
@@ -56,11 +61,12 @@ struct VmTarget {
 }
 
 impl GdbServer {
-    /// A server listening on `listener` for gdb, over `memory`.
-    pub fn new(listener: TcpListener, memory: GuestMemoryMmap) -> GdbServer {
+    /// A server listening on `listener` for gdb, over `memory`; `raise`
+    /// asks the kernel to stop the VM while it runs.
+    pub fn new(listener: TcpListener, memory: GuestMemoryMmap, raise: Raise) -> GdbServer {
         let event = DebugEvent::default();
         let target = VmTarget { memory, event, answer: None, breakpoints: BTreeMap::new() };
-        GdbServer { listener, session: None, target, detached: false }
+        GdbServer { listener, session: None, target, detached: false, raise: Some(raise), watcher: None }
     }
 
     /// Whether the debugged VM has stopped for gdb yet.
@@ -74,6 +80,9 @@ impl GdbServer {
     pub fn stop(&mut self, addr: u64, event: DebugEvent, say: &mut dyn FnMut(&str)) {
         if self.detached {
             return;
+        }
+        if let Some(watcher) = &self.watcher {
+            watcher.stopped();
         }
         self.target.event = event;
         self.target.answer = None;
@@ -90,6 +99,7 @@ impl GdbServer {
                 say(&format!("denali: vm {} stopped at its entry point for gdb\n", event.vm));
                 self.connect().and_then(|session| self.serve(session))
             }
+            Some(session) if event.event_kind() == Some(EventKind::Interrupted) => self.interrupted(session),
             Some(GdbStubStateMachine::Running(running)) => {
                 running.report_stop(&mut self.target, reason).map_err(|e| e.to_string()).and_then(|s| self.serve(s))
             }
@@ -104,7 +114,12 @@ impl GdbServer {
             other => other,
         };
         match served {
-            Ok(session) => self.session = Some(session),
+            Ok(session) => {
+                self.session = Some(session);
+                if let Some(watcher) = &self.watcher {
+                    watcher.running();
+                }
+            }
             // After the VM ended, gdb leaving is the end of the session.
             Err(_) if event.event_kind() == Some(EventKind::Exited) || event.is_crash() => {
                 self.detach(Command::Continue)
@@ -119,10 +134,49 @@ impl GdbServer {
         self.answer(addr);
     }
 
-    /// Waits for gdb to connect.
+    /// Waits for gdb to connect, and starts listening to it while the VM
+    /// runs.
     fn connect(&mut self) -> Result<Session, String> {
         let (stream, _) = self.listener.accept().map_err(|e| format!("cannot accept gdb's connection: {e}"))?;
+        if let Some(raise) = self.raise.take() {
+            let watched = stream.try_clone().map_err(|e| format!("cannot watch gdb's connection: {e}"))?;
+            self.watcher = Some(Watcher::start(watched, raise).map_err(|e| format!("cannot watch gdb: {e}"))?);
+        }
         GdbStub::new(stream).run_state_machine(&mut self.target).map_err(|e| e.to_string())
+    }
+
+    /// The VM stopped because gdb sent something while it ran: its Ctrl-C
+    /// (gdb hears the VM stopped with SIGINT), or it left.
+    fn interrupted(&mut self, mut session: Session) -> Result<Session, String> {
+        let sent = match &mut session {
+            GdbStubStateMachine::Running(running) => sent_while_running(running.borrow_conn()),
+            _ => Some(Vec::new()),
+        };
+        for byte in sent.ok_or("it left while the VM ran")? {
+            session = self.feed(session, byte)?;
+        }
+        match session {
+            GdbStubStateMachine::Running(running) => {
+                let reason = SingleThreadStopReason::Signal(Signal::SIGINT);
+                running.report_stop(&mut self.target, reason).map_err(|e| e.to_string()).and_then(|s| self.serve(s))
+            }
+            other => self.serve(other),
+        }
+    }
+
+    /// Hands `byte` from gdb to `session`, whatever its state.
+    fn feed(&mut self, session: Session, byte: u8) -> Result<Session, String> {
+        let fed = match session {
+            GdbStubStateMachine::Running(running) => running.incoming_data(&mut self.target, byte),
+            GdbStubStateMachine::Idle(idle) => idle.incoming_data(&mut self.target, byte),
+            GdbStubStateMachine::CtrlCInterrupt(interrupt) => {
+                let reason = Some(SingleThreadStopReason::Signal(Signal::SIGINT));
+                let session = interrupt.interrupt_handled(&mut self.target, reason).map_err(|e| e.to_string())?;
+                return self.feed(session, byte);
+            }
+            GdbStubStateMachine::Disconnected(_) => return Err("it disconnected".into()),
+        };
+        fed.map_err(|e| e.to_string())
     }
 
     /// Talks to gdb until it resumes the VM (or leaves).
@@ -156,6 +210,7 @@ impl GdbServer {
     /// says (runs on, or ends).
     fn detach(&mut self, then: Command) {
         self.detached = true;
+        self.watcher = None;
         let planted = std::mem::take(&mut self.target.breakpoints);
         for (addr, byte) in planted {
             let _ = self.target.write_bytes(addr, &[byte]);
@@ -191,6 +246,7 @@ impl VmTarget {
                 event.regs.rip -= 1;
                 SingleThreadStopReason::SwBreak(())
             }
+            Some(EventKind::Interrupted) => SingleThreadStopReason::Signal(Signal::SIGINT),
             Some(EventKind::Fault | EventKind::Panic) => {
                 SingleThreadStopReason::Signal(Signal(super::crash_signal(event)))
             }
@@ -232,6 +288,24 @@ impl VmTarget {
         }
         Ok(())
     }
+}
+
+/// What gdb sent on `stream` while the VM ran, without waiting; `None` if
+/// it closed the connection.
+fn sent_while_running(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    stream.set_nonblocking(true).ok()?;
+    let mut sent = Vec::new();
+    let mut buffer = [0u8; 256];
+    let closed = loop {
+        match std::io::Read::read(stream, &mut buffer) {
+            Ok(0) => break true,
+            Ok(read) => sent.extend_from_slice(&buffer[..read]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break false,
+            Err(_) => break true,
+        }
+    };
+    stream.set_nonblocking(false).ok()?;
+    (!closed).then_some(sent)
 }
 
 /// `len` bytes from the VM's `addr` cut at page boundaries: each piece's

@@ -9,6 +9,7 @@ mod core_file;
 mod gdb;
 mod symbols;
 mod walk;
+mod watch;
 
 pub use gdb::GdbServer;
 

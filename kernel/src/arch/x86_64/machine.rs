@@ -55,6 +55,10 @@ impl Platform for Machine {
         INTERRUPTED.swap(false, Ordering::Relaxed)
     }
 
+    fn take_debug_request(&mut self) -> bool {
+        super::trap::DEBUG_REQUESTED.swap(false, Ordering::Relaxed)
+    }
+
     fn load_address_space(&mut self, root: PhysFrame) {
         // SAFETY: every address space the kernel makes shares the kernel's
         // upper half, so the kernel keeps running after the switch.

@@ -542,6 +542,9 @@ pub fn init_idt(selectors: &Selectors) {
     }
 }
 
+/// The monitor asked to stop the debugged VM while the kernel was halted.
+pub static DEBUG_REQUESTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// A trap taken in ring 0. The timer or the NIC waking the kernel from
 /// `hlt` (the only time the kernel enables interrupts) returns and resumes
 /// it (the NIC's is noted for the run loop); anything else
@@ -553,6 +556,12 @@ extern "C" fn denali_kernel_trap(frame: &UserContext) {
         super::apic::SPURIOUS_VECTOR => return,
         vector if super::pic::PIC_VECTORS.contains(&vector) => return,
         vector if vector == u64::from(denali_abi::boot::NIC_VECTOR) => {
+            crate::drivers::virtio_net::INTERRUPTED.store(true, core::sync::atomic::Ordering::Relaxed);
+            return super::apic::end_of_interrupt();
+        }
+        vector if vector == u64::from(denali_abi::boot::DEBUG_REQUEST_VECTOR) => {
+            DEBUG_REQUESTED.store(true, core::sync::atomic::Ordering::Relaxed);
+            // Ends any idle wait, as a frame would.
             crate::drivers::virtio_net::INTERRUPTED.store(true, core::sync::atomic::Ordering::Relaxed);
             return super::apic::end_of_interrupt();
         }
