@@ -124,7 +124,6 @@ enum Command {
     },
 }
 
-/// Says what was built, and how big.
 /// `--gdb`'s port: not 0, which would listen where gdb cannot know.
 fn gdb_port(text: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
@@ -134,6 +133,7 @@ fn gdb_port(text: &str) -> Result<u16, String> {
     }
 }
 
+/// Says what was built, and how big.
 fn report_built(paths: &[PathBuf]) -> i32 {
     for path in paths {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);

@@ -226,8 +226,8 @@ pub struct Sim {
     /// registers (then: run on).
     pub answers: std::collections::VecDeque<Answer>,
     /// The monitor asked to stop the debugged VM while the kernel was
-    /// halted.
-    pub debug_request: bool,
+    /// halted (shared, so that a VM's program can stand in for the monitor).
+    pub debug_request: Rc<Cell<bool>>,
 }
 
 /// The simulated TSC's frequency: 1 GHz (1 ns a tick).
@@ -253,7 +253,7 @@ impl Sim {
             shared_counters: None,
             events: Vec::new(),
             answers: Default::default(),
-            debug_request: false,
+            debug_request: Rc::default(),
         }
     }
 }
@@ -365,7 +365,7 @@ impl Platform for Sim {
     }
 
     fn take_debug_request(&mut self) -> bool {
-        core::mem::take(&mut self.debug_request)
+        self.debug_request.take()
     }
 
     fn load_address_space(&mut self, root: PhysFrame) {

@@ -175,6 +175,9 @@ pub struct Kernel<P: Platform> {
     pub heap_after_boot: HeapUse,
     /// The VM a debugger holds, if any.
     debugged: Option<debug::Debugged>,
+    /// The monitor's request to stop the debugged VM arrived while a VM's
+    /// state was being saved: handled at the top of the run loop.
+    debug_request_pending: bool,
 }
 
 /// Times the state-save routine is run when interrupts keep cutting it off.
@@ -185,7 +188,7 @@ const NMI: u64 = 2;
 
 /// Whether `vector` is an interrupt (not an exception the code raised).
 fn is_interrupt(vector: u64) -> bool {
-    matches!(vector, NMI | TIMER | NIC | SPURIOUS) || PIC.contains(&vector)
+    matches!(vector, NMI | TIMER | NIC | DEBUG_REQUEST | SPURIOUS) || PIC.contains(&vector)
 }
 
 /// What the run loop does once a trap is handled.
@@ -293,6 +296,7 @@ impl<P: Platform> Kernel<P> {
             heap: None,
             heap_after_boot: HeapUse::default(),
             debugged: None,
+            debug_request_pending: false,
         }
     }
 
@@ -366,7 +370,7 @@ impl<P: Platform> Kernel<P> {
             }
             self.fire_alarms();
             self.start_waiting();
-            if self.platform.take_debug_request() {
+            if self.platform.take_debug_request() || core::mem::take(&mut self.debug_request_pending) {
                 // The debugger may have killed the last VM.
                 self.interrupt_debugged(None);
                 continue;
@@ -726,6 +730,7 @@ impl<P: Platform> Kernel<P> {
             if saved || !is_interrupt(vector) {
                 break;
             }
+            self.debug_request_pending |= vector == DEBUG_REQUEST;
             if vector != NMI {
                 self.platform.end_of_interrupt();
             }

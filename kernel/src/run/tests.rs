@@ -599,6 +599,33 @@ fn the_debugger_interrupts_the_debugged_vm_running_or_not() {
     assert_ne!(running.regs.rip, 0);
 }
 
+#[test]
+fn a_debug_request_that_comes_while_the_kernel_waits_stops_the_waiting_vm() {
+    use denali_abi::debug::EventKind;
+    let request = Rc::new(Cell::new(false));
+    let monitor = request.clone();
+    let program = move |id: u32| -> Program {
+        let monitor = monitor.clone();
+        Box::new(move |_: &mut Guest, context| {
+            if id == 1 {
+                // Stands in for the monitor: the request comes between turns.
+                monitor.set(true);
+                (context.rdi, context.rsi) = (6, 0);
+            }
+            context.rax = if id == 0 { IDLE } else { EXIT };
+            Trap::Hypercall
+        })
+    };
+    let mut kernel = kernel(16, 64, 2, program);
+    kernel.platform.debug_request = request;
+    kernel.debug_vm(0);
+    kernel.run(false);
+
+    let events: Vec<_> = kernel.platform.events.iter().map(|e| (e.vm, e.event_kind().unwrap())).collect();
+    assert_eq!(events, [(0, EventKind::Entry), (0, EventKind::Interrupted)], "stopped while it waited");
+    assert_eq!(kernel.statuses[1], Some(6));
+}
+
 /// A VM that sleeps 1 ms (an alarm, then idle until it fires) `times` times
 /// and notes by how many ns each sleep overshot, reading the clock as a VM
 /// does.

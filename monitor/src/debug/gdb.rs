@@ -3,12 +3,13 @@
 //!
 //! The kernel stops the debugged VM at its entry point, after each single
 //! step, at `int3`, when gdb interrupts it (see [`super::watch`]) and when
-//! it exits or crashes, and hands the monitor a [`DebugEvent`]. The monitor then talks to gdb until gdb resumes the VM,
-//! and writes the registers gdb set and the [`Command`] (continue or step)
-//! back into the event. gdb sees only that VM's flat address space, read
-//! and written through the VM's own page tables; it may write memory (and
-//! plant breakpoints) only once the kernel says every page of the VM is
-//! the VM's own copy.
+//! it exits or crashes, and hands the monitor a [`DebugEvent`]. The
+//! monitor then talks to gdb until gdb resumes the VM, and writes the
+//! registers gdb set and the [`Command`] (continue, step, or kill, which
+//! ends the VM) back into the event. gdb sees only that VM's flat address
+//! space, read and written through the VM's own page tables; it may write
+//! memory (and plant breakpoints) only once the kernel says every page of
+//! the VM is the VM's own copy.
 
 use super::walk::VmSpace;
 use super::watch::{Raise, Watcher};
@@ -47,6 +48,8 @@ pub struct GdbServer {
     raise: Option<Raise>,
     /// Listens to gdb while the VM runs (once gdb is connected).
     watcher: Option<Watcher>,
+    /// How gdb last resumed the VM.
+    resumed: Command,
 }
 
 /// The stopped VM as gdb sees it.
@@ -66,7 +69,15 @@ impl GdbServer {
     pub fn new(listener: TcpListener, memory: GuestMemoryMmap, raise: Raise) -> GdbServer {
         let event = DebugEvent::default();
         let target = VmTarget { memory, event, answer: None, breakpoints: BTreeMap::new() };
-        GdbServer { listener, session: None, target, detached: false, raise: Some(raise), watcher: None }
+        GdbServer {
+            listener,
+            session: None,
+            target,
+            detached: false,
+            raise: Some(raise),
+            watcher: None,
+            resumed: Command::Continue,
+        }
     }
 
     /// Whether the debugged VM has stopped for gdb yet.
@@ -152,14 +163,26 @@ impl GdbServer {
             GdbStubStateMachine::Running(running) => sent_while_running(running.borrow_conn()),
             _ => Some(Vec::new()),
         };
-        for byte in sent.ok_or("it left while the VM ran")? {
+        let sent = sent.ok_or("it left while the VM ran")?;
+        let stale = sent.is_empty();
+        for byte in sent {
             session = self.feed(session, byte)?;
         }
+        let sigint = SingleThreadStopReason::Signal(Signal::SIGINT);
         match session {
-            GdbStubStateMachine::Running(running) => {
-                let reason = SingleThreadStopReason::Signal(Signal::SIGINT);
-                running.report_stop(&mut self.target, reason).map_err(|e| e.to_string()).and_then(|s| self.serve(s))
+            // gdb's Ctrl-C came as the VM stopped by itself, and that stop
+            // answered it: the VM goes on as gdb last asked, unannounced.
+            GdbStubStateMachine::Running(running) if stale => {
+                self.target.answer = Some(self.resumed);
+                Ok(GdbStubStateMachine::Running(running))
             }
+            GdbStubStateMachine::Running(running) => {
+                running.report_stop(&mut self.target, sigint).map_err(|e| e.to_string()).and_then(|s| self.serve(s))
+            }
+            GdbStubStateMachine::CtrlCInterrupt(interrupt) => interrupt
+                .interrupt_handled(&mut self.target, Some(sigint))
+                .map_err(|e| e.to_string())
+                .and_then(|s| self.serve(s)),
             other => self.serve(other),
         }
     }
@@ -193,10 +216,11 @@ impl GdbServer {
                     let reason = SingleThreadStopReason::Signal(Signal::SIGTRAP);
                     running.report_stop(&mut self.target, reason).map_err(|e| e.to_string())?
                 }
-                GdbStubStateMachine::CtrlCInterrupt(interrupt) => {
-                    let reason = Some(SingleThreadStopReason::Signal(Signal::SIGINT));
-                    interrupt.interrupt_handled(&mut self.target, reason).map_err(|e| e.to_string())?
-                }
+                // A Ctrl-C that reached us with the VM stopped already: the
+                // stop gdb heard answers it.
+                GdbStubStateMachine::CtrlCInterrupt(interrupt) => interrupt
+                    .interrupt_handled(&mut self.target, None::<SingleThreadStopReason<u64>>)
+                    .map_err(|e| e.to_string())?,
                 GdbStubStateMachine::Disconnected(gone) if gone.get_reason() == DisconnectReason::Kill => {
                     self.target.answer = Some(Command::Kill);
                     return Err("it killed the VM".into());
@@ -220,7 +244,8 @@ impl GdbServer {
 
     /// Writes the registers and the command into the event at `addr`.
     fn answer(&mut self, addr: u64) {
-        let command = self.target.answer.unwrap_or(Command::Continue) as u64;
+        self.resumed = self.target.answer.unwrap_or(Command::Continue);
+        let command = self.resumed as u64;
         let mut bytes = command.to_le_bytes().to_vec();
         for word in self.target.event.regs.to_words() {
             bytes.extend(word.to_le_bytes());

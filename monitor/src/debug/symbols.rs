@@ -59,24 +59,18 @@ impl Symbols {
     fn parse(data: &[u8]) -> Result<Symbols, String> {
         let object = object::File::parse(data).map_err(|e| format!("not an ELF file we can read ({e})"))?;
         let endian = if object.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
-        let section = |id: gimli::SectionId| -> Result<Reader, gimli::Error> {
+        let section = |id: gimli::SectionId| -> Result<Reader, String> {
             let bytes = match object.section_by_name(id.name()) {
-                Some(section) => section.uncompressed_data().map_err(|_| gimli::Error::Io)?,
+                Some(section) => {
+                    section.uncompressed_data().map_err(|e| format!("its {} cannot be read ({e})", id.name()))?
+                }
                 None => Cow::Borrowed(&[][..]),
             };
             Ok(gimli::EndianArcSlice::new(Arc::from(&*bytes), endian))
         };
-        let dwarf = gimli::Dwarf::load(section).map_err(|e| format!("its DWARF cannot be read ({e})"))?;
+        let dwarf = gimli::Dwarf::load(section)?;
         let lines = addr2line::Context::from_dwarf(dwarf).map_err(|e| format!("its DWARF cannot be read ({e})"))?;
-        let functions = object
-            .symbols()
-            .filter(|symbol| symbol.kind() == SymbolKind::Text && symbol.is_definition())
-            .filter_map(|symbol| {
-                let name = symbol.name().ok()?.to_string();
-                Some(Function { start: symbol.address(), size: symbol.size(), name })
-            })
-            .collect();
-        Ok(Symbols { lines, functions: SymbolMap::new(functions) })
+        Ok(Symbols { lines, functions: SymbolMap::new(functions(&object)) })
     }
 
     /// The frames at `pc`, innermost first: the inlined calls there, then
@@ -107,6 +101,22 @@ impl Symbols {
         let function = self.functions.get(pc).filter(|f| f.size == 0 || pc - f.start < f.size)?;
         Some(addr2line::demangle_auto(Cow::Borrowed(&function.name), None).into_owned())
     }
+}
+
+/// The functions (and code labels) `object` defines, one per address: a
+/// global name rather than a local alias.
+fn functions(object: &object::File<'_>) -> Vec<Function> {
+    let mut functions: Vec<(bool, Function)> = object
+        .symbols()
+        .filter(|symbol| matches!(symbol.kind(), SymbolKind::Text | SymbolKind::Unknown) && symbol.is_definition())
+        .filter_map(|symbol| {
+            let name = symbol.name().ok().filter(|name| !name.is_empty())?.to_string();
+            Some((symbol.is_global(), Function { start: symbol.address(), size: symbol.size(), name }))
+        })
+        .collect();
+    functions.sort_by_key(|(global, function)| (function.start, !global));
+    functions.dedup_by_key(|(_, function)| function.start);
+    functions.into_iter().map(|(_, function)| function).collect()
 }
 
 /// Where the toolchain keeps the standard library's source: shown from

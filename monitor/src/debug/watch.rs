@@ -28,6 +28,8 @@ enum Turn {
     Over,
 }
 
+/// What the watcher and the vCPU's thread share: the turn, and a signal
+/// that it changed.
 struct Shared {
     turn: Mutex<Turn>,
     changed: Condvar,
@@ -60,6 +62,7 @@ impl Watcher {
         self.set(Turn::Stopped);
     }
 
+    /// Hands the turn over, waking the watcher.
     fn set(&self, turn: Turn) {
         *self.shared.turn.lock().unwrap_or_else(|e| e.into_inner()) = turn;
         self.shared.changed.notify_all();

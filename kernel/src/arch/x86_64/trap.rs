@@ -545,9 +545,10 @@ pub fn init_idt(selectors: &Selectors) {
 /// The monitor asked to stop the debugged VM while the kernel was halted.
 pub static DEBUG_REQUESTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
-/// A trap taken in ring 0. The timer or the NIC waking the kernel from
-/// `hlt` (the only time the kernel enables interrupts) returns and resumes
-/// it (the NIC's is noted for the run loop); anything else
+/// A trap taken in ring 0. The timer, the NIC or the monitor's debug
+/// request waking the kernel from `hlt` (the only time the kernel enables
+/// interrupts) returns and resumes it (the NIC's and the request are noted
+/// for the run loop); anything else
 /// means the kernel itself is broken: report and stop.
 #[unsafe(no_mangle)]
 extern "C" fn denali_kernel_trap(frame: &UserContext) {
