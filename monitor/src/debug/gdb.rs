@@ -98,16 +98,9 @@ impl GdbServer {
         self.target.event = event;
         self.target.answer = None;
         let reason = self.target.stop_reason();
-        if event.event_kind() == Some(EventKind::Entry) && event.flags & EVENT_MEMORY_PRIVATE == 0 {
-            say(&format!(
-                "denali: vm {} still shares its image's pages (memory is short), so gdb can read its memory \
-                 but not write it or set breakpoints: give the run more memory with --mem\n",
-                event.vm
-            ));
-        }
         let served = match self.session.take() {
             None => {
-                say(&format!("denali: vm {} stopped at its entry point for gdb\n", event.vm));
+                say(&entry_notice(&event));
                 self.connect().and_then(|session| self.serve(session))
             }
             Some(session) if event.event_kind() == Some(EventKind::Interrupted) => self.interrupted(session),
@@ -179,27 +172,25 @@ impl GdbServer {
             GdbStubStateMachine::Running(running) => {
                 running.report_stop(&mut self.target, sigint).map_err(|e| e.to_string()).and_then(|s| self.serve(s))
             }
-            GdbStubStateMachine::CtrlCInterrupt(interrupt) => interrupt
-                .interrupt_handled(&mut self.target, Some(sigint))
-                .map_err(|e| e.to_string())
-                .and_then(|s| self.serve(s)),
             other => self.serve(other),
         }
     }
 
-    /// Hands `byte` from gdb to `session`, whatever its state.
+    /// Hands `byte`, sent while the VM ran, to `session`; a Ctrl-C among
+    /// them is answered at once: the VM stopped for it, with SIGINT.
     fn feed(&mut self, session: Session, byte: u8) -> Result<Session, String> {
         let fed = match session {
             GdbStubStateMachine::Running(running) => running.incoming_data(&mut self.target, byte),
             GdbStubStateMachine::Idle(idle) => idle.incoming_data(&mut self.target, byte),
+            other => return Ok(other),
+        };
+        match fed.map_err(|e| e.to_string())? {
             GdbStubStateMachine::CtrlCInterrupt(interrupt) => {
                 let reason = Some(SingleThreadStopReason::Signal(Signal::SIGINT));
-                let session = interrupt.interrupt_handled(&mut self.target, reason).map_err(|e| e.to_string())?;
-                return self.feed(session, byte);
+                interrupt.interrupt_handled(&mut self.target, reason).map_err(|e| e.to_string())
             }
-            GdbStubStateMachine::Disconnected(_) => return Err("it disconnected".into()),
-        };
-        fed.map_err(|e| e.to_string())
+            other => Ok(other),
+        }
     }
 
     /// Talks to gdb until it resumes the VM (or leaves).
@@ -313,6 +304,20 @@ impl VmTarget {
         }
         Ok(())
     }
+}
+
+/// What to say at the entry stop (where gdb connects): that the VM waits,
+/// and, if its image's pages could not be made its own, what gdb cannot do.
+fn entry_notice(event: &DebugEvent) -> String {
+    let mut notice = format!("denali: vm {} stopped at its entry point for gdb\n", event.vm);
+    if event.flags & EVENT_MEMORY_PRIVATE == 0 {
+        notice += &format!(
+            "denali: vm {} still shares its image's pages (memory is short), so gdb can read its memory \
+             but not write it or set breakpoints: give the run more memory with --mem\n",
+            event.vm
+        );
+    }
+    notice
 }
 
 /// What gdb sent on `stream` while the VM ran, without waiting; `None` if

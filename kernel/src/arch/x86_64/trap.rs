@@ -34,6 +34,7 @@ use super::gdt::{IST_DOUBLE_FAULT, IST_NMI, IST_TRAP, Selectors};
 pub use crate::platform::TrapHooks;
 pub use crate::vm::context::UserContext;
 use core::arch::global_asm;
+use denali_abi::boot::{DEBUG_REQUEST_VECTOR, NIC_VECTOR};
 use denali_abi::hypercall::HYPERCALL_VECTOR;
 
 const CONTEXT_WORDS: usize = core::mem::size_of::<UserContext>() / 8;
@@ -556,13 +557,11 @@ extern "C" fn denali_kernel_trap(frame: &UserContext) {
         super::apic::TIMER_VECTOR => return super::apic::end_of_interrupt(),
         super::apic::SPURIOUS_VECTOR => return,
         vector if super::pic::PIC_VECTORS.contains(&vector) => return,
-        vector if vector == u64::from(denali_abi::boot::NIC_VECTOR) => {
-            crate::drivers::virtio_net::INTERRUPTED.store(true, core::sync::atomic::Ordering::Relaxed);
-            return super::apic::end_of_interrupt();
-        }
-        vector if vector == u64::from(denali_abi::boot::DEBUG_REQUEST_VECTOR) => {
-            DEBUG_REQUESTED.store(true, core::sync::atomic::Ordering::Relaxed);
-            // Ends any idle wait, as a frame would.
+        vector if [NIC_VECTOR, DEBUG_REQUEST_VECTOR].map(u64::from).contains(&vector) => {
+            // A debug request also ends any idle wait, as a frame does.
+            if vector == u64::from(DEBUG_REQUEST_VECTOR) {
+                DEBUG_REQUESTED.store(true, core::sync::atomic::Ordering::Relaxed);
+            }
             crate::drivers::virtio_net::INTERRUPTED.store(true, core::sync::atomic::Ordering::Relaxed);
             return super::apic::end_of_interrupt();
         }
